@@ -1,0 +1,1 @@
+"""The associative memory service: FastAPI over memory_core, with durable storage."""

@@ -1,0 +1,179 @@
+"""Offline data sets: Fashion-MNIST, scikit-learn digits and natural-colour patches.
+
+Nothing here downloads. Each loader reads what a package installed on disk and, when
+the package is missing, raises ``DatasetUnavailable`` naming what to install.
+
+Images come back as float32 tensors in [0, 1] of shape (N, C, H, W), as DESIGN.md's
+conventions say; ``flatten`` gives the (N, C*H*W) vectors memories store.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "DatasetUnavailable",
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "fashion_mnist",
+    "digits",
+    "natural_patches",
+    "photos",
+    "flatten",
+]
+
+FASHION_MNIST_DIR = Path(os.environ.get("AMS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+
+# The colour photographs bundled inside scikit-image's wheel (no download needed).
+PHOTO_NAMES = (
+    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+    "immunohistochemistry", "retina", "motorcycle_left", "motorcycle_right",
+)
+
+
+class DatasetUnavailable(RuntimeError):
+    """A data set's files or package are not installed; the message says what to install."""
+
+
+def flatten(images: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C*H*W), C-major, as memories store images."""
+    return images.reshape(images.shape[0], -1)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file (the MNIST format) into a uint8 array."""
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@lru_cache(maxsize=2)
+def _fashion_mnist_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz"
+    labels = FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images.exists() or not labels.exists():
+        raise DatasetUnavailable(
+            f"Fashion-MNIST not found under {FASHION_MNIST_DIR}: install the Debian package "
+            "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist) or set AMS_FASHION_MNIST_DIR"
+        )
+    return _read_idx(images), _read_idx(labels)
+
+
+def fashion_mnist(split: str = "train", limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST images and labels, in file order.
+
+    Arguments:
+        split: "train" (60 000) or "test" (10 000).
+        limit: keep only the first ``limit`` images.
+
+    Returns:
+        images (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64 in 0..9.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images, labels = _fashion_mnist_arrays(split)
+    images, labels = images[:limit], labels[:limit]
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]  # (N, 1, 28, 28)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def digits() -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8x8 handwritten digits: images (1797, 1, 8, 8) in [0, 1], labels (1797,)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DatasetUnavailable("the digits data set needs scikit-learn: pip install scikit-learn") from exc
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+    return x, torch.from_numpy(bunch.target.astype(np.int64))
+
+
+@lru_cache(maxsize=1)
+def _photo_arrays() -> dict[str, np.ndarray]:
+    try:
+        import skimage.data as skd
+    except ImportError as exc:
+        raise DatasetUnavailable("natural photos need scikit-image: pip install scikit-image") from exc
+    left, right, _ = skd.stereo_motorcycle()
+    found = {
+        "astronaut": skd.astronaut(), "chelsea": skd.chelsea(), "coffee": skd.coffee(),
+        "rocket": skd.rocket(), "hubble_deep_field": skd.hubble_deep_field(),
+        "immunohistochemistry": skd.immunohistochemistry(), "retina": skd.retina(),
+        "motorcycle_left": left, "motorcycle_right": right,
+    }
+    return {name: np.ascontiguousarray(found[name][..., :3]) for name in PHOTO_NAMES}
+
+
+def photos() -> dict[str, Tensor]:
+    """The bundled colour photos by name, each (3, H, W) float32 in [0, 1]."""
+    return {
+        name: torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        for name, arr in _photo_arrays().items()
+    }
+
+
+# Scales at which photos are cut, and the smallest standard deviation a patch needs to
+# be kept (flat patches, e.g. the black borders of the retina photo, would be
+# near-duplicates of each other and say nothing about a memory).
+_PATCH_SCALES = (1.0, 0.8, 0.64, 0.5, 0.4, 0.32, 0.25)
+_MIN_PATCH_STD = 0.04
+
+
+@lru_cache(maxsize=4)
+def _all_patches(size: int) -> np.ndarray:
+    from PIL import Image
+
+    patches = []
+    for name in PHOTO_NAMES:
+        photo = Image.fromarray(_photo_arrays()[name])
+        for scale in _PATCH_SCALES:
+            width, height = int(photo.width * scale), int(photo.height * scale)
+            if min(width, height) < size:
+                continue
+            arr = np.asarray(photo.resize((width, height), Image.Resampling.BOX), dtype=np.float32) / 255.0
+            # Two grids, the second offset by half a patch, for more distinct patches.
+            for offset in (0, size // 2):
+                for y in range(offset, height - size + 1, size):
+                    for x in range(offset, width - size + 1, size):
+                        patch = arr[y : y + size, x : x + size]
+                        if patch.std() >= _MIN_PATCH_STD:
+                            patches.append(patch.transpose(2, 0, 1))
+    stacked = np.stack(patches)  # (P, 3, size, size)
+    order = np.random.default_rng(1234).permutation(len(stacked))  # fixed: same set everywhere
+    return stacked[order]
+
+
+def natural_patches(size: int = 32, count: int | None = None) -> Tensor:
+    """Natural-colour square patches cut from the bundled photos (CIFAR-10 / Tiny ImageNet stand-in).
+
+    Deterministic: the same arguments give the same patches, in the same order, on any
+    machine. Patches come from a grid (and a half-offset grid) at several scales of each
+    photo, flat patches dropped, then shuffled once with a fixed seed.
+
+    Arguments:
+        size: side in pixels (32 for the CIFAR stand-in, 64 for Tiny ImageNet).
+        count: how many (the first ``count``); None for all.
+
+    Returns:
+        (N, 3, size, size) float32 in [0, 1].
+    """
+    if size < 4:
+        raise ValueError(f"patch size must be >= 4, got {size}")
+    pool = _all_patches(size)
+    if count is not None and count > len(pool):
+        raise ValueError(f"only {len(pool)} distinct {size}x{size} patches are available, asked for {count}")
+    return torch.from_numpy(pool[:count].copy())

@@ -1,0 +1,551 @@
+"""Universal Hopfield networks (Millidge et al., ICML 2022) and their classical instances.
+
+    retrieval(q) = values^T . separation(similarity(keys, q))
+
+``UniversalHopfield`` is the general memory (auto- or hetero-associative).
+``modern_hopfield`` (dot + softmax = attention, Ramsauer et al. 2020),
+``HopfieldNetwork`` (Hopfield 1982: bipolar, Hebbian, sign updates) and
+``SparseDistributedMemory`` (Kanerva 1988: hamming + threshold over random hard
+locations) are the named instances.
+
+Every pass over the stored patterns is chunked (``reduce_over_memories``): running
+log-sum-exp for softmax-like separations, running top-k for max / top-k, plain sums for
+linear ones. Memory stays bounded for any N and the result equals the dense one to
+float tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
+from .separation import Separation, Threshold, make_separation
+from .similarity import Similarity, bipolar, get_similarity
+
+__all__ = [
+    "HopfieldConfig",
+    "UniversalHopfield",
+    "modern_hopfield",
+    "HopfieldNetwork",
+    "SparseDistributedMemory",
+    "reduce_over_memories",
+    "topk_over_memories",
+]
+
+# Elements of the largest temporary a chunk may create (float32: 4 bytes each).
+_CHUNK_BUDGET = 1 << 24
+
+
+def _chunk_rows(batch: int, dim: int, sim: Similarity, chunk_size: int | None) -> int:
+    """Stored patterns per chunk so that a chunk's temporaries stay within budget."""
+    if chunk_size is not None:
+        return chunk_size
+    if sim.name == "manhattan":  # builds a (B, n, D) block
+        return max(1, _CHUNK_BUDGET // (batch * dim))
+    return max(256, _CHUNK_BUDGET // max(batch, dim))
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in float32 at least (float64 stays float64)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def reduce_over_memories(
+    keys: Tensor,
+    values: Tensor | None,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    sep: Separation,
+    *,
+    chunk_size: int | None = None,
+    potential: bool = False,
+) -> tuple[Tensor | None, Tensor | None]:
+    """One chunked pass: ``values^T sep(sim(keys, cue))`` and/or the potential Phi.
+
+    Arguments:
+        keys: (N, D) stored keys.
+        values: (N, Dv) stored values, or None to skip the output.
+        cue: (B, D) queries.
+        mask: (B, D) bool, True = known entry of the cue, or None.
+        sim, sep: the similarity and separation.
+        chunk_size: stored patterns per chunk; None picks one within a memory budget.
+        potential: also return Phi(sim(keys, cue)), shape (B,).
+
+    Returns:
+        (output (B, Dv) or None, potential (B,) or None), in the accumulation dtype.
+    """
+    n_stored, batch = keys.shape[0], cue.shape[0]
+    acc = _acc_dtype(keys.dtype)
+    rows = _chunk_rows(batch, keys.shape[1], sim, chunk_size)
+    out = None
+    if values is not None:
+        out = torch.zeros(batch, values.shape[1], dtype=acc, device=keys.device)  # (B, Dv)
+
+    if sep.mode == "select":
+        top, idx = topk_over_memories(keys, cue, mask, sim, k=sep.k, chunk_size=rows)  # (B, k)
+        weights = sep.select_weights(top)  # (B, k)
+        if out is not None:
+            picked = values[idx].to(acc)  # (B, k, Dv)
+            out = torch.einsum("bk,bkd->bd", weights, picked)
+        return out, (sep.potential_from_top(top) if potential else None)
+
+    if sep.mode == "linear":
+        phi = torch.zeros(batch, dtype=acc, device=keys.device) if potential else None
+        for start in range(0, n_stored, rows):
+            scores = sim(keys[start : start + rows], cue, mask).to(acc)  # (B, n)
+            if out is not None:
+                w = sep.linear_weights(scores, sim.is_distance)  # (B, n)
+                out += w.to(values.dtype) @ values[start : start + rows]
+            if phi is not None:
+                phi += sep.linear_potential(scores, sim.is_distance)
+        return out, phi
+
+    # normalised: softmax over all N with a running max (flash-attention style).
+    run_max = torch.full((batch, 1), -math.inf, dtype=acc, device=keys.device)  # (B, 1)
+    run_sum = torch.zeros(batch, 1, dtype=acc, device=keys.device)  # (B, 1)
+    for start in range(0, n_stored, rows):
+        logits = sep.logits(sim(keys[start : start + rows], cue, mask).to(acc), sim.is_distance)
+        new_max = torch.maximum(run_max, logits.max(dim=1, keepdim=True).values)  # (B, 1)
+        rescale = torch.exp(run_max - new_max)  # (B, 1); exp(-inf) = 0 on the first chunk
+        expo = torch.exp(logits - new_max)  # (B, n), each <= 1
+        run_sum = run_sum * rescale + expo.sum(dim=1, keepdim=True)
+        if out is not None:
+            out = out * rescale + (expo.to(values.dtype) @ values[start : start + rows]).to(acc)
+        run_max = new_max
+    if out is not None:
+        out = out / run_sum
+    phi = sep.potential_from_lse((run_max + torch.log(run_sum)).squeeze(1)) if potential else None
+    return out, phi
+
+
+def topk_over_memories(
+    keys: Tensor,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    *,
+    k: int,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The k best-scoring stored patterns per cue, merged chunk by chunk.
+
+    Returns:
+        scores (B, k) best first, and their row indices (B, k) into ``keys``.
+    """
+    n_stored, batch = keys.shape[0], cue.shape[0]
+    k = min(k, n_stored)
+    rows = _chunk_rows(batch, keys.shape[1], sim, chunk_size)
+    acc = _acc_dtype(keys.dtype)
+    best = torch.full((batch, 0), -math.inf, dtype=acc, device=keys.device)  # (B, <=k)
+    best_idx = torch.zeros((batch, 0), dtype=torch.long, device=keys.device)
+    for start in range(0, n_stored, rows):
+        scores = sim(keys[start : start + rows], cue, mask).to(acc)  # (B, n)
+        top, idx = scores.topk(min(k, scores.shape[1]), dim=1)
+        merged = torch.cat([best, top], dim=1)
+        merged_idx = torch.cat([best_idx, idx + start], dim=1)
+        best, pos = merged.topk(min(k, merged.shape[1]), dim=1)
+        best_idx = merged_idx.gather(1, pos)
+    return best, best_idx
+
+
+@dataclass(frozen=True)
+class HopfieldConfig:
+    """Constructor arguments of ``UniversalHopfield`` (what the service stores as config).
+
+    Attributes:
+        similarity: dot, cosine, euclidean, manhattan or hamming.
+        separation: identity, softmax, polynomial, max, topk or threshold.
+        beta: inverse temperature of softmax / top-k (per unit of similarity).
+        n: order of the polynomial separation.
+        k: how many patterns top-k separation mixes.
+        radius: distance under which threshold separation activates a pattern.
+    """
+
+    similarity: str = "manhattan"
+    separation: str = "softmax"
+    beta: float = 1.0
+    n: float = 2.0
+    k: int = 5
+    radius: float = 0.0
+
+
+class UniversalHopfield:
+    """A universal Hopfield network: similarity, separation, projection.
+
+    Arguments:
+        similarity, separation, beta, n, k, radius: see ``HopfieldConfig``.
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+        dtype: storage dtype; float32 by default, float16 / bfloat16 on a GPU.
+        chunk_size: stored patterns per chunk (None: chosen within a memory budget).
+
+    Example:
+        >>> m = UniversalHopfield(similarity="manhattan", separation="softmax", beta=1.0)
+        >>> m.store(patterns)                 # (N, D)
+        >>> out = m.retrieve(cue, mask=mask)  # (B, D)
+    """
+
+    def __init__(
+        self,
+        similarity: str = "manhattan",
+        separation: str = "softmax",
+        beta: float = 1.0,
+        n: float = 2.0,
+        k: int = 5,
+        radius: float = 0.0,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype = torch.float32,
+        chunk_size: int | None = None,
+    ) -> None:
+        self.config = HopfieldConfig(similarity, separation, float(beta), float(n), int(k), float(radius))
+        self.sim = get_similarity(similarity)
+        self.sep = make_separation(separation, beta=beta, n=n, k=k, radius=radius)
+        self.device = resolve_device(device)
+        self.dtype = check_dtype(dtype, self.device)
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self._keys: Tensor | None = None  # (capacity, D); rows [:count] are live
+        self._values: Tensor | None = None  # (capacity, Dv) when hetero-associative
+        self._count = 0
+
+    # --- storage --------------------------------------------------------------------
+    @property
+    def hetero(self) -> bool:
+        """True when values differ from keys (stored with ``store(keys, values)``)."""
+        return self._values is not None
+
+    @property
+    def dim(self) -> int | None:
+        """Key dimension D, or None before the first store."""
+        return None if self._keys is None else self._keys.shape[1]
+
+    @property
+    def value_dim(self) -> int | None:
+        """Value dimension Dv (= D when auto-associative), or None before the first store."""
+        if self._keys is None:
+            return None
+        return (self._values if self._values is not None else self._keys).shape[1]
+
+    @property
+    def keys(self) -> Tensor:
+        """(N, D) the stored keys (a view, do not modify)."""
+        return self._live(self._keys)
+
+    @property
+    def values(self) -> Tensor:
+        """(N, Dv) the stored values; the keys themselves when auto-associative."""
+        return self._live(self._values if self._values is not None else self._keys)
+
+    def _live(self, buf: Tensor | None) -> Tensor:
+        if buf is None:
+            raise EmptyMemoryError("nothing stored yet")
+        return buf[: self._count]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def store(self, keys: Tensor, values: Tensor | None = None) -> None:
+        """Append patterns: ``store(patterns)`` (auto) or ``store(keys, values)`` (hetero).
+
+        Arguments:
+            keys: (N, D) float.
+            values: (N, Dv) float, only for a hetero-associative memory; a memory is
+                auto- or hetero-associative from its first store on.
+        """
+        keys = check_batch(keys, self.dim, "patterns" if values is None else "keys")
+        if self._count and (values is not None) != self.hetero:
+            kind = "hetero" if self.hetero else "auto"
+            raise ValueError(f"this memory is {kind}-associative: store keys and values accordingly")
+        if values is not None:
+            values = check_batch(values, self.value_dim if self.hetero else None, "values")
+            if values.shape[0] != keys.shape[0]:
+                raise ValueError(f"{keys.shape[0]} keys but {values.shape[0]} values")
+        self._keys = self._append(self._keys, keys)
+        if values is not None:
+            self._values = self._append(self._values, values)
+        self._count += keys.shape[0]
+
+    def _append(self, buf: Tensor | None, rows: Tensor) -> Tensor:
+        """Write rows after the live ones, doubling capacity when full (amortised O(1))."""
+        rows = rows.to(self.device, self.dtype)
+        need = self._count + rows.shape[0]
+        if buf is None or buf.shape[0] < need:
+            grown = torch.empty(max(need, 2 * (0 if buf is None else buf.shape[0]), 16), rows.shape[1],
+                                dtype=self.dtype, device=self.device)
+            if buf is not None:
+                grown[: self._count] = buf[: self._count]
+            buf = grown
+        buf[self._count : need] = rows
+        return buf
+
+    def remove(self, rows: Tensor | list[int]) -> None:
+        """Forget the stored patterns at these row indices; later rows move up, in order."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.device).flatten()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self._count):
+            raise IndexError(f"row index out of range for {self._count} stored patterns")
+        keep = torch.ones(self._count, dtype=torch.bool, device=self.device)
+        keep[idx] = False
+        kept = int(keep.sum())
+        self._keys[:kept] = self.keys[keep].clone()
+        if self._values is not None:
+            self._values[:kept] = self.values[keep].clone()
+        self._count = kept
+
+    def clear(self) -> None:
+        """Forget everything (a fresh memory, auto or hetero again)."""
+        self._keys = self._values = None
+        self._count = 0
+
+    def to(self, device: str | torch.device) -> UniversalHopfield:
+        """Move the stored patterns to ``device`` (in place); returns self."""
+        self.device = resolve_device(device)
+        check_dtype(self.dtype, self.device)
+        if self._keys is not None:
+            self._keys = self._keys.to(self.device)
+        if self._values is not None:
+            self._values = self._values.to(self.device)
+        return self
+
+    # --- recall -----------------------------------------------------------------------
+    def _prepare(self, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if self._count == 0:
+            raise EmptyMemoryError("the memory is empty: store patterns before recalling")
+        cue = check_batch(cue, self.dim, "cue").to(self.device, self.dtype)
+        if mask is not None:
+            mask = check_mask(mask, cue.shape).to(self.device)
+        return cue, mask
+
+    def retrieve(
+        self, cue: Tensor, mask: Tensor | None = None, steps: int = 1, tol: float = 1e-6
+    ) -> Tensor:
+        """Recall from a corrupted or partial cue.
+
+        Arguments:
+            cue: (B, D). Unknown entries (mask False) may hold anything.
+            mask: (B, D) bool, True = known entry; the first step compares only those.
+            steps: iterated updates q <- retrieve(q) (auto-associative only); stops
+                early once no entry changes by more than ``tol``. Steps after the first
+                compare whole states, since every entry is then an estimate.
+            tol: convergence tolerance (max abs change).
+
+        Returns:
+            (B, Dv) in the memory's dtype.
+        """
+        cue, mask = self._prepare(cue, mask)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if steps > 1 and self.hetero:
+            raise ValueError("iterated retrieval needs an auto-associative memory (values = keys)")
+        state = cue
+        for step in range(steps):
+            out, _ = reduce_over_memories(self.keys, self.values, state, mask if step == 0 else None,
+                                          self.sim, self.sep, chunk_size=self.chunk_size)
+            out = out.to(self.dtype)
+            converged = step > 0 and float((out - state).abs().max()) <= tol
+            state = out
+            if converged:
+                break
+        return state
+
+    def search(self, cue: Tensor, k: int = 5, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The k nearest stored patterns under the similarity.
+
+        Returns:
+            scores (B, k) best first (similarity units; distances negated), and
+            indices (B, k) into the stored patterns, in storage order.
+        """
+        cue, mask = self._prepare(cue, mask)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return topk_over_memories(self.keys, cue, mask, self.sim, k=k, chunk_size=self.chunk_size)
+
+    def energy(self, state: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Energy (B,) of states (B, D): ``R(q) - Phi(sim(keys, q))``.
+
+        Phi is the separation's potential (its gradient gives the weights) and R(q) =
+        1/2 |q|^2 for dot similarity, 0 otherwise. For dot similarity the iterated
+        update is the concave-convex procedure on this energy, so it never increases
+        (Ramsauer et al. 2020; Millidge et al. 2022); with softmax this is Ramsauer's
+        energy up to constants. For the other similarities it is a familiarity score:
+        lower = closer to what is stored.
+        """
+        state, mask = self._prepare(state, mask)
+        _, phi = reduce_over_memories(self.keys, None, state, mask, self.sim, self.sep,
+                                      chunk_size=self.chunk_size, potential=True)
+        if self.sim.name == "dot":
+            return 0.5 * (state.to(phi.dtype) ** 2).sum(dim=1) - phi
+        return -phi
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())
+        return f"UniversalHopfield({args}, device={str(self.device)!r}, stored={self._count})"
+
+
+def modern_hopfield(beta: float = 1.0, **kwargs) -> UniversalHopfield:
+    """The modern continuous Hopfield network (Ramsauer et al. 2020): dot + softmax(beta).
+
+    One retrieval step equals attention: softmax(beta q K^T) V.
+    """
+    return UniversalHopfield(similarity="dot", separation="softmax", beta=beta, **kwargs)
+
+
+class HopfieldNetwork:
+    """The classical Hopfield network (Hopfield 1982): bipolar units, Hebbian weights.
+
+    W = (1/D) sum_mu xi_mu xi_mu^T with a zero diagonal; update s_i <- sign(W_i . s)
+    (a unit whose field is exactly 0 keeps its state); energy E = -1/2 s^T W s, which
+    never increases under asynchronous updates. Patterns may be binary {0, 1} or bipolar
+    {-1, +1}; states are returned bipolar.
+
+    Its synchronous update with the diagonal kept equals the universal Hopfield network
+    with dot similarity and identity separation, followed by sign.
+    """
+
+    def __init__(self, dim: int, zero_diagonal: bool = True, device: str | torch.device = "auto") -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.zero_diagonal = zero_diagonal
+        self.device = resolve_device(device)
+        self.weights = torch.zeros(dim, dim, device=self.device)  # (D, D)
+        self.count = 0
+
+    def store(self, patterns: Tensor) -> None:
+        """Hebbian storage of (N, D) binary or bipolar patterns (adds to the weights)."""
+        xi = bipolar(check_batch(patterns, self.dim, "patterns").to(self.device, torch.float32))
+        self.weights += xi.T @ xi / self.dim  # (D, D)
+        if self.zero_diagonal:
+            self.weights.fill_diagonal_(0.0)
+        self.count += xi.shape[0]
+
+    def retrieve(
+        self,
+        cue: Tensor,
+        steps: int = 100,
+        mode: str = "async",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Run the dynamics from cues (B, D) until a fixed point or ``steps`` sweeps.
+
+        Arguments:
+            cue: (B, D) binary or bipolar (entries > 0 count as +1).
+            steps: maximum sweeps; a sweep updates every unit once.
+            mode: "sync" (all units at once) or "async" (one unit at a time, in a
+                random order per sweep).
+            generator: random source for the asynchronous order.
+
+        Returns:
+            (B, D) bipolar states.
+        """
+        if self.count == 0:
+            raise EmptyMemoryError("the network is empty: store patterns before recalling")
+        if mode not in ("sync", "async"):
+            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
+        state = bipolar(check_batch(cue, self.dim, "cue").to(self.device, torch.float32))
+        for _ in range(steps):
+            previous = state.clone()
+            if mode == "sync":
+                field = state @ self.weights  # (B, D); W is symmetric
+                state = torch.where(field == 0, state, torch.sign(field))
+            else:
+                order = torch.randperm(self.dim, generator=generator).tolist()
+                for i in order:
+                    field = state @ self.weights[:, i]  # (B,)
+                    state[:, i] = torch.where(field == 0, state[:, i], torch.sign(field))
+            if torch.equal(state, previous):
+                break
+        return state
+
+    def energy(self, state: Tensor) -> Tensor:
+        """E = -1/2 s^T W s for bipolar states (B, D); returns (B,)."""
+        s = bipolar(check_batch(state, self.dim, "state").to(self.device, torch.float32))
+        return -0.5 * ((s @ self.weights) * s).sum(dim=1)
+
+
+def _binomial_quantile(dim: int, fraction: float) -> int:
+    """Smallest radius r with P[Binomial(dim, 1/2) <= r] >= fraction."""
+    log_total = dim * math.log(2.0)
+    cdf = 0.0
+    for r in range(dim + 1):
+        cdf += math.exp(math.lgamma(dim + 1) - math.lgamma(r + 1) - math.lgamma(dim - r + 1) - log_total)
+        if cdf >= fraction:
+            return r
+    return dim
+
+
+class SparseDistributedMemory:
+    """Kanerva's sparse distributed memory, as a universal Hopfield network.
+
+    L hard locations with random bipolar addresses A (L, D) and counters C (L, Dv).
+    Writing data x at address a adds bipolar(x) to the counters of every location
+    within hamming distance ``radius`` of a. Reading at q sums the counters of the
+    locations within ``radius`` of q and thresholds at 0. In universal Hopfield terms:
+    keys = A, similarity = hamming, separation = threshold(radius), projection = C.
+
+    Arguments:
+        dim: address (and, auto-associatively, data) dimension D.
+        locations: number of hard locations L.
+        radius: activation radius in bits; None picks the one that activates about
+            ``activation`` of the locations for a random address.
+        activation: target fraction of active locations when radius is None.
+        value_dim: data dimension (default D).
+        seed: seeds the random addresses.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        locations: int = 2000,
+        radius: int | None = None,
+        activation: float = 0.05,
+        value_dim: int | None = None,
+        seed: int = 0,
+        device: str | torch.device = "auto",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dim, self.value_dim = dim, value_dim or dim
+        gen = torch.Generator().manual_seed(seed)
+        self.addresses = (torch.randint(0, 2, (locations, dim), generator=gen) * 2 - 1).float().to(self.device)
+        self.counters = torch.zeros(locations, self.value_dim, device=self.device)  # (L, Dv)
+        self.radius = _binomial_quantile(dim, activation) if radius is None else int(radius)
+        self.sim = get_similarity("hamming")
+        self.sep = Threshold(radius=float(self.radius))
+
+    def activation(self, address: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, L) 0/1: which hard locations lie within the radius of each address (B, D)."""
+        address = check_batch(address, self.dim, "address").to(self.device, torch.float32)
+        if mask is not None:
+            mask = check_mask(mask, address.shape).to(self.device)
+        return self.sep.linear_weights(self.sim(self.addresses, address, mask), True)
+
+    def write(self, address: Tensor, data: Tensor) -> None:
+        """Write data (B, Dv) at addresses (B, D): active counters += bipolar(data)."""
+        data = bipolar(check_batch(data, self.value_dim, "data").to(self.device, torch.float32))
+        self.counters += self.activation(address).T @ data  # (L, Dv)
+
+    def store(self, patterns: Tensor) -> None:
+        """Auto-associative storage: each pattern written at its own address."""
+        self.write(patterns, patterns)
+
+    def read(self, address: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Bipolar data (B, Dv) read at addresses (B, D); a tie (sum 0) reads as -1."""
+        address = check_batch(address, self.dim, "address").to(self.device, torch.float32)
+        if mask is not None:
+            mask = check_mask(mask, address.shape).to(self.device)
+        sums, _ = reduce_over_memories(self.addresses, self.counters, address, mask, self.sim, self.sep)
+        return torch.where(sums > 0, 1.0, -1.0)
+
+    def retrieve(self, cue: Tensor, mask: Tensor | None = None, steps: int = 1) -> Tensor:
+        """Iterated reads (auto-associative): q <- read(q); the mask applies to the first."""
+        state = self.read(cue, mask)
+        for _ in range(steps - 1):
+            nxt = self.read(state)
+            if torch.equal(nxt, state):
+                break
+            state = nxt
+        return state
