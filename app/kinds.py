@@ -1,0 +1,226 @@
+"""The kinds of memory the service holds, each a small subclass of ``LiveMemory``.
+
+A ``LiveMemory`` is one memory in RAM: its stored patterns (in a ``UniversalHopfield``
+index, which also names the stored patterns nearest a result), their ids in storage
+order, and the locks that make concurrent use safe:
+
+- ``rw`` (readers-writer): recalls read together; a store or delete applies its
+  change to the tensors alone, so a recall never sees half a change (no torn reads);
+- ``writing``: one write (durable storage + RAM) at a time per memory, so RAM and
+  storage agree on order and ids.
+
+A kind says what its ``config`` means (``resolve_config``: the constructor's
+arguments with defaults filled in), how a cue becomes a result (``_output``), and
+its state. Adding a kind = one subclass + one line in ``KINDS``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from memory_core import EmptyMemoryError, HopfieldConfig, UniversalHopfield, get_similarity, make_separation
+
+from .jobs import JobContext
+from .rwlock import RWLock
+from .storage import MemoryRecord, Storage
+
+__all__ = ["Recall", "LiveMemory", "HopfieldMemory", "KINDS", "NotTrained"]
+
+
+class NotTrained(RuntimeError):
+    """A memory that needs training has no trained model yet."""
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What a recall gives back.
+
+    Attributes:
+        output: (D,) the result, float32 on the CPU.
+        matches: (id, score) of the stored patterns nearest the result, best first.
+        energy: the result's energy under the memory's model.
+        state, trained_count: the memory's state and what its model had learned.
+    """
+
+    output: Tensor
+    matches: list[tuple[str, float]]
+    energy: float
+    state: str
+    trained_count: int
+
+
+class LiveMemory(ABC):
+    """One memory in RAM; subclasses give a kind's config, recall and state.
+
+    Arguments:
+        record: the stored record (name, shape, resolved config, ...).
+        device: where the tensors live.
+    """
+
+    kind: ClassVar[str]
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, record: MemoryRecord, device: torch.device) -> None:
+        self.record = record
+        self.device = device
+        self.rw = RWLock()
+        self.writing = threading.Lock()
+        self.deleted = False
+        self.ids: list[str] = []  # row -> pattern id, in the index's row order
+        self.seqs: list[int] = []  # row -> storage sequence number
+        self._rows: dict[str, int] = {}  # pattern id -> row
+
+    # --- what a kind defines ----------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+        """Validate a create request's config and fill in the defaults; ValueError if bad."""
+
+    @property
+    @abstractmethod
+    def index(self) -> UniversalHopfield:
+        """The stored patterns, (N, D), searchable."""
+
+    @abstractmethod
+    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
+        """The result (1, D) and its energy (1,) for a cue (1, D); caller holds ``rw.read``."""
+
+    @property
+    def state(self) -> str:
+        """ready, or for trained kinds: untrained, training, ready, stale."""
+        return "ready"
+
+    @property
+    def trained_count(self) -> int:
+        """Stored patterns the recall model has learned."""
+        return self.count
+
+    def _changed(self) -> None:
+        """Called (under ``rw.write``) after patterns were added or removed."""
+
+    def restore(self, storage: Storage) -> None:
+        """After a restart, once the patterns are loaded: load kind-specific state (checkpoints)."""
+
+    def training(self, storage: Storage, epochs: int | None) -> tuple[Callable[[JobContext], None], int, int | None]:
+        """Trainable kinds: (the job's work function, patterns it trains on, epochs).
+
+        Called under ``writing``; the work runs later on the job's thread.
+        """
+        raise NotImplementedError(f"kind {self.kind} has no training")
+
+    # --- shared machinery -------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def has(self, pattern_id: str) -> bool:
+        return pattern_id in self._rows
+
+    def add(self, seqs: list[int], ids: list[str], vectors: Tensor) -> None:
+        """Append patterns (n, D) already stored durably; caller holds ``rw.write``."""
+        self.index.store(vectors.to(self.device))
+        for row, pid in enumerate(ids, start=len(self.ids)):
+            self._rows[pid] = row
+        self.ids.extend(ids)
+        self.seqs.extend(seqs)
+        self._changed()
+
+    def remove(self, pattern_id: str) -> None:
+        """Forget one pattern (already deleted from storage); caller holds ``rw.write``."""
+        row = self._rows.pop(pattern_id)
+        self.index.remove([row])
+        del self.ids[row]
+        del self.seqs[row]
+        for later in range(row, len(self.ids)):  # rows after it moved up by one
+            self._rows[self.ids[later]] = later
+        self._changed()
+
+    def recall(self, cue: Tensor, mask: Tensor | None, k: int, steps: int) -> Recall:
+        """Recall from a cue (D,) with an optional mask (D,) bool, True = known.
+
+        Raises ``EmptyMemoryError`` on an empty memory, ``NotTrained`` when the kind
+        needs a trained model and has none.
+        """
+        with self.rw.read():
+            if self.count == 0:
+                raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")
+            cue = cue.to(self.device, torch.float32)[None]  # (1, D)
+            mask = None if mask is None else mask.to(self.device)[None]  # (1, D)
+            out, energy = self._output(cue, mask, steps)  # (1, D), (1,)
+            scores, rows = self.index.search(out, k=min(k, self.count))  # (1, k), (1, k)
+            matches = [(self.ids[int(r)], float(s)) for s, r in zip(scores[0].tolist(), rows[0].tolist())]
+            return Recall(output=out[0].float().cpu(), matches=matches, energy=float(energy[0]),
+                          state=self.state, trained_count=self.trained_count)
+
+    def details(self) -> dict[str, Any]:
+        """Count, state and trained_count, read together."""
+        with self.rw.read():
+            return {"count": self.count, "state": self.state, "trained_count": self.trained_count}
+
+
+def _check_number(key: str, value: Any, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not math.isfinite(value):
+        raise ValueError(f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+
+
+class HopfieldMemory(LiveMemory):
+    """A universal Hopfield network (``memory_core.UniversalHopfield``): a store is learned at once.
+
+    Config keys are UniversalHopfield's constructor arguments: similarity, separation,
+    beta, n, k, radius. The default (``{}``) is manhattan similarity (mask-aware)
+    with softmax separation at beta = DEFAULT_BETA, measured on Fashion-MNIST
+    (scripts/measure_default_beta.py; see the README).
+    """
+
+    kind = "hopfield"
+    DEFAULT_BETA: ClassVar[float] = 10.0
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "similarity": "manhattan", "separation": "softmax", "beta": DEFAULT_BETA, "n": 2.0, "k": 5, "radius": 0.0,
+    }
+
+    def __init__(self, record: MemoryRecord, device: torch.device) -> None:
+        super().__init__(record, device)
+        self.model = UniversalHopfield(**record.config, device=device)
+
+    @classmethod
+    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+        allowed = [f.name for f in fields(HopfieldConfig)]
+        unknown = sorted(set(config) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown} for kind hopfield; known: {allowed}")
+        resolved = {**cls.DEFAULTS, **config}
+        for key in ("similarity", "separation"):
+            if not isinstance(resolved[key], str):
+                raise ValueError(f"config.{key} must be a string, got {resolved[key]!r}")
+        for key in ("beta", "n", "radius"):
+            _check_number(key, resolved[key])
+            resolved[key] = float(resolved[key])
+        _check_number("k", resolved["k"], integer=True)
+        get_similarity(resolved["similarity"])  # ValueError naming the known ones
+        make_separation(resolved["separation"], beta=resolved["beta"], n=resolved["n"], k=resolved["k"],
+                        radius=resolved["radius"])
+        return resolved
+
+    @property
+    def index(self) -> UniversalHopfield:
+        return self.model
+
+    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
+        out = self.model.retrieve(cue, mask=mask, steps=steps)  # (1, D)
+        return out, self.model.energy(out)  # (1,)
+
+
+KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory}
