@@ -39,19 +39,19 @@ from .settings import Settings
 from .storage import MemoryRecord, NewPattern
 
 __all__ = [
-    "parse_json",
-    "b64decode",
-    "vector_tensor",
-    "image_bytes_to_vector",
-    "cue_image",
-    "list_mask",
-    "picture_mask",
     "RawPattern",
-    "prepare_patterns",
-    "png_bytes",
+    "b64decode",
     "check_known",
-    "png_base64",
+    "cue_image",
+    "image_bytes_to_vector",
     "is_image",
+    "list_mask",
+    "parse_json",
+    "picture_mask",
+    "png_base64",
+    "png_bytes",
+    "prepare_patterns",
+    "vector_tensor",
 ]
 
 _ID = re.compile(ID_PATTERN)

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "install_error_handlers", "error_response", "clean_validation_errors"]
+__all__ = ["ApiError", "clean_validation_errors", "error_response", "install_error_handlers"]
 
 log = logging.getLogger("app")
 

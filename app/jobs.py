@@ -17,10 +17,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JobRecord", "JobContext", "JobManager", "JobConflict"]
+__all__ = ["JobConflict", "JobContext", "JobManager", "JobRecord"]
 
 log = logging.getLogger("app.jobs")
 
@@ -30,7 +30,7 @@ class JobConflict(Exception):
 
 
 def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC)
 
 
 @dataclass

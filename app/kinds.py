@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -32,7 +32,7 @@ from .jobs import JobContext
 from .rwlock import RWLock
 from .storage import MemoryRecord, Storage
 
-__all__ = ["Recall", "LiveMemory", "HopfieldMemory", "KINDS", "NotTrained"]
+__all__ = ["KINDS", "HopfieldMemory", "LiveMemory", "NotTrained", "Recall"]
 
 
 class NotTrained(RuntimeError):
@@ -204,7 +204,7 @@ class HopfieldMemory(LiveMemory):
         resolved = {**cls.DEFAULTS, **config}
         for key in ("similarity", "separation"):
             if not isinstance(resolved[key], str):
-                raise ValueError(f"config.{key} must be a string, got {resolved[key]!r}")
+                raise TypeError(f"config.{key} must be a string, got {resolved[key]!r}")
         for key in ("beta", "n", "radius"):
             _check_number(key, resolved[key])
             resolved[key] = float(resolved[key])

@@ -40,6 +40,7 @@ class ErrorResponse(BaseModel):
 
 # --- health and info ------------------------------------------------------------------
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
     status: str = Field(examples=["ok"])
 
 
@@ -110,6 +111,10 @@ class MemoryDetails(BaseModel):
 
 
 class MemoryList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"memories": [{
+        "name": "digits", "kind": "hopfield", "shape": [64], "dim": 64, "text": False,
+        "config": {"similarity": "euclidean", "separation": "softmax", "beta": 5.0, "n": 2.0, "k": 5, "radius": 0.0},
+        "count": 300, "state": "ready", "trained_count": 300, "created_at": "2025-01-01T12:00:00Z"}]}]})
     memories: list[MemoryDetails]
 
 
@@ -153,6 +158,10 @@ class PatternPage(BaseModel):
 
 class PatternOut(BaseModel):
     """A stored pattern: ``image`` (base64 PNG) for image memories, ``vector`` for vector memories."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": "shoe-1", "text": None, "metadata": {"label": "Sneaker"}, "vector": None, "image": _PNG_1x1},
+        {"id": "b", "text": "seven", "metadata": None, "vector": [0.7, 0.2, 0.5, 0.1], "image": None}]})
 
     id: str
     text: str | None = None
@@ -250,4 +259,5 @@ class Job(BaseModel):
 
 
 class JobList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"jobs": []}]})
     jobs: list[Job]

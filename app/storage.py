@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MemoryExists",
     "MemoryRecord",
     "NewPattern",
-    "PatternRow",
-    "Storage",
-    "SQLiteStorage",
-    "MemoryExists",
     "PatternExists",
+    "PatternRow",
+    "SQLiteStorage",
+    "Storage",
     "atomic_write",
     "fsync_dir",
 ]

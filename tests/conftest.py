@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from service_helpers import wait_ready
 
 from app.main import create_app
 from app.settings import Settings
 from memory_core.data import fashion_mnist
-from service_helpers import wait_ready
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import threading
 
 import numpy as np
 import torch
+from service_helpers import count, decode_png, error_code, mask_png, png, png_b64, rgba_png
 from sklearn.datasets import load_digits
 
 from memory_core.masks import bottom_half_unknown
-from service_helpers import count, decode_png, error_code, mask_png, png, png_b64, rgba_png
 
 HALF = bottom_half_unknown(28, 28)  # (28, 28) True = known (top half)
 

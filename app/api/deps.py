@@ -111,4 +111,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": text.get(s, "error")} for s in statuses}
 
 
-V1_ERRORS = (401, 403, 503)
+READ_ERRORS = (401, 503)  # what any /v1 read may answer besides its own errors
+WRITE_ERRORS = (401, 403, 503)  # and any write

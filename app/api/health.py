@@ -12,7 +12,7 @@ from memory_core import SEPARATIONS, SIMILARITIES
 from ..errors import error_response
 from ..kinds import KINDS
 from ..schemas import Health, Info, Limits
-from .deps import READ, V1_ERRORS, ServiceDep, errors
+from .deps import READ, ServiceDep, errors
 
 router = APIRouter()
 
@@ -39,7 +39,7 @@ def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/info", tags=["info"], response_model=Info, dependencies=READ, responses=errors(*V1_ERRORS))
+@router.get("/v1/info", tags=["info"], response_model=Info, dependencies=READ, responses=errors(401))
 def info(service: ServiceDep) -> Info:
     """Version, device, limits, and what memories can be made of (kinds, similarities, separations)."""
     s = service.settings

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..codec import RawPattern, is_image, parse_json, png_base64, png_bytes, prepare_patterns
 from ..errors import ApiError
 from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StorePatterns, StoreResult
-from .deps import READ, V1_ERRORS, WRITE, RegistryDep, ServiceDep, errors, run_sync, wants_png
+from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
 from .memories import NameParam
 
 router = APIRouter(prefix="/v1/memories", tags=["patterns"])
@@ -84,7 +84,7 @@ def multipart_patterns(fields: dict[str, list]) -> list[RawPattern]:
 
 
 @router.post("/{name}/patterns", status_code=201, response_model=StoreResult, dependencies=WRITE,
-             openapi_extra=STORE_BODY, responses=errors(400, 404, 409, 413, 415, 422, *V1_ERRORS))
+             openapi_extra=STORE_BODY, responses=errors(400, 404, 409, 413, 415, 422, *WRITE_ERRORS))
 async def store_patterns(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam,
                          fit: bool = Query(False, description="centre-crop and resize images of another size")
                          ) -> StoreResult:
@@ -127,12 +127,15 @@ def _decode_cursor(cursor: str) -> int:
 
 
 @router.get("/{name}/patterns", response_model=PatternPage, dependencies=READ,
-            responses=errors(404, 422, *V1_ERRORS))
+            responses=errors(404, 422, *READ_ERRORS))
 async def list_patterns(registry: RegistryDep, service: ServiceDep, name: str = NameParam,
-                        limit: int = Query(100, ge=1, description="page size (at most AMS_MAX_PAGE)"),
+                        limit: int | None = Query(None, ge=1, description="page size: default 100, "
+                                                                           "at most AMS_MAX_PAGE"),
                         cursor: str | None = Query(None, max_length=64, description="next_cursor of the last page")
                         ) -> PatternPage:
     """A page of patterns in storage order: `{id, text, metadata}` each, and `next_cursor`."""
+    if limit is None:
+        limit = min(100, service.settings.max_page)
     if limit > service.settings.max_page:
         raise ApiError(422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {service.settings.max_page}")
     live = registry.get(name)
@@ -147,7 +150,7 @@ async def list_patterns(registry: RegistryDep, service: ServiceDep, name: str = 
 @router.get("/{name}/patterns/{pattern_id}", response_model=PatternOut, dependencies=READ,
             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                              "description": "the pattern; the picture itself with `Accept: image/png`"},
-                       **errors(404, 406, 422, *V1_ERRORS)})
+                       **errors(404, 406, 422, *READ_ERRORS)})
 async def get_pattern(request: Request, registry: RegistryDep, name: str = NameParam,
                       pattern_id: str = PatternIdParam) -> PatternOut | Response:
     """One stored pattern: JSON (image memories: base64 PNG `image`; vector memories: `vector`),
@@ -169,7 +172,7 @@ async def get_pattern(request: Request, registry: RegistryDep, name: str = NameP
 
 
 @router.delete("/{name}/patterns/{pattern_id}", status_code=204, response_class=Response, dependencies=WRITE,
-               responses=errors(404, 422, *V1_ERRORS))
+               responses=errors(404, 422, *WRITE_ERRORS))
 async def delete_pattern(registry: RegistryDep, name: str = NameParam, pattern_id: str = PatternIdParam) -> Response:
     """Delete one pattern (durable on return)."""
     await run_sync(registry.delete_pattern, name, pattern_id)

@@ -27,7 +27,7 @@ from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..settings import Settings
-from .deps import READ, V1_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
+from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
 from .memories import NameParam
 from .patterns import body_kind, read_form
 
@@ -70,7 +70,7 @@ def _matches(rec: Recall) -> list[Match]:
 
 
 @router.post("/{name}/retrieve", response_model=RetrieveResult, dependencies=READ,
-             responses=errors(400, 404, 409, 413, 422, *V1_ERRORS))
+             responses=errors(400, 404, 409, 413, 422, *READ_ERRORS))
 async def retrieve(body: RetrieveRequest, registry: RegistryDep, service: ServiceDep,
                    name: str = NameParam) -> RetrieveResult:
     """Recall a stored pattern from a corrupted cue: a `vector` (D numbers) or an `image` (base64;
@@ -117,7 +117,7 @@ async def retrieve(body: RetrieveRequest, registry: RegistryDep, service: Servic
              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                               "description": "the completed picture; raw PNG with `Accept: image/png` (matches and "
                                              "energy then in the X-AMS-Matches and X-AMS-Energy headers)"},
-                        **errors(400, 404, 409, 413, 415, 422, *V1_ERRORS)})
+                        **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS)})
 async def complete(request: Request, registry: RegistryDep, service: ServiceDep,
                    name: str = NameParam) -> CompleteResult | Response:
     """Complete a partial image: multipart `image` + optional `mask` picture (white = known), or
