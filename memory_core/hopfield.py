@@ -123,6 +123,36 @@ def reduce_over_memories(
     return out, phi
 
 
+def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``scores.topk(k)`` with ties broken towards the lower index, so results never
+    depend on chunking or on the kernel's order.
+
+    Arguments:
+        scores: (B, n).
+        k: at most n.
+
+    Returns:
+        values (B, k) best first, indices (B, k).
+    """
+    if k == 1:  # max/argmax return the first maximal index
+        best, idx = scores.max(dim=1, keepdim=True)
+        return best, idx
+    top, idx = scores.topk(k, dim=1)  # (B, k), arbitrary among ties
+    kth = top[:, -1:]  # (B, 1)
+    # Only ties at the k-th value can change which rows are picked; they are rare for
+    # real-valued scores, so the exact stable sort runs only for rows that have them.
+    ambiguous = (scores == kth).sum(dim=1) > (top == kth).sum(dim=1)  # (B,)
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero().squeeze(1)
+        vals, order = scores[rows].sort(dim=1, descending=True, stable=True)
+        top[rows], idx[rows] = vals[:, :k], order[:, :k]
+    # Order ties inside the k best by index: sort by index, then stably by value.
+    by_index = idx.argsort(dim=1)
+    top, idx = top.gather(1, by_index), idx.gather(1, by_index)
+    by_value = top.argsort(dim=1, descending=True, stable=True)
+    return top.gather(1, by_value), idx.gather(1, by_value)
+
+
 def topk_over_memories(
     keys: Tensor,
     cue: Tensor,
@@ -133,6 +163,8 @@ def topk_over_memories(
     chunk_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The k best-scoring stored patterns per cue, merged chunk by chunk.
+
+    Ties go to the lower row index, whatever the chunking.
 
     Returns:
         scores (B, k) best first, and their row indices (B, k) into ``keys``.
@@ -145,10 +177,11 @@ def topk_over_memories(
     best_idx = torch.zeros((batch, 0), dtype=torch.long, device=keys.device)
     for start in range(0, n_stored, rows):
         scores = sim(keys[start : start + rows], cue, mask).to(acc)  # (B, n)
-        top, idx = scores.topk(min(k, scores.shape[1]), dim=1)
+        top, idx = stable_topk(scores, min(k, scores.shape[1]))
+        # Earlier chunks (lower indices) come first, so stable ties keep them.
         merged = torch.cat([best, top], dim=1)
         merged_idx = torch.cat([best_idx, idx + start], dim=1)
-        best, pos = merged.topk(min(k, merged.shape[1]), dim=1)
+        best, pos = stable_topk(merged, min(k, merged.shape[1]))
         best_idx = merged_idx.gather(1, pos)
     return best, best_idx
 

@@ -1,5 +1,9 @@
-"""Shared fixtures. Service: ``make_client`` / ``client`` (a FastAPI TestClient over a fresh
-data directory, lifespan run, ready) and ``fashion`` (real Fashion-MNIST images)."""
+"""Shared fixtures.
+
+Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
+``patch_vectors``, ``fashion``). Service: ``make_client`` / ``client``, a FastAPI TestClient
+over a fresh data directory, lifespan run, ready.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,36 @@ from service_helpers import wait_ready
 
 from app.main import create_app
 from app.settings import Settings
-from memory_core.data import fashion_mnist
+from memory_core.data import fashion_mnist, flatten, natural_patches
+
+# --- data -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fashion_images() -> torch.Tensor:
+    """The first 2000 Fashion-MNIST training images, (2000, 1, 28, 28) in [0, 1]."""
+    return fashion_mnist("train", limit=2000)[0]
+
+
+@pytest.fixture(scope="session")
+def fashion_vectors(fashion_images) -> torch.Tensor:
+    """The same images as (2000, 784) vectors."""
+    return flatten(fashion_images)
+
+
+@pytest.fixture(scope="session")
+def patch_vectors() -> torch.Tensor:
+    """500 natural-colour 32x32 patches as (500, 3072) vectors."""
+    return flatten(natural_patches(32, count=500))
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_images) -> torch.Tensor:
+    """The first 300 Fashion-MNIST training images, (300, 1, 28, 28) in [0, 1] (service tests)."""
+    return fashion_images[:300]
+
+
+# --- service --------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -50,11 +83,3 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """A ready TestClient over a fresh data directory, default settings, no API keys."""
     return make_client()
-
-
-@pytest.fixture(scope="session")
-def fashion() -> torch.Tensor:
-    """The first 300 Fashion-MNIST training images, (300, 1, 28, 28) in [0, 1]."""
-    images, _ = fashion_mnist("train", limit=300)
-    return images
-
