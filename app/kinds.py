@@ -91,7 +91,7 @@ class LiveMemory(ABC):
 
     @abstractmethod
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        """The result (1, D) and its energy (1,) for a cue (1, D); caller holds ``rw.read``."""
+        """Results (B, D) and their energies (B,) for cues (B, D); caller holds ``rw.read``."""
 
     @property
     def state(self) -> str:
@@ -148,21 +148,31 @@ class LiveMemory(ABC):
         self._changed()
 
     def recall(self, cue: Tensor, mask: Tensor | None, k: int, steps: int) -> Recall:
-        """Recall from a cue (D,) with an optional mask (D,) bool, True = known.
+        """Recall from one cue (D,) with an optional mask (D,) bool, True = known."""
+        return self.recall_batch(cue[None], None if mask is None else mask[None], k, steps)[0]
 
-        Raises ``EmptyMemoryError`` on an empty memory, ``NotTrained`` when the kind
-        needs a trained model and has none.
+    def recall_batch(self, cues: Tensor, masks: Tensor | None, k: int, steps: int) -> list[Recall]:
+        """Recall from cues (B, D) with optional masks (B, D) bool (an all-True row = no mask).
+
+        One pass for the whole batch, under one read lock: what a micro-batcher of
+        concurrent recalls calls. Raises ``EmptyMemoryError`` on an empty memory,
+        ``NotTrained`` when the kind needs a trained model and has none.
         """
         with self.rw.read():
             if self.count == 0:
                 raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")
-            cue = cue.to(self.device, torch.float32)[None]  # (1, D)
-            mask = None if mask is None else mask.to(self.device)[None]  # (1, D)
-            out, energy = self._output(cue, mask, steps)  # (1, D), (1,)
-            scores, rows = self.index.search(out, k=min(k, self.count))  # (1, k), (1, k)
-            matches = [(self.ids[int(r)], float(s)) for s, r in zip(scores[0].tolist(), rows[0].tolist())]
-            return Recall(output=out[0].float().cpu(), matches=matches, energy=float(energy[0]),
-                          state=self.state, trained_count=self.trained_count)
+            cues = cues.to(self.device, torch.float32)  # (B, D)
+            masks = None if masks is None else masks.to(self.device)  # (B, D)
+            out, energy = self._output(cues, masks, steps)  # (B, D), (B,)
+            scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
+            state, trained = self.state, self.trained_count
+            out, energy = out.float().cpu(), energy.float().cpu().tolist()
+            return [
+                Recall(output=out[b],
+                       matches=[(self.ids[r], s) for s, r in zip(scores[b].tolist(), rows[b].tolist(), strict=True)],
+                       energy=energy[b], state=state, trained_count=trained)
+                for b in range(out.shape[0])
+            ]
 
     def details(self) -> dict[str, Any]:
         """Count, state and trained_count, read together."""
@@ -219,8 +229,8 @@ class HopfieldMemory(LiveMemory):
         return self.model
 
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        out = self.model.retrieve(cue, mask=mask, steps=steps)  # (1, D)
-        return out, self.model.energy(out)  # (1,)
+        out = self.model.retrieve(cue, mask=mask, steps=steps)  # (B, D)
+        return out, self.model.energy(out)  # (B,)
 
 
 KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory}

@@ -18,13 +18,14 @@ router = APIRouter()
 
 
 @router.get("/livez", tags=["health"], response_model=Health)
-def livez() -> Health:
-    """The process is up (even while memories are still loading)."""
+async def livez() -> Health:
+    """The process is up (even while memories are still loading). Answered on the event loop,
+    so it stays quick when every worker thread is busy recalling."""
     return Health(status="ok")
 
 
 @router.get("/readyz", tags=["health"], response_model=Health, responses=errors(503))
-def readyz(service: ServiceDep) -> Health | JSONResponse:
+async def readyz(service: ServiceDep) -> Health | JSONResponse:
     """Ready to serve: storage is recovered and every memory is loaded; 503 until then."""
     if not service.is_ready:
         return error_response(503, "not_ready", service.error or "the service is still loading its memories")
