@@ -166,10 +166,12 @@ class LiveMemory(ABC):
             out, energy = self._output(cues, masks, steps)  # (B, D), (B,)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
             state, trained = self.state, self.trained_count
-            out, energy = out.float().cpu(), energy.float().cpu().tolist()
+            # + 0.0 turns -0.0 (a negated distance of 0) into 0.0 for the JSON answer.
+            out, energy = out.float().cpu(), (energy.float().cpu() + 0.0).tolist()
+            scores = (scores.float().cpu() + 0.0).tolist()
             return [
                 Recall(output=out[b],
-                       matches=[(self.ids[r], s) for s, r in zip(scores[b].tolist(), rows[b].tolist(), strict=True)],
+                       matches=[(self.ids[r], s) for s, r in zip(scores[b], rows[b].tolist(), strict=True)],
                        energy=energy[b], state=state, trained_count=trained)
                 for b in range(out.shape[0])
             ]
