@@ -73,7 +73,9 @@ def parse_json(body: bytes, model: type[BaseModel]) -> Any:
             err["loc"] = ["body", *err["loc"]]
         if any(e["type"] == "json_invalid" for e in errors):
             raise ApiError(400, "invalid_json", "the request body is not valid JSON", errors) from None
-        raise ApiError(422, "validation_error", "the request does not match the API's schema", errors) from None
+        raise ApiError(
+            422, "validation_error", "the request does not match the API's schema", errors
+        ) from None
 
 
 def b64decode(text: str, what: str) -> bytes:
@@ -91,10 +93,14 @@ def b64decode(text: str, what: str) -> bytes:
 def vector_tensor(values: list[float], dim: int, what: str) -> Tensor:
     """A JSON list of numbers -> (dim,) float32; 422 on a wrong length or NaN/inf."""
     if len(values) != dim:
-        raise ApiError(422, "dimension_mismatch", f"{what} has {len(values)} numbers; this memory has D = {dim}")
+        raise ApiError(
+            422, "dimension_mismatch", f"{what} has {len(values)} numbers; this memory has D = {dim}"
+        )
     x = torch.tensor(values, dtype=torch.float32)  # (D,)
     if not bool(torch.isfinite(x).all()):
-        raise ApiError(422, "non_finite", f"{what} contains NaN or infinite values (or numbers beyond float32)")
+        raise ApiError(
+            422, "non_finite", f"{what} contains NaN or infinite values (or numbers beyond float32)"
+        )
     return x
 
 
@@ -107,7 +113,9 @@ def _open(data: bytes, what: str, max_pixels: int):
         raise ApiError(422, "invalid_image", f"{what}: {exc}") from None
 
 
-def image_bytes_to_vector(data: bytes, shape: tuple[int, int, int], fit: bool, max_pixels: int, what: str) -> Tensor:
+def image_bytes_to_vector(
+    data: bytes, shape: tuple[int, int, int], fit: bool, max_pixels: int, what: str
+) -> Tensor:
     """A stored image -> (C*H*W,) float32 in [0, 1].
 
     Its size must be the memory's unless ``fit`` (then it is centre-cropped and
@@ -117,14 +125,19 @@ def image_bytes_to_vector(data: bytes, shape: tuple[int, int, int], fit: bool, m
     channels, height, width = shape
     if img.size != (width, height):
         if not fit:
-            raise ApiError(422, "shape_mismatch",
-                           f"{what} is {img.width}x{img.height} pixels; this memory stores {width}x{height} "
-                           "(pass ?fit=true to centre-crop and resize)")
+            raise ApiError(
+                422,
+                "shape_mismatch",
+                f"{what} is {img.width}x{img.height} pixels; this memory stores {width}x{height} "
+                "(pass ?fit=true to centre-crop and resize)",
+            )
         return fit_to_shape(img, shape).reshape(-1)
     return image_to_tensor(img, channels).reshape(-1)  # (C*H*W,)
 
 
-def cue_image(data: bytes, shape: tuple[int, int, int], max_pixels: int, what: str) -> tuple[Tensor, Tensor | None]:
+def cue_image(
+    data: bytes, shape: tuple[int, int, int], max_pixels: int, what: str
+) -> tuple[Tensor, Tensor | None]:
     """A cue picture -> ((C*H*W,) float32, (H, W) bool alpha mask or None).
 
     The picture is centre-cropped and resized to the memory's shape (DESIGN.md); an
@@ -145,14 +158,18 @@ def list_mask(values: list[bool], record: MemoryRecord) -> Tensor:
         mask = pixel_mask_to_vector(mask.reshape(record.shape[1:]), record.shape[0])
     elif mask.numel() != record.dim:
         pixels = f" (or H*W = {record.shape[1] * record.shape[2]})" if is_image(record) else ""
-        raise ApiError(422, "dimension_mismatch", f"mask has {mask.numel()} entries; expected D = {record.dim}{pixels}")
+        raise ApiError(
+            422, "dimension_mismatch", f"mask has {mask.numel()} entries; expected D = {record.dim}{pixels}"
+        )
     return check_known(mask, "mask")
 
 
 def picture_mask(data: bytes, record: MemoryRecord, max_pixels: int, what: str) -> Tensor:
     """A mask picture (white = known, or alpha 0 = unknown) -> (D,) bool, fitted to the memory."""
     if not is_image(record):
-        raise ApiError(422, "not_an_image_memory", f"{what} is a picture, but memory {record.name!r} stores vectors")
+        raise ApiError(
+            422, "not_an_image_memory", f"{what} is a picture, but memory {record.name!r} stores vectors"
+        )
     _open(data, what, max_pixels)  # the checks and error codes, before decode_mask decodes it
     pixels = decode_mask(data, record.shape[1:], max_pixels)  # (H, W)
     return check_known(pixel_mask_to_vector(pixels, record.shape[0]), what)
@@ -180,8 +197,9 @@ class RawPattern:
         return cls(item.id, item.vector, item.image, item.text, item.metadata)
 
 
-def prepare_patterns(items: list[RawPattern], record: MemoryRecord, settings: Settings,
-                     fit: bool = False) -> tuple[list[NewPattern], Tensor]:
+def prepare_patterns(
+    items: list[RawPattern], record: MemoryRecord, settings: Settings, fit: bool = False
+) -> tuple[list[NewPattern], Tensor]:
     """Check and decode a batch: (patterns to store, vectors (n, D) float32).
 
     Every item is checked before anything is stored, so a bad item stores nothing.
@@ -189,7 +207,9 @@ def prepare_patterns(items: list[RawPattern], record: MemoryRecord, settings: Se
     if not items:
         raise ApiError(422, "empty_batch", "no patterns in the request")
     if len(items) > settings.max_batch:
-        raise ApiError(422, "batch_too_large", f"{len(items)} patterns in one request; the limit is {settings.max_batch}")
+        raise ApiError(
+            422, "batch_too_large", f"{len(items)} patterns in one request; the limit is {settings.max_batch}"
+        )
     seen: set[str] = set()
     patterns, vectors = [], []
     for i, item in enumerate(items):
@@ -204,23 +224,34 @@ def prepare_patterns(items: list[RawPattern], record: MemoryRecord, settings: Se
             raise ApiError(422, "invalid_pattern", f"{what} needs exactly one of 'vector' or 'image'")
         if item.image is not None:
             if not is_image(record):
-                raise ApiError(422, "not_an_image_memory",
-                               f"{what}.image given, but memory {record.name!r} stores vectors of D = {record.dim}")
+                raise ApiError(
+                    422,
+                    "not_an_image_memory",
+                    f"{what}.image given, but memory {record.name!r} stores vectors of D = {record.dim}",
+                )
             data = item.image if isinstance(item.image, bytes) else b64decode(item.image, f"{what}.image")
             vec = image_bytes_to_vector(data, record.shape, fit, settings.max_image_pixels, f"{what}.image")
         else:
             vec = vector_tensor(item.vector, record.dim, f"{what}.vector")
         if item.text is not None and len(item.text) > settings.max_text_chars:
-            raise ApiError(422, "text_too_long", f"{what}.text has {len(item.text)} characters; "
-                                                 f"the limit is {settings.max_text_chars}")
+            raise ApiError(
+                422,
+                "text_too_long",
+                f"{what}.text has {len(item.text)} characters; the limit is {settings.max_text_chars}",
+            )
         if item.metadata is not None:
             try:
                 size = len(json.dumps(item.metadata, allow_nan=False).encode())
             except ValueError:
-                raise ApiError(422, "non_finite", f"{what}.metadata contains NaN or infinite numbers") from None
+                raise ApiError(
+                    422, "non_finite", f"{what}.metadata contains NaN or infinite numbers"
+                ) from None
             if size > settings.max_metadata_bytes:
-                raise ApiError(422, "metadata_too_large", f"{what}.metadata is {size} bytes as JSON; "
-                                                          f"the limit is {settings.max_metadata_bytes}")
+                raise ApiError(
+                    422,
+                    "metadata_too_large",
+                    f"{what}.metadata is {size} bytes as JSON; the limit is {settings.max_metadata_bytes}",
+                )
         patterns.append(NewPattern(id=pid, vector=vec.numpy(), text=item.text, metadata=item.metadata))
         vectors.append(vec)
     return patterns, torch.stack(vectors)  # (n, D)

@@ -33,18 +33,21 @@ class ApiError(Exception):
         headers: extra response headers (e.g. WWW-Authenticate).
     """
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
         self.headers = headers
 
 
-def error_response(status: int, code: str, message: str, details: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A JSONResponse with the error shape."""
-    return JSONResponse({"error": {"code": code, "message": message, "details": details}},
-                        status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details}}, status_code=status, headers=headers
+    )
 
 
 def clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,17 +57,38 @@ def clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]
         item = {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type", "")}
         ctx = err.get("ctx")
         if isinstance(ctx, dict):
-            item["ctx"] = {k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-                           for k, v in ctx.items()}
+            item["ctx"] = {
+                k: v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+                for k, v in ctx.items()
+            }
         cleaned.append(item)
     return cleaned
 
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    406: "not_acceptable", 409: "conflict", 413: "request_too_large", 415: "unsupported_media_type",
-    422: "validation_error", 503: "not_ready",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "not_ready",
 }
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path (``app.state.route_methods``:
+    (path regex, methods) pairs that create_app records from its routers)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for regex, route_methods in getattr(request.app.state, "route_methods", ()):
+        if regex.match(path):
+            methods |= route_methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,9 +109,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such endpoint: {request.method} {request.url.path}"
-        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            # One route per method: Starlette names only the first route's methods; name all.
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return error_response(exc.status_code, code, message, None, headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

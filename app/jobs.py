@@ -73,11 +73,20 @@ class JobRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "memory": self.memory, "kind": self.kind, "status": self.status,
-            "progress": self.progress(), "epoch": self.epoch, "epochs": self.epochs, "energy": self.energy,
-            "eta_seconds": self.eta_seconds(time.time()), "patterns": self.patterns,
-            "created_at": _utc(self.created_at), "started_at": _utc(self.started_at),
-            "finished_at": _utc(self.finished_at), "error": self.error,
+            "id": self.id,
+            "memory": self.memory,
+            "kind": self.kind,
+            "status": self.status,
+            "progress": self.progress(),
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "energy": self.energy,
+            "eta_seconds": self.eta_seconds(time.time()),
+            "patterns": self.patterns,
+            "created_at": _utc(self.created_at),
+            "started_at": _utc(self.started_at),
+            "finished_at": _utc(self.finished_at),
+            "error": self.error,
         }
 
 
@@ -122,14 +131,18 @@ class JobManager:
         self._keep = keep
         self._closed = False
 
-    def submit(self, memory: str, kind: str, work: Work, patterns: int = 0, epochs: int | None = None) -> JobRecord:
+    def submit(
+        self, memory: str, kind: str, work: Work, patterns: int = 0, epochs: int | None = None
+    ) -> JobRecord:
         """Start ``work`` for ``memory``; raises JobConflict if that memory has an unfinished job."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job manager is shut down")
             if memory in self._active:
                 raise JobConflict(self._active[memory])
-            job = JobRecord(id=secrets.token_hex(8), memory=memory, kind=kind, patterns=patterns, epochs=epochs)
+            job = JobRecord(
+                id=secrets.token_hex(8), memory=memory, kind=kind, patterns=patterns, epochs=epochs
+            )
             self._jobs[job.id] = job
             self._active[memory] = job.id
             self._forget_old()

@@ -109,7 +109,9 @@ class LiveMemory(ABC):
     def restore(self, storage: Storage) -> None:
         """After a restart, once the patterns are loaded: load kind-specific state (checkpoints)."""
 
-    def training(self, storage: Storage, epochs: int | None) -> tuple[Callable[[JobContext], None], int, int | None]:
+    def training(
+        self, storage: Storage, epochs: int | None
+    ) -> tuple[Callable[[JobContext], None], int, int | None]:
         """Trainable kinds: (the job's work function, patterns it trains on, epochs).
 
         Called under ``writing``; the work runs later on the job's thread.
@@ -170,9 +172,13 @@ class LiveMemory(ABC):
             out, energy = out.float().cpu(), (energy.float().cpu() + 0.0).tolist()
             scores = (scores.float().cpu() + 0.0).tolist()
             return [
-                Recall(output=out[b],
-                       matches=[(self.ids[r], s) for s, r in zip(scores[b], rows[b].tolist(), strict=True)],
-                       energy=energy[b], state=state, trained_count=trained)
+                Recall(
+                    output=out[b],
+                    matches=[(self.ids[r], s) for s, r in zip(scores[b], rows[b].tolist(), strict=True)],
+                    energy=energy[b],
+                    state=state,
+                    trained_count=trained,
+                )
                 for b in range(out.shape[0])
             ]
 
@@ -185,7 +191,9 @@ class LiveMemory(ABC):
 def _check_number(key: str, value: Any, integer: bool = False) -> None:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or not math.isfinite(value):
-        raise ValueError(f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+        raise ValueError(
+            f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
+        )
 
 
 class HopfieldMemory(LiveMemory):
@@ -200,7 +208,12 @@ class HopfieldMemory(LiveMemory):
     kind = "hopfield"
     DEFAULT_BETA: ClassVar[float] = 10.0
     DEFAULTS: ClassVar[dict[str, Any]] = {
-        "similarity": "manhattan", "separation": "softmax", "beta": DEFAULT_BETA, "n": 2.0, "k": 5, "radius": 0.0,
+        "similarity": "manhattan",
+        "separation": "softmax",
+        "beta": DEFAULT_BETA,
+        "n": 2.0,
+        "k": 5,
+        "radius": 0.0,
     }
 
     def __init__(self, record: MemoryRecord, device: torch.device) -> None:
@@ -222,8 +235,13 @@ class HopfieldMemory(LiveMemory):
             resolved[key] = float(resolved[key])
         _check_number("k", resolved["k"], integer=True)
         get_similarity(resolved["similarity"])  # ValueError naming the known ones
-        make_separation(resolved["separation"], beta=resolved["beta"], n=resolved["n"], k=resolved["k"],
-                        radius=resolved["radius"])
+        make_separation(
+            resolved["separation"],
+            beta=resolved["beta"],
+            n=resolved["n"],
+            k=resolved["k"],
+            radius=resolved["radius"],
+        )
         return resolved
 
     @property

@@ -22,9 +22,12 @@ class BodyLimitMiddleware:
         self.app, self.max_bytes = app, max_bytes
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
-        response = error_response(413, "request_too_large",
-                                  f"request body {size} exceeds the limit of {self.max_bytes} bytes "
-                                  "(AMS_MAX_REQUEST_BYTES)", headers={"Connection": "close"})
+        response = error_response(
+            413,
+            "request_too_large",
+            f"request body {size} exceeds the limit of {self.max_bytes} bytes (AMS_MAX_REQUEST_BYTES)",
+            headers={"Connection": "close"},
+        )
         await response(scope, receive, send)
 
     async def _drain(self, receive: Receive, more: bool) -> None:

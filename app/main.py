@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 import memory_core
@@ -52,8 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await recovery  # never close storage under a recovery in progress
             await asyncio.to_thread(service.close)
 
-    app = FastAPI(title="Associative memory service", version=memory_core.__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="Associative memory service",
+        version=memory_core.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
     app.state.service = service
     install_error_handlers(app)
     # Outermost first: metrics see every request, the body limit runs before routing.
@@ -61,6 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     for module in (api.health, api.memories, api.patterns, api.recall, api.jobs):
         app.include_router(module.router)
+    # Which methods each path serves, for the Allow header of a 405 (errors.py).
+    app.state.route_methods = [
+        (route.path_regex, set(route.methods))
+        for module in (api.health, api.memories, api.patterns, api.recall, api.jobs)
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+    ]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -78,10 +90,19 @@ def _configure_logging(level: str) -> None:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        _, top = models_json_schema([(m, "validation") for m in _EXTRA_SCHEMAS],
-                                    ref_template="#/components/schemas/{model}")
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, top = models_json_schema(
+            [(m, "validation") for m in _EXTRA_SCHEMAS], ref_template="#/components/schemas/{model}"
+        )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(top.get("$defs", {}))
+        if not app.state.service.settings.api_key:
+            # No keys configured: the API is open, and the document says so.
+            schema["components"].pop("securitySchemes", None)
+            for ops in schema["paths"].values():
+                for op in ops.values():
+                    op.pop("security", None)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -41,11 +41,18 @@ class _LiveCollector:
         yield ready
         registry = self._service.registry
         memories = GaugeMetricFamily("ams_memories", "memories held")
-        patterns = GaugeMetricFamily("ams_memory_patterns", "stored patterns per memory", labels=["memory", "kind"])
-        trained = GaugeMetricFamily("ams_memory_trained_patterns", "patterns the recall model has learned",
-                                    labels=["memory", "kind"])
-        progress = GaugeMetricFamily("ams_job_progress", "progress (0..1) of unfinished jobs", labels=["job", "memory"])
-        energy = GaugeMetricFamily("ams_job_energy", "last reported energy of unfinished jobs", labels=["job", "memory"])
+        patterns = GaugeMetricFamily(
+            "ams_memory_patterns", "stored patterns per memory", labels=["memory", "kind"]
+        )
+        trained = GaugeMetricFamily(
+            "ams_memory_trained_patterns", "patterns the recall model has learned", labels=["memory", "kind"]
+        )
+        progress = GaugeMetricFamily(
+            "ams_job_progress", "progress (0..1) of unfinished jobs", labels=["job", "memory"]
+        )
+        energy = GaugeMetricFamily(
+            "ams_job_energy", "last reported energy of unfinished jobs", labels=["job", "memory"]
+        )
         lives = registry.all() if registry is not None else []
         memories.add_metric([], float(len(lives)))
         for live in lives:
@@ -64,14 +71,28 @@ class Metrics:
 
     def __init__(self, service: Service) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("ams_requests", "HTTP requests by route template and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("ams_request_duration_seconds", "HTTP request latency by route template",
-                                 ["method", "route"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.patterns_stored = Counter("ams_patterns_stored", "patterns stored (acknowledged)", ["kind"],
-                                       registry=self.registry)
-        self.recalls = Counter("ams_recalls", "recalls answered (retrieve and complete)", ["kind", "endpoint"],
-                               registry=self.registry)
+        self.requests = Counter(
+            "ams_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ams_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.patterns_stored = Counter(
+            "ams_patterns_stored", "patterns stored (acknowledged)", ["kind"], registry=self.registry
+        )
+        self.recalls = Counter(
+            "ams_recalls",
+            "recalls answered (retrieve and complete)",
+            ["kind", "endpoint"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(service))
 
     def render(self) -> bytes:

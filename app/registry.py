@@ -55,8 +55,11 @@ class Registry:
         for record in self.storage.list_memories():
             cls = KINDS.get(record.kind)
             if cls is None:  # written by a newer version: leave its data alone
-                log.warning("memory %r has kind %r, which this version does not serve; skipped",
-                            record.name, record.kind)
+                log.warning(
+                    "memory %r has kind %r, which this version does not serve; skipped",
+                    record.name,
+                    record.kind,
+                )
                 continue
             live = cls(record, self.device)
             with live.rw.write():
@@ -84,11 +87,15 @@ class Registry:
         with self._lock:
             return sorted(self._memories.values(), key=lambda m: m.record.id)
 
-    def create(self, name: str, kind: str, shape: list[int], text: bool, config: dict[str, Any]) -> LiveMemory:
+    def create(
+        self, name: str, kind: str, shape: list[int], text: bool, config: dict[str, Any]
+    ) -> LiveMemory:
         """Validate and create a memory (durable on return)."""
         cls = KINDS.get(kind)
         if cls is None:
-            raise ApiError(422, "unknown_kind", f"unknown kind {kind!r}; this service has: {', '.join(KINDS)}")
+            raise ApiError(
+                422, "unknown_kind", f"unknown kind {kind!r}; this service has: {', '.join(KINDS)}"
+            )
         shape_t = self._check_shape(shape)
         try:
             resolved = cls.resolve_config(dict(config), shape_t)
@@ -98,8 +105,11 @@ class Registry:
             if name in self._memories:
                 raise ApiError(409, "memory_exists", f"a memory named {name!r} exists already")
             if len(self._memories) >= self.settings.max_memories:
-                raise ApiError(409, "too_many_memories", f"the service holds {self.settings.max_memories} "
-                                                         "memories already (AMS_MAX_MEMORIES)")
+                raise ApiError(
+                    409,
+                    "too_many_memories",
+                    f"the service holds {self.settings.max_memories} memories already (AMS_MAX_MEMORIES)",
+                )
             try:
                 record = self.storage.create_memory(name, kind, shape_t, text, resolved)
             except MemoryExists:
@@ -110,15 +120,22 @@ class Registry:
 
     def _check_shape(self, shape: list[int]) -> tuple[int, ...]:
         if len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ApiError(422, "invalid_shape", f"shape must be [D] or [C, H, W] of positive integers, got {shape}")
+            raise ApiError(
+                422, "invalid_shape", f"shape must be [D] or [C, H, W] of positive integers, got {shape}"
+            )
         if len(shape) == 3 and shape[0] not in (1, 3):
-            raise ApiError(422, "invalid_shape", f"an image memory has C = 1 (grey) or 3 (RGB) channels, got {shape[0]}")
+            raise ApiError(
+                422, "invalid_shape", f"an image memory has C = 1 (grey) or 3 (RGB) channels, got {shape[0]}"
+            )
         dim = 1
         for s in shape:
             dim *= s
         if dim > self.settings.max_dim:
-            raise ApiError(422, "dimension_too_large", f"shape {shape} has D = {dim}; the limit is "
-                                                       f"{self.settings.max_dim} (AMS_MAX_DIM)")
+            raise ApiError(
+                422,
+                "dimension_too_large",
+                f"shape {shape} has D = {dim}; the limit is {self.settings.max_dim} (AMS_MAX_DIM)",
+            )
         return tuple(shape)
 
     def delete(self, name: str) -> None:
@@ -145,8 +162,12 @@ class Registry:
                 raise memory_not_found(name)
             taken = [p.id for p in patterns if live.has(p.id)]
             if taken:
-                raise ApiError(409, "pattern_exists", f"pattern id(s) exist already in {name!r}: {taken[:10]}",
-                               {"ids": taken})
+                raise ApiError(
+                    409,
+                    "pattern_exists",
+                    f"pattern id(s) exist already in {name!r}: {taken[:10]}",
+                    {"ids": taken},
+                )
             try:
                 seqs = self.storage.add_patterns(live.record.id, patterns)
             except PatternExists as exc:  # storage and RAM disagree: should not happen
@@ -172,8 +193,12 @@ class Registry:
     def train(self, live: LiveMemory, epochs: int | None) -> dict[str, Any]:
         """Start a background training job for ``live``; returns the job's state."""
         if not live.trainable:
-            raise ApiError(422, "not_trainable", f"memory {live.name!r} is of kind {live.kind}, which learns each "
-                                                 "pattern when it is stored: there is nothing to train")
+            raise ApiError(
+                422,
+                "not_trainable",
+                f"memory {live.name!r} is of kind {live.kind}, which learns each "
+                "pattern when it is stored: there is nothing to train",
+            )
         with live.writing:
             if live.deleted:
                 raise memory_not_found(live.name)
@@ -183,6 +208,10 @@ class Registry:
                 work, patterns, total = live.training(self.storage, epochs)
                 job = self.jobs.submit(live.name, "train", work, patterns=patterns, epochs=total)
             except JobConflict as exc:
-                raise ApiError(409, "job_running", f"memory {live.name!r} is training already (job {exc.args[0]})",
-                               {"job": exc.args[0]}) from None
+                raise ApiError(
+                    409,
+                    "job_running",
+                    f"memory {live.name!r} is training already (job {exc.args[0]})",
+                    {"job": exc.args[0]},
+                ) from None
         return job.to_dict()

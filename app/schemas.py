@@ -9,7 +9,7 @@ that they follow ``AMS_*`` settings.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,7 +20,9 @@ _PNG_1x1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgAB
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields refused, and no lax coercion ("1" or 0 for a bool)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -33,8 +35,19 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx (and the 503 of /readyz) has this shape."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"error": {"code": "memory_not_found", "message": "no memory named 'fashion'", "details": None}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "memory_not_found",
+                        "message": "no memory named 'fashion'",
+                        "details": None,
+                    }
+                }
+            ]
+        }
+    )
     error: ErrorBody
 
 
@@ -55,14 +68,33 @@ class Limits(BaseModel):
 
 
 class Info(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "version": "0.1.0", "device": "cpu", "cuda": False, "kinds": ["hopfield"],
-        "similarities": ["dot", "cosine", "euclidean", "manhattan", "hamming"],
-        "separations": ["identity", "softmax", "polynomial", "max", "topk", "threshold"],
-        "default_configs": {"hopfield": {"similarity": "manhattan", "separation": "softmax", "beta": 1.0}},
-        "limits": {"max_request_bytes": 33554432, "max_image_pixels": 16000000, "max_batch": 1024,
-                   "max_dim": 1048576, "max_page": 1000, "max_k": 100, "max_steps": 100},
-        "auth": False}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "version": "0.1.0",
+                    "device": "cpu",
+                    "cuda": False,
+                    "kinds": ["hopfield"],
+                    "similarities": ["dot", "cosine", "euclidean", "manhattan", "hamming"],
+                    "separations": ["identity", "softmax", "polynomial", "max", "topk", "threshold"],
+                    "default_configs": {
+                        "hopfield": {"similarity": "manhattan", "separation": "softmax", "beta": 1.0}
+                    },
+                    "limits": {
+                        "max_request_bytes": 33554432,
+                        "max_image_pixels": 16000000,
+                        "max_batch": 1024,
+                        "max_dim": 1048576,
+                        "max_page": 1000,
+                        "max_k": 100,
+                        "max_steps": 100,
+                    },
+                    "auth": False,
+                }
+            ]
+        }
+    )
     version: str
     device: str
     cuda: bool
@@ -78,25 +110,60 @@ class Info(BaseModel):
 class MemoryCreate(_Model):
     """A new memory. ``config`` keys are the constructor arguments of the kind's model."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "config": {}},
-        {"name": "embeddings", "kind": "hopfield", "shape": [384],
-         "config": {"similarity": "cosine", "separation": "softmax", "beta": 20.0}},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "config": {}},
+                {
+                    "name": "embeddings",
+                    "kind": "hopfield",
+                    "shape": [384],
+                    "config": {"similarity": "cosine", "separation": "softmax", "beta": 20.0},
+                },
+            ]
+        },
+    )
     name: str = Field(pattern=NAME_PATTERN, description="unique name: letters, digits, _ . -; up to 64")
     kind: str = Field(description="hopfield (or pc once available); see /v1/info", examples=["hopfield"])
-    shape: list[int] = Field(min_length=1, max_length=3,
-                             description="[C, H, W] (C = 1 or 3) for an image memory, [D] for a vector memory")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1,
+        max_length=3,
+        description="[C, H, W] (C = 1 or 3) for an image memory, [D] for a vector memory",
+    )
     text: bool = Field(False, description="cross-modal memory: patterns carry a caption (`text`)")
-    config: dict[str, Any] = Field(default_factory=dict, description="constructor arguments; {} = good defaults")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="constructor arguments; {} = good defaults"
+    )
 
 
 class MemoryDetails(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "dim": 784, "text": False,
-        "config": {"similarity": "manhattan", "separation": "softmax", "beta": 1.0, "n": 2.0, "k": 5,
-                   "radius": 0.0},
-        "count": 1000, "state": "ready", "trained_count": 1000, "created_at": "2025-01-01T12:00:00Z"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "fashion",
+                    "kind": "hopfield",
+                    "shape": [1, 28, 28],
+                    "dim": 784,
+                    "text": False,
+                    "config": {
+                        "similarity": "manhattan",
+                        "separation": "softmax",
+                        "beta": 1.0,
+                        "n": 2.0,
+                        "k": 5,
+                        "radius": 0.0,
+                    },
+                    "count": 1000,
+                    "state": "ready",
+                    "trained_count": 1000,
+                    "created_at": "2025-01-01T12:00:00Z",
+                }
+            ]
+        }
+    )
     name: str
     kind: str
     shape: list[int]
@@ -105,16 +172,44 @@ class MemoryDetails(BaseModel):
     config: dict[str, Any] = Field(description="the resolved constructor arguments")
     count: int = Field(description="stored patterns")
     state: Literal["ready", "untrained", "training", "stale"] = Field(
-        description="hopfield: always ready; pc: untrained, training, ready or stale")
-    trained_count: int = Field(description="stored patterns the recall model has learned (hopfield: all of them)")
+        description="hopfield: always ready; pc: untrained, training, ready or stale"
+    )
+    trained_count: int = Field(
+        description="stored patterns the recall model has learned (hopfield: all of them)"
+    )
     created_at: datetime
 
 
 class MemoryList(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"memories": [{
-        "name": "digits", "kind": "hopfield", "shape": [64], "dim": 64, "text": False,
-        "config": {"similarity": "euclidean", "separation": "softmax", "beta": 5.0, "n": 2.0, "k": 5, "radius": 0.0},
-        "count": 300, "state": "ready", "trained_count": 300, "created_at": "2025-01-01T12:00:00Z"}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "memories": [
+                        {
+                            "name": "digits",
+                            "kind": "hopfield",
+                            "shape": [64],
+                            "dim": 64,
+                            "text": False,
+                            "config": {
+                                "similarity": "euclidean",
+                                "separation": "softmax",
+                                "beta": 5.0,
+                                "n": 2.0,
+                                "k": 5,
+                                "radius": 0.0,
+                            },
+                            "count": 300,
+                            "state": "ready",
+                            "trained_count": 300,
+                            "created_at": "2025-01-01T12:00:00Z",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
     memories: list[MemoryDetails]
 
 
@@ -130,10 +225,16 @@ class PatternIn(_Model):
 
 
 class StorePatterns(_Model):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"patterns": [{"id": "shoe-1", "image": _PNG_1x1, "metadata": {"label": "Sneaker"}}]},
-        {"patterns": [{"vector": [0.1, 0.9, 0.0, 0.4]}, {"id": "b", "vector": [0.7, 0.2, 0.5, 0.1]}]},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"patterns": [{"id": "shoe-1", "image": _PNG_1x1, "metadata": {"label": "Sneaker"}}]},
+                {"patterns": [{"vector": [0.1, 0.9, 0.0, 0.4]}, {"id": "b", "vector": [0.7, 0.2, 0.5, 0.1]}]},
+            ]
+        },
+    )
     patterns: list[PatternIn] = Field(min_length=1, description="the batch (at most AMS_MAX_BATCH)")
 
 
@@ -150,8 +251,16 @@ class PatternSummary(BaseModel):
 
 
 class PatternPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"patterns": [{"id": "shoe-1", "text": None, "metadata": {"label": "Sneaker"}}], "next_cursor": "MTI"}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "patterns": [{"id": "shoe-1", "text": None, "metadata": {"label": "Sneaker"}}],
+                    "next_cursor": "MTI",
+                }
+            ]
+        }
+    )
     patterns: list[PatternSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
@@ -159,9 +268,20 @@ class PatternPage(BaseModel):
 class PatternOut(BaseModel):
     """A stored pattern: ``image`` (base64 PNG) for image memories, ``vector`` for vector memories."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"id": "shoe-1", "text": None, "metadata": {"label": "Sneaker"}, "vector": None, "image": _PNG_1x1},
-        {"id": "b", "text": "seven", "metadata": None, "vector": [0.7, 0.2, 0.5, 0.1], "image": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "shoe-1",
+                    "text": None,
+                    "metadata": {"label": "Sneaker"},
+                    "vector": None,
+                    "image": _PNG_1x1,
+                },
+                {"id": "b", "text": "seven", "metadata": None, "vector": [0.7, 0.2, 0.5, 0.1], "image": None},
+            ]
+        }
+    )
 
     id: str
     text: str | None = None
@@ -174,23 +294,36 @@ class PatternOut(BaseModel):
 class RetrieveRequest(_Model):
     """A corrupted cue: ``vector`` or ``image``, and optionally which entries are known."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"vector": [0.1, 0.8, 0.0, 0.5], "mask": [True, True, False, False], "k": 3},
-        {"image": _PNG_1x1, "k": 1},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"vector": [0.1, 0.8, 0.0, 0.5], "mask": [True, True, False, False], "k": 3},
+                {"image": _PNG_1x1, "k": 1},
+            ]
+        },
+    )
     vector: list[float] | None = Field(None, description="D numbers; unknown entries may hold anything")
-    image: str | None = Field(None, description="base64 PNG/JPEG, fitted to the memory's shape; "
-                                                "an RGBA image's alpha 0 marks unknown pixels")
+    image: str | None = Field(
+        None,
+        description="base64 PNG/JPEG, fitted to the memory's shape; "
+        "an RGBA image's alpha 0 marks unknown pixels",
+    )
     mask: list[bool] | str | None = Field(
-        None, description="True = known: D booleans (or H*W for an image memory), or a base64 mask "
-                          "picture (white = known, or alpha 0 = unknown)")
+        None,
+        description="True = known: D booleans (or H*W for an image memory), or a base64 mask "
+        "picture (white = known, or alpha 0 = unknown)",
+    )
     k: int = Field(3, ge=1, description="how many stored matches to name (at most AMS_MAX_K)")
     steps: int = Field(1, ge=1, description="iterated retrieval steps (hopfield; at most AMS_MAX_STEPS)")
     include_vector: bool = Field(False, description="image memories: also return the result as a vector")
 
 
 class CompleteRequest(_Model):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"image": _PNG_1x1, "mask": _PNG_1x1}]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"image": _PNG_1x1, "mask": _PNG_1x1}]}
+    )
     image: str = Field(description="base64 PNG/JPEG; an RGBA image's alpha 0 marks the unknown pixels")
     mask: str | None = Field(None, description="base64 mask picture: white = known, black = to fill")
     k: int = Field(3, ge=1, description="how many stored matches to name")
@@ -207,10 +340,19 @@ class RecalledPattern(BaseModel):
 
 
 class RetrieveResult(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "pattern": {"vector": [0.1, 0.9, 0.0, 0.4], "image": None},
-        "matches": [{"id": "a", "score": -0.0}, {"id": "b", "score": -1.8}],
-        "energy": 0.0, "state": "ready", "trained_count": 2}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "pattern": {"vector": [0.1, 0.9, 0.0, 0.4], "image": None},
+                    "matches": [{"id": "a", "score": -0.0}, {"id": "b", "score": -1.8}],
+                    "energy": 0.0,
+                    "state": "ready",
+                    "trained_count": 2,
+                }
+            ]
+        }
+    )
     pattern: RecalledPattern
     matches: list[Match] = Field(description="the stored patterns nearest the result, best first")
     energy: float = Field(description="energy of the result (lower = closer to what is stored)")
@@ -219,10 +361,23 @@ class RetrieveResult(BaseModel):
 
 
 class CompleteResult(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "image": _PNG_1x1, "matches": [{"id": "shoe-1", "score": -3.2}], "energy": 3.2, "state": "ready",
-        "trained_count": 1000, "unknown_pixels": 392}]})
-    image: str = Field(description="the completed picture, base64 PNG: known pixels as given, the rest filled")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image": _PNG_1x1,
+                    "matches": [{"id": "shoe-1", "score": -3.2}],
+                    "energy": 3.2,
+                    "state": "ready",
+                    "trained_count": 1000,
+                    "unknown_pixels": 392,
+                }
+            ]
+        }
+    )
+    image: str = Field(
+        description="the completed picture, base64 PNG: known pixels as given, the rest filled"
+    )
     matches: list[Match]
     energy: float
     state: str
@@ -232,16 +387,35 @@ class CompleteResult(BaseModel):
 
 # --- jobs -----------------------------------------------------------------------------
 class TrainRequest(_Model):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"epochs": 300}]})
-    epochs: int | None = Field(None, ge=1, le=100_000, description="training epochs; null = the model's default")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"epochs": 300}]})
+    epochs: int | None = Field(
+        None, ge=1, le=100_000, description="training epochs; null = the model's default"
+    )
 
 
 class Job(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "id": "3f2a9c0e5b7d4c1a", "memory": "patches", "kind": "train", "status": "running",
-        "progress": 0.42, "epoch": 126, "epochs": 300, "energy": 0.13, "eta_seconds": 21.5,
-        "patterns": 32, "created_at": "2025-01-01T12:00:00Z", "started_at": "2025-01-01T12:00:01Z",
-        "finished_at": None, "error": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2a9c0e5b7d4c1a",
+                    "memory": "patches",
+                    "kind": "train",
+                    "status": "running",
+                    "progress": 0.42,
+                    "epoch": 126,
+                    "epochs": 300,
+                    "energy": 0.13,
+                    "eta_seconds": 21.5,
+                    "patterns": 32,
+                    "created_at": "2025-01-01T12:00:00Z",
+                    "started_at": "2025-01-01T12:00:01Z",
+                    "finished_at": None,
+                    "error": None,
+                }
+            ]
+        }
+    )
     id: str
     memory: str
     kind: str = Field(description="train")

@@ -57,8 +57,13 @@ class Service:
             return
         self.registry = registry
         self._ready.set()
-        log.info("ready: %d memories, %d patterns, data in %s, device %s",
-                 len(registry.all()), patterns, self.settings.data_dir, self.device)
+        log.info(
+            "ready: %d memories, %d patterns, data in %s, device %s",
+            len(registry.all()),
+            patterns,
+            self.settings.data_dir,
+            self.device,
+        )
 
     def close(self) -> None:
         """Stop jobs and release storage."""

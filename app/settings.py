@@ -31,13 +31,19 @@ class Settings(BaseSettings):
     read_api_key: str | None = Field(None, description="if set, a key that may only read and recall")
 
     # --- limits ----------------------------------------------------------------------
-    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body, counted while reading")
-    max_image_pixels: int = Field(16_000_000, ge=64, description="largest width * height of an uploaded image")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest request body, counted while reading"
+    )
+    max_image_pixels: int = Field(
+        16_000_000, ge=64, description="largest width * height of an uploaded image"
+    )
     max_batch: int = Field(1024, ge=1, description="most patterns in one store request")
     max_dim: int = Field(1 << 20, ge=1, description="largest pattern dimension D = C*H*W of a memory")
     max_memories: int = Field(1000, ge=1, description="most memories at once")
     max_text_chars: int = Field(4096, ge=1, description="longest caption of a pattern")
-    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="largest metadata object of a pattern, as JSON")
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=2, description="largest metadata object of a pattern, as JSON"
+    )
     max_page: int = Field(1000, ge=1, description="most patterns in one page of a listing")
     max_k: int = Field(100, ge=1, description="most matches one recall may ask for")
     max_steps: int = Field(100, ge=1, description="most iterated retrieval steps one recall may ask for")

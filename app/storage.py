@@ -110,8 +110,9 @@ class Storage(ABC):
     """What the service needs from durable storage. Every write is durable on return."""
 
     @abstractmethod
-    def create_memory(self, name: str, kind: str, shape: tuple[int, ...], text: bool,
-                      config: dict[str, Any]) -> MemoryRecord:
+    def create_memory(
+        self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict[str, Any]
+    ) -> MemoryRecord:
         """Create a memory; raises ``MemoryExists``."""
 
     @abstractmethod
@@ -146,7 +147,9 @@ class Storage(ABC):
         """Up to ``limit`` patterns with seq > ``after_seq``, in storage order, without vectors."""
 
     @abstractmethod
-    def iter_vectors(self, memory_id: int, batch: int = 4096) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+    def iter_vectors(
+        self, memory_id: int, batch: int = 4096
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
         """All of a memory's patterns in storage order, as (seqs, ids, vectors (n, D)) batches."""
 
     @abstractmethod
@@ -267,11 +270,20 @@ class SQLiteStorage(Storage):
     @staticmethod
     def _record(row: tuple) -> MemoryRecord:
         mid, name, kind, shape, text, config, created_at, extra = row
-        return MemoryRecord(id=mid, name=name, kind=kind, shape=tuple(json.loads(shape)), text=bool(text),
-                            config=json.loads(config), created_at=created_at, extra=json.loads(extra))
+        return MemoryRecord(
+            id=mid,
+            name=name,
+            kind=kind,
+            shape=tuple(json.loads(shape)),
+            text=bool(text),
+            config=json.loads(config),
+            created_at=created_at,
+            extra=json.loads(extra),
+        )
 
-    def create_memory(self, name: str, kind: str, shape: tuple[int, ...], text: bool,
-                      config: dict[str, Any]) -> MemoryRecord:
+    def create_memory(
+        self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict[str, Any]
+    ) -> MemoryRecord:
         created = time.time()
 
         def insert(conn: sqlite3.Connection) -> int:
@@ -285,8 +297,15 @@ class SQLiteStorage(Storage):
             return int(cur.lastrowid)
 
         mid = self._write(insert)
-        return MemoryRecord(id=mid, name=name, kind=kind, shape=tuple(shape), text=text, config=dict(config),
-                            created_at=created)
+        return MemoryRecord(
+            id=mid,
+            name=name,
+            kind=kind,
+            shape=tuple(shape),
+            text=text,
+            config=dict(config),
+            created_at=created,
+        )
 
     def delete_memory(self, memory_id: int) -> None:
         def delete(conn: sqlite3.Connection) -> None:
@@ -301,20 +320,31 @@ class SQLiteStorage(Storage):
             shutil.rmtree(ckpt, ignore_errors=True)
 
     def list_memories(self) -> list[MemoryRecord]:
-        rows = self._reader().execute(
-            "SELECT id, name, kind, shape, text, config, created_at, extra FROM memories ORDER BY id"
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id, name, kind, shape, text, config, created_at, extra FROM memories ORDER BY id"
+            )
+            .fetchall()
+        )
         return [self._record(r) for r in rows]
 
     def set_extra(self, memory_id: int, extra: dict[str, Any]) -> None:
         payload = json.dumps(extra)
-        self._write(lambda conn: conn.execute("UPDATE memories SET extra = ? WHERE id = ?", (payload, memory_id)))
+        self._write(
+            lambda conn: conn.execute("UPDATE memories SET extra = ? WHERE id = ?", (payload, memory_id))
+        )
 
     # --- patterns -------------------------------------------------------------------
     def add_patterns(self, memory_id: int, patterns: list[NewPattern]) -> list[int]:
         rows = [
-            (memory_id, p.id, np.ascontiguousarray(p.vector, dtype="<f4").tobytes(), p.text,
-             None if p.metadata is None else json.dumps(p.metadata))
+            (
+                memory_id,
+                p.id,
+                np.ascontiguousarray(p.vector, dtype="<f4").tobytes(),
+                p.text,
+                None if p.metadata is None else json.dumps(p.metadata),
+            )
             for p in patterns
         ]
 
@@ -323,7 +353,8 @@ class SQLiteStorage(Storage):
             for row in rows:
                 try:
                     cur = conn.execute(
-                        "INSERT INTO patterns (memory_id, pid, vector, text, metadata) VALUES (?, ?, ?, ?, ?)", row
+                        "INSERT INTO patterns (memory_id, pid, vector, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                        row,
                     )
                 except sqlite3.IntegrityError:
                     raise PatternExists(row[1]) from None
@@ -334,7 +365,9 @@ class SQLiteStorage(Storage):
 
     def delete_pattern(self, memory_id: int, pattern_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("DELETE FROM patterns WHERE memory_id = ? AND pid = ?", (memory_id, pattern_id))
+            cur = conn.execute(
+                "DELETE FROM patterns WHERE memory_id = ? AND pid = ?", (memory_id, pattern_id)
+            )
             return cur.rowcount > 0
 
         return self._write(delete)
@@ -343,24 +376,39 @@ class SQLiteStorage(Storage):
     def _row(row: tuple, with_vector: bool) -> PatternRow:
         seq, pid, text, metadata = row[:4]
         vector = np.frombuffer(row[4], dtype="<f4").astype(np.float32) if with_vector else None
-        return PatternRow(seq=seq, id=pid, text=text, metadata=None if metadata is None else json.loads(metadata),
-                          vector=vector)
+        return PatternRow(
+            seq=seq,
+            id=pid,
+            text=text,
+            metadata=None if metadata is None else json.loads(metadata),
+            vector=vector,
+        )
 
     def get_pattern(self, memory_id: int, pattern_id: str) -> PatternRow | None:
-        row = self._reader().execute(
-            "SELECT seq, pid, text, metadata, vector FROM patterns WHERE memory_id = ? AND pid = ?",
-            (memory_id, pattern_id),
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, pid, text, metadata, vector FROM patterns WHERE memory_id = ? AND pid = ?",
+                (memory_id, pattern_id),
+            )
+            .fetchone()
+        )
         return None if row is None else self._row(row, with_vector=True)
 
     def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
-        rows = self._reader().execute(
-            "SELECT seq, pid, text, metadata FROM patterns WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (memory_id, after_seq, limit),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, pid, text, metadata FROM patterns WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (memory_id, after_seq, limit),
+            )
+            .fetchall()
+        )
         return [self._row(r, with_vector=False) for r in rows]
 
-    def iter_vectors(self, memory_id: int, batch: int = 4096) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+    def iter_vectors(
+        self, memory_id: int, batch: int = 4096
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
         after = -1
         conn = self._reader()
         while True:

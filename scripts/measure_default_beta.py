@@ -51,13 +51,15 @@ def main() -> None:
         out_noisy = m.retrieve(noisy)
         mse_half = ((out_half - targets) ** 2).mean(dim=1)
         mse_noisy = ((out_noisy - targets) ** 2).mean(dim=1)
-        rows.append({
-            "beta": beta,
-            "half_ok": float((mse_half < 0.001).float().mean()),
-            "half_median_mse": float(mse_half.median()),
-            "noisy_ok": float((mse_noisy < 0.005).float().mean()),
-            "noisy_median_mse": float(mse_noisy.median()),
-        })
+        rows.append(
+            {
+                "beta": beta,
+                "half_ok": float((mse_half < 0.001).float().mean()),
+                "half_median_mse": float(mse_half.median()),
+                "noisy_ok": float((mse_noisy < 0.005).float().mean()),
+                "noisy_median_mse": float(mse_noisy.median()),
+            }
+        )
     # Nearest-neighbour ceiling: is the closest stored pattern the right one?
     m = UniversalHopfield(similarity="manhattan", separation="max", device="cpu")
     m.store(patterns)
@@ -68,12 +70,23 @@ def main() -> None:
     print(f"N = {args.stored} stored Fashion-MNIST images, {args.cues} cues; manhattan + softmax(beta)")
     print(f"{'beta':>8} | {'half ok':>8} | {'half med MSE':>12} | {'noisy ok':>8} | {'noisy med MSE':>13}")
     for r in rows:
-        print(f"{r['beta']:>8g} | {r['half_ok']:>8.3f} | {r['half_median_mse']:>12.2e} | "
-              f"{r['noisy_ok']:>8.3f} | {r['noisy_median_mse']:>13.2e}")
+        print(
+            f"{r['beta']:>8g} | {r['half_ok']:>8.3f} | {r['half_median_mse']:>12.2e} | "
+            f"{r['noisy_ok']:>8.3f} | {r['noisy_median_mse']:>13.2e}"
+        )
     print(f"nearest stored pattern is the right one: half {nn_half:.3f}, noisy {nn_noisy:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"stored": args.stored, "cues": args.cues, "rows": rows,
-                                    "nearest_right": {"half": nn_half, "noisy": nn_noisy}}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "stored": args.stored,
+                "cues": args.cues,
+                "rows": rows,
+                "nearest_right": {"half": nn_half, "noisy": nn_noisy},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ def _bearer(key):
 
 
 def test_keys_gate_v1(c):
+    doc = c.get("/openapi.json").json()  # the document says how to authenticate
+    assert set(doc["components"]["securitySchemes"]) == {"HTTPBearer", "APIKeyHeader"}
+    assert doc["paths"]["/v1/memories"]["post"]["security"]
     # Open without a key: health, readiness, metrics.
     for path in ("/livez", "/readyz", "/metrics"):
         assert c.get(path).status_code == 200
@@ -36,8 +39,11 @@ def test_keys_gate_v1(c):
     # The full key writes (Bearer or X-API-Key).
     r = c.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}, headers=_bearer(FULL))
     assert r.status_code == 201
-    r = c.post("/v1/memories/m/patterns", json={"patterns": [{"id": "a", "vector": [1, 0, 0]}]},
-               headers={"X-API-Key": FULL})
+    r = c.post(
+        "/v1/memories/m/patterns",
+        json={"patterns": [{"id": "a", "vector": [1, 0, 0]}]},
+        headers={"X-API-Key": FULL},
+    )
     assert r.status_code == 201
 
     # The read key reads and recalls ...
@@ -67,7 +73,10 @@ def test_keys_gate_v1(c):
 
 def test_no_keys_means_open(client):
     assert client.get("/v1/info").json()["auth"] is False
-    assert client.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}).status_code == 201
+    assert "securitySchemes" not in client.get("/openapi.json").json()["components"]
+    assert (
+        client.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}).status_code == 201
+    )
 
 
 def test_read_key_alone_is_refused():

@@ -19,16 +19,24 @@ HALF = [True] * 392 + [False] * 392
 @pytest.fixture
 def setup(make_client, fashion):
     """A client with small limits, an image memory 'img' (5 patterns) and a vector memory 'vec' (3)."""
-    c = make_client(max_batch=8, max_image_pixels=1000, max_request_bytes=64 * 1024, max_k=10, max_steps=5,
-                    max_page=50)
-    assert c.post("/v1/memories", json={"name": "img", "kind": "hopfield", "shape": [1, 28, 28]}).status_code == 201
+    c = make_client(
+        max_batch=8, max_image_pixels=1000, max_request_bytes=64 * 1024, max_k=10, max_steps=5, max_page=50
+    )
+    assert (
+        c.post("/v1/memories", json={"name": "img", "kind": "hopfield", "shape": [1, 28, 28]}).status_code
+        == 201
+    )
     assert c.post("/v1/memories", json={"name": "vec", "kind": "hopfield", "shape": [4]}).status_code == 201
     assert c.post("/v1/memories", json={"name": "empty", "kind": "hopfield", "shape": [4]}).status_code == 201
-    r = c.post("/v1/memories/img/patterns", json={"patterns": [{"id": f"p{i}", "image": png_b64(fashion[i])}
-                                                               for i in range(5)]})
+    r = c.post(
+        "/v1/memories/img/patterns",
+        json={"patterns": [{"id": f"p{i}", "image": png_b64(fashion[i])} for i in range(5)]},
+    )
     assert r.status_code == 201
-    r = c.post("/v1/memories/vec/patterns", json={"patterns": [{"id": f"v{i}", "vector": [i, 0, 1, 2]}
-                                                               for i in range(3)]})
+    r = c.post(
+        "/v1/memories/vec/patterns",
+        json={"patterns": [{"id": f"v{i}", "vector": [i, 0, 1, 2]} for i in range(3)]},
+    )
     assert r.status_code == 201
     yield c
     # Nothing any test below sent was stored.
@@ -38,34 +46,47 @@ def setup(make_client, fashion):
 
 
 def _raw(c, path, text, ctype="application/json"):
-    return c.post(path, content=text.encode() if isinstance(text, str) else text, headers={"Content-Type": ctype})
+    return c.post(
+        path, content=text.encode() if isinstance(text, str) else text, headers={"Content-Type": ctype}
+    )
 
 
 IMG = "/v1/memories/img/patterns"
 VEC = "/v1/memories/vec/patterns"
 
 
-@pytest.mark.parametrize("body, status, code", [
-    ('{"patterns": [', 400, "invalid_json"),
-    ("", 400, "invalid_json"),
-    ('{"patterns": []}', 422, "validation_error"),
-    ('{"patterns": [{"vector": [1, 2, 3, 4]}], "extra": 1}', 422, "validation_error"),
-    ('{"patterns": [{"vector": [1, 2, 3]}]}', 422, "dimension_mismatch"),
-    ('{"patterns": [{"vector": [1, 2, NaN, 4]}]}', 422, "non_finite"),
-    ('{"patterns": [{"vector": [1, 2, Infinity, 4]}]}', 422, "non_finite"),
-    ('{"patterns": [{"vector": [1, 2, 1e39, 4]}]}', 422, "non_finite"),
-    ('{"patterns": [{"vector": [1, 2, "x", 4]}]}', 422, "validation_error"),
-    ('{"patterns": [{}]}', 422, "invalid_pattern"),
-    ('{"patterns": [{"vector": [1, 2, 3, 4], "image": "AAAA"}]}', 422, "invalid_pattern"),
-    ('{"patterns": [{"image": "iVBORw0KGgo="}]}', 422, "not_an_image_memory"),
-    ('{"patterns": [{"id": "v1", "vector": [1, 2, 3, 4]}]}', 409, "pattern_exists"),
-    ('{"patterns": [{"id": "n", "vector": [1, 2, 3, 4]}, {"id": "n", "vector": [1, 2, 3, 4]}]}', 422, "duplicate_id"),
-    ('{"patterns": [{"id": "bad id!", "vector": [1, 2, 3, 4]}]}', 422, "validation_error"),
-    ('{"patterns": [{"vector": [1, 2, 3, 4], "metadata": {"x": NaN}}]}', 422, "non_finite"),
-    ('{"patterns": [{"vector": [1, 2, 3, 4], "metadata": [1]}]}', 422, "validation_error"),
-    # a good pattern first, a bad one last: the whole batch is refused
-    ('{"patterns": [{"id": "ok", "vector": [1, 2, 3, 4]}, {"vector": [1, 2]}]}', 422, "dimension_mismatch"),
-])
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ('{"patterns": [', 400, "invalid_json"),
+        ("", 400, "invalid_json"),
+        ('{"patterns": []}', 422, "validation_error"),
+        ('{"patterns": [{"vector": [1, 2, 3, 4]}], "extra": 1}', 422, "validation_error"),
+        ('{"patterns": [{"vector": [1, 2, 3]}]}', 422, "dimension_mismatch"),
+        ('{"patterns": [{"vector": [1, 2, NaN, 4]}]}', 422, "non_finite"),
+        ('{"patterns": [{"vector": [1, 2, Infinity, 4]}]}', 422, "non_finite"),
+        ('{"patterns": [{"vector": [1, 2, 1e39, 4]}]}', 422, "non_finite"),
+        ('{"patterns": [{"vector": [1, 2, "x", 4]}]}', 422, "validation_error"),
+        ('{"patterns": [{}]}', 422, "invalid_pattern"),
+        ('{"patterns": [{"vector": [1, 2, 3, 4], "image": "AAAA"}]}', 422, "invalid_pattern"),
+        ('{"patterns": [{"image": "iVBORw0KGgo="}]}', 422, "not_an_image_memory"),
+        ('{"patterns": [{"id": "v1", "vector": [1, 2, 3, 4]}]}', 409, "pattern_exists"),
+        (
+            '{"patterns": [{"id": "n", "vector": [1, 2, 3, 4]}, {"id": "n", "vector": [1, 2, 3, 4]}]}',
+            422,
+            "duplicate_id",
+        ),
+        ('{"patterns": [{"id": "bad id!", "vector": [1, 2, 3, 4]}]}', 422, "validation_error"),
+        ('{"patterns": [{"vector": [1, 2, 3, 4], "metadata": {"x": NaN}}]}', 422, "non_finite"),
+        ('{"patterns": [{"vector": [1, 2, 3, 4], "metadata": [1]}]}', 422, "validation_error"),
+        # a good pattern first, a bad one last: the whole batch is refused
+        (
+            '{"patterns": [{"id": "ok", "vector": [1, 2, 3, 4]}, {"vector": [1, 2]}]}',
+            422,
+            "dimension_mismatch",
+        ),
+    ],
+)
 def test_bad_vector_batches(setup, body, status, code):
     r = _raw(setup, VEC, body)
     assert r.status_code == status and error_code(r) == code, r.text
@@ -136,7 +157,9 @@ def test_bad_multipart(setup):
     assert r.status_code == 422 and error_code(r) == "invalid_multipart"
     r = c.post(IMG, files=[("images", ("a.png", b"not an image", "image/png"))])
     assert r.status_code == 422 and error_code(r) == "invalid_image"
-    r = c.post(IMG, files=[("images", ("a.png", png(torch.rand(1, 28, 28)), "image/png"))], data={"ids": ["a", "b"]})
+    r = c.post(
+        IMG, files=[("images", ("a.png", png(torch.rand(1, 28, 28)), "image/png"))], data={"ids": ["a", "b"]}
+    )
     assert r.status_code == 422 and error_code(r) == "invalid_multipart"
     r = _raw(c, IMG, b"--xx\r\ngarbage", ctype="multipart/form-data")  # no boundary parameter
     assert r.status_code == 400 and error_code(r) == "invalid_multipart"
@@ -144,22 +167,33 @@ def test_bad_multipart(setup):
     assert r.status_code == 415 and error_code(r) == "unsupported_media_type"
 
 
-@pytest.mark.parametrize("payload, status, code", [
-    ({"name": "img", "kind": "hopfield", "shape": [3]}, 409, "memory_exists"),
-    ({"name": "bad name", "kind": "hopfield", "shape": [3]}, 422, "validation_error"),
-    ({"name": "x", "kind": "nope", "shape": [3]}, 422, "unknown_kind"),
-    ({"name": "x", "kind": "hopfield", "shape": [2, 28, 28]}, 422, "invalid_shape"),
-    ({"name": "x", "kind": "hopfield", "shape": [0]}, 422, "invalid_shape"),
-    ({"name": "x", "kind": "hopfield", "shape": [28, 28]}, 422, "invalid_shape"),
-    ({"name": "x", "kind": "hopfield", "shape": []}, 422, "validation_error"),
-    ({"name": "x", "kind": "hopfield", "shape": [3, 4096, 4096]}, 422, "dimension_too_large"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": -1}}, 422, "invalid_config"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": "big"}}, 422, "invalid_config"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"similarity": "psychic"}}, 422, "invalid_config"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"device": "cuda"}}, 422, "invalid_config"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"k": 2.5}}, 422, "invalid_config"),
-    ({"name": "x", "kind": "hopfield", "shape": [3], "colour": True}, 422, "validation_error"),
-])
+@pytest.mark.parametrize(
+    "payload, status, code",
+    [
+        ({"name": "img", "kind": "hopfield", "shape": [3]}, 409, "memory_exists"),
+        ({"name": "bad name", "kind": "hopfield", "shape": [3]}, 422, "validation_error"),
+        ({"name": "x", "kind": "nope", "shape": [3]}, 422, "unknown_kind"),
+        ({"name": "x", "kind": "hopfield", "shape": [2, 28, 28]}, 422, "invalid_shape"),
+        ({"name": "x", "kind": "hopfield", "shape": [0]}, 422, "validation_error"),
+        ({"name": "x", "kind": "hopfield", "shape": [28, 28]}, 422, "invalid_shape"),
+        ({"name": "x", "kind": "hopfield", "shape": []}, 422, "validation_error"),
+        ({"name": "x", "kind": "hopfield", "shape": [3, 4096, 4096]}, 422, "dimension_too_large"),
+        ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": -1}}, 422, "invalid_config"),
+        ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": "big"}}, 422, "invalid_config"),
+        (
+            {"name": "x", "kind": "hopfield", "shape": [3], "config": {"similarity": "psychic"}},
+            422,
+            "invalid_config",
+        ),
+        (
+            {"name": "x", "kind": "hopfield", "shape": [3], "config": {"device": "cuda"}},
+            422,
+            "invalid_config",
+        ),
+        ({"name": "x", "kind": "hopfield", "shape": [3], "config": {"k": 2.5}}, 422, "invalid_config"),
+        ({"name": "x", "kind": "hopfield", "shape": [3], "colour": True}, 422, "validation_error"),
+    ],
+)
 def test_bad_memory_creation(setup, payload, status, code):
     r = setup.post("/v1/memories", json=payload)
     assert r.status_code == status and error_code(r) == code, r.text
@@ -168,7 +202,9 @@ def test_bad_memory_creation(setup, payload, status, code):
 
 def test_bad_memory_json(setup):
     assert error_code(_raw(setup, "/v1/memories", '{"name": ')) == "invalid_json"
-    r = _raw(setup, "/v1/memories", '{"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": NaN}}')
+    r = _raw(
+        setup, "/v1/memories", '{"name": "x", "kind": "hopfield", "shape": [3], "config": {"beta": NaN}}'
+    )
     assert r.status_code == 422 and error_code(r) == "invalid_config"
 
 
@@ -190,40 +226,48 @@ def test_unknown_things(setup):
     assert r.status_code == 404 and error_code(r) == "memory_not_found"
     r = c.post("/v1/memories/nope/retrieve", json={"vector": [1, 2, 3, 4]})
     assert r.status_code == 404 and error_code(r) == "memory_not_found"
-    assert error_code(c.put("/v1/memories/img")) == "method_not_allowed"
+    r = c.put("/v1/memories/img")
+    assert error_code(r) == "method_not_allowed" and r.headers["allow"] == "DELETE, GET"
     assert error_code(c.get("/v1/memories/bad%20name")) == "validation_error"
     assert error_code(c.get("/v1/jobs/NOT-HEX")) == "validation_error"
 
 
 def test_bad_listing_and_reading(setup):
     c = setup
-    for params, code in [({"limit": 0}, "validation_error"), ({"limit": 51}, "limit_too_large"),
-                         ({"cursor": "!!!"}, "invalid_cursor"), ({"cursor": "LTU"}, "invalid_cursor")]:
+    for params, code in [
+        ({"limit": 0}, "validation_error"),
+        ({"limit": 51}, "limit_too_large"),
+        ({"cursor": "!!!"}, "invalid_cursor"),
+        ({"cursor": "LTU"}, "invalid_cursor"),
+    ]:
         r = c.get(IMG, params=params)
         assert r.status_code == 422 and error_code(r) == code, (params, r.text)
     r = c.get(f"{VEC}/v1", headers={"Accept": "image/png"})
     assert r.status_code == 406 and error_code(r) == "not_acceptable"
 
 
-@pytest.mark.parametrize("path, body, status, code", [
-    ("vec", {"vector": [1, 2, 3]}, 422, "dimension_mismatch"),
-    ("vec", {"vector": [1, 2, 3, float("nan")]}, 422, "non_finite"),
-    ("vec", {"vector": [1, 2, 3, 4], "mask": [True, False]}, 422, "dimension_mismatch"),
-    ("vec", {"vector": [1, 2, 3, 4], "mask": [False] * 4}, 422, "empty_mask"),
-    ("vec", {"vector": [1, 2, 3, 4], "mask": "@@"}, 422, "invalid_base64"),
-    ("vec", {"vector": [1, 2, 3, 4], "mask": "iVBORw0KGgo="}, 422, "not_an_image_memory"),
-    ("vec", {"image": "iVBORw0KGgo="}, 422, "not_an_image_memory"),
-    ("vec", {}, 422, "invalid_cue"),
-    ("vec", {"vector": [1, 2, 3, 4], "image": "AAAA"}, 422, "invalid_cue"),
-    ("vec", {"vector": [1, 2, 3, 4], "k": 11}, 422, "k_too_large"),
-    ("vec", {"vector": [1, 2, 3, 4], "k": 0}, 422, "validation_error"),
-    ("vec", {"vector": [1, 2, 3, 4], "steps": 6}, 422, "steps_too_large"),
-    ("vec", {"vector": [1, 2, 3, 4], "extra": 1}, 422, "validation_error"),
-    ("empty", {"vector": [1, 2, 3, 4]}, 409, "memory_empty"),
-    ("img", {"image": "%%%"}, 422, "invalid_base64"),
-    ("img", {"image": base64.b64encode(b"GIF89a broken").decode()}, 422, "invalid_image"),
-    ("img", {"vector": [0.5] * 784, "mask": HALF[:100]}, 422, "dimension_mismatch"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, code",
+    [
+        ("vec", {"vector": [1, 2, 3]}, 422, "dimension_mismatch"),
+        ("vec", {"vector": [1, 2, 3, float("nan")]}, 422, "non_finite"),
+        ("vec", {"vector": [1, 2, 3, 4], "mask": [True, False]}, 422, "dimension_mismatch"),
+        ("vec", {"vector": [1, 2, 3, 4], "mask": [False] * 4}, 422, "empty_mask"),
+        ("vec", {"vector": [1, 2, 3, 4], "mask": "@@"}, 422, "invalid_base64"),
+        ("vec", {"vector": [1, 2, 3, 4], "mask": "iVBORw0KGgo="}, 422, "not_an_image_memory"),
+        ("vec", {"image": "iVBORw0KGgo="}, 422, "not_an_image_memory"),
+        ("vec", {}, 422, "invalid_cue"),
+        ("vec", {"vector": [1, 2, 3, 4], "image": "AAAA"}, 422, "invalid_cue"),
+        ("vec", {"vector": [1, 2, 3, 4], "k": 11}, 422, "k_too_large"),
+        ("vec", {"vector": [1, 2, 3, 4], "k": 0}, 422, "validation_error"),
+        ("vec", {"vector": [1, 2, 3, 4], "steps": 6}, 422, "steps_too_large"),
+        ("vec", {"vector": [1, 2, 3, 4], "extra": 1}, 422, "validation_error"),
+        ("empty", {"vector": [1, 2, 3, 4]}, 409, "memory_empty"),
+        ("img", {"image": "%%%"}, 422, "invalid_base64"),
+        ("img", {"image": base64.b64encode(b"GIF89a broken").decode()}, 422, "invalid_image"),
+        ("img", {"vector": [0.5] * 784, "mask": HALF[:100]}, 422, "dimension_mismatch"),
+    ],
+)
 def test_bad_retrieve(setup, path, body, status, code):
     import json
 
@@ -250,8 +294,10 @@ def test_bad_complete(setup, fashion):
     r = c.post("/v1/memories/img/complete", files={"image": ("a.png", b"garbage", "image/png")})
     assert r.status_code == 422 and error_code(r) == "invalid_image"
     black = png(torch.zeros(1, 28, 28))  # mask picture with nothing known
-    r = c.post("/v1/memories/img/complete", files={"image": ("a.png", png(fashion[0]), "image/png"),
-                                                   "mask": ("m.png", black, "image/png")})
+    r = c.post(
+        "/v1/memories/img/complete",
+        files={"image": ("a.png", png(fashion[0]), "image/png"), "mask": ("m.png", black, "image/png")},
+    )
     assert r.status_code == 422 and error_code(r) == "empty_mask"
     r = c.post("/v1/memories/img/complete", json={"image": "??"})
     assert r.status_code == 422 and error_code(r) == "invalid_base64"

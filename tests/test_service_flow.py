@@ -24,20 +24,27 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _create(client, name="fashion", shape=(1, 28, 28), **extra):
-    r = client.post("/v1/memories", json={"name": name, "kind": "hopfield", "shape": list(shape), "config": {}, **extra})
+    r = client.post(
+        "/v1/memories", json={"name": name, "kind": "hopfield", "shape": list(shape), "config": {}, **extra}
+    )
     assert r.status_code == 201, r.text
     return r.json()
 
 
 def _store_fashion(client, fashion, n_json=150, n_multipart=50):
     for start in range(0, n_json, 50):
-        batch = [{"id": f"f{i}", "image": png_b64(fashion[i]), "metadata": {"index": i}}
-                 for i in range(start, min(start + 50, n_json))]
+        batch = [
+            {"id": f"f{i}", "image": png_b64(fashion[i]), "metadata": {"index": i}}
+            for i in range(start, min(start + 50, n_json))
+        ]
         r = client.post("/v1/memories/fashion/patterns", json={"patterns": batch})
         assert r.status_code == 201, r.text
         assert r.json()["ids"] == [p["id"] for p in batch]
     files = [("images", (f"m{i}.png", png(fashion[n_json + i]), "image/png")) for i in range(n_multipart)]
-    data = {"ids": [f"m{i}" for i in range(n_multipart)], "texts": [f"caption {i}" for i in range(n_multipart)]}
+    data = {
+        "ids": [f"m{i}" for i in range(n_multipart)],
+        "texts": [f"caption {i}" for i in range(n_multipart)],
+    }
     r = client.post("/v1/memories/fashion/patterns", files=files, data=data)
     assert r.status_code == 201, r.text
     assert r.json() == {"ids": data["ids"], "count": n_json + n_multipart}
@@ -60,8 +67,14 @@ def _all_ids(client, name, limit=64):
 
 def test_fashion_mnist_flow(client, fashion):
     details = _create(client)
-    assert details["config"] == {"similarity": "manhattan", "separation": "softmax", "beta": 10.0, "n": 2.0, "k": 5,
-                                 "radius": 0.0}
+    assert details["config"] == {
+        "similarity": "manhattan",
+        "separation": "softmax",
+        "beta": 10.0,
+        "n": 2.0,
+        "k": 5,
+        "radius": 0.0,
+    }
     assert (details["count"], details["state"], details["dim"]) == (0, "ready", 784)
     ids = _store_fashion(client, fashion)
     images = fashion[:200]  # pattern ids[i] is images[i]
@@ -83,8 +96,10 @@ def test_fashion_mnist_flow(client, fashion):
     for i in picks:
         # Half-masked cue (bottom half unknown, blacked out), mask as H*W booleans.
         cue = images[i] * HALF
-        r = client.post("/v1/memories/fashion/retrieve",
-                        json={"image": png_b64(cue), "mask": HALF.flatten().tolist(), "k": 3})
+        r = client.post(
+            "/v1/memories/fashion/retrieve",
+            json={"image": png_b64(cue), "mask": HALF.flatten().tolist(), "k": 3},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["matches"][0]["id"] == ids[i] and len(body["matches"]) == 3
@@ -100,20 +115,29 @@ def test_fashion_mnist_flow(client, fashion):
     # A vector cue with a D-long mask, and the result as a vector too.
     i = picks[0]
     cue = (images[i] * HALF).flatten()
-    body = client.post("/v1/memories/fashion/retrieve",
-                       json={"vector": cue.tolist(), "mask": (HALF.flatten()).tolist(), "include_vector": True}).json()
+    body = client.post(
+        "/v1/memories/fashion/retrieve",
+        json={"vector": cue.tolist(), "mask": (HALF.flatten()).tolist(), "include_vector": True},
+    ).json()
     assert body["matches"][0]["id"] == ids[i]
     assert _mse(torch.tensor(body["pattern"]["vector"]), images[i].flatten()) < 0.001
 
     # A cue of another size is centre-cropped and resized to 28x28 (DESIGN.md).
     big = torch.nn.functional.interpolate(images[i][None], size=(56, 56), mode="bilinear")[0]
-    assert client.post("/v1/memories/fashion/retrieve", json={"image": png_b64(big)}).json()["matches"][0]["id"] == ids[i]
+    assert (
+        client.post("/v1/memories/fashion/retrieve", json={"image": png_b64(big)}).json()["matches"][0]["id"]
+        == ids[i]
+    )
 
     # Complete: multipart image + mask picture; known pixels kept, the rest filled.
     j = picks[1]
-    r = client.post("/v1/memories/fashion/complete",
-                    files={"image": ("cue.png", png(images[j] * HALF), "image/png"),
-                           "mask": ("mask.png", mask_png(HALF), "image/png")})
+    r = client.post(
+        "/v1/memories/fashion/complete",
+        files={
+            "image": ("cue.png", png(images[j] * HALF), "image/png"),
+            "mask": ("mask.png", mask_png(HALF), "image/png"),
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     done = decode_png(base64.b64decode(body["image"]))
@@ -123,16 +147,20 @@ def test_fashion_mnist_flow(client, fashion):
     # RGBA alpha marks the unknown pixels; raw PNG back with Accept: image/png.
     garbage = torch.rand(images[j].shape, generator=gen)  # unknown pixels hold noise: ignored
     cue = torch.where(HALF, images[j], garbage)
-    r = client.post("/v1/memories/fashion/complete", headers={"Accept": "image/png"},
-                    files={"image": ("cue.png", rgba_png(cue, HALF), "image/png")})
+    r = client.post(
+        "/v1/memories/fashion/complete",
+        headers={"Accept": "image/png"},
+        files={"image": ("cue.png", rgba_png(cue, HALF), "image/png")},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert json.loads(r.headers["x-ams-matches"])[0]["id"] == ids[j]
     assert float(r.headers["x-ams-energy"]) == float(r.headers["x-ams-energy"])  # a number
     assert _mse(decode_png(r.content)[:1], images[j]) < 0.001
     # JSON with base64 pictures.
-    body = client.post("/v1/memories/fashion/complete",
-                       json={"image": png_b64(images[j] * HALF),
-                             "mask": base64.b64encode(mask_png(HALF)).decode()}).json()
+    body = client.post(
+        "/v1/memories/fashion/complete",
+        json={"image": png_b64(images[j] * HALF), "mask": base64.b64encode(mask_png(HALF)).decode()},
+    ).json()
     assert body["matches"][0]["id"] == ids[j]
 
     # Delete one pattern: gone from reads and from recall.
@@ -156,14 +184,32 @@ def test_fashion_mnist_flow(client, fashion):
 def test_vector_memory_flow(client):
     digits = load_digits()
     x = torch.from_numpy(digits.data[:300].astype(np.float32) / 16.0)  # (300, 64) in [0, 1]
-    r = client.post("/v1/memories", json={"name": "digits", "kind": "hopfield", "shape": [64],
-                                          "config": {"similarity": "euclidean", "beta": 5}})
+    r = client.post(
+        "/v1/memories",
+        json={
+            "name": "digits",
+            "kind": "hopfield",
+            "shape": [64],
+            "config": {"similarity": "euclidean", "beta": 5},
+        },
+    )
     assert r.status_code == 201 and r.json()["config"]["similarity"] == "euclidean"
-    patterns = [{"id": f"d{i}", "vector": x[i].tolist(), "text": str(digits.target[i]),
-                 "metadata": {"label": int(digits.target[i])}} for i in range(300)]
+    patterns = [
+        {
+            "id": f"d{i}",
+            "vector": x[i].tolist(),
+            "text": str(digits.target[i]),
+            "metadata": {"label": int(digits.target[i])},
+        }
+        for i in range(300)
+    ]
     assert client.post("/v1/memories/digits/patterns", json={"patterns": patterns}).json()["count"] == 300
     one = client.get("/v1/memories/digits/patterns/d7").json()
-    assert one["vector"] == x[7].tolist() and one["metadata"] == {"label": int(digits.target[7])} and one["image"] is None
+    assert (
+        one["vector"] == x[7].tolist()
+        and one["metadata"] == {"label": int(digits.target[7])}
+        and one["image"] is None
+    )
     gen = torch.Generator().manual_seed(1)
     right = 0
     for i in range(0, 300, 15):
@@ -184,24 +230,38 @@ def test_restart_keeps_everything(make_client, tmp_path, fashion):
     first = make_client()
     _create(first, "img")
     _create(first, "cap", shape=(1, 28, 28), text=True)
-    r = first.post("/v1/memories/img/patterns", json={"patterns": [{"id": f"p{i}", "image": png_b64(fashion[i])}
-                                                                    for i in range(40)]})
+    r = first.post(
+        "/v1/memories/img/patterns",
+        json={"patterns": [{"id": f"p{i}", "image": png_b64(fashion[i])} for i in range(40)]},
+    )
     assert r.status_code == 201
-    first.post("/v1/memories/cap/patterns", json={"patterns": [{"id": "c1", "image": png_b64(fashion[50]),
-                                                               "text": "a shoe", "metadata": {"x": [1, 2]}}]})
+    first.post(
+        "/v1/memories/cap/patterns",
+        json={
+            "patterns": [
+                {"id": "c1", "image": png_b64(fashion[50]), "text": "a shoe", "metadata": {"x": [1, 2]}}
+            ]
+        },
+    )
     assert first.delete("/v1/memories/img/patterns/p7").status_code == 204
     first.post("/v1/memories", json={"name": "gone", "kind": "hopfield", "shape": [4]})
     assert first.delete("/v1/memories/gone").status_code == 204
     cue = {"image": png_b64(fashion[11] * HALF), "mask": HALF.flatten().tolist(), "k": 5}
-    before = {"memories": first.get("/v1/memories").json(), "ids": _all_ids(first, "img"),
-              "recall": first.post("/v1/memories/img/retrieve", json=cue).json(),
-              "cap": first.get("/v1/memories/cap/patterns/c1").json()}
+    before = {
+        "memories": first.get("/v1/memories").json(),
+        "ids": _all_ids(first, "img"),
+        "recall": first.post("/v1/memories/img/retrieve", json=cue).json(),
+        "cap": first.get("/v1/memories/cap/patterns/c1").json(),
+    }
     make_client.stop(first)
 
     second = make_client()  # same data directory: rebuilt from storage
-    after = {"memories": second.get("/v1/memories").json(), "ids": _all_ids(second, "img"),
-             "recall": second.post("/v1/memories/img/retrieve", json=cue).json(),
-             "cap": second.get("/v1/memories/cap/patterns/c1").json()}
+    after = {
+        "memories": second.get("/v1/memories").json(),
+        "ids": _all_ids(second, "img"),
+        "recall": second.post("/v1/memories/img/retrieve", json=cue).json(),
+        "cap": second.get("/v1/memories/cap/patterns/c1").json(),
+    }
     assert after == before
     assert [m["name"] for m in after["memories"]["memories"]] == ["img", "cap"]
     assert after["memories"]["memories"][1]["text"] is True and after["cap"]["text"] == "a shoe"
@@ -220,8 +280,10 @@ def test_concurrent_recalls_while_storing(client, fashion):
         gen = torch.Generator().manual_seed(seed)
         while not stop.is_set():
             i = int(torch.randint(40, (1,), generator=gen))
-            r = client.post("/v1/memories/fashion/retrieve", json={"image": png_b64(fashion[i] * HALF),
-                                                                   "mask": HALF.flatten().tolist()})
+            r = client.post(
+                "/v1/memories/fashion/retrieve",
+                json={"image": png_b64(fashion[i] * HALF), "mask": HALF.flatten().tolist()},
+            )
             if r.status_code != 200 or r.json()["matches"][0]["id"] != f"b{i}":
                 failures.append(f"{r.status_code} {r.text[:200]}")
 

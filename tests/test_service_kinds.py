@@ -12,13 +12,21 @@ from memory_core.data import flatten
 
 def _memory(config=None):
     resolved = HopfieldMemory.resolve_config(config or {}, (1, 28, 28))
-    rec = MemoryRecord(id=1, name="m", kind="hopfield", shape=(1, 28, 28), text=False, config=resolved, created_at=0.0)
+    rec = MemoryRecord(
+        id=1, name="m", kind="hopfield", shape=(1, 28, 28), text=False, config=resolved, created_at=0.0
+    )
     return HopfieldMemory(rec, torch.device("cpu"))
 
 
 def test_default_config_is_the_measured_one():
     assert HopfieldMemory.resolve_config({}, (784,)) == {
-        "similarity": "manhattan", "separation": "softmax", "beta": 10.0, "n": 2.0, "k": 5, "radius": 0.0}
+        "similarity": "manhattan",
+        "separation": "softmax",
+        "beta": 10.0,
+        "n": 2.0,
+        "k": 5,
+        "radius": 0.0,
+    }
     assert HopfieldMemory.resolve_config({"beta": 3}, (4,))["beta"] == 3.0
     with pytest.raises(ValueError, match="unknown config key"):
         HopfieldMemory.resolve_config({"dtype": "float16"}, (4,))

@@ -36,7 +36,16 @@ class Server:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")}
         environ.update(env)
         if command == "uvicorn":
-            argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(self.port), "--log-level", "warning"]
+            argv = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ]
         else:  # python -m app (what `make run` runs), port from the environment
             argv = [sys.executable, "-m", "app"]
             environ.update(AMS_PORT=str(self.port), AMS_LOG_LEVEL="warning")
@@ -98,7 +107,9 @@ def test_sigkill_during_concurrent_stores_loses_no_acknowledged_pattern(tmp_path
     server = Server(tmp_path, command="python -m app")  # README's run command, embedded defaults
     assert (tmp_path / "data" / "ams.sqlite3").exists()  # SQLite under ./data
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        assert c.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [DIM]}).status_code == 201
+        assert (
+            c.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [DIM]}).status_code == 201
+        )
     acked: set[str] = set()
     sent: dict[str, list[str]] = {}  # batch -> ids, every batch sent (acknowledged or not)
     lock = threading.Lock()
@@ -114,8 +125,10 @@ def test_sigkill_during_concurrent_stores_loses_no_acknowledged_pattern(tmp_path
                         with lock:
                             sent[ids[0]] = ids
                         try:
-                            r = c.post("/v1/memories/m/patterns",
-                                       json={"patterns": [{"id": i, "vector": _vector(i)} for i in ids]})
+                            r = c.post(
+                                "/v1/memories/m/patterns",
+                                json={"patterns": [{"id": i, "vector": _vector(i)} for i in ids]},
+                            )
                         except httpx.TransportError:
                             return  # the server died under us: this batch was never acknowledged
                         assert r.status_code == 201, r.text
@@ -152,7 +165,9 @@ def test_sigkill_during_concurrent_stores_loses_no_acknowledged_pattern(tmp_path
                 stored = set(ids)
                 assert len(ids) == len(stored) == c.get("/v1/memories/m").json()["count"]
                 lost = acked - stored
-                assert not lost, f"round {rnd}: {len(lost)} acknowledged patterns lost, e.g. {sorted(lost)[:5]}"
+                assert not lost, (
+                    f"round {rnd}: {len(lost)} acknowledged patterns lost, e.g. {sorted(lost)[:5]}"
+                )
                 torn = [b for b, bids in sent.items() if 0 < len(stored & set(bids)) < len(bids)]
                 assert not torn, f"round {rnd}: batches stored in part: {torn[:5]}"
                 assert stored <= {i for bids in sent.values() for i in bids}
@@ -169,7 +184,10 @@ def test_chunked_body_over_the_limit_on_a_real_server(tmp_path):
     server = Server(tmp_path, AMS_MAX_REQUEST_BYTES=str(256 * 1024))
     try:
         with httpx.Client(base_url=server.url, timeout=30) as c:
-            assert c.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [4]}).status_code == 201
+            assert (
+                c.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [4]}).status_code
+                == 201
+            )
 
             def body():  # no Content-Length: Transfer-Encoding: chunked
                 yield b'{"patterns": [{"vector": [1, 2, 3, 4], "text": "'
@@ -177,7 +195,9 @@ def test_chunked_body_over_the_limit_on_a_real_server(tmp_path):
                     yield b"x" * 4096
                 yield b'"}]}'
 
-            r = c.post("/v1/memories/m/patterns", content=body(), headers={"Content-Type": "application/json"})
+            r = c.post(
+                "/v1/memories/m/patterns", content=body(), headers={"Content-Type": "application/json"}
+            )
             assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
         with httpx.Client(base_url=server.url, timeout=30) as c:  # a fresh connection: nothing was stored
             assert c.get("/v1/memories/m").json()["count"] == 0

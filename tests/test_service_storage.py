@@ -21,8 +21,10 @@ def storage(tmp_path):
 
 
 def _patterns(ids, dim=3):
-    return [NewPattern(id=i, vector=np.full(dim, k, dtype=np.float32), text=f"t{i}", metadata={"k": k})
-            for k, i in enumerate(ids)]
+    return [
+        NewPattern(id=i, vector=np.full(dim, k, dtype=np.float32), text=f"t{i}", metadata={"k": k})
+        for k, i in enumerate(ids)
+    ]
 
 
 def test_durability_settings(storage):

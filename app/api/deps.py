@@ -43,15 +43,20 @@ def _equal(a: str, b: str | None) -> bool:
     return b is not None and hmac.compare_digest(a.encode(), b.encode())
 
 
-def _check_key(service: Service, bearer: HTTPAuthorizationCredentials | None, header: str | None,
-               write: bool) -> None:
+def _check_key(
+    service: Service, bearer: HTTPAuthorizationCredentials | None, header: str | None, write: bool
+) -> None:
     settings = service.settings
     if not settings.api_key:
         return
     key = bearer.credentials if bearer is not None else header
     if not key:
-        raise ApiError(401, "unauthorized", "an API key is needed: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is needed: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     full, read = _equal(key, settings.api_key), _equal(key, settings.read_api_key)  # both, always
     if full:
         return
@@ -62,14 +67,20 @@ def _check_key(service: Service, bearer: HTTPAuthorizationCredentials | None, he
     raise ApiError(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_read(service: ServiceDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-                 header: Annotated[str | None, Security(_header)]) -> None:
+def require_read(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> None:
     """Reads and recalls: AMS_API_KEY or AMS_READ_API_KEY (when keys are set)."""
     _check_key(service, bearer, header, write=False)
 
 
-def require_write(service: ServiceDep, bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-                  header: Annotated[str | None, Security(_header)]) -> None:
+def require_write(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> None:
     """Writes: AMS_API_KEY only (when keys are set); 403 for the read key."""
     _check_key(service, bearer, header, write=True)
 
@@ -102,12 +113,18 @@ def wants_png(request: Request) -> bool:
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses entries for error statuses, all with the error shape."""
-    text = {400: "malformed request (e.g. invalid JSON)", 401: "API key missing or invalid",
-            403: "the read-only key may not write", 404: "unknown memory, pattern or job",
-            406: "the asked-for representation is not available", 409: "conflict (exists already, busy, empty)",
-            413: "request body or image too large", 415: "unsupported content type",
-            422: "invalid input (shape, dimension, NaN, base64, image, batch size, config)",
-            503: "not ready: memories are still being loaded"}
+    text = {
+        400: "malformed request (e.g. invalid JSON)",
+        401: "API key missing or invalid",
+        403: "the read-only key may not write",
+        404: "unknown memory, pattern or job",
+        406: "the asked-for representation is not available",
+        409: "conflict (exists already, busy, empty)",
+        413: "request body or image too large",
+        415: "unsupported content type",
+        422: "invalid input (shape, dimension, NaN, base64, image, batch size, config)",
+        503: "not ready: memories are still being loaded",
+    }
     return {s: {"model": ErrorResponse, "description": text.get(s, "error")} for s in statuses}
 
 

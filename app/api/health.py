@@ -32,9 +32,17 @@ async def readyz(service: ServiceDep) -> Health | JSONResponse:
     return Health(status="ready")
 
 
-@router.get("/metrics", tags=["health"], response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text format; names prefixed ams_"}})
+@router.get(
+    "/metrics",
+    tags=["health"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text format; names prefixed ams_",
+        }
+    },
+)
 def metrics(service: ServiceDep) -> Response:
     """Prometheus metrics: requests and latencies per endpoint, memory sizes, job progress."""
     return Response(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -52,8 +60,14 @@ def info(service: ServiceDep) -> Info:
         similarities=list(SIMILARITIES),
         separations=list(SEPARATIONS),
         default_configs={name: cls.resolve_config({}, (1,)) for name, cls in KINDS.items()},
-        limits=Limits(max_request_bytes=s.max_request_bytes, max_image_pixels=s.max_image_pixels,
-                      max_batch=s.max_batch, max_dim=s.max_dim, max_page=s.max_page, max_k=s.max_k,
-                      max_steps=s.max_steps),
+        limits=Limits(
+            max_request_bytes=s.max_request_bytes,
+            max_image_pixels=s.max_image_pixels,
+            max_batch=s.max_batch,
+            max_dim=s.max_dim,
+            max_page=s.max_page,
+            max_k=s.max_k,
+            max_steps=s.max_steps,
+        ),
         auth=bool(s.api_key),
     )

@@ -13,14 +13,21 @@ from .memories import NameParam
 
 router = APIRouter(tags=["jobs"])
 
-TrainBody = Annotated[TrainRequest | None, Body(description="optional; {} trains with the model's defaults",
-                                                examples=[{"epochs": 300}, {}])]
+TrainBody = Annotated[
+    TrainRequest | None,
+    Body(description="optional; {} trains with the model's defaults", examples=[{"epochs": 300}, {}]),
+]
 
 JobIdParam = Path(pattern=r"^[0-9a-f]{1,64}$", description="the job's id", examples=["3f2a9c0e5b7d4c1a"])
 
 
-@router.post("/v1/memories/{name}/train", status_code=202, response_model=Job, dependencies=WRITE,
-             responses=errors(400, 404, 409, 422, *WRITE_ERRORS))
+@router.post(
+    "/v1/memories/{name}/train",
+    status_code=202,
+    response_model=Job,
+    dependencies=WRITE,
+    responses=errors(400, 404, 409, 422, *WRITE_ERRORS),
+)
 async def train(registry: RegistryDep, body: TrainBody = None, name: str = NameParam) -> Job:
     """Train a memory's model (kind pc) on every pattern stored now, as a background job (202).
     One job at a time per memory (409 while one is unfinished); follow it at `/v1/jobs/{id}`.
@@ -31,14 +38,17 @@ async def train(registry: RegistryDep, body: TrainBody = None, name: str = NameP
 
 
 @router.get("/v1/jobs", response_model=JobList, dependencies=READ, responses=errors(422, *READ_ERRORS))
-async def list_jobs(registry: RegistryDep,
-                    memory: str | None = Query(None, pattern=NAME_PATTERN, description="only this memory's jobs")
-                    ) -> JobList:
+async def list_jobs(
+    registry: RegistryDep,
+    memory: str | None = Query(None, pattern=NAME_PATTERN, description="only this memory's jobs"),
+) -> JobList:
     """Jobs still remembered (unfinished ones, and the last AMS_JOBS_KEPT finished ones)."""
     return JobList(jobs=[Job(**j) for j in registry.jobs.list(memory)])
 
 
-@router.get("/v1/jobs/{job_id}", response_model=Job, dependencies=READ, responses=errors(404, 422, *READ_ERRORS))
+@router.get(
+    "/v1/jobs/{job_id}", response_model=Job, dependencies=READ, responses=errors(404, 422, *READ_ERRORS)
+)
 async def get_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     """A job's status, progress (0..1), epoch, last energy and ETA in seconds."""
     job = registry.jobs.get(job_id)
@@ -47,7 +57,9 @@ async def get_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     return Job(**job)
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=Job, dependencies=WRITE, responses=errors(404, 422, *WRITE_ERRORS))
+@router.delete(
+    "/v1/jobs/{job_id}", response_model=Job, dependencies=WRITE, responses=errors(404, 422, *WRITE_ERRORS)
+)
 async def cancel_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     """Cancel a job: it stops after its current epoch and the memory keeps its previous model."""
     job = registry.jobs.cancel(job_id)

@@ -18,12 +18,25 @@ NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples
 def memory_details(live: LiveMemory) -> MemoryDetails:
     """A memory's description, with count/state/trained_count read together."""
     r = live.record
-    return MemoryDetails(name=r.name, kind=r.kind, shape=list(r.shape), dim=r.dim, text=r.text, config=r.config,
-                         created_at=datetime.fromtimestamp(r.created_at, tz=UTC), **live.details())
+    return MemoryDetails(
+        name=r.name,
+        kind=r.kind,
+        shape=list(r.shape),
+        dim=r.dim,
+        text=r.text,
+        config=r.config,
+        created_at=datetime.fromtimestamp(r.created_at, tz=UTC),
+        **live.details(),
+    )
 
 
-@router.post("", status_code=201, response_model=MemoryDetails, dependencies=WRITE,
-             responses=errors(400, 409, 413, 422, *WRITE_ERRORS))
+@router.post(
+    "",
+    status_code=201,
+    response_model=MemoryDetails,
+    dependencies=WRITE,
+    responses=errors(400, 409, 413, 422, *WRITE_ERRORS),
+)
 async def create_memory(body: MemoryCreate, registry: RegistryDep) -> MemoryDetails:
     """Create a memory. `config` keys are the constructor arguments of its kind; `{}` = good defaults
     (hopfield: manhattan similarity, mask-aware, softmax separation; see /v1/info `default_configs`)."""
@@ -37,14 +50,21 @@ async def list_memories(registry: RegistryDep) -> MemoryList:
     return MemoryList(memories=await run_sync(lambda: [memory_details(m) for m in registry.all()]))
 
 
-@router.get("/{name}", response_model=MemoryDetails, dependencies=READ, responses=errors(404, 422, *READ_ERRORS))
+@router.get(
+    "/{name}", response_model=MemoryDetails, dependencies=READ, responses=errors(404, 422, *READ_ERRORS)
+)
 async def get_memory(registry: RegistryDep, name: str = NameParam) -> MemoryDetails:
     """A memory's kind, shape, config, count, state and trained_count."""
     return await run_sync(lambda: memory_details(registry.get(name)))
 
 
-@router.delete("/{name}", status_code=204, response_class=Response, dependencies=WRITE,
-               responses=errors(404, 422, *WRITE_ERRORS))
+@router.delete(
+    "/{name}",
+    status_code=204,
+    response_class=Response,
+    dependencies=WRITE,
+    responses=errors(404, 422, *WRITE_ERRORS),
+)
 async def delete_memory(registry: RegistryDep, name: str = NameParam) -> Response:
     """Delete a memory with all its patterns and checkpoints (a running training job is cancelled)."""
     await run_sync(registry.delete, name)

@@ -23,27 +23,44 @@ _MULTIPART_STORE = {
     "type": "object",
     "required": ["images"],
     "properties": {
-        "images": {"type": "array", "items": {"type": "string", "format": "binary"},
-                   "description": "PNG/JPEG files, one pattern each"},
-        "ids": {"type": "array", "items": {"type": "string", "pattern": ID_PATTERN},
-                "description": "optional ids, one per image, in order"},
-        "texts": {"type": "array", "items": {"type": "string"}, "description": "optional captions, one per image"},
+        "images": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "PNG/JPEG files, one pattern each",
+        },
+        "ids": {
+            "type": "array",
+            "items": {"type": "string", "pattern": ID_PATTERN},
+            "description": "optional ids, one per image, in order",
+        },
+        "texts": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "optional captions, one per image",
+        },
     },
 }
-STORE_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/StorePatterns"}},
-    "multipart/form-data": {"schema": _MULTIPART_STORE},
-}}}
+STORE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/StorePatterns"}},
+            "multipart/form-data": {"schema": _MULTIPART_STORE},
+        },
+    }
+}
 
 
 def body_kind(request: Request) -> str:
-    """"json" or "multipart" from the Content-Type; 415 for anything else."""
+    """ "json" or "multipart" from the Content-Type; 415 for anything else."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("", "application/json") or ctype.endswith("+json"):
         return "json"
     if ctype == "multipart/form-data":
         return "multipart"
-    raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype!r}: send application/json or multipart/form-data")
+    raise ApiError(
+        415, "unsupported_media_type", f"Content-Type {ctype!r}: send application/json or multipart/form-data"
+    )
 
 
 async def read_form(request: Request, max_files: int) -> dict[str, list]:
@@ -69,7 +86,9 @@ def _texts(fields: dict[str, list], key: str, n: int) -> list[str | None]:
     if any(not isinstance(v, str) for v in values):
         raise ApiError(422, "invalid_multipart", f"multipart field {key!r} must be text, not a file")
     if values and len(values) != n:
-        raise ApiError(422, "invalid_multipart", f"{len(values)} {key!r} for {n} images: give one per image or none")
+        raise ApiError(
+            422, "invalid_multipart", f"{len(values)} {key!r} for {n} images: give one per image or none"
+        )
     return values or [None] * n
 
 
@@ -83,11 +102,21 @@ def multipart_patterns(fields: dict[str, list]) -> list[RawPattern]:
     return [RawPattern(id=i, image=data, text=t) for i, data, t in zip(ids, images, texts)]
 
 
-@router.post("/{name}/patterns", status_code=201, response_model=StoreResult, dependencies=WRITE,
-             openapi_extra=STORE_BODY, responses=errors(400, 404, 409, 413, 415, 422, *WRITE_ERRORS))
-async def store_patterns(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam,
-                         fit: bool = Query(False, description="centre-crop and resize images of another size")
-                         ) -> StoreResult:
+@router.post(
+    "/{name}/patterns",
+    status_code=201,
+    response_model=StoreResult,
+    dependencies=WRITE,
+    openapi_extra=STORE_BODY,
+    responses=errors(400, 404, 409, 413, 415, 422, *WRITE_ERRORS),
+)
+async def store_patterns(
+    request: Request,
+    registry: RegistryDep,
+    service: ServiceDep,
+    name: str = NameParam,
+    fit: bool = Query(False, description="centre-crop and resize images of another size"),
+) -> StoreResult:
     """Store a batch of patterns; returns their ids once they are durable (201).
 
     JSON: `{"patterns": [{"id"?, "vector" | "image" (base64 PNG/JPEG), "text"?, "metadata"?}]}`.
@@ -103,7 +132,11 @@ async def store_patterns(request: Request, registry: RegistryDep, service: Servi
         items = None
 
     def work() -> StoreResult:
-        raw = items if items is not None else [RawPattern.from_json(p) for p in parse_json(body, StorePatterns).patterns]
+        raw = (
+            items
+            if items is not None
+            else [RawPattern.from_json(p) for p in parse_json(body, StorePatterns).patterns]
+        )
         patterns, vectors = prepare_patterns(raw, live.record, settings, fit)
         ids, count = registry.store(live, patterns, vectors)
         service.metrics.patterns_stored.labels(live.kind).inc(len(ids))
@@ -126,33 +159,52 @@ def _decode_cursor(cursor: str) -> int:
     return seq
 
 
-@router.get("/{name}/patterns", response_model=PatternPage, dependencies=READ,
-            responses=errors(404, 422, *READ_ERRORS))
-async def list_patterns(registry: RegistryDep, service: ServiceDep, name: str = NameParam,
-                        limit: int | None = Query(None, ge=1, description="page size: default 100, "
-                                                                           "at most AMS_MAX_PAGE"),
-                        cursor: str | None = Query(None, max_length=64, description="next_cursor of the last page")
-                        ) -> PatternPage:
+@router.get(
+    "/{name}/patterns",
+    response_model=PatternPage,
+    dependencies=READ,
+    responses=errors(404, 422, *READ_ERRORS),
+)
+async def list_patterns(
+    registry: RegistryDep,
+    service: ServiceDep,
+    name: str = NameParam,
+    limit: int | None = Query(None, ge=1, description="page size: default 100, at most AMS_MAX_PAGE"),
+    cursor: str | None = Query(None, max_length=64, description="next_cursor of the last page"),
+) -> PatternPage:
     """A page of patterns in storage order: `{id, text, metadata}` each, and `next_cursor`."""
     if limit is None:
         limit = min(100, service.settings.max_page)
     if limit > service.settings.max_page:
-        raise ApiError(422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {service.settings.max_page}")
+        raise ApiError(
+            422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {service.settings.max_page}"
+        )
     live = registry.get(name)
     after = _decode_cursor(cursor) if cursor else -1
     rows = await run_sync(registry.storage.page_patterns, live.record.id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return PatternPage(patterns=[PatternSummary(id=r.id, text=r.text, metadata=r.metadata) for r in rows],
-                       next_cursor=_encode_cursor(rows[-1].seq) if more else None)
+    return PatternPage(
+        patterns=[PatternSummary(id=r.id, text=r.text, metadata=r.metadata) for r in rows],
+        next_cursor=_encode_cursor(rows[-1].seq) if more else None,
+    )
 
 
-@router.get("/{name}/patterns/{pattern_id}", response_model=PatternOut, dependencies=READ,
-            responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                             "description": "the pattern; the picture itself with `Accept: image/png`"},
-                       **errors(404, 406, 422, *READ_ERRORS)})
-async def get_pattern(request: Request, registry: RegistryDep, name: str = NameParam,
-                      pattern_id: str = PatternIdParam) -> PatternOut | Response:
+@router.get(
+    "/{name}/patterns/{pattern_id}",
+    response_model=PatternOut,
+    dependencies=READ,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the pattern; the picture itself with `Accept: image/png`",
+        },
+        **errors(404, 406, 422, *READ_ERRORS),
+    },
+)
+async def get_pattern(
+    request: Request, registry: RegistryDep, name: str = NameParam, pattern_id: str = PatternIdParam
+) -> PatternOut | Response:
     """One stored pattern: JSON (image memories: base64 PNG `image`; vector memories: `vector`),
     or the PNG itself with `Accept: image/png` (image memories)."""
     live = registry.get(name)
@@ -171,9 +223,16 @@ async def get_pattern(request: Request, registry: RegistryDep, name: str = NameP
     return PatternOut(id=row.id, text=row.text, metadata=row.metadata, vector=row.vector.tolist())
 
 
-@router.delete("/{name}/patterns/{pattern_id}", status_code=204, response_class=Response, dependencies=WRITE,
-               responses=errors(404, 422, *WRITE_ERRORS))
-async def delete_pattern(registry: RegistryDep, name: str = NameParam, pattern_id: str = PatternIdParam) -> Response:
+@router.delete(
+    "/{name}/patterns/{pattern_id}",
+    status_code=204,
+    response_class=Response,
+    dependencies=WRITE,
+    responses=errors(404, 422, *WRITE_ERRORS),
+)
+async def delete_pattern(
+    registry: RegistryDep, name: str = NameParam, pattern_id: str = PatternIdParam
+) -> Response:
     """Delete one pattern (durable on return)."""
     await run_sync(registry.delete_pattern, name, pattern_id)
     return Response(status_code=204)

@@ -37,23 +37,37 @@ _MULTIPART_COMPLETE = {
     "type": "object",
     "required": ["image"],
     "properties": {
-        "image": {"type": "string", "format": "binary",
-                  "description": "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)"},
-        "mask": {"type": "string", "format": "binary", "description": "mask picture: white = known, black = to fill"},
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)",
+        },
+        "mask": {
+            "type": "string",
+            "format": "binary",
+            "description": "mask picture: white = known, black = to fill",
+        },
         "k": {"type": "integer", "minimum": 1, "description": "how many stored matches to name"},
     },
 }
-COMPLETE_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/CompleteRequest"}},
-    "multipart/form-data": {"schema": _MULTIPART_COMPLETE},
-}}}
+COMPLETE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CompleteRequest"}},
+            "multipart/form-data": {"schema": _MULTIPART_COMPLETE},
+        },
+    }
+}
 
 
 def _check_limits(k: int, steps: int, settings: Settings) -> None:
     if k > settings.max_k:
         raise ApiError(422, "k_too_large", f"k = {k} is over AMS_MAX_K = {settings.max_k}")
     if steps > settings.max_steps:
-        raise ApiError(422, "steps_too_large", f"steps = {steps} is over AMS_MAX_STEPS = {settings.max_steps}")
+        raise ApiError(
+            422, "steps_too_large", f"steps = {steps} is over AMS_MAX_STEPS = {settings.max_steps}"
+        )
 
 
 def _recall(live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, steps: int) -> Recall:
@@ -69,10 +83,15 @@ def _matches(rec: Recall) -> list[Match]:
     return [Match(id=i, score=s) for i, s in rec.matches]
 
 
-@router.post("/{name}/retrieve", response_model=RetrieveResult, dependencies=READ,
-             responses=errors(400, 404, 409, 413, 422, *READ_ERRORS))
-async def retrieve(body: RetrieveRequest, registry: RegistryDep, service: ServiceDep,
-                   name: str = NameParam) -> RetrieveResult:
+@router.post(
+    "/{name}/retrieve",
+    response_model=RetrieveResult,
+    dependencies=READ,
+    responses=errors(400, 404, 409, 413, 422, *READ_ERRORS),
+)
+async def retrieve(
+    body: RetrieveRequest, registry: RegistryDep, service: ServiceDep, name: str = NameParam
+) -> RetrieveResult:
     """Recall a stored pattern from a corrupted cue: a `vector` (D numbers) or an `image` (base64;
     fitted to the memory's shape). `mask` says which entries are known (True); an RGBA image's
     alpha 0 marks unknown pixels. The answer names the stored patterns nearest the result
@@ -89,7 +108,9 @@ async def retrieve(body: RetrieveRequest, registry: RegistryDep, service: Servic
         if body.image is not None:
             if not is_image(record):
                 raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send 'vector'")
-            cue, alpha = cue_image(b64decode(body.image, "image"), record.shape, settings.max_image_pixels, "image")
+            cue, alpha = cue_image(
+                b64decode(body.image, "image"), record.shape, settings.max_image_pixels, "image"
+            )
         else:
             cue = vector_tensor(body.vector, record.dim, "vector")
         if isinstance(body.mask, list):
@@ -103,23 +124,40 @@ async def retrieve(body: RetrieveRequest, registry: RegistryDep, service: Servic
         rec = _recall(live, cue, mask, body.k, body.steps)
         service.metrics.recalls.labels(live.kind, "retrieve").inc()
         if is_image(record):
-            pattern = RecalledPattern(image=png_base64(rec.output.clamp(0, 1), record.shape),
-                                      vector=rec.output.tolist() if body.include_vector else None)
+            pattern = RecalledPattern(
+                image=png_base64(rec.output.clamp(0, 1), record.shape),
+                vector=rec.output.tolist() if body.include_vector else None,
+            )
         else:
             pattern = RecalledPattern(vector=rec.output.tolist())
-        return RetrieveResult(pattern=pattern, matches=_matches(rec), energy=rec.energy, state=rec.state,
-                              trained_count=rec.trained_count)
+        return RetrieveResult(
+            pattern=pattern,
+            matches=_matches(rec),
+            energy=rec.energy,
+            state=rec.state,
+            trained_count=rec.trained_count,
+        )
 
     return await run_sync(work)
 
 
-@router.post("/{name}/complete", response_model=CompleteResult, dependencies=READ, openapi_extra=COMPLETE_BODY,
-             responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                              "description": "the completed picture; raw PNG with `Accept: image/png` (matches and "
-                                             "energy then in the X-AMS-Matches and X-AMS-Energy headers)"},
-                        **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS)})
-async def complete(request: Request, registry: RegistryDep, service: ServiceDep,
-                   name: str = NameParam) -> CompleteResult | Response:
+@router.post(
+    "/{name}/complete",
+    response_model=CompleteResult,
+    dependencies=READ,
+    openapi_extra=COMPLETE_BODY,
+    responses={
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the completed picture; raw PNG with `Accept: image/png` (matches and "
+            "energy then in the X-AMS-Matches and X-AMS-Energy headers)",
+        },
+        **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
+    },
+)
+async def complete(
+    request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
+) -> CompleteResult | Response:
     """Complete a partial image: multipart `image` + optional `mask` picture (white = known), or
     an RGBA `image` whose alpha 0 marks the unknown pixels; or JSON with base64 pictures. Known
     pixels are kept as given and the unknown ones filled from memory. Answers JSON with a base64
@@ -128,7 +166,9 @@ async def complete(request: Request, registry: RegistryDep, service: ServiceDep,
     live = registry.get(name)
     record = live.record
     if not is_image(record):
-        raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors; complete works on pictures")
+        raise ApiError(
+            422, "not_an_image_memory", f"memory {name!r} stores vectors; complete works on pictures"
+        )
     png = wants_png(request)
     if body_kind(request) == "multipart":
         fields = await read_form(request, 2)
@@ -153,22 +193,35 @@ async def complete(request: Request, registry: RegistryDep, service: ServiceDep,
         elif alpha is not None:
             mask = check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
         else:
-            raise ApiError(422, "mask_required", "say which pixels to fill: a 'mask' picture (black = to fill) "
-                                                 "or an RGBA image whose alpha 0 marks them")
+            raise ApiError(
+                422,
+                "mask_required",
+                "say which pixels to fill: a 'mask' picture (black = to fill) "
+                "or an RGBA image whose alpha 0 marks them",
+            )
         rec = _recall(live, cue, mask, k, 1)
         service.metrics.recalls.labels(live.kind, "complete").inc()
         filled = torch.where(mask, cue, rec.output.clamp(0, 1))  # (D,): known pixels as given
         picture = png_bytes(filled, record.shape)
-        result = CompleteResult(image=base64.b64encode(picture).decode("ascii"), matches=_matches(rec),
-                                energy=rec.energy, state=rec.state, trained_count=rec.trained_count,
-                                unknown_pixels=int((~mask).sum()) // record.shape[0])
+        result = CompleteResult(
+            image=base64.b64encode(picture).decode("ascii"),
+            matches=_matches(rec),
+            energy=rec.energy,
+            state=rec.state,
+            trained_count=rec.trained_count,
+            unknown_pixels=int((~mask).sum()) // record.shape[0],
+        )
         return result, picture
 
     result, picture = await run_sync(work)
     if png:
-        headers = {"X-AMS-Matches": json.dumps([m.model_dump() for m in result.matches], separators=(",", ":")),
-                   "X-AMS-Energy": repr(result.energy), "X-AMS-State": result.state,
-                   "X-AMS-Trained-Count": str(result.trained_count), "X-AMS-Unknown-Pixels": str(result.unknown_pixels)}
+        headers = {
+            "X-AMS-Matches": json.dumps([m.model_dump() for m in result.matches], separators=(",", ":")),
+            "X-AMS-Energy": repr(result.energy),
+            "X-AMS-State": result.state,
+            "X-AMS-Trained-Count": str(result.trained_count),
+            "X-AMS-Unknown-Pixels": str(result.unknown_pixels),
+        }
         return Response(picture, media_type="image/png", headers=headers)
     return result
 
