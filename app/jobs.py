@@ -132,9 +132,19 @@ class JobManager:
         self._closed = False
 
     def submit(
-        self, memory: str, kind: str, work: Work, patterns: int = 0, epochs: int | None = None
+        self,
+        memory: str,
+        kind: str,
+        work: Work,
+        patterns: int = 0,
+        epochs: int | None = None,
+        on_finish: Callable[[str], None] | None = None,
     ) -> JobRecord:
-        """Start ``work`` for ``memory``; raises JobConflict if that memory has an unfinished job."""
+        """Start ``work`` for ``memory``; raises JobConflict if that memory has an unfinished job.
+
+        ``on_finish(status)`` runs once the job has ended, however it ended (even when it
+        was cancelled before it started).
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the job manager is shut down")
@@ -146,12 +156,21 @@ class JobManager:
             self._jobs[job.id] = job
             self._active[memory] = job.id
             self._forget_old()
-            thread = threading.Thread(target=self._run, args=(job, work), name=f"job-{job.id}", daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(job, work, on_finish), name=f"job-{job.id}", daemon=True
+            )
             self._threads[job.id] = thread
         thread.start()
         return job
 
-    def _run(self, job: JobRecord, work: Work) -> None:
+    def _run(self, job: JobRecord, work: Work, on_finish: Callable[[str], None] | None) -> None:
+        try:
+            self._run_work(job, work)
+        finally:
+            if on_finish is not None:
+                on_finish(job.status)
+
+    def _run_work(self, job: JobRecord, work: Work) -> None:
         with self._slots:
             with self._lock:
                 if job.cancel.is_set():

@@ -170,9 +170,28 @@ def test_job_manager_progress_conflict_cancel_and_failure():
     def boom(ctx):
         raise ValueError("diverged")
 
-    job3 = jobs.submit("m", "train", boom)
+    ended: list[str] = []
+    job3 = jobs.submit("m", "train", boom, on_finish=ended.append)
     while not jobs.get(job3.id)["finished_at"] and time.monotonic() < deadline:
         time.sleep(0.01)
     assert jobs.get(job3.id)["status"] == "failed" and "diverged" in jobs.get(job3.id)["error"]
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended == ["failed"]  # on_finish runs however the job ends
     assert [j["id"] for j in jobs.list("m")] == [job.id, job2.id, job3.id]
+    jobs.shutdown()
+
+
+def test_job_queued_behind_another_and_cancelled_never_runs():
+    jobs = JobManager(workers=1, keep=10)
+    release, ran, ended = threading.Event(), [], []
+    first = jobs.submit("a", "train", lambda ctx: release.wait(5))
+    second = jobs.submit("b", "train", lambda ctx: ran.append(1), on_finish=ended.append)
+    assert jobs.get(second.id)["status"] == "queued"  # one worker: waits for the first
+    jobs.cancel(second.id)
+    release.set()
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ended == ["cancelled"] and ran == [] and jobs.get(first.id)["status"] == "succeeded"
     jobs.shutdown()
