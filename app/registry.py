@@ -46,7 +46,8 @@ class Registry:
         self.settings = settings
         self.jobs = JobManager(workers=settings.train_workers, keep=settings.jobs_kept)
         self._memories: dict[str, LiveMemory] = {}
-        self._lock = threading.Lock()  # the dict, and create/delete of names
+        self._lock = threading.Lock()  # the dict only: held for moments, never across I/O
+        self._creating = threading.Lock()  # one create at a time (name check + durable insert)
 
     # --- start ------------------------------------------------------------------------
     def recover(self) -> int:
@@ -101,10 +102,12 @@ class Registry:
             resolved = cls.resolve_config(dict(config), shape_t)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, "invalid_config", str(exc)) from None
-        with self._lock:
-            if name in self._memories:
+        with self._creating:
+            with self._lock:
+                taken, held = name in self._memories, len(self._memories)
+            if taken:
                 raise ApiError(409, "memory_exists", f"a memory named {name!r} exists already")
-            if len(self._memories) >= self.settings.max_memories:
+            if held >= self.settings.max_memories:
                 raise ApiError(
                     409,
                     "too_many_memories",
@@ -115,7 +118,8 @@ class Registry:
             except MemoryExists:
                 raise ApiError(409, "memory_exists", f"a memory named {name!r} exists already") from None
             live = cls(record, self.device)
-            self._memories[name] = live
+            with self._lock:
+                self._memories[name] = live
         return live
 
     def _check_shape(self, shape: list[int]) -> tuple[int, ...]:

@@ -16,7 +16,8 @@ NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples
 
 
 def memory_details(live: LiveMemory) -> MemoryDetails:
-    """A memory's description, with count/state/trained_count read together."""
+    """A memory's description, with count/state/trained_count read together (takes the
+    memory's read lock: call it on a worker thread, not on the event loop)."""
     r = live.record
     return MemoryDetails(
         name=r.name,
@@ -40,8 +41,11 @@ def memory_details(live: LiveMemory) -> MemoryDetails:
 async def create_memory(body: MemoryCreate, registry: RegistryDep) -> MemoryDetails:
     """Create a memory. `config` keys are the constructor arguments of its kind; `{}` = good defaults
     (hopfield: manhattan similarity, mask-aware, softmax separation; see /v1/info `default_configs`)."""
-    live = await run_sync(registry.create, body.name, body.kind, body.shape, body.text, body.config)
-    return memory_details(live)
+
+    def work() -> MemoryDetails:
+        return memory_details(registry.create(body.name, body.kind, body.shape, body.text, body.config))
+
+    return await run_sync(work)
 
 
 @router.get("", response_model=MemoryList, dependencies=READ, responses=errors(*READ_ERRORS))
