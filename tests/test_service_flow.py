@@ -10,6 +10,7 @@ import sqlite3
 import threading
 
 import numpy as np
+import pytest
 import torch
 from service_helpers import count, decode_png, error_code, mask_png, png, png_b64, rgba_png
 from sklearn.datasets import load_digits
@@ -342,3 +343,28 @@ def test_failed_recovery_stays_not_ready_and_says_why(make_client, tmp_path):
         threading.Event().wait(0.02)
     assert "recovery failed" in body["error"]["message"]
     assert c.get("/livez").status_code == 200
+
+
+@pytest.mark.timeout(60)  # were the wait on the event loop, the calls below would hang
+def test_a_recall_waiting_on_a_lock_does_not_hold_up_the_service(client):
+    for name in ("busy", "free"):
+        client.post("/v1/memories", json={"name": name, "kind": "hopfield", "shape": [4]})
+        client.post(f"/v1/memories/{name}/patterns", json={"patterns": [{"id": "a", "vector": [1, 0, 0, 1]}]})
+    busy = client.app.state.service.registry.get("busy")
+    answers: list[int] = []
+    with busy.rw.write():  # as if a long write to "busy" were in progress
+        waiter = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/memories/busy/retrieve", json={"vector": [1, 0, 0, 1]}).status_code
+            )
+        )
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and answers == []  # the recall waits for the lock ...
+        # ... on a worker thread: the event loop still serves everything else.
+        assert client.get("/livez").status_code == 200
+        assert client.get("/v1/memories/free").status_code == 200
+        r = client.post("/v1/memories/free/retrieve", json={"vector": [1, 0, 0, 1]})
+        assert r.status_code == 200 and r.json()["matches"][0]["id"] == "a"
+    waiter.join(30)
+    assert answers == [200]
