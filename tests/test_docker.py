@@ -96,8 +96,18 @@ def test_image_command_serves_outside_docker(tmp_path):
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "service never became ready"
             time.sleep(0.5)
-        info = httpx.get(f"http://127.0.0.1:{port}/v1/info").json()
+        base = f"http://127.0.0.1:{port}"
+        info = httpx.get(f"{base}/v1/info").json()
         assert info["device"] == ("cuda" if "cuda" in info["device"] else "cpu")
+        # It serves for real, and keeps what it stores in the configured data directory.
+        created = httpx.post(f"{base}/v1/memories", json={"name": "v", "kind": "hopfield", "shape": [3]})
+        assert created.status_code == 201
+        stored = httpx.post(f"{base}/v1/memories/v/patterns",
+                            json={"patterns": [{"id": "a", "vector": [1, 0, 1]}, {"id": "b", "vector": [0, 1, 0]}]})
+        assert stored.status_code == 201
+        recalled = httpx.post(f"{base}/v1/memories/v/retrieve", json={"vector": [0.9, 0.2, 0.8]}).json()
+        assert recalled["matches"][0]["id"] == "a"
+        assert any((tmp_path / "data").iterdir())
     finally:
         proc.terminate()
         proc.wait(timeout=30)
