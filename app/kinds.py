@@ -182,6 +182,15 @@ class LiveMemory(ABC):
                 for b in range(out.shape[0])
             ]
 
+    def nbytes(self) -> int:
+        """Bytes of the stored patterns in RAM (a kind with a model adds its parameters)."""
+        with self.rw.read():
+            if self.count == 0:
+                return 0
+            index = self.index
+            stored = [index.keys] + ([index.values] if index.hetero else [])
+            return sum(t.numel() * t.element_size() for t in stored)
+
     def details(self) -> dict[str, Any]:
         """Count, state and trained_count, read together."""
         with self.rw.read():

@@ -26,6 +26,7 @@ from ..codec import (
 from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
+from ..service import Service
 from ..settings import Settings
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
 from .memories import NameParam
@@ -70,9 +71,12 @@ def _check_limits(k: int, steps: int, settings: Settings) -> None:
         )
 
 
-def _recall(live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, steps: int) -> Recall:
+async def _recall(
+    service: Service, live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, steps: int
+) -> Recall:
+    """One recall through the memory's micro-batcher; the memory's state errors as 409."""
     try:
-        return live.recall(cue, mask, k, steps)
+        return await service.batcher.recall(live, cue, mask, k, steps)
     except EmptyMemoryError as exc:
         raise ApiError(409, "memory_empty", str(exc)) from None
     except NotTrained as exc:
@@ -101,7 +105,7 @@ async def retrieve(
     live = registry.get(name)
     record = live.record
 
-    def work() -> RetrieveResult:
+    def cue() -> tuple[torch.Tensor, torch.Tensor | None]:
         if (body.vector is None) == (body.image is None):
             raise ApiError(422, "invalid_cue", "give exactly one of 'vector' or 'image'")
         alpha = None
@@ -121,8 +125,9 @@ async def retrieve(
             mask = check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
         else:
             mask = None
-        rec = _recall(live, cue, mask, body.k, body.steps)
-        service.metrics.recalls.labels(live.kind, "retrieve").inc()
+        return cue, mask
+
+    def answer(rec: Recall) -> RetrieveResult:
         if is_image(record):
             pattern = RecalledPattern(
                 image=png_base64(rec.output.clamp(0, 1), record.shape),
@@ -138,7 +143,12 @@ async def retrieve(
             trained_count=rec.trained_count,
         )
 
-    return await run_sync(work)
+    # Decoding and encoding run on worker threads, one request each; the recall itself
+    # is batched with the memory's other concurrent recalls.
+    cue_t, mask = await run_sync(cue)
+    rec = await _recall(service, live, cue_t, mask, body.k, body.steps)
+    service.metrics.recalls.labels(live.kind, "retrieve").inc()
+    return await run_sync(answer, rec)
 
 
 @router.post(
@@ -179,7 +189,7 @@ async def complete(
         image = mask_data = None
         k = 3
 
-    def work() -> tuple[CompleteResult, bytes]:
+    def cue() -> tuple[torch.Tensor, torch.Tensor, int]:
         nonlocal image, mask_data, k
         if body is not None:
             req = parse_json(body, CompleteRequest)
@@ -199,8 +209,9 @@ async def complete(
                 "say which pixels to fill: a 'mask' picture (black = to fill) "
                 "or an RGBA image whose alpha 0 marks them",
             )
-        rec = _recall(live, cue, mask, k, 1)
-        service.metrics.recalls.labels(live.kind, "complete").inc()
+        return cue, mask, k
+
+    def answer(cue: torch.Tensor, mask: torch.Tensor, rec: Recall) -> tuple[CompleteResult, bytes]:
         filled = torch.where(mask, cue, rec.output.clamp(0, 1))  # (D,): known pixels as given
         picture = png_bytes(filled, record.shape)
         result = CompleteResult(
@@ -213,7 +224,10 @@ async def complete(
         )
         return result, picture
 
-    result, picture = await run_sync(work)
+    cue_t, mask, k = await run_sync(cue)
+    rec = await _recall(service, live, cue_t, mask, k, 1)
+    service.metrics.recalls.labels(live.kind, "complete").inc()
+    result, picture = await run_sync(answer, cue_t, mask, rec)
     if png:
         headers = {
             "X-AMS-Matches": json.dumps([m.model_dump() for m in result.matches], separators=(",", ":")),

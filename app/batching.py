@@ -1,0 +1,223 @@
+"""Micro-batching of concurrent recalls, per memory.
+
+Concurrent recalls of one memory (retrieve, complete, lookup) join that memory's queue
+and are answered together by one ``LiveMemory.recall_batch`` call: one pass over the
+stored patterns, one read lock, one worker-thread hop for the whole batch. Each caller
+gets exactly its own answer (its row of the batch, its own ``k`` matches).
+
+When a batch is cut. The first recall to arrive at an idle queue waits up to
+``max_wait`` for company; the batch is cut as soon as it holds ``max_batch`` recalls
+or the oldest recall has waited ``max_wait``. One batch per memory runs at a time, so
+under load the recalls that arrive while a batch computes form the next one at once
+(they have waited already): batches grow with the load, and a lone caller pays at most
+``max_wait`` (0 turns the wait off; ``max_batch`` = 1 turns batching off).
+
+Recalls that cannot share one call are split into groups: a batch holds one group per
+(steps, masked) pair, run one after the other (a kind may treat "no mask" otherwise
+than "all known": a PC memory recalls a noisy cue iteratively but clamps a masked one).
+
+The queue lives on the event loop (no thread waits for company); the batched call runs
+on a worker thread. A caller that goes away (client disconnect) is dropped from its
+batch. An error that concerns the memory (empty, not trained) goes to every caller of
+the batch; any other error is isolated by recalling that batch's cues one at a time,
+so that one caller's bad cue never fails another's recall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import torch
+from torch import Tensor
+
+from memory_core import EmptyMemoryError
+
+from .kinds import LiveMemory, NotTrained, Recall
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+__all__ = ["Batcher"]
+
+log = logging.getLogger("app.batching")
+
+# Errors that say something about the memory, not about one cue: every caller gets them.
+_MEMORY_ERRORS = (EmptyMemoryError, NotTrained)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """One caller's recall, queued."""
+
+    cue: Tensor  # (D,) float32
+    mask: Tensor | None  # (D,) bool, True = known
+    k: int
+    steps: int
+    future: asyncio.Future[Recall]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def group(self) -> tuple[int, bool]:
+        return self.steps, self.mask is not None
+
+
+class _Queue:
+    """The recalls of one memory waiting for their batch, and the task that serves them."""
+
+    def __init__(self) -> None:
+        self.waiting: list[_Waiting] = []
+        self.in_batch = 0  # recalls in the batch computing now
+        self.arrived = asyncio.Event()  # set when a recall joins
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def depth(self) -> int:
+        """Recalls not yet answered: waiting plus computing."""
+        return len(self.waiting) + self.in_batch
+
+
+class Batcher:
+    """Serves recalls in per-memory micro-batches (see the module docstring).
+
+    Arguments:
+        max_batch: most recalls in one batched call.
+        max_wait_ms: longest a recall waits for company, in milliseconds.
+        metrics: where batch sizes, queue waits and batch times are recorded (optional).
+    """
+
+    def __init__(self, max_batch: int, max_wait_ms: float, metrics: Metrics | None = None) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError(f"need max_batch >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0  # seconds
+        self._metrics = metrics
+        # Keyed by the live memory itself: a deleted memory's queue goes with it, and a new
+        # memory of the same name never shares a batch with the old one.
+        self._queues: weakref.WeakKeyDictionary[LiveMemory, _Queue] = weakref.WeakKeyDictionary()
+
+    def depths(self) -> list[tuple[LiveMemory, int]]:
+        """(memory, recalls queued or computing) for every memory with a queue (for /metrics).
+
+        Read from the scrape's thread without a lock: each number is a moment's snapshot.
+        """
+        return [(live, q.depth) for live, q in list(self._queues.items())]
+
+    async def recall(
+        self, live: LiveMemory, cue: Tensor, mask: Tensor | None, k: int, steps: int
+    ) -> Recall:
+        """Recall from one cue (D,) with an optional mask (D,) bool, batched with concurrent callers.
+
+        Returns the same as ``live.recall(cue, mask, k, steps)``; raises what it raises.
+        """
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(live)
+        if queue is None:
+            queue = self._queues[live] = _Queue()
+        waiting = _Waiting(cue, mask, k, steps, loop.create_future())
+        queue.waiting.append(waiting)
+        queue.arrived.set()
+        if queue.task is None:
+            queue.task = loop.create_task(self._serve(live, queue), name=f"recalls-{live.name}")
+        # A cancelled caller cancels its future too, and _serve then leaves it out.
+        return await waiting.future
+
+    # --- the queue's task -------------------------------------------------------------
+    async def _serve(self, live: LiveMemory, queue: _Queue) -> None:
+        """Cut and run batches until the queue is empty."""
+        try:
+            while queue.waiting:
+                await self._gather(queue)
+                batch = queue.waiting[: self.max_batch]
+                del queue.waiting[: self.max_batch]
+                batch = [w for w in batch if not w.future.done()]  # callers that went away
+                if not batch:
+                    continue
+                queue.in_batch = len(batch)
+                try:
+                    await self._run(live, batch)
+                finally:
+                    queue.in_batch = 0
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            for w in queue.waiting:
+                if not w.future.done():
+                    w.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("shut down"))
+            queue.waiting.clear()
+            raise
+        finally:
+            queue.task = None
+
+    async def _gather(self, queue: _Queue) -> None:
+        """Wait until the batch is full or its oldest recall has waited ``max_wait``."""
+        while len(queue.waiting) < self.max_batch:
+            left = queue.waiting[0].queued_at + self.max_wait - time.perf_counter()  # seconds
+            if left <= 0:
+                return
+            queue.arrived.clear()
+            try:
+                await asyncio.wait_for(queue.arrived.wait(), left)
+            except TimeoutError:
+                return
+
+    async def _run(self, live: LiveMemory, batch: list[_Waiting]) -> None:
+        """Run one batch, group by group, and hand each caller its answer."""
+        groups: dict[tuple[int, bool], list[_Waiting]] = {}
+        for w in batch:
+            groups.setdefault(w.group, []).append(w)
+        for group in groups.values():
+            start = time.perf_counter()
+            if self._metrics is not None:
+                for w in group:
+                    self._metrics.recall_queue_wait.observe(start - w.queued_at)
+            try:
+                recalls = await anyio.to_thread.run_sync(_recall_group, live, group)
+            except _MEMORY_ERRORS as exc:
+                for w in group:
+                    _settle(w, error=type(exc)(*exc.args))
+                continue
+            except Exception as exc:
+                if len(group) == 1:
+                    _settle(group[0], error=exc)
+                    continue
+                # Something in one cue (or a bug): recall each alone so that errors stay
+                # with the caller they belong to.
+                log.warning("a batch of %d recalls failed (%r); recalling them one by one", len(group), exc)
+                for w in group:
+                    try:
+                        (rec,) = await anyio.to_thread.run_sync(_recall_group, live, [w])
+                    except Exception as one:
+                        _settle(w, error=one)
+                    else:
+                        _settle(w, result=rec)
+                continue
+            if self._metrics is not None:
+                self._metrics.recall_batch_size.labels(live.kind).observe(len(group))
+                self._metrics.recall_batch_seconds.labels(live.kind).observe(time.perf_counter() - start)
+            for w, rec in zip(group, recalls, strict=True):
+                _settle(w, result=rec)
+
+
+def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Recall]:
+    """One ``recall_batch`` call for recalls of one group (on a worker thread)."""
+    cues = torch.stack([w.cue for w in group])  # (B, D)
+    masks = torch.stack([w.mask for w in group]) if group[0].mask is not None else None  # (B, D)
+    k = max(w.k for w in group)
+    recalls = live.recall_batch(cues, masks, k, group[0].steps)
+    # Matches come best first with ties to the lower row, so the first k of the batch's
+    # largest k are exactly what this caller's own k would have given.
+    return [rec if len(rec.matches) <= w.k else replace(rec, matches=rec.matches[: w.k])
+            for w, rec in zip(group, recalls, strict=True)]
+
+
+def _settle(w: _Waiting, result: Recall | None = None, error: BaseException | None = None) -> None:
+    if w.future.done():  # the caller went away meanwhile
+        return
+    if error is not None:
+        w.future.set_exception(error)
+    else:
+        w.future.set_result(result)

@@ -1,0 +1,220 @@
+"""Micro-batching of recalls (app/batching.py): concurrent recalls of one memory are answered
+by one batched call, and each caller gets exactly its own answer, the one an unbatched
+recall gives. On real Fashion-MNIST images in a real HopfieldMemory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from app.batching import Batcher
+from app.kinds import HopfieldMemory, Recall
+from app.metrics import Metrics
+from app.storage import MemoryRecord
+from memory_core import EmptyMemoryError
+
+N = 300
+
+
+def _memory(vectors: torch.Tensor, config: dict | None = None) -> HopfieldMemory:
+    record = MemoryRecord(
+        id=1,
+        name="m",
+        kind="hopfield",
+        shape=(1, 28, 28),
+        text=False,
+        config=HopfieldMemory.resolve_config(config or {}, (1, 28, 28)),
+        created_at=0.0,
+    )
+    live = HopfieldMemory(record, torch.device("cpu"))
+    if len(vectors) == 0:
+        return live
+    with live.rw.write():
+        live.add(list(range(len(vectors))), [f"p{i}" for i in range(len(vectors))], vectors)
+    return live
+
+
+def _batches(metrics: Metrics) -> tuple[float, float]:
+    """(batched calls, recalls they answered) so far."""
+    get = metrics.registry.get_sample_value
+    return (
+        get("ams_recall_batch_size_count", {"kind": "hopfield"}) or 0.0,
+        get("ams_recall_batch_size_sum", {"kind": "hopfield"}) or 0.0,
+    )
+
+
+def _same(got: Recall, want: Recall) -> None:
+    assert [m for m, _ in got.matches] == [m for m, _ in want.matches]
+    assert [s for _, s in got.matches] == pytest.approx([s for _, s in want.matches], rel=1e-5, abs=1e-3)
+    torch.testing.assert_close(got.output, want.output, rtol=1e-5, atol=1e-5)
+    assert got.energy == pytest.approx(want.energy, rel=1e-4, abs=1e-4)
+
+
+def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_vectors):
+    stored = fashion_vectors[:N]
+    live = _memory(stored)
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=64, max_wait_ms=50, metrics=metrics)
+    gen = torch.Generator().manual_seed(0)
+    picks = torch.randperm(N, generator=gen)[:40]
+    noisy = (stored[picks] + 0.2 * torch.randn(40, 784, generator=gen)).clamp(0, 1)  # (40, D)
+    half = torch.zeros(784, dtype=torch.bool)
+    half[:392] = True  # top half known
+    # Mixed requests: plain and masked cues, several k and steps, as concurrent HTTP calls send.
+    asks = [
+        (noisy[i], half if i % 3 == 0 else None, 1 + i % 5, 1 + (i % 4 == 1))
+        for i in range(40)
+    ]
+
+    async def main() -> list[Recall]:
+        return await asyncio.gather(*(batcher.recall(live, c, m, k, s) for c, m, k, s in asks))
+
+    got = asyncio.run(main())
+    for (cue, mask, k, steps), rec, pick in zip(asks, got, picks.tolist(), strict=True):
+        want = live.recall(cue, mask, k, steps)  # alone, unbatched
+        assert len(rec.matches) == k
+        _same(rec, want)
+        assert rec.matches[0][0] == f"p{pick}"  # the right image came back for this caller
+    calls, answered = _batches(metrics)
+    assert answered == 40
+    # 4 groups (steps 1/2 x masked or not), each one call: far fewer calls than callers.
+    assert calls == 4
+
+
+def test_batches_are_cut_at_max_batch(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=4, max_wait_ms=1000, metrics=metrics)
+
+    async def main() -> list[Recall]:
+        return await asyncio.gather(*(batcher.recall(live, fashion_vectors[i], None, 1, 1) for i in range(10)))
+
+    start = time.perf_counter()
+    got = asyncio.run(main())
+    # 4 + 4 are cut when full; the last 2 wait out max_wait (1 s) for company that never comes.
+    assert time.perf_counter() - start < 30
+    assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(10)]
+    get = metrics.registry.get_sample_value
+    assert get("ams_recall_batch_size_count", {"kind": "hopfield"}) == 3
+    assert get("ams_recall_batch_size_bucket", {"kind": "hopfield", "le": "4.0"}) == 3
+
+
+def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=2, max_wait_ms=10_000, metrics=metrics)
+
+    async def main() -> list[Recall]:
+        first = asyncio.ensure_future(batcher.recall(live, fashion_vectors[0], None, 1, 1))
+        await asyncio.sleep(0.05)
+        assert not first.done()  # still waiting for a second recall
+        second = batcher.recall(live, fashion_vectors[1], None, 1, 1)
+        return await asyncio.gather(first, second)
+
+    got = asyncio.run(main())
+    assert [r.matches[0][0] for r in got] == ["p0", "p1"]
+    assert _batches(metrics) == (1.0, 2.0)  # one call answered both
+
+
+def test_batching_off_with_max_batch_one(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=1, max_wait_ms=0, metrics=metrics)
+
+    async def main() -> list[Recall]:
+        return await asyncio.gather(*(batcher.recall(live, fashion_vectors[i], None, 2, 1) for i in range(6)))
+
+    got = asyncio.run(main())
+    assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(6)]
+    assert _batches(metrics) == (6.0, 6.0)
+
+
+def test_a_bad_cue_fails_its_caller_only(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    batcher = Batcher(max_batch=16, max_wait_ms=50)
+    bad = torch.zeros(784)
+    bad_mask = torch.zeros(784, dtype=torch.bool)  # no known entry: memory_core refuses it
+
+    async def main() -> list:
+        cues = [(fashion_vectors[i], torch.ones(784, dtype=torch.bool)) for i in range(5)]
+        cues.insert(2, (bad, bad_mask))
+        return await asyncio.gather(
+            *(batcher.recall(live, c, m, 1, 1) for c, m in cues), return_exceptions=True
+        )
+
+    got = asyncio.run(main())
+    assert isinstance(got[2], ValueError) and "no known entr" in str(got[2])
+    assert [r.matches[0][0] for i, r in enumerate(got) if i != 2] == [f"p{i}" for i in range(5)]
+
+
+def test_an_empty_memory_fails_every_caller_with_its_own_error(fashion_vectors):
+    live = _memory(fashion_vectors[:0])
+    batcher = Batcher(max_batch=16, max_wait_ms=20)
+
+    async def main() -> list:
+        return await asyncio.gather(
+            *(batcher.recall(live, fashion_vectors[i], None, 1, 1) for i in range(3)), return_exceptions=True
+        )
+
+    got = asyncio.run(main())
+    assert all(isinstance(e, EmptyMemoryError) for e in got)
+    assert len({id(e) for e in got}) == 3  # one exception object per caller
+
+
+def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=8, max_wait_ms=100, metrics=metrics)
+
+    async def main() -> list[Recall]:
+        gone = asyncio.ensure_future(batcher.recall(live, fashion_vectors[9], None, 1, 1))
+        rest = [asyncio.ensure_future(batcher.recall(live, fashion_vectors[i], None, 1, 1)) for i in range(3)]
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await asyncio.gather(*rest)
+
+    got = asyncio.run(main())
+    assert [r.matches[0][0] for r in got] == ["p0", "p1", "p2"]
+    assert _batches(metrics) == (1.0, 3.0)  # the cancelled one was left out of the call
+
+
+def test_over_http_concurrent_retrieves_are_batched(make_client, fashion):
+    """Through the service: 24 concurrent retrieves, fewer batched calls than requests,
+    every answer the caller's own image, and the batch metrics on /metrics."""
+    from service_helpers import png_b64
+
+    client = make_client(recall_batch_max=64, recall_batch_wait_ms=200)
+    assert client.post("/v1/memories", json={"name": "f", "kind": "hopfield", "shape": [1, 28, 28]}).status_code == 201
+    r = client.post(
+        "/v1/memories/f/patterns",
+        json={"patterns": [{"id": f"i{i}", "image": png_b64(fashion[i])} for i in range(100)]},
+    )
+    assert r.status_code == 201
+    barrier = threading.Barrier(24)
+
+    def ask(i: int) -> dict:
+        body = {"image": png_b64(fashion[i]), "k": 1 + i % 3}
+        barrier.wait()
+        resp = client.post("/v1/memories/f/retrieve", json=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(ask, range(24)))
+    for i, a in enumerate(answers):
+        assert [m["id"] for m in a["matches"]][:1] == [f"i{i}"] and len(a["matches"]) == 1 + i % 3
+        assert a["pattern"]["image"] == png_b64(fashion[i])  # exactly the stored picture back
+    text = client.get("/metrics").text
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith("ams_")
+    }
+    calls = samples['ams_recall_batch_size_count{kind="hopfield"}']
+    assert samples['ams_recall_batch_size_sum{kind="hopfield"}'] == 24
+    assert calls < 24
+    assert samples['ams_recall_queue_depth{memory="f"}'] == 0
+    assert samples['ams_memory_bytes{kind="hopfield",memory="f"}'] == 100 * 784 * 4
