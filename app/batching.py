@@ -12,9 +12,13 @@ under load the recalls that arrive while a batch computes form the next one at o
 (they have waited already): batches grow with the load, and a lone caller pays at most
 ``max_wait`` (0 turns the wait off; ``max_batch`` = 1 turns batching off).
 
-Recalls that cannot share one call are split into groups: a batch holds one group per
-(steps, masked) pair, run one after the other (a kind may treat "no mask" otherwise
-than "all known": a PC memory recalls a noisy cue iteratively but clamps a masked one).
+Three operations are batched, each by its own batched method of ``LiveMemory``:
+``recall`` (retrieve, complete: ``recall_batch``), ``lookup_text`` (caption -> pattern:
+``lookup_text``) and ``lookup_captions`` (pattern -> captions: ``lookup_captions``).
+Calls that cannot share one call are split into groups: a batch holds one group per
+(operation, steps, masked), run one after the other (a kind may treat "no mask"
+otherwise than "all known": a PC memory recalls a noisy cue iteratively but clamps a
+masked one).
 
 The queue lives on the event loop (no thread waits for company); the batched call runs
 on a worker thread. A caller that goes away (client disconnect) is dropped from its
@@ -38,7 +42,7 @@ from torch import Tensor
 
 from memory_core import EmptyMemoryError
 
-from .kinds import LiveMemory, NotTrained, Recall
+from .kinds import CaptionLookup, LiveMemory, NotTrained, Recall, TextLookup
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -51,20 +55,24 @@ log = logging.getLogger("app.batching")
 _MEMORY_ERRORS = (EmptyMemoryError, NotTrained)
 
 
+Answer = Recall | TextLookup | CaptionLookup
+
+
 @dataclass(eq=False)
 class _Waiting:
     """One caller's recall, queued."""
 
-    cue: Tensor  # (D,) float32
+    op: str  # "recall", "lookup_text" or "lookup_captions"
+    cue: Tensor  # (D,) float32; for lookup_text the caption embedding (E,)
     mask: Tensor | None  # (D,) bool, True = known
     k: int
     steps: int
-    future: asyncio.Future[Recall]
+    future: asyncio.Future[Answer]
     queued_at: float = field(default_factory=time.perf_counter)
 
     @property
-    def group(self) -> tuple[int, bool]:
-        return self.steps, self.mask is not None
+    def group(self) -> tuple[str, int, bool]:
+        return self.op, self.steps, self.mask is not None
 
 
 class _Queue:
@@ -113,13 +121,26 @@ class Batcher:
     ) -> Recall:
         """Recall from one cue (D,) with an optional mask (D,) bool, batched with concurrent callers.
 
-        Returns the same as ``live.recall(cue, mask, k, steps)``; raises what it raises.
+        Returns what ``live.recall(cue, mask, k, steps)`` returns; raises what it raises.
         """
+        return await self._submit(live, "recall", cue, mask, k, steps)
+
+    async def lookup_text(self, live: LiveMemory, embedding: Tensor, k: int) -> TextLookup:
+        """Caption -> pattern for one caption embedding (E,): a ``TextLookup`` of one query."""
+        return await self._submit(live, "lookup_text", embedding, None, k, 1)
+
+    async def lookup_captions(self, live: LiveMemory, cue: Tensor, mask: Tensor | None, k: int) -> CaptionLookup:
+        """Pattern (D,) (optionally partial) -> captions: a ``CaptionLookup`` of one query."""
+        return await self._submit(live, "lookup_captions", cue, mask, k, 1)
+
+    async def _submit(
+        self, live: LiveMemory, op: str, cue: Tensor, mask: Tensor | None, k: int, steps: int
+    ) -> Answer:
         loop = asyncio.get_running_loop()
         queue = self._queues.get(live)
         if queue is None:
             queue = self._queues[live] = _Queue()
-        waiting = _Waiting(cue, mask, k, steps, loop.create_future())
+        waiting = _Waiting(op, cue, mask, k, steps, loop.create_future())
         queue.waiting.append(waiting)
         queue.arrived.set()
         if queue.task is None:
@@ -166,7 +187,7 @@ class Batcher:
 
     async def _run(self, live: LiveMemory, batch: list[_Waiting]) -> None:
         """Run one batch, group by group, and hand each caller its answer."""
-        groups: dict[tuple[int, bool], list[_Waiting]] = {}
+        groups: dict[tuple[str, int, bool], list[_Waiting]] = {}
         for w in batch:
             groups.setdefault(w.group, []).append(w)
         for group in groups.values():
@@ -202,19 +223,48 @@ class Batcher:
                 _settle(w, result=rec)
 
 
-def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Recall]:
-    """One ``recall_batch`` call for recalls of one group (on a worker thread)."""
+def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Answer]:
+    """One batched call for the calls of one group (on a worker thread); one answer per call."""
+    op, steps = group[0].op, group[0].steps
     cues = torch.stack([w.cue for w in group])  # (B, D)
     masks = torch.stack([w.mask for w in group]) if group[0].mask is not None else None  # (B, D)
     k = max(w.k for w in group)
-    recalls = live.recall_batch(cues, masks, k, group[0].steps)
     # Matches come best first with ties to the lower row, so the first k of the batch's
-    # largest k are exactly what this caller's own k would have given.
-    return [rec if len(rec.matches) <= w.k else replace(rec, matches=rec.matches[: w.k])
-            for w, rec in zip(group, recalls, strict=True)]
+    # largest k are exactly what each caller's own k would have given.
+    if op == "recall":
+        recalls = live.recall_batch(cues, masks, k, steps)
+        return [
+            rec if len(rec.matches) <= w.k else replace(rec, matches=rec.matches[: w.k])
+            for w, rec in zip(group, recalls, strict=True)
+        ]
+    if op == "lookup_text":
+        found = live.lookup_text(cues, k)
+        return [
+            TextLookup(
+                outputs=found.outputs[b : b + 1],  # (1, D)
+                matches=[found.matches[b][: w.k]],
+                stored=found.stored[b : b + 1, : w.k],  # (1, k, D)
+                energies=[found.energies[b]],
+                state=found.state,
+                trained_count=found.trained_count,
+            )
+            for b, w in enumerate(group)
+        ]
+    if op == "lookup_captions":
+        found = live.lookup_captions(cues, masks, k)
+        return [
+            CaptionLookup(
+                matches=[found.matches[b][: w.k]],
+                energies=[found.energies[b]],
+                state=found.state,
+                trained_count=found.trained_count,
+            )
+            for b, w in enumerate(group)
+        ]
+    raise ValueError(f"unknown batched operation {op!r}")
 
 
-def _settle(w: _Waiting, result: Recall | None = None, error: BaseException | None = None) -> None:
+def _settle(w: _Waiting, result: Answer | None = None, error: BaseException | None = None) -> None:
     if w.future.done():  # the caller went away meanwhile
         return
     if error is not None:
