@@ -218,3 +218,50 @@ def test_over_http_concurrent_retrieves_are_batched(make_client, fashion):
     assert calls < 24
     assert samples['ams_recall_queue_depth{memory="f"}'] == 0
     assert samples['ams_memory_bytes{kind="hopfield",memory="f"}'] == 100 * 784 * 4
+
+
+def test_over_http_concurrent_lookups_and_recalls_are_batched(make_client):
+    """A text memory under a mix of concurrent caption lookups, picture lookups and retrieves:
+    each answer is the one the same request gets alone, and the memory calls were batched."""
+    from service_helpers import png_b64
+
+    from memory_core.captions import photo_caption_pairs
+    from memory_core.masks import bottom_half_unknown
+
+    n = 16
+    pairs = photo_caption_pairs(64)  # 64x64 photos and their captions
+    client = make_client(recall_batch_max=64, recall_batch_wait_ms=200)
+    assert client.post("/v1/memories", json={"name": "p", "kind": "hopfield", "shape": [3, 64, 64],
+                                             "text": True}).status_code == 201
+    r = client.post("/v1/memories/p/patterns", json={"patterns": [
+        {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]} for i in range(n)]})
+    assert r.status_code == 201, r.text
+    known = bottom_half_unknown(64, 64)
+    mask = png_b64(known.float()[None])
+    asks = [("lookup", {"text": pairs.paraphrases[i], "k": 1 + i % 3}) for i in range(0, n, 2)]
+    asks += [("lookup", {"image": png_b64(pairs.images[i] * known), "mask": mask, "k": 2}) for i in range(n)]
+    asks += [("retrieve", {"image": png_b64(pairs.images[i]), "k": 2}) for i in range(0, n, 2)]
+    barrier = threading.Barrier(len(asks))
+
+    def ask(item: tuple[str, dict], wait: bool = True) -> dict:
+        endpoint, body = item
+        if wait:
+            barrier.wait()
+        resp = client.post(f"/v1/memories/p/{endpoint}", json=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(ask, asks))
+    text = client.get("/metrics").text
+    calls = sum(float(line.split(" ")[1]) for line in text.splitlines()
+                if line.startswith("ams_recall_batch_size_count"))
+    assert calls < len(asks)
+    for item, got in zip(asks, together, strict=True):
+        alone = ask(item, wait=False)
+        for key in ("patterns", "captions", "matches"):
+            if got.get(key) is not None:
+                assert [m["id"] for m in got[key]] == [m["id"] for m in alone[key]]
+                assert [m["score"] for m in got[key]] == pytest.approx([m["score"] for m in alone[key]], abs=1e-4)
+        assert len(got.get("patterns") or got.get("captions") or got["matches"]) == item[1]["k"]
+        assert got["energy"] == pytest.approx(alone["energy"], rel=1e-4, abs=1e-4)
