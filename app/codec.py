@@ -31,8 +31,10 @@ from memory_core.images import (
     open_image,
     tensor_to_png,
 )
+from memory_core import resolve_device
 from memory_core.masks import pixel_mask_to_vector
 
+from .captions import with_captions
 from .errors import ApiError, clean_validation_errors
 from .schemas import ID_PATTERN, PatternIn
 from .settings import Settings
@@ -182,6 +184,52 @@ def check_known(mask: Tensor, what: str) -> Tensor:
     return mask
 
 
+def parse_cue(
+    record: MemoryRecord,
+    settings: Settings,
+    vector: list[float] | None,
+    image: str | None,
+    mask: list[bool] | str | None,
+) -> tuple[Tensor, Tensor | None]:
+    """A JSON cue -> (cue (D,), mask (D,) bool or None).
+
+    Exactly one of ``vector`` or ``image`` (base64; fitted to the memory's shape); the
+    mask is a list of booleans, a base64 mask picture, or an RGBA image's alpha.
+    """
+    if (vector is None) == (image is None):
+        raise ApiError(422, "invalid_cue", "give exactly one of 'vector' or 'image'")
+    alpha = None
+    if image is not None:
+        if not is_image(record):
+            raise ApiError(422, "not_an_image_memory", f"memory {record.name!r} stores vectors: send 'vector'")
+        cue, alpha = cue_image(b64decode(image, "image"), record.shape, settings.max_image_pixels, "image")
+    else:
+        cue = vector_tensor(vector, record.dim, "vector")
+    if isinstance(mask, list):
+        return cue, list_mask(mask, record)
+    if isinstance(mask, str):
+        return cue, picture_mask(b64decode(mask, "mask"), record, settings.max_image_pixels, "mask")
+    if alpha is not None:
+        return cue, check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
+    return cue, None
+
+
+def picture_cue(
+    record: MemoryRecord, settings: Settings, image: bytes, mask: bytes | None
+) -> tuple[Tensor, Tensor | None]:
+    """Picture bytes (+ optional mask picture bytes) -> (cue (D,), mask (D,) bool or None).
+
+    The cue is fitted to the memory's shape; without a mask picture, an RGBA image's
+    alpha 0 marks the unknown pixels.
+    """
+    cue, alpha = cue_image(image, record.shape, settings.max_image_pixels, "image")  # (D,), (H, W) | None
+    if mask is not None:
+        return cue, picture_mask(mask, record, settings.max_image_pixels, "mask")
+    if alpha is not None:
+        return cue, check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
+    return cue, None
+
+
 @dataclass(frozen=True)
 class RawPattern:
     """One pattern as received: ``image`` is base64 text (JSON) or bytes (multipart)."""
@@ -254,6 +302,8 @@ def prepare_patterns(
                 )
         patterns.append(NewPattern(id=pid, vector=vec.numpy(), text=item.text, metadata=item.metadata))
         vectors.append(vec)
+    if record.text:  # cross-modal: store [pattern ; caption embedding]
+        return with_captions(record, patterns, torch.stack(vectors), resolve_device(settings.device))
     return patterns, torch.stack(vectors)  # (n, D)
 
 

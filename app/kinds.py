@@ -27,12 +27,14 @@ import torch
 from torch import Tensor
 
 from memory_core import EmptyMemoryError, HopfieldConfig, UniversalHopfield, get_similarity, make_separation
+from memory_core.crossmodal import nearest_captions
 
+from .captions import layout_of
 from .jobs import JobContext
 from .rwlock import RWLock
 from .storage import MemoryRecord, Storage
 
-__all__ = ["KINDS", "HopfieldMemory", "LiveMemory", "NotTrained", "Recall"]
+__all__ = ["KINDS", "CaptionLookup", "HopfieldMemory", "LiveMemory", "NotTrained", "Recall", "TextLookup"]
 
 
 class NotTrained(RuntimeError):
@@ -53,6 +55,35 @@ class Recall:
     output: Tensor
     matches: list[tuple[str, float]]
     energy: float
+    state: str
+    trained_count: int
+
+
+@dataclass(frozen=True)
+class TextLookup:
+    """Text -> pattern answers for B queries.
+
+    Attributes:
+        outputs: (B, D) the completed pattern parts.
+        matches: per query, [(id, score)] of the stored pairs whose captions fit best.
+        stored: (B, k, D) the matched stored patterns.
+        energies, state, trained_count: as in ``Recall``.
+    """
+
+    outputs: Tensor
+    matches: list[list[tuple[str, float]]]
+    stored: Tensor
+    energies: list[float]
+    state: str
+    trained_count: int
+
+
+@dataclass(frozen=True)
+class CaptionLookup:
+    """Pattern -> caption answers: per cue, [(id, cosine score)] of the nearest stored captions."""
+
+    matches: list[list[tuple[str, float]]]
+    energies: list[float]
     state: str
     trained_count: int
 
@@ -158,15 +189,19 @@ class LiveMemory(ABC):
 
         One pass for the whole batch, under one read lock: what a micro-batcher of
         concurrent recalls calls. Raises ``EmptyMemoryError`` on an empty memory,
-        ``NotTrained`` when the kind needs a trained model and has none.
+        ``NotTrained`` when the kind needs a trained model and has none. In a text
+        memory the caption part of each cue is unknown, and results are the pattern
+        part (D,) of what the memory completes.
         """
         with self.rw.read():
-            if self.count == 0:
-                raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")
+            self._check_recallable()
             cues = cues.to(self.device, torch.float32)  # (B, D)
             masks = None if masks is None else masks.to(self.device)  # (B, D)
-            out, energy = self._output(cues, masks, steps)  # (B, D), (B,)
+            if self.record.text:
+                cues, masks = layout_of(self.record).image_cue(cues, masks)  # (B, D + 384)
+            out, energy = self._output(cues, masks, steps)  # (B, D'), (B,)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
+            out = out[:, : self.record.dim]
             state, trained = self.state, self.trained_count
             # + 0.0 turns -0.0 (a negated distance of 0) into 0.0 for the JSON answer.
             out, energy = out.float().cpu(), (energy.float().cpu() + 0.0).tolist()
@@ -181,6 +216,56 @@ class LiveMemory(ABC):
                 )
                 for b in range(out.shape[0])
             ]
+
+    def _check_recallable(self) -> None:
+        if self.count == 0:
+            raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")
+
+    def lookup_text(self, embeddings: Tensor, k: int) -> TextLookup:
+        """Text -> pattern in a text memory: captions (B, 384) known, patterns completed.
+
+        ``matches`` rank the stored pairs by the memory's similarity on the caption part
+        alone (the patterns whose captions best fit the query); ``output`` is the
+        pattern part the memory completes.
+        """
+        layout = layout_of(self.record)
+        with self.rw.read():
+            self._check_recallable()
+            cue, mask = layout.text_cue(embeddings.to(self.device, torch.float32))  # (B, D + 384)
+            out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            scores, rows = self.index.search(cue, k=min(k, self.count), mask=mask)  # (B, k)
+            stored = layout.image_part(self.index.keys[rows.flatten()]).float().cpu()  # (B*k, D)
+            return TextLookup(
+                outputs=layout.image_part(out).float().cpu(),
+                matches=self._named(scores, rows),
+                stored=stored.reshape(rows.shape[0], rows.shape[1], -1),
+                energies=(energy.float().cpu() + 0.0).tolist(),
+                state=self.state,
+                trained_count=self.trained_count,
+            )
+
+    def lookup_captions(self, cues: Tensor, masks: Tensor | None, k: int) -> CaptionLookup:
+        """Pattern -> caption in a text memory: patterns (B, D) (optionally partial) known,
+        the caption part completed and read out as the k nearest stored captions (cosine)."""
+        layout = layout_of(self.record)
+        with self.rw.read():
+            self._check_recallable()
+            cue, mask = layout.image_cue(cues.to(self.device, torch.float32),
+                                         None if masks is None else masks.to(self.device))
+            out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            stored = layout.text_part(self.index.keys)  # (N, 384)
+            scores, rows = nearest_captions(layout.text_part(out), stored, k=min(k, self.count))
+            return CaptionLookup(
+                matches=self._named(scores, rows),
+                energies=(energy.float().cpu() + 0.0).tolist(),
+                state=self.state,
+                trained_count=self.trained_count,
+            )
+
+    def _named(self, scores: Tensor, rows: Tensor) -> list[list[tuple[str, float]]]:
+        """(B, k) scores and rows -> per cue, [(pattern id, score)] best first."""
+        scores_l = (scores.float().cpu() + 0.0).tolist()
+        return [[(self.ids[r], s) for s, r in zip(sc, rw, strict=True)] for sc, rw in zip(scores_l, rows.tolist())]
 
     def details(self) -> dict[str, Any]:
         """Count, state and trained_count, read together."""

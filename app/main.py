@@ -25,13 +25,13 @@ from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .page import install_page
-from .schemas import CompleteRequest, StorePatterns
+from .schemas import CompleteRequest, LookupRequest, StorePatterns
 from .service import Service
 from .settings import Settings, get_settings
 
 # Request bodies that routes parse themselves (JSON or multipart on one path): their
 # schemas are added to the OpenAPI components so that the requestBody $refs resolve.
-_EXTRA_SCHEMAS = (StorePatterns, CompleteRequest)
+_EXTRA_SCHEMAS = (StorePatterns, CompleteRequest, LookupRequest)
 
 DESCRIPTION = """Associative memories over HTTP: store patterns (vectors, images), recall them from
 noisy, corrupted or partly masked cues. Errors have the shape
@@ -65,12 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost first: metrics see every request, the body limit runs before routing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
-    for module in (api.health, api.memories, api.patterns, api.recall, api.jobs, api.demo):
+    for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo):
         app.include_router(module.router)
     # Which methods each path serves, for the Allow header of a 405 (errors.py).
     app.state.route_methods = [
         (route.path_regex, set(route.methods))
-        for module in (api.health, api.memories, api.patterns, api.recall, api.jobs, api.demo)
+        for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     ]

@@ -435,3 +435,81 @@ class Job(BaseModel):
 class JobList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"jobs": []}]})
     jobs: list[Job]
+
+
+# --- cross-modal lookup -----------------------------------------------------------------
+class LookupRequest(_Model):
+    """A text query (-> patterns) or a pattern query (-> captions) for a ``text: true`` memory."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"text": "a red motorcycle parked in a garage", "k": 3},
+                {"image": _PNG_1x1, "mask": _PNG_1x1, "k": 3},
+            ]
+        },
+    )
+    text: str | None = Field(None, min_length=1, description="a caption to find patterns for")
+    image: str | None = Field(
+        None, description="base64 PNG/JPEG (image memories); an RGBA image's alpha 0 marks unknown pixels"
+    )
+    vector: list[float] | None = Field(None, description="D numbers (vector memories)")
+    mask: list[bool] | str | None = Field(
+        None, description="for image/vector queries, True = known: D (or H*W) booleans, or a base64 mask picture"
+    )
+    k: int = Field(5, ge=1, description="how many patterns or captions to return (at most AMS_MAX_K)")
+
+
+class LookupPattern(BaseModel):
+    id: str
+    text: str | None = Field(None, description="the pattern's stored caption")
+    score: float = Field(description="the memory's similarity between the query and this caption")
+    image: str | None = Field(None, description="the stored picture, base64 PNG (image memories)")
+    vector: list[float] | None = Field(None, description="the stored vector (vector memories)")
+
+
+class LookupCaption(BaseModel):
+    id: str = Field(description="the pattern the caption belongs to")
+    text: str | None
+    score: float = Field(description="cosine between the completed caption part and this caption")
+
+
+class LookupResult(BaseModel):
+    """Text query: ``completion`` (the pattern the memory completes) and ``patterns`` (the
+    stored pairs whose captions fit the query best). Pattern query: ``captions`` (the stored
+    captions nearest the caption part the memory completes)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "text",
+                    "completion": {"vector": None, "image": _PNG_1x1},
+                    "patterns": [{"id": "motorcycle", "text": "a red motorcycle parked in a garage",
+                                  "score": -510.3, "image": _PNG_1x1, "vector": None}],
+                    "captions": None,
+                    "energy": 503.2,
+                    "state": "ready",
+                    "trained_count": 69,
+                },
+                {
+                    "query": "image",
+                    "completion": None,
+                    "patterns": None,
+                    "captions": [{"id": "cat", "text": "a tabby cat with big green eyes", "score": 0.998}],
+                    "energy": 0.0,
+                    "state": "ready",
+                    "trained_count": 69,
+                },
+            ]
+        }
+    )
+    query: Literal["text", "image", "vector"]
+    completion: RecalledPattern | None = None
+    patterns: list[LookupPattern] | None = None
+    captions: list[LookupCaption] | None = None
+    energy: float
+    state: str
+    trained_count: int

@@ -143,6 +143,10 @@ class Storage(ABC):
         """One pattern with its vector, or None."""
 
     @abstractmethod
+    def get_texts(self, memory_id: int, pattern_ids: list[str]) -> dict[str, str | None]:
+        """Captions of these patterns by id (ids not stored are left out)."""
+
+    @abstractmethod
     def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
         """Up to ``limit`` patterns with seq > ``after_seq``, in storage order, without vectors."""
 
@@ -394,6 +398,19 @@ class SQLiteStorage(Storage):
             .fetchone()
         )
         return None if row is None else self._row(row, with_vector=True)
+
+    def get_texts(self, memory_id: int, pattern_ids: list[str]) -> dict[str, str | None]:
+        wanted = list(dict.fromkeys(pattern_ids))
+        out: dict[str, str | None] = {}
+        conn = self._reader()
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+            part = wanted[start : start + 500]
+            rows = conn.execute(
+                f"SELECT pid, text FROM patterns WHERE memory_id = ? AND pid IN ({','.join('?' * len(part))})",
+                (memory_id, *part),
+            ).fetchall()
+            out.update(rows)
+        return out
 
     def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
         rows = (

@@ -27,6 +27,7 @@ def test_openapi_describes_every_endpoint_with_examples(client):
         ("delete", "/v1/memories/{name}/patterns/{pattern_id}"),
         ("post", "/v1/memories/{name}/retrieve"),
         ("post", "/v1/memories/{name}/complete"),
+        ("post", "/v1/memories/{name}/lookup"),
         ("post", "/v1/memories/{name}/train"),
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{job_id}"),
@@ -49,7 +50,7 @@ def test_openapi_describes_every_endpoint_with_examples(client):
                 schema = _resolve(doc, content["application/json"]["schema"])
                 assert schema.get("examples"), f"{where}: response without examples"
             if path.startswith("/v1"):
-                writes = method != "get" and not path.endswith(("/retrieve", "/complete"))
+                writes = method != "get" and not path.endswith(("/retrieve", "/complete", "/lookup"))
                 statuses = ("401", "403", "503") if writes else ("401",)
                 for status in statuses:
                     err = op["responses"].get(status)

@@ -215,12 +215,13 @@ async def get_pattern(
     row = await run_sync(registry.storage.get_pattern, record.id, pattern_id)
     if row is None:
         raise ApiError(404, "pattern_not_found", f"no pattern {pattern_id!r} in memory {name!r}")
+    vector = row.vector[: record.dim]  # a text memory also stores the caption's embedding
     if png:
-        return Response(await run_sync(png_bytes, row.vector, record.shape), media_type="image/png")
+        return Response(await run_sync(png_bytes, vector, record.shape), media_type="image/png")
     if is_image(record):
-        image = await run_sync(png_base64, row.vector, record.shape)
+        image = await run_sync(png_base64, vector, record.shape)
         return PatternOut(id=row.id, text=row.text, metadata=row.metadata, image=image)
-    return PatternOut(id=row.id, text=row.text, metadata=row.metadata, vector=row.vector.tolist())
+    return PatternOut(id=row.id, text=row.text, metadata=row.metadata, vector=vector.tolist())
 
 
 @router.delete(

@@ -9,20 +9,8 @@ import torch
 from fastapi import APIRouter, Request, Response
 
 from memory_core import EmptyMemoryError
-from memory_core.masks import pixel_mask_to_vector
 
-from ..codec import (
-    b64decode,
-    check_known,
-    cue_image,
-    is_image,
-    list_mask,
-    parse_json,
-    picture_mask,
-    png_base64,
-    png_bytes,
-    vector_tensor,
-)
+from ..codec import b64decode, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
 from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
@@ -102,25 +90,7 @@ async def retrieve(
     record = live.record
 
     def work() -> RetrieveResult:
-        if (body.vector is None) == (body.image is None):
-            raise ApiError(422, "invalid_cue", "give exactly one of 'vector' or 'image'")
-        alpha = None
-        if body.image is not None:
-            if not is_image(record):
-                raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send 'vector'")
-            cue, alpha = cue_image(
-                b64decode(body.image, "image"), record.shape, settings.max_image_pixels, "image"
-            )
-        else:
-            cue = vector_tensor(body.vector, record.dim, "vector")
-        if isinstance(body.mask, list):
-            mask = list_mask(body.mask, record)
-        elif isinstance(body.mask, str):
-            mask = picture_mask(b64decode(body.mask, "mask"), record, settings.max_image_pixels, "mask")
-        elif alpha is not None:
-            mask = check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
-        else:
-            mask = None
+        cue, mask = parse_cue(record, settings, body.vector, body.image, body.mask)
         rec = _recall(live, cue, mask, body.k, body.steps)
         service.metrics.recalls.labels(live.kind, "retrieve").inc()
         if is_image(record):
@@ -172,7 +142,7 @@ async def complete(
     png = wants_png(request)
     if body_kind(request) == "multipart":
         fields = await read_form(request, 2)
-        image, mask_data, k = _complete_fields(fields)
+        image, mask_data, k = image_form(fields, "complete", default_k=3)
         body = None
     else:
         body = await request.body()
@@ -187,12 +157,8 @@ async def complete(
             mask_data = None if req.mask is None else b64decode(req.mask, "mask")
             k = req.k
         _check_limits(k, 1, settings)
-        cue, alpha = cue_image(image, record.shape, settings.max_image_pixels, "image")  # (D,), (H, W) | None
-        if mask_data is not None:
-            mask = picture_mask(mask_data, record, settings.max_image_pixels, "mask")  # (D,)
-        elif alpha is not None:
-            mask = check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
-        else:
+        cue, mask = picture_cue(record, settings, image, mask_data)  # (D,), (D,) | None
+        if mask is None:
             raise ApiError(
                 422,
                 "mask_required",
@@ -226,13 +192,14 @@ async def complete(
     return result
 
 
-def _complete_fields(fields: dict[str, list]) -> tuple[bytes, bytes | None, int]:
+def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[bytes, bytes | None, int]:
+    """Multipart fields of a picture query: (image bytes, mask bytes or None, k)."""
     images, masks, ks = fields.get("image", []), fields.get("mask", []), fields.get("k", [])
     if len(images) != 1 or not isinstance(images[0], bytes):
-        raise ApiError(422, "invalid_multipart", "complete needs exactly one file in field 'image'")
+        raise ApiError(422, "invalid_multipart", f"{endpoint} needs exactly one file in field 'image'")
     if len(masks) > 1 or (masks and not isinstance(masks[0], bytes)):
         raise ApiError(422, "invalid_multipart", "field 'mask' must be one file")
-    k = 3
+    k = default_k
     if ks:
         try:
             k = int(ks[0])

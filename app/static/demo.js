@@ -572,23 +572,31 @@ async function lookupText(text, k) {
   const card = (b64, title, sub, id) => {
     const fig = document.createElement("figure");
     fig.className = "card";
-    const img = new Image();
-    img.src = `data:image/png;base64,${b64}`;
-    img.alt = title;
+    if (b64) {
+      const img = new Image();
+      img.src = `data:image/png;base64,${b64}`;
+      img.alt = title;
+      fig.append(img);
+    }
     const cap = document.createElement("figcaption");
     const strong = document.createElement("strong");
     strong.textContent = title;
     cap.append(strong, document.createElement("br"), sub);
-    fig.append(img, cap);
+    fig.append(cap);
     if (id) {
       fig.dataset.id = id;
-      fig.title = "use this picture";
-      fig.addEventListener("click", () => act("Loading", () => pickPattern(id)));
+      if (b64 && isImageMemory(state.memory)) {
+        fig.title = "use this picture";
+        fig.addEventListener("click", () => act("Loading", () => pickPattern(id)));
+      }
     }
     return fig;
   };
-  if (answer.completion) out.append(card(answer.completion, "completion", `energy ${fmt(answer.energy)}`));
-  for (const im of answer.images) out.append(card(im.image, `${im.id} (${fmt(im.score)})`, im.text || "", im.id));
+  // The memory's own completion of the picture part, then the stored pairs whose captions fit best.
+  const completion = answer.completion && answer.completion.image;
+  if (completion) out.append(card(completion, "completion", `energy ${fmt(answer.energy)}`));
+  for (const p of answer.patterns || []) out.append(card(p.image, `${p.id} (${fmt(p.score)})`, p.text || "", p.id));
+  out.dataset.best = answer.patterns && answer.patterns.length ? answer.patterns[0].id : "";
 }
 
 // --- demo memories and jobs -----------------------------------------------------------
