@@ -82,6 +82,10 @@ def test_photos_preset_is_a_text_memory_with_the_captions(client):
     assert [p["metadata"]["paraphrase"] for p in page] == pairs.paraphrases
     png = client.get("/v1/memories/pics/patterns/astronaut", headers={"Accept": "image/png"})
     assert torch.equal(decode_png(png.content), pairs.images[0])
+    # Stored through the service's store path, so the captions are embedded: a reworded
+    # caption finds its picture.
+    r = client.post("/v1/memories/pics/lookup", json={"text": pairs.paraphrases[1], "k": 3})
+    assert r.status_code == 200 and r.json()["patterns"][0]["id"] == pairs.ids[1], r.text
 
 
 def test_loads_in_batches_no_larger_than_max_batch(make_client):

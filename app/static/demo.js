@@ -282,6 +282,7 @@ function setPicture(image, hidden, info) {
   $("result-summary").textContent = "Press Complete or Retrieve.";
   $("matches").replaceChildren();
   $("captions").replaceChildren();
+  $("captions-title").hidden = true;
   $("picture-info").textContent = info;
   renderEditor();
 }
@@ -441,7 +442,10 @@ async function uploadPicture(file) {
     const m = answer.matches[0];
     if (m) nearest = ` Nearest stored pattern: ${m.id} (score ${fmt(m.score)}).`;
   } catch (err) {
-    if (err.code !== "memory_empty") throw err;
+    if (err.code !== "memory_empty") {
+      err.message = `${file.name}: ${err.message}`;
+      throw err;
+    }
   }
   let bitmap;
   try {
@@ -557,6 +561,7 @@ async function captionCue() {
   const answer = await api("POST", memPath("/lookup"), body);
   const list = $("captions");
   list.replaceChildren();
+  $("captions-title").hidden = false;
   for (const c of answer.captions) {
     const li = document.createElement("li");
     li.textContent = `“${c.text}” (${c.id}, score ${fmt(c.score)})`;
