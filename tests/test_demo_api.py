@@ -53,7 +53,9 @@ def test_fashion_preset_loads_the_real_images_as_a_job(client):
         label = FASHION_MNIST_CLASSES[int(labels[i])]
         assert page[i]["metadata"] == {"label": label}
         assert page[i]["id"].endswith(f"-{i}") and page[i]["id"].split("-")[0] in label.lower()
-        png = client.get(f"/v1/memories/demo-fashion/patterns/{page[i]['id']}", headers={"Accept": "image/png"})
+        png = client.get(
+            f"/v1/memories/demo-fashion/patterns/{page[i]['id']}", headers={"Accept": "image/png"}
+        )
         assert torch.equal(decode_png(png.content), images[i])
     # Recall works on it like on any memory.
     cue = images[57].clone()

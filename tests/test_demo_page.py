@@ -166,7 +166,9 @@ def test_upload_store_paint_and_complete_shows_the_stored_original(page, server,
     _open(page, server)
     # A picture the memory does not hold yet: the service checks it and names its nearest.
     upload = fashion[250]
-    page.set_input_files("#upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png(upload)}])
+    page.set_input_files(
+        "#upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png(upload)}]
+    )
     expect(page.locator("#picture-info")).to_contain_text("Upload mine.png (28×28")
     expect(page.locator("#picture-info")).to_contain_text("Nearest stored pattern: f")
     assert _mse(_grey(_canvas(page, "original")), upload) == 0.0  # shown as uploaded
@@ -257,10 +259,12 @@ def _error(page: Page) -> str:
     return banner.inner_text()
 
 
-def test_errors_are_shown_readably(page, server, api, fashion, tmp_path):
+def test_errors_are_shown_readably(page, server, api, fashion):
     _open(page, server)
     # Not a picture: the service's 422 invalid_image, in words.
-    page.set_input_files("#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}])
+    page.set_input_files(
+        "#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+    )
     text = _error(page)
     assert "Not a picture the service can read." in text and "invalid_image · HTTP 422" in text
     assert "No picture yet." in page.locator("#picture-info").inner_text()
@@ -269,7 +273,9 @@ def test_errors_are_shown_readably(page, server, api, fashion, tmp_path):
     # Too many pixels (a 4200 x 4000 PNG of one colour: small file, over the 16 M pixel limit).
     buf = io.BytesIO()
     Image.new("L", (4200, 4000), 128).save(buf, format="PNG")
-    page.set_input_files("#upload", files=[{"name": "huge.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
+    page.set_input_files(
+        "#upload", files=[{"name": "huge.png", "mimeType": "image/png", "buffer": buf.getvalue()}]
+    )
     text = _error(page)
     assert "Picture too large." in text and "image_too_large · HTTP 413" in text
     # The memory deleted behind the page's back.
@@ -353,7 +359,9 @@ def test_api_key_is_asked_for_and_used(page, tmp_path, fashion):
     with _serve(tmp_path, AMS_API_KEY=key) as url:
         with httpx.Client(base_url=url, headers={"X-API-Key": key}) as c:
             c.post("/v1/memories", json={"name": "locked", "kind": "hopfield", "shape": [1, 28, 28]})
-            c.post("/v1/memories/locked/patterns", files=[("images", ("a.png", png(fashion[5]), "image/png"))])
+            c.post(
+                "/v1/memories/locked/patterns", files=[("images", ("a.png", png(fashion[5]), "image/png"))]
+            )
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(f"{url}/")  # the page itself is open
         text = _error(page)
@@ -370,3 +378,30 @@ def test_api_key_is_asked_for_and_used(page, tmp_path, fashion):
         page.click("[data-mask=bottom]")
         _recall(page, "#complete")
         assert _mse(_grey(_canvas(page, "result")), fashion[5]) < 1e-6
+
+
+def test_jobs_table_follows_a_running_job_and_cancels_it(page, tmp_path):
+    # Small batches make a 10 000-image load take long enough to watch (about 1000 steps).
+    with _serve(tmp_path, AMS_MAX_BATCH="10") as url, httpx.Client(base_url=url) as c:
+        r = c.post("/v1/demo", json={"preset": "fashion", "name": "big", "count": 10_000})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job"]["id"]
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{url}/")
+        row = page.locator(f"#jobs tbody tr[data-job='{job_id}']")
+        expect(row).to_have_attribute("data-status", "running")
+        bar = row.locator("progress")
+        deadline = time.monotonic() + 30
+        while bar.evaluate("(el) => el.value") == 0:  # the page polls while a job runs
+            assert time.monotonic() < deadline, "no progress shown"
+            time.sleep(0.1)
+        assert 0 < bar.evaluate("(el) => el.value") < 1
+        expect(row.locator("td").nth(6)).to_contain_text(" s")  # an ETA
+        expect(row).to_contain_text("demo")
+        row.locator("button", has_text="Cancel").click()
+        expect(row).to_have_attribute("data-status", "cancelled")
+        assert c.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        deadline = time.monotonic() + 10  # the half-loaded memory is deleted
+        while c.get("/v1/memories/big").status_code != 404:
+            assert time.monotonic() < deadline, "cancelled load left its memory"
+            time.sleep(0.05)

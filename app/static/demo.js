@@ -89,6 +89,9 @@ const TITLES = {
   not_a_text_memory: "Not a text memory.",
   shape_mismatch: "Wrong picture size.",
   text_required: "Caption needed.",
+  not_trained: "Not trained yet: press Train.",
+  job_running: "A job is running on this memory.",
+  dataset_unavailable: "Demo data not installed.",
 };
 
 function showError(err) {
@@ -442,7 +445,7 @@ async function uploadPicture(file) {
     const m = answer.matches[0];
     if (m) nearest = ` Nearest stored pattern: ${m.id} (score ${fmt(m.score)}).`;
   } catch (err) {
-    if (err.code !== "memory_empty") {
+    if (err.code !== "memory_empty" && err.code !== "not_trained") {
       err.message = `${file.name}: ${err.message}`;
       throw err;
     }
