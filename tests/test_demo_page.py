@@ -86,7 +86,11 @@ def _serve(root: Path, **env: str) -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
 
 
 @pytest.fixture(scope="module")
