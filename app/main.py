@@ -24,6 +24,7 @@ from . import api
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
+from .page import install_page
 from .schemas import CompleteRequest, LookupRequest, StorePatterns
 from .service import Service
 from .settings import Settings, get_settings
@@ -64,15 +65,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost first: metrics see every request, the body limit runs before routing.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
-    for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs):
+    for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo):
         app.include_router(module.router)
     # Which methods each path serves, for the Allow header of a 405 (errors.py).
     app.state.route_methods = [
         (route.path_regex, set(route.methods))
-        for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs)
+        for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     ]
+    install_page(app)  # the demo page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

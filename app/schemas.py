@@ -418,7 +418,7 @@ class Job(BaseModel):
     )
     id: str
     memory: str
-    kind: str = Field(description="train")
+    kind: str = Field(description="train, or demo (the load of a demo memory, POST /v1/demo)")
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     progress: float = Field(description="0..1")
     epoch: int

@@ -32,6 +32,8 @@ def test_openapi_describes_every_endpoint_with_examples(client):
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{job_id}"),
         ("delete", "/v1/jobs/{job_id}"),
+        ("get", "/v1/demo"),
+        ("post", "/v1/demo"),
     }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert found == expected
