@@ -78,7 +78,8 @@ class _Waiting:
 class _Queue:
     """The recalls of one memory waiting for their batch, and the task that serves them."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop  # asyncio objects belong to one loop
         self.waiting: list[_Waiting] = []
         self.in_batch = 0  # recalls in the batch computing now
         self.arrived = asyncio.Event()  # set when a recall joins
@@ -138,8 +139,8 @@ class Batcher:
     ) -> Answer:
         loop = asyncio.get_running_loop()
         queue = self._queues.get(live)
-        if queue is None:
-            queue = self._queues[live] = _Queue()
+        if queue is None or queue.loop is not loop:  # (a new loop: an app served again, in tests)
+            queue = self._queues[live] = _Queue(loop)
         waiting = _Waiting(op, cue, mask, k, steps, loop.create_future())
         queue.waiting.append(waiting)
         queue.arrived.set()

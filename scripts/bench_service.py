@@ -27,6 +27,11 @@ cue of a batch has the batch's latency. The ratio compares HTTP throughput with 
 in-process throughput (batches of c or one at a time, whichever is faster). The HTTP
 answers' top matches are checked against the in-process ones for the same cues.
 
+Threads: by default torch runs one intra-op thread here and in the server (--torch-threads
+1, AMS_TORCH_THREADS=1), the same on both sides. On a machine whose cores are busy with
+other work, two intra-op threads wait for each other at every parallel region while one
+of them is descheduled, and then single measurements swing by up to 10x.
+
 Prints a table and writes JSON (--out).
 """
 
@@ -153,9 +158,10 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def batch_stats(port: int) -> tuple[float, float]:
+async def batch_stats(port: int) -> tuple[float, float]:
     """(batched calls, recalls in them) so far, from /metrics."""
-    text = call(port, "GET", "/metrics")
+    status, data = await _once(port, "GET", "/metrics", b"")
+    text = data.decode()
     total = {"count": 0.0, "sum": 0.0}
     for m in re.finditer(r"^ams_recall_batch_size_(count|sum)\{[^}]*\} (\S+)$", text, re.M):
         total[m.group(1)] += float(m.group(2))
@@ -173,8 +179,9 @@ def _summary(latencies: list[float], done: int, elapsed: float, cpu: float) -> d
 async def _http_cell(port: int, pid: int, target: str, bodies: list[bytes], c: int, min_requests: int,
                      seconds: float) -> tuple[dict, dict[int, bytes]]:
     conns = [await Connection.open(port) for _ in range(c)]
-    for conn, body in zip(conns, itertools.cycle(bodies)):  # warm: one untimed request each
-        await conn.request("POST", target, body)
+    # Warm: one untimed request per connection, all at once.
+    await asyncio.gather(*(conn.request("POST", target, body) for conn, body in zip(conns, itertools.cycle(bodies))))
+    before = await batch_stats(port)
     latencies: list[float] = []
     answers: dict[int, bytes] = {}  # cue index -> first answer (for checking)
     counter = itertools.count()
@@ -197,22 +204,21 @@ async def _http_cell(port: int, pid: int, target: str, bodies: list[bytes], c: i
     await asyncio.gather(*(client(conn) for conn in conns))
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu
+    after = await batch_stats(port)
     for conn in conns:
         conn.close()
     if errors:
         raise SystemExit(f"HTTP errors: {errors[:3]}")
-    return _summary(latencies, len(latencies), elapsed, cpu), answers
+    result = _summary(latencies, len(latencies), elapsed, cpu)
+    calls, recalls = after[0] - before[0], after[1] - before[1]  # batched calls (server side)
+    result["mean_batch"] = recalls / calls if calls else None
+    return result, answers
 
 
 def http_cell(server: tuple[subprocess.Popen, int], target: str, bodies: list[bytes], c: int,
               min_requests: int, seconds: float):
     proc, port = server
-    before = batch_stats(port)
-    result, answers = asyncio.run(_http_cell(port, proc.pid, target, bodies, c, min_requests, seconds))
-    after = batch_stats(port)
-    calls, recalls = after[0] - before[0], after[1] - before[1]
-    result["mean_batch"] = recalls / calls if calls else None
-    return result, answers
+    return asyncio.run(_http_cell(port, proc.pid, target, bodies, c, min_requests, seconds))
 
 
 def recall_in_process(m: UniversalHopfield, cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,9 +261,14 @@ def main() -> None:
     parser.add_argument("--config", default="{}", help="the memory's config, JSON ({} = service defaults)")
     parser.add_argument("--batch-max", type=int, default=None, help="AMS_RECALL_BATCH_MAX (default: the service's)")
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="AMS_RECALL_BATCH_WAIT_MS")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads, here and in the server (AMS_TORCH_THREADS); 0 = torch's default")
     parser.add_argument("--out", type=Path, default=Path("results/bench_service.json"))
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench stops its servers too
     torch.manual_seed(0)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
 
     images = fashion_mnist("train", limit=args.n)[0]  # (N, 1, 28, 28)
     patterns = flatten(images)  # (N, 784)
@@ -271,7 +282,7 @@ def main() -> None:
         "png": [json.dumps({"image": base64.b64encode(tensor_to_png(x)).decode(), "k": K}).encode() for x in noisy],
     }
 
-    env = {}
+    env = {"AMS_TORCH_THREADS": str(args.torch_threads)}
     if args.batch_max is not None:
         env["AMS_RECALL_BATCH_MAX"] = str(args.batch_max)
     if args.batch_wait_ms is not None:

@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import pytest
 from live_server import LiveServer
 from PIL import Image
+
+pytestmark = pytest.mark.slow
 
 ROUNDS = int(os.environ.get("AMS_CRASH_ROUNDS", "20"))
 SEED = int(os.environ.get("AMS_CRASH_SEED", "20261129"))

@@ -23,6 +23,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from app.main import create_app
 from app.settings import Settings
 
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 25
 
 FIXTURES = {

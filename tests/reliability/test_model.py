@@ -30,6 +30,8 @@ from hypothesis.stateful import (
 )
 from live_server import LiveServer
 
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 20
 STEPS = 40
 NAMES = st.sampled_from(["a", "b", "c"])
