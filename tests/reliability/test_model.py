@@ -32,7 +32,7 @@ from live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 15
 STEPS = 40
 NAMES = st.sampled_from(["a", "b", "c"])
 DIMS = st.sampled_from([6, 10])
