@@ -81,14 +81,14 @@ class _Queue:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop  # asyncio objects belong to one loop
         self.waiting: list[_Waiting] = []
-        self.in_batch = 0  # recalls in the batch computing now
+        self.batch: list[_Waiting] = []  # the batch computing now
         self.arrived = asyncio.Event()  # set when a recall joins
         self.task: asyncio.Task[None] | None = None
 
     @property
     def depth(self) -> int:
         """Recalls not yet answered: waiting plus computing."""
-        return len(self.waiting) + self.in_batch
+        return len(self.waiting) + len(self.batch)
 
 
 class Batcher:
@@ -160,19 +160,17 @@ class Batcher:
                 batch = [w for w in batch if not w.future.done()]  # callers that went away
                 if not batch:
                     continue
-                queue.in_batch = len(batch)
-                try:
-                    await self._run(live, batch)
-                finally:
-                    queue.in_batch = 0
-        except BaseException as exc:  # a bug here must not leave callers waiting forever
-            for w in queue.waiting:
-                if not w.future.done():
-                    w.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("shut down"))
+                queue.batch = batch
+                await self._run(live, batch)
+                queue.batch = []
+        except BaseException as exc:  # a bug, or shutdown: no caller may be left waiting forever
+            error = exc if isinstance(exc, Exception) else RuntimeError("the service is shutting down")
+            for w in [*queue.batch, *queue.waiting]:
+                _settle(w, error=error)
             queue.waiting.clear()
             raise
         finally:
-            queue.task = None
+            queue.batch, queue.task = [], None
 
     async def _gather(self, queue: _Queue) -> None:
         """Wait until the batch is full or its oldest recall has waited ``max_wait``."""

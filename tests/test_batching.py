@@ -265,3 +265,19 @@ def test_over_http_concurrent_lookups_and_recalls_are_batched(make_client):
                 assert [m["score"] for m in got[key]] == pytest.approx([m["score"] for m in alone[key]], abs=1e-4)
         assert len(got.get("patterns") or got.get("captions") or got["matches"]) == item[1]["k"]
         assert got["energy"] == pytest.approx(alone["energy"], rel=1e-4, abs=1e-4)
+
+
+def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
+    """Shutdown cancels the queue's task: its callers get an error, never a hang."""
+    live = _memory(fashion_vectors[:N])
+    batcher = Batcher(max_batch=8, max_wait_ms=10_000)
+
+    async def main() -> list:
+        calls = [asyncio.ensure_future(batcher.recall(live, fashion_vectors[i], None, 1, 1)) for i in range(3)]
+        await asyncio.sleep(0.05)  # all three wait for company
+        (queue,) = [q for _, q in batcher._queues.items()]
+        queue.task.cancel()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+
+    got = asyncio.run(main())
+    assert all(isinstance(e, RuntimeError) and "shutting down" in str(e) for e in got)
