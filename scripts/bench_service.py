@@ -75,9 +75,12 @@ def start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen,
     port = _free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")}
     environ.update(AMS_DATA_DIR=str(data_dir), AMS_DEVICE="cpu", **env)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
             "--log-level", "warning"]
-    proc = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 (lives with the process)
+    proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = Path(log.name)  # type: ignore[attr-defined]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,16 +99,32 @@ def start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen,
 class Connection:
     """One keep-alive connection; ``request`` sends one request and reads its whole answer."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.h11 = h11.Connection(h11.CLIENT)
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.used = 0.0  # when the last answer came (monotonic seconds)
 
     @classmethod
     async def open(cls, port: int) -> Connection:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        conn = cls(port)
+        await conn._connect()
+        return conn
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.used = time.monotonic()
 
     async def request(self, method: str, target: str, body: bytes, ctype: str = "application/json") -> tuple[int, bytes]:
+        # uvicorn closes a keep-alive connection idle for 5 s: open a new one first, as
+        # HTTP clients do, rather than race the server's close.
+        if time.monotonic() - self.used > 4.0:
+            self.close()
+            await self._connect()
+        status, data = await self._exchange(method, target, body, ctype)
+        self.used = time.monotonic()
+        return status, data
+
+    async def _exchange(self, method: str, target: str, body: bytes, ctype: str) -> tuple[int, bytes]:
         headers = [("Host", "127.0.0.1"), ("Content-Length", str(len(body)))]
         if body:
             headers.append(("Content-Type", ctype))
@@ -176,7 +195,7 @@ def _summary(latencies: list[float], done: int, elapsed: float, cpu: float) -> d
             "per_cpu_second": done / cpu, "p50_ms": p50, "p99_ms": p99, "p99_over_p50": p99 / p50}
 
 
-async def _http_cell(port: int, pid: int, target: str, bodies: list[bytes], c: int, min_requests: int,
+async def _http_cell(port: int, pid: int, log: Path, target: str, bodies: list[bytes], c: int, min_requests: int,
                      seconds: float) -> tuple[dict, dict[int, bytes]]:
     conns = [await Connection.open(port) for _ in range(c)]
     # Warm: one untimed request per connection, all at once.
@@ -201,7 +220,10 @@ async def _http_cell(port: int, pid: int, target: str, bodies: list[bytes], c: i
                 return
             answers.setdefault(i, data)
 
-    await asyncio.gather(*(client(conn) for conn in conns))
+    try:
+        await asyncio.gather(*(client(conn) for conn in conns))
+    except (ConnectionError, h11.ProtocolError) as exc:
+        raise SystemExit(f"connection lost: {exc!r}; server log ends:\n{log.read_text()[-3000:]}") from None
     elapsed = time.perf_counter() - start
     cpu = cpu_seconds(pid) - cpu
     after = await batch_stats(port)
@@ -218,7 +240,7 @@ async def _http_cell(port: int, pid: int, target: str, bodies: list[bytes], c: i
 def http_cell(server: tuple[subprocess.Popen, int], target: str, bodies: list[bytes], c: int,
               min_requests: int, seconds: float):
     proc, port = server
-    return asyncio.run(_http_cell(port, proc.pid, target, bodies, c, min_requests, seconds))
+    return asyncio.run(_http_cell(port, proc.pid, proc.log_path, target, bodies, c, min_requests, seconds))
 
 
 def recall_in_process(m: UniversalHopfield, cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
