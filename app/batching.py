@@ -21,7 +21,9 @@ otherwise than "all known": a PC memory recalls a noisy cue iteratively but clam
 masked one).
 
 The queue lives on the event loop (no thread waits for company); the batched call runs
-on a worker thread. A caller that goes away (client disconnect) is dropped from its
+on a worker thread, and so does each caller's ``finish`` (what turns its answer into its
+response: PNG encoding, the response model), so that a batch costs one thread hop, not
+one per caller. A caller that goes away (client disconnect) is dropped from its
 batch. An error that concerns the memory (empty, not trained) goes to every caller of
 the batch; any other error is isolated by recalling that batch's cues one at a time,
 so that one caller's bad cue never fails another's recall.
@@ -33,8 +35,9 @@ import asyncio
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 import torch
@@ -54,6 +57,8 @@ log = logging.getLogger("app.batching")
 # Errors that say something about the memory, not about one cue: every caller gets them.
 _MEMORY_ERRORS = (EmptyMemoryError, NotTrained)
 
+T = TypeVar("T")
+
 
 Answer = Recall | TextLookup | CaptionLookup
 
@@ -67,7 +72,8 @@ class _Waiting:
     mask: Tensor | None  # (D,) bool, True = known
     k: int
     steps: int
-    future: asyncio.Future[Answer]
+    finish: Callable[[Answer], Any] | None  # builds the caller's response from its answer
+    future: asyncio.Future[Any]
     queued_at: float = field(default_factory=time.perf_counter)
 
     @property
@@ -118,30 +124,56 @@ class Batcher:
         return [(live, q.depth) for live, q in list(self._queues.items())]
 
     async def recall(
-        self, live: LiveMemory, cue: Tensor, mask: Tensor | None, k: int, steps: int
-    ) -> Recall:
+        self,
+        live: LiveMemory,
+        cue: Tensor,
+        mask: Tensor | None,
+        k: int,
+        steps: int,
+        finish: Callable[[Recall], T] | None = None,
+    ) -> Recall | T:
         """Recall from one cue (D,) with an optional mask (D,) bool, batched with concurrent callers.
 
-        Returns what ``live.recall(cue, mask, k, steps)`` returns; raises what it raises.
+        Returns what ``live.recall(cue, mask, k, steps)`` returns (raises what it raises), or
+        ``finish(recall)`` when given: the caller's response, built on the batch's worker
+        thread (one thread hop for the batch instead of one more per caller).
         """
-        return await self._submit(live, "recall", cue, mask, k, steps)
+        return await self._submit(live, "recall", cue, mask, k, steps, finish)
 
-    async def lookup_text(self, live: LiveMemory, embedding: Tensor, k: int) -> TextLookup:
-        """Caption -> pattern for one caption embedding (E,): a ``TextLookup`` of one query."""
-        return await self._submit(live, "lookup_text", embedding, None, k, 1)
+    async def lookup_text(
+        self, live: LiveMemory, embedding: Tensor, k: int, finish: Callable[[TextLookup], T] | None = None
+    ) -> TextLookup | T:
+        """Caption -> pattern for one caption embedding (E,): a ``TextLookup`` of one query
+        (or ``finish`` of it)."""
+        return await self._submit(live, "lookup_text", embedding, None, k, 1, finish)
 
-    async def lookup_captions(self, live: LiveMemory, cue: Tensor, mask: Tensor | None, k: int) -> CaptionLookup:
-        """Pattern (D,) (optionally partial) -> captions: a ``CaptionLookup`` of one query."""
-        return await self._submit(live, "lookup_captions", cue, mask, k, 1)
+    async def lookup_captions(
+        self,
+        live: LiveMemory,
+        cue: Tensor,
+        mask: Tensor | None,
+        k: int,
+        finish: Callable[[CaptionLookup], T] | None = None,
+    ) -> CaptionLookup | T:
+        """Pattern (D,) (optionally partial) -> captions: a ``CaptionLookup`` of one query
+        (or ``finish`` of it)."""
+        return await self._submit(live, "lookup_captions", cue, mask, k, 1, finish)
 
     async def _submit(
-        self, live: LiveMemory, op: str, cue: Tensor, mask: Tensor | None, k: int, steps: int
-    ) -> Answer:
+        self,
+        live: LiveMemory,
+        op: str,
+        cue: Tensor,
+        mask: Tensor | None,
+        k: int,
+        steps: int,
+        finish: Callable[[Any], Any] | None,
+    ) -> Any:
         loop = asyncio.get_running_loop()
         queue = self._queues.get(live)
         if queue is None or queue.loop is not loop:  # (a new loop: an app served again, in tests)
             queue = self._queues[live] = _Queue(loop)
-        waiting = _Waiting(op, cue, mask, k, steps, loop.create_future())
+        waiting = _Waiting(op, cue, mask, k, steps, finish, loop.create_future())
         queue.waiting.append(waiting)
         queue.arrived.set()
         if queue.task is None:
@@ -195,7 +227,7 @@ class Batcher:
                 for w in group:
                     self._metrics.recall_queue_wait.observe(start - w.queued_at)
             try:
-                recalls = await anyio.to_thread.run_sync(_recall_group, live, group)
+                outcomes = await anyio.to_thread.run_sync(_run_group, live, group)
             except _MEMORY_ERRORS as exc:
                 for w in group:
                     _settle(w, error=type(exc)(*exc.args))
@@ -209,17 +241,32 @@ class Batcher:
                 log.warning("a batch of %d recalls failed (%r); recalling them one by one", len(group), exc)
                 for w in group:
                     try:
-                        (rec,) = await anyio.to_thread.run_sync(_recall_group, live, [w])
+                        (outcome,) = await anyio.to_thread.run_sync(_run_group, live, [w])
                     except Exception as one:
                         _settle(w, error=one)
                     else:
-                        _settle(w, result=rec)
+                        _settle(w, *outcome)
                 continue
             if self._metrics is not None:
                 self._metrics.recall_batch_size.labels(live.kind).observe(len(group))
                 self._metrics.recall_batch_seconds.labels(live.kind).observe(time.perf_counter() - start)
-            for w, rec in zip(group, recalls, strict=True):
-                _settle(w, result=rec)
+            for w, outcome in zip(group, outcomes, strict=True):
+                _settle(w, *outcome)
+
+
+def _run_group(live: LiveMemory, group: list[_Waiting]) -> list[tuple[Any, BaseException | None]]:
+    """The group's batched call, then each caller's ``finish`` (on a worker thread).
+
+    Returns (result, None) or (None, error) per caller: an error in one caller's
+    ``finish`` is that caller's alone.
+    """
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    for w, answer in zip(group, _recall_group(live, group), strict=True):
+        try:
+            outcomes.append((answer if w.finish is None else w.finish(answer), None))
+        except Exception as exc:
+            outcomes.append((None, exc))
+    return outcomes
 
 
 def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Answer]:
@@ -263,7 +310,7 @@ def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Answer]:
     raise ValueError(f"unknown batched operation {op!r}")
 
 
-def _settle(w: _Waiting, result: Answer | None = None, error: BaseException | None = None) -> None:
+def _settle(w: _Waiting, result: Any = None, error: BaseException | None = None) -> None:
     if w.future.done():  # the caller went away meanwhile
         return
     if error is not None:

@@ -281,3 +281,30 @@ def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
 
     got = asyncio.run(main())
     assert all(isinstance(e, RuntimeError) and "shutting down" in str(e) for e in got)
+
+
+def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
+    threads: set[str] = set()
+
+    def finish(i: int):
+        def build(rec: Recall) -> str:
+            threads.add(threading.current_thread().name)
+            if i == 2:
+                raise KeyError("caller 2's own trouble")
+            return f"{i}:{rec.matches[0][0]}"
+        return build
+
+    async def main() -> list:
+        return await asyncio.gather(
+            *(batcher.recall(live, fashion_vectors[i], None, 1, 1, finish(i)) for i in range(5)),
+            return_exceptions=True,
+        )
+
+    got = asyncio.run(main())
+    assert isinstance(got[2], KeyError)
+    assert [g for i, g in enumerate(got) if i != 2] == ["0:p0", "1:p1", "3:p3", "4:p4"]
+    assert _batches(metrics) == (1.0, 5.0)  # one call; the failing finish did not rerun the batch
+    assert threading.main_thread().name not in threads  # built on the batch's worker thread

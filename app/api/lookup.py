@@ -155,15 +155,15 @@ async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, n
         cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask)
         return "pattern", cue, mask, req.k
 
-    # Parsing (and the caption's embedding) and the answer run on worker threads, one
-    # request each; the memory call is batched with the memory's other concurrent recalls.
+    # Parsing (and the caption's embedding) runs on a worker thread; the memory call is
+    # batched with the memory's other concurrent recalls, and the answer built on its thread.
     what, cue, mask, k = await run_sync(query)
-    batcher = service.batcher
+    batcher, storage = service.batcher, registry.storage
     if what == "text":
-        found = await _batched(batcher.lookup_text(live, cue, k))
-        result = await run_sync(_by_text, live, found, registry.storage)
+        result = await _batched(batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage)))
     else:
-        found = await _batched(batcher.lookup_captions(live, cue, mask, k))
-        result = await run_sync(_by_pattern, live, found, registry.storage)
+        result = await _batched(
+            batcher.lookup_captions(live, cue, mask, k, lambda found: _by_pattern(live, found, storage))
+        )
     service.metrics.recalls.labels(live.kind, "lookup").inc()
     return result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from fastapi import APIRouter, Request, Response
@@ -21,6 +23,8 @@ from .memories import NameParam
 from .patterns import body_kind, read_form
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
+
+T = TypeVar("T")
 
 _MULTIPART_COMPLETE = {
     "type": "object",
@@ -60,11 +64,18 @@ def _check_limits(k: int, steps: int, settings: Settings) -> None:
 
 
 async def _recall(
-    service: Service, live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, steps: int
-) -> Recall:
-    """One recall through the memory's micro-batcher; the memory's state errors as 409."""
+    service: Service,
+    live: LiveMemory,
+    cue: torch.Tensor,
+    mask: torch.Tensor | None,
+    k: int,
+    steps: int,
+    finish: Callable[[Recall], T],
+) -> T:
+    """One recall through the memory's micro-batcher, ``finish`` (the response from the
+    recall) run on the batch's worker thread; the memory's state errors as 409."""
     try:
-        return await service.batcher.recall(live, cue, mask, k, steps)
+        return await service.batcher.recall(live, cue, mask, k, steps, finish)
     except EmptyMemoryError as exc:
         raise ApiError(409, "memory_empty", str(exc)) from None
     except NotTrained as exc:
@@ -109,12 +120,12 @@ async def retrieve(
             trained_count=rec.trained_count,
         )
 
-    # Decoding and encoding run on worker threads, one request each; the recall itself is
-    # batched with the memory's other concurrent recalls (app/batching.py).
+    # The cue is decoded on a worker thread; the recall is batched with the memory's other
+    # concurrent recalls (app/batching.py), and the answer built on the batch's thread.
     cue, mask = await run_sync(parse_cue, record, settings, body.vector, body.image, body.mask)
-    rec = await _recall(service, live, cue, mask, body.k, body.steps)
+    result = await _recall(service, live, cue, mask, body.k, body.steps, answer)
     service.metrics.recalls.labels(live.kind, "retrieve").inc()
-    return await run_sync(answer, rec)
+    return result
 
 
 @router.post(
@@ -187,9 +198,8 @@ async def complete(
         return result, picture
 
     cue, mask, k = await run_sync(cue_of)
-    rec = await _recall(service, live, cue, mask, k, 1)
+    result, picture = await _recall(service, live, cue, mask, k, 1, lambda rec: answer(cue, mask, rec))
     service.metrics.recalls.labels(live.kind, "complete").inc()
-    result, picture = await run_sync(answer, cue, mask, rec)
     if png:
         headers = {
             "X-AMS-Matches": json.dumps([m.model_dump() for m in result.matches], separators=(",", ":")),
