@@ -1,32 +1,35 @@
 """Micro-batching of concurrent recalls, per memory.
 
 Concurrent recalls of one memory (retrieve, complete, lookup) join that memory's queue
-and are answered together by one ``LiveMemory.recall_batch`` call: one pass over the
-stored patterns, one read lock, one worker-thread hop for the whole batch. Each caller
-gets exactly its own answer (its row of the batch, its own ``k`` matches).
+and are answered together by one batched memory call (``LiveMemory.recall_batch``,
+``lookup_text``, ``lookup_captions``): one pass over the stored patterns under one read
+lock. Each caller gets exactly its own answer: its row of the batch, its own ``k``
+matches.
 
 When a batch is cut. The first recall to arrive at an idle queue waits up to
-``max_wait`` for company; the batch is cut as soon as it holds ``max_batch`` recalls
-or the oldest recall has waited ``max_wait``. One batch per memory runs at a time, so
-under load the recalls that arrive while a batch computes form the next one at once
-(they have waited already): batches grow with the load, and a lone caller pays at most
-``max_wait`` (0 turns the wait off; ``max_batch`` = 1 turns batching off).
+``max_wait`` for company; the batch is cut as soon as it holds ``max_batch`` recalls or
+the oldest recall has waited ``max_wait``. One batch per memory runs at a time, so under
+load the recalls that arrive while a batch computes form the next one at once (they have
+waited already): batches grow with the load, and a lone caller pays at most ``max_wait``
+(0 turns the wait off; ``max_batch`` = 1 turns batching off).
 
-Three operations are batched, each by its own batched method of ``LiveMemory``:
-``recall`` (retrieve, complete: ``recall_batch``), ``lookup_text`` (caption -> pattern:
-``lookup_text``) and ``lookup_captions`` (pattern -> captions: ``lookup_captions``).
-Calls that cannot share one call are split into groups: a batch holds one group per
-(operation, steps, masked), run one after the other (a kind may treat "no mask"
-otherwise than "all known": a PC memory recalls a noisy cue iteratively but clamps a
-masked one).
+Groups. Calls that cannot share one memory call are split into groups, run one after
+the other: by operation (recall, caption -> pattern, pattern -> captions), by ``steps``,
+and by whether a mask was given (a kind may treat "no mask" otherwise than "all known":
+a PC memory recalls a noisy cue iteratively but clamps a masked one).
 
-The queue lives on the event loop (no thread waits for company); the batched call runs
-on a worker thread, and so does each caller's ``finish`` (what turns its answer into its
-response: PNG encoding, the response model), so that a batch costs one thread hop, not
-one per caller. A caller that goes away (client disconnect) is dropped from its
-batch. An error that concerns the memory (empty, not trained) goes to every caller of
-the batch; any other error is isolated by recalling that batch's cues one at a time,
-so that one caller's bad cue never fails another's recall.
+Threads. The queue lives on the event loop (no thread waits for company). A whole batch
+is one worker-thread hop: on that thread each caller's ``prepare`` (decoding its cue),
+the batched calls, and each caller's ``finish`` (turning its answer into its response:
+PNG encoding, the response model). Thread hops, not the work, were what the event loop
+spent most of its time on under load (py-spy, scripts/bench_service.py).
+
+Errors. What goes wrong in one caller's ``prepare`` or ``finish`` (a bad picture, say)
+is that caller's alone. An error that concerns the memory (empty, not trained) goes to
+every caller of the group. Any other error in a batched call makes the group rerun its
+cues one at a time, so that one caller's cue never fails another's recall. A caller that
+goes away (client disconnect) is dropped from its batch; on shutdown the callers still
+waiting get an error rather than waiting forever.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from .kinds import CaptionLookup, LiveMemory, NotTrained, Recall, TextLookup
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "Cue"]
 
 log = logging.getLogger("app.batching")
 
@@ -58,9 +61,9 @@ log = logging.getLogger("app.batching")
 _MEMORY_ERRORS = (EmptyMemoryError, NotTrained)
 
 T = TypeVar("T")
-
-
 Answer = Recall | TextLookup | CaptionLookup
+Cue = tuple[Tensor, Tensor | None]  # (D,) float32 cue (or (E,) caption embedding), (D,) bool mask
+Outcome = tuple[Any, BaseException | None]  # (result, None) or (None, error)
 
 
 @dataclass(eq=False)
@@ -68,17 +71,25 @@ class _Waiting:
     """One caller's recall, queued."""
 
     op: str  # "recall", "lookup_text" or "lookup_captions"
-    cue: Tensor  # (D,) float32; for lookup_text the caption embedding (E,)
-    mask: Tensor | None  # (D,) bool, True = known
+    cue: Cue | Callable[[], Cue]  # the cue, or what decodes it (on the batch's thread)
     k: int
     steps: int
-    finish: Callable[[Answer], Any] | None  # builds the caller's response from its answer
+    finish: Callable[[Any], Any] | None  # builds the caller's response from its answer
     future: asyncio.Future[Any]
     queued_at: float = field(default_factory=time.perf_counter)
 
+
+@dataclass(eq=False)
+class _Ready:
+    """A caller's recall with its cue decoded (on the batch's thread)."""
+
+    waiting: _Waiting
+    cue: Tensor  # (D,)
+    mask: Tensor | None  # (D,)
+
     @property
     def group(self) -> tuple[str, int, bool]:
-        return self.op, self.steps, self.mask is not None
+        return self.waiting.op, self.waiting.steps, self.mask is not None
 
 
 class _Queue:
@@ -123,48 +134,46 @@ class Batcher:
         """
         return [(live, q.depth) for live, q in list(self._queues.items())]
 
+    # --- what callers await ------------------------------------------------------------
     async def recall(
         self,
         live: LiveMemory,
-        cue: Tensor,
-        mask: Tensor | None,
+        cue: Cue | Callable[[], Cue],
         k: int,
         steps: int,
         finish: Callable[[Recall], T] | None = None,
     ) -> Recall | T:
-        """Recall from one cue (D,) with an optional mask (D,) bool, batched with concurrent callers.
+        """Recall from one cue: ``(cue (D,), mask (D,) bool or None)``, or a function that
+        decodes it on the batch's thread (its exceptions are this caller's).
 
-        Returns what ``live.recall(cue, mask, k, steps)`` returns (raises what it raises), or
-        ``finish(recall)`` when given: the caller's response, built on the batch's worker
-        thread (one thread hop for the batch instead of one more per caller).
+        Returns what ``live.recall(cue, mask, k, steps)`` returns (raises what it raises),
+        or ``finish(recall)`` when given: the caller's response, built on the batch's thread.
         """
-        return await self._submit(live, "recall", cue, mask, k, steps, finish)
+        return await self._submit(live, "recall", cue, k, steps, finish)
 
     async def lookup_text(
         self, live: LiveMemory, embedding: Tensor, k: int, finish: Callable[[TextLookup], T] | None = None
     ) -> TextLookup | T:
         """Caption -> pattern for one caption embedding (E,): a ``TextLookup`` of one query
         (or ``finish`` of it)."""
-        return await self._submit(live, "lookup_text", embedding, None, k, 1, finish)
+        return await self._submit(live, "lookup_text", (embedding, None), k, 1, finish)
 
     async def lookup_captions(
         self,
         live: LiveMemory,
-        cue: Tensor,
-        mask: Tensor | None,
+        cue: Cue | Callable[[], Cue],
         k: int,
         finish: Callable[[CaptionLookup], T] | None = None,
     ) -> CaptionLookup | T:
         """Pattern (D,) (optionally partial) -> captions: a ``CaptionLookup`` of one query
         (or ``finish`` of it)."""
-        return await self._submit(live, "lookup_captions", cue, mask, k, 1, finish)
+        return await self._submit(live, "lookup_captions", cue, k, 1, finish)
 
     async def _submit(
         self,
         live: LiveMemory,
         op: str,
-        cue: Tensor,
-        mask: Tensor | None,
+        cue: Cue | Callable[[], Cue],
         k: int,
         steps: int,
         finish: Callable[[Any], Any] | None,
@@ -173,7 +182,7 @@ class Batcher:
         queue = self._queues.get(live)
         if queue is None or queue.loop is not loop:  # (a new loop: an app served again, in tests)
             queue = self._queues[live] = _Queue(loop)
-        waiting = _Waiting(op, cue, mask, k, steps, finish, loop.create_future())
+        waiting = _Waiting(op, cue, k, steps, finish, loop.create_future())
         queue.waiting.append(waiting)
         queue.arrived.set()
         if queue.task is None:
@@ -181,7 +190,7 @@ class Batcher:
         # A cancelled caller cancels its future too, and _serve then leaves it out.
         return await waiting.future
 
-    # --- the queue's task -------------------------------------------------------------
+    # --- the queue's task (event loop) -------------------------------------------------
     async def _serve(self, live: LiveMemory, queue: _Queue) -> None:
         """Cut and run batches until the queue is empty."""
         try:
@@ -193,8 +202,12 @@ class Batcher:
                 if not batch:
                     continue
                 queue.batch = batch
-                await self._run(live, batch)
+                start = time.perf_counter()
+                outcomes, timings = await anyio.to_thread.run_sync(_run_batch, live, batch)
+                for w, (result, error) in zip(batch, outcomes, strict=True):
+                    _settle(w, result, error)
                 queue.batch = []
+                self._record(live, batch, start, timings)
         except BaseException as exc:  # a bug, or shutdown: no caller may be left waiting forever
             error = exc if isinstance(exc, Exception) else RuntimeError("the service is shutting down")
             for w in [*queue.batch, *queue.waiting]:
@@ -216,96 +229,105 @@ class Batcher:
             except TimeoutError:
                 return
 
-    async def _run(self, live: LiveMemory, batch: list[_Waiting]) -> None:
-        """Run one batch, group by group, and hand each caller its answer."""
-        groups: dict[tuple[str, int, bool], list[_Waiting]] = {}
+    def _record(self, live: LiveMemory, batch: list[_Waiting], start: float, timings: list[tuple[int, float]]) -> None:
+        if self._metrics is None:
+            return
         for w in batch:
-            groups.setdefault(w.group, []).append(w)
-        for group in groups.values():
-            start = time.perf_counter()
-            if self._metrics is not None:
-                for w in group:
-                    self._metrics.recall_queue_wait.observe(start - w.queued_at)
-            try:
-                outcomes = await anyio.to_thread.run_sync(_run_group, live, group)
-            except _MEMORY_ERRORS as exc:
-                for w in group:
-                    _settle(w, error=type(exc)(*exc.args))
-                continue
-            except Exception as exc:
-                if len(group) == 1:
-                    _settle(group[0], error=exc)
-                    continue
-                # Something in one cue (or a bug): recall each alone so that errors stay
-                # with the caller they belong to.
-                log.warning("a batch of %d recalls failed (%r); recalling them one by one", len(group), exc)
-                for w in group:
-                    try:
-                        (outcome,) = await anyio.to_thread.run_sync(_run_group, live, [w])
-                    except Exception as one:
-                        _settle(w, error=one)
-                    else:
-                        _settle(w, *outcome)
-                continue
-            if self._metrics is not None:
-                self._metrics.recall_batch_size.labels(live.kind).observe(len(group))
-                self._metrics.recall_batch_seconds.labels(live.kind).observe(time.perf_counter() - start)
-            for w, outcome in zip(group, outcomes, strict=True):
-                _settle(w, *outcome)
+            self._metrics.recall_queue_wait.observe(start - w.queued_at)
+        for size, seconds in timings:
+            self._metrics.recall_batch_size.labels(live.kind).observe(size)
+            self._metrics.recall_batch_seconds.labels(live.kind).observe(seconds)
 
 
-def _run_group(live: LiveMemory, group: list[_Waiting]) -> list[tuple[Any, BaseException | None]]:
-    """The group's batched call, then each caller's ``finish`` (on a worker thread).
+# --- a batch's work (one worker thread) ---------------------------------------------------
+def _run_batch(live: LiveMemory, batch: list[_Waiting]) -> tuple[list[Outcome], list[tuple[int, float]]]:
+    """Decode every cue, run each group's batched call, build every response.
 
-    Returns (result, None) or (None, error) per caller: an error in one caller's
-    ``finish`` is that caller's alone.
+    Returns one outcome per caller, in order, and (size, seconds) of each batched call.
     """
-    outcomes: list[tuple[Any, BaseException | None]] = []
-    for w, answer in zip(group, _recall_group(live, group), strict=True):
+    outcomes: list[Outcome] = [(None, None)] * len(batch)
+    groups: dict[tuple[str, int, bool], list[tuple[int, _Ready]]] = {}
+    for i, w in enumerate(batch):
         try:
-            outcomes.append((answer if w.finish is None else w.finish(answer), None))
+            cue, mask = w.cue() if callable(w.cue) else w.cue
         except Exception as exc:
-            outcomes.append((None, exc))
-    return outcomes
+            outcomes[i] = (None, exc)
+            continue
+        ready = _Ready(w, cue, mask)
+        groups.setdefault(ready.group, []).append((i, ready))
+    timings = []
+    for members in groups.values():
+        group = [r for _, r in members]
+        start = time.perf_counter()
+        try:
+            answers = _call(live, group)
+        except _MEMORY_ERRORS as exc:
+            for i, _ in members:
+                outcomes[i] = (None, type(exc)(*exc.args))  # one exception object per caller
+            continue
+        except Exception as exc:
+            if len(group) == 1:
+                outcomes[members[0][0]] = (None, exc)
+                continue
+            # Something in one cue (or a bug): each alone, so that errors stay their own.
+            log.warning("a batch of %d recalls failed (%r); recalling them one by one", len(group), exc)
+            for i, r in members:
+                try:
+                    (answer,) = _call(live, [r])
+                except Exception as one:
+                    outcomes[i] = (None, one)
+                else:
+                    outcomes[i] = _finish(r.waiting, answer)
+            continue
+        timings.append((len(group), time.perf_counter() - start))
+        for (i, r), answer in zip(members, answers, strict=True):
+            outcomes[i] = _finish(r.waiting, answer)
+    return outcomes, timings
 
 
-def _recall_group(live: LiveMemory, group: list[_Waiting]) -> list[Answer]:
-    """One batched call for the calls of one group (on a worker thread); one answer per call."""
-    op, steps = group[0].op, group[0].steps
-    cues = torch.stack([w.cue for w in group])  # (B, D)
-    masks = torch.stack([w.mask for w in group]) if group[0].mask is not None else None  # (B, D)
-    k = max(w.k for w in group)
+def _finish(w: _Waiting, answer: Answer) -> Outcome:
+    try:
+        return (answer if w.finish is None else w.finish(answer)), None
+    except Exception as exc:  # this caller's response failed: this caller's error
+        return None, exc
+
+
+def _call(live: LiveMemory, group: list[_Ready]) -> list[Answer]:
+    """One batched memory call for the recalls of one group; one answer per recall."""
+    op, steps = group[0].waiting.op, group[0].waiting.steps
+    cues = torch.stack([r.cue for r in group])  # (B, D)
+    masks = torch.stack([r.mask for r in group]) if group[0].mask is not None else None  # (B, D)
+    ks = [r.waiting.k for r in group]
+    k = max(ks)
     # Matches come best first with ties to the lower row, so the first k of the batch's
     # largest k are exactly what each caller's own k would have given.
     if op == "recall":
         recalls = live.recall_batch(cues, masks, k, steps)
-        return [
-            rec if len(rec.matches) <= w.k else replace(rec, matches=rec.matches[: w.k])
-            for w, rec in zip(group, recalls, strict=True)
-        ]
+        return [rec if len(rec.matches) <= kb else replace(rec, matches=rec.matches[:kb])
+                for rec, kb in zip(recalls, ks, strict=True)]
     if op == "lookup_text":
         found = live.lookup_text(cues, k)
         return [
             TextLookup(
                 outputs=found.outputs[b : b + 1],  # (1, D)
-                matches=[found.matches[b][: w.k]],
-                stored=found.stored[b : b + 1, : w.k],  # (1, k, D)
+                matches=[found.matches[b][:kb]],
+                stored=found.stored[b : b + 1, :kb],  # (1, k, D)
                 energies=[found.energies[b]],
                 state=found.state,
                 trained_count=found.trained_count,
             )
-            for b, w in enumerate(group)
+            for b, kb in enumerate(ks)
         ]
     if op == "lookup_captions":
         found = live.lookup_captions(cues, masks, k)
         return [
             CaptionLookup(
-                matches=[found.matches[b][: w.k]],
+                matches=[found.matches[b][:kb]],
                 energies=[found.energies[b]],
                 state=found.state,
                 trained_count=found.trained_count,
             )
-            for b, w in enumerate(group)
+            for b, kb in enumerate(ks)
         ]
     raise ValueError(f"unknown batched operation {op!r}")
 

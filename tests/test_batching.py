@@ -72,7 +72,7 @@ def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_
     ]
 
     async def main() -> list[Recall]:
-        return await asyncio.gather(*(batcher.recall(live, c, m, k, s) for c, m, k, s in asks))
+        return await asyncio.gather(*(batcher.recall(live, (c, m), k, s) for c, m, k, s in asks))
 
     got = asyncio.run(main())
     for (cue, mask, k, steps), rec, pick in zip(asks, got, picks.tolist(), strict=True):
@@ -92,7 +92,7 @@ def test_batches_are_cut_at_max_batch(fashion_vectors):
     batcher = Batcher(max_batch=4, max_wait_ms=1000, metrics=metrics)
 
     async def main() -> list[Recall]:
-        return await asyncio.gather(*(batcher.recall(live, fashion_vectors[i], None, 1, 1) for i in range(10)))
+        return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(10)))
 
     start = time.perf_counter()
     got = asyncio.run(main())
@@ -110,10 +110,10 @@ def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
     batcher = Batcher(max_batch=2, max_wait_ms=10_000, metrics=metrics)
 
     async def main() -> list[Recall]:
-        first = asyncio.ensure_future(batcher.recall(live, fashion_vectors[0], None, 1, 1))
+        first = asyncio.ensure_future(batcher.recall(live, (fashion_vectors[0], None), 1, 1))
         await asyncio.sleep(0.05)
         assert not first.done()  # still waiting for a second recall
-        second = batcher.recall(live, fashion_vectors[1], None, 1, 1)
+        second = batcher.recall(live, (fashion_vectors[1], None), 1, 1)
         return await asyncio.gather(first, second)
 
     got = asyncio.run(main())
@@ -127,7 +127,7 @@ def test_batching_off_with_max_batch_one(fashion_vectors):
     batcher = Batcher(max_batch=1, max_wait_ms=0, metrics=metrics)
 
     async def main() -> list[Recall]:
-        return await asyncio.gather(*(batcher.recall(live, fashion_vectors[i], None, 2, 1) for i in range(6)))
+        return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 2, 1) for i in range(6)))
 
     got = asyncio.run(main())
     assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(6)]
@@ -144,7 +144,7 @@ def test_a_bad_cue_fails_its_caller_only(fashion_vectors):
         cues = [(fashion_vectors[i], torch.ones(784, dtype=torch.bool)) for i in range(5)]
         cues.insert(2, (bad, bad_mask))
         return await asyncio.gather(
-            *(batcher.recall(live, c, m, 1, 1) for c, m in cues), return_exceptions=True
+            *(batcher.recall(live, (c, m), 1, 1) for c, m in cues), return_exceptions=True
         )
 
     got = asyncio.run(main())
@@ -158,7 +158,7 @@ def test_an_empty_memory_fails_every_caller_with_its_own_error(fashion_vectors):
 
     async def main() -> list:
         return await asyncio.gather(
-            *(batcher.recall(live, fashion_vectors[i], None, 1, 1) for i in range(3)), return_exceptions=True
+            *(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(3)), return_exceptions=True
         )
 
     got = asyncio.run(main())
@@ -172,8 +172,8 @@ def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
     batcher = Batcher(max_batch=8, max_wait_ms=100, metrics=metrics)
 
     async def main() -> list[Recall]:
-        gone = asyncio.ensure_future(batcher.recall(live, fashion_vectors[9], None, 1, 1))
-        rest = [asyncio.ensure_future(batcher.recall(live, fashion_vectors[i], None, 1, 1)) for i in range(3)]
+        gone = asyncio.ensure_future(batcher.recall(live, (fashion_vectors[9], None), 1, 1))
+        rest = [asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)]
         await asyncio.sleep(0)
         gone.cancel()
         return await asyncio.gather(*rest)
@@ -273,7 +273,7 @@ def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
     batcher = Batcher(max_batch=8, max_wait_ms=10_000)
 
     async def main() -> list:
-        calls = [asyncio.ensure_future(batcher.recall(live, fashion_vectors[i], None, 1, 1)) for i in range(3)]
+        calls = [asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)]
         await asyncio.sleep(0.05)  # all three wait for company
         (queue,) = [q for _, q in batcher._queues.items()]
         queue.task.cancel()
@@ -299,7 +299,7 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
 
     async def main() -> list:
         return await asyncio.gather(
-            *(batcher.recall(live, fashion_vectors[i], None, 1, 1, finish(i)) for i in range(5)),
+            *(batcher.recall(live, (fashion_vectors[i], None), 1, 1, finish(i)) for i in range(5)),
             return_exceptions=True,
         )
 
@@ -308,3 +308,27 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
     assert [g for i, g in enumerate(got) if i != 2] == ["0:p0", "1:p1", "3:p3", "4:p4"]
     assert _batches(metrics) == (1.0, 5.0)  # one call; the failing finish did not rerun the batch
     assert threading.main_thread().name not in threads  # built on the batch's worker thread
+
+
+def test_cues_decoded_on_the_batch_thread_and_a_bad_one_fails_its_caller_only(fashion_vectors):
+    live = _memory(fashion_vectors[:N])
+    metrics = Metrics(None)
+    batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
+    threads: set[str] = set()
+
+    def decode(i: int):
+        def cue():
+            threads.add(threading.current_thread().name)
+            if i == 1:
+                raise ValueError("caller 1's picture does not decode")
+            return fashion_vectors[i], None
+        return cue
+
+    async def main() -> list:
+        return await asyncio.gather(*(batcher.recall(live, decode(i), 1, 1) for i in range(4)), return_exceptions=True)
+
+    got = asyncio.run(main())
+    assert isinstance(got[1], ValueError)
+    assert [g.matches[0][0] for i, g in enumerate(got) if i != 1] == ["p0", "p2", "p3"]
+    assert _batches(metrics) == (1.0, 3.0)
+    assert threading.main_thread().name not in threads

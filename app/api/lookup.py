@@ -163,7 +163,7 @@ async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, n
         result = await _batched(batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage)))
     else:
         result = await _batched(
-            batcher.lookup_captions(live, cue, mask, k, lambda found: _by_pattern(live, found, storage))
+            batcher.lookup_captions(live, (cue, mask), k, lambda found: _by_pattern(live, found, storage))
         )
     service.metrics.recalls.labels(live.kind, "lookup").inc()
     return result

@@ -16,6 +16,7 @@ from ..codec import b64decode, is_image, parse_cue, parse_json, picture_cue, png
 from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
+from ..batching import Cue
 from ..service import Service
 from ..settings import Settings
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
@@ -66,16 +67,16 @@ def _check_limits(k: int, steps: int, settings: Settings) -> None:
 async def _recall(
     service: Service,
     live: LiveMemory,
-    cue: torch.Tensor,
-    mask: torch.Tensor | None,
+    cue: Callable[[], Cue],
     k: int,
     steps: int,
     finish: Callable[[Recall], T],
 ) -> T:
-    """One recall through the memory's micro-batcher, ``finish`` (the response from the
-    recall) run on the batch's worker thread; the memory's state errors as 409."""
+    """One recall through the memory's micro-batcher: ``cue`` (decoding the request's cue)
+    and ``finish`` (the response from the recall) run on the batch's worker thread; the
+    memory's state errors as 409."""
     try:
-        return await service.batcher.recall(live, cue, mask, k, steps, finish)
+        return await service.batcher.recall(live, cue, k, steps, finish)
     except EmptyMemoryError as exc:
         raise ApiError(409, "memory_empty", str(exc)) from None
     except NotTrained as exc:
@@ -120,10 +121,12 @@ async def retrieve(
             trained_count=rec.trained_count,
         )
 
-    # The cue is decoded on a worker thread; the recall is batched with the memory's other
-    # concurrent recalls (app/batching.py), and the answer built on the batch's thread.
-    cue, mask = await run_sync(parse_cue, record, settings, body.vector, body.image, body.mask)
-    result = await _recall(service, live, cue, mask, body.k, body.steps, answer)
+    # Batched with the memory's other concurrent recalls (app/batching.py): the cue is
+    # decoded, recalled from and answered on the batch's worker thread.
+    def cue() -> Cue:
+        return parse_cue(record, settings, body.vector, body.image, body.mask)
+
+    result = await _recall(service, live, cue, body.k, body.steps, answer)
     service.metrics.recalls.labels(live.kind, "retrieve").inc()
     return result
 
@@ -197,8 +200,9 @@ async def complete(
         )
         return result, picture
 
+    # k comes with a JSON body, which is parsed (off the event loop) before the recall.
     cue, mask, k = await run_sync(cue_of)
-    result, picture = await _recall(service, live, cue, mask, k, 1, lambda rec: answer(cue, mask, rec))
+    result, picture = await _recall(service, live, lambda: (cue, mask), k, 1, lambda rec: answer(cue, mask, rec))
     service.metrics.recalls.labels(live.kind, "complete").inc()
     if png:
         headers = {
