@@ -12,6 +12,12 @@ Every pass over the stored patterns is chunked (``reduce_over_memories``): runni
 log-sum-exp for softmax-like separations, running top-k for max / top-k, plain sums for
 linear ones. Memory stays bounded for any N and the result equals the dense one to
 float tolerance.
+
+Fast paths (scripts/bench_hopfield.py measures them against faiss): the keys' squared
+norms are cached at store time, so a euclidean chunk is one BLAS call; search ranks
+chunks without sqrt and finishes only the k survivors; manhattan runs a compiled kernel
+(``kernels.py``); and softmax-like retrieval gathers only the values whose weight did
+not underflow to exactly 0, which for a sharp beta is a handful of rows, not a matmul.
 """
 
 from __future__ import annotations
@@ -40,18 +46,43 @@ __all__ = [
 _CHUNK_BUDGET = 1 << 24
 
 
-def _chunk_rows(batch: int, dim: int, sim: Similarity, chunk_size: int | None) -> int:
-    """Stored patterns per chunk so that a chunk's temporaries stay within budget."""
+def _chunk_rows(batch: int, dim: int, chunk_size: int | None) -> int:
+    """Stored patterns per chunk so that a chunk's (B, n) scores and any (n, D)
+    temporary stay within budget. (Manhattan builds no (B, n, D) block: its kernel and
+    its torch fallback bound their own temporaries.)"""
     if chunk_size is not None:
         return chunk_size
-    if sim.name == "manhattan":  # builds a (B, n, D) block
-        return max(1, _CHUNK_BUDGET // (batch * dim))
     return max(256, _CHUNK_BUDGET // max(batch, dim))
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """Accumulate in float32 at least (float64 stays float64)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _part(key_sq: Tensor | None, start: int, rows: int) -> Tensor | None:
+    return None if key_sq is None else key_sq[start : start + rows]
+
+
+def _accumulate(out: Tensor, expo: Tensor, values: Tensor) -> None:
+    """out += expo @ values, skipping the weights that are exactly 0.
+
+    With a sharp separation most of exp(logit - max) underflows to exactly 0; then
+    gathering the few rows that carry weight is much cheaper than a dense matmul, and
+    the sum is the same (zeros add nothing), up to float summation order.
+
+    Arguments:
+        out: (B, Dv) accumulator, updated in place.
+        expo: (B, n) non-negative weights of this chunk.
+        values: (n, Dv) this chunk's values.
+    """
+    nnz = int(torch.count_nonzero(expo))
+    if nnz * 8 > expo.numel():  # dense enough that BLAS wins
+        out += (expo.to(values.dtype) @ values).to(out.dtype)
+        return
+    b_idx, n_idx = expo.nonzero(as_tuple=True)  # (P,), (P,)
+    rows = values.index_select(0, n_idx).to(out.dtype) * expo[b_idx, n_idx][:, None]  # (P, Dv)
+    out.index_add_(0, b_idx, rows)
 
 
 def reduce_over_memories(
@@ -64,6 +95,7 @@ def reduce_over_memories(
     *,
     chunk_size: int | None = None,
     potential: bool = False,
+    key_sq: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """One chunked pass: ``values^T sep(sim(keys, cue))`` and/or the potential Phi.
 
@@ -75,19 +107,20 @@ def reduce_over_memories(
         sim, sep: the similarity and separation.
         chunk_size: stored patterns per chunk; None picks one within a memory budget.
         potential: also return Phi(sim(keys, cue)), shape (B,).
+        key_sq: (N,) squared norms of the keys when cached (saves euclidean/cosine a pass).
 
     Returns:
         (output (B, Dv) or None, potential (B,) or None), in the accumulation dtype.
     """
     n_stored, batch = keys.shape[0], cue.shape[0]
     acc = _acc_dtype(keys.dtype)
-    rows = _chunk_rows(batch, keys.shape[1], sim, chunk_size)
+    rows = _chunk_rows(batch, keys.shape[1], chunk_size)
     out = None
     if values is not None:
         out = torch.zeros(batch, values.shape[1], dtype=acc, device=keys.device)  # (B, Dv)
 
     if sep.mode == "select":
-        top, idx = topk_over_memories(keys, cue, mask, sim, k=sep.k, chunk_size=rows)  # (B, k)
+        top, idx = topk_over_memories(keys, cue, mask, sim, k=sep.k, chunk_size=rows, key_sq=key_sq)  # (B, k)
         weights = sep.select_weights(top)  # (B, k)
         if out is not None:
             picked = values[idx].to(acc)  # (B, k, Dv)
@@ -97,7 +130,7 @@ def reduce_over_memories(
     if sep.mode == "linear":
         phi = torch.zeros(batch, dtype=acc, device=keys.device) if potential else None
         for start in range(0, n_stored, rows):
-            scores = sim(keys[start : start + rows], cue, mask).to(acc)  # (B, n)
+            scores = sim(keys[start : start + rows], cue, mask, _part(key_sq, start, rows)).to(acc)  # (B, n)
             if out is not None:
                 w = sep.linear_weights(scores, sim.is_distance)  # (B, n)
                 out += w.to(values.dtype) @ values[start : start + rows]
@@ -109,13 +142,15 @@ def reduce_over_memories(
     run_max = torch.full((batch, 1), -math.inf, dtype=acc, device=keys.device)  # (B, 1)
     run_sum = torch.zeros(batch, 1, dtype=acc, device=keys.device)  # (B, 1)
     for start in range(0, n_stored, rows):
-        logits = sep.logits(sim(keys[start : start + rows], cue, mask).to(acc), sim.is_distance)
+        scores = sim(keys[start : start + rows], cue, mask, _part(key_sq, start, rows)).to(acc)  # (B, n)
+        logits = sep.logits(scores, sim.is_distance)  # (B, n)
         new_max = torch.maximum(run_max, logits.max(dim=1, keepdim=True).values)  # (B, 1)
         rescale = torch.exp(run_max - new_max)  # (B, 1); exp(-inf) = 0 on the first chunk
-        expo = torch.exp(logits - new_max)  # (B, n), each <= 1
+        expo = torch.exp_(logits.sub_(new_max))  # (B, n), each <= 1 (logits is ours to overwrite)
         run_sum = run_sum * rescale + expo.sum(dim=1, keepdim=True)
         if out is not None:
-            out = out * rescale + (expo.to(values.dtype) @ values[start : start + rows]).to(acc)
+            out *= rescale
+            _accumulate(out, expo, values[start : start + rows])
         run_max = new_max
     if out is not None:
         out = out / run_sum
@@ -131,26 +166,42 @@ def topk_over_memories(
     *,
     k: int,
     chunk_size: int | None = None,
+    key_sq: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The k best-scoring stored patterns per cue, merged chunk by chunk.
+
+    Chunks are ranked with ``sim.rank`` (ordered like the scores, cheaper: e.g. no sqrt
+    for euclidean, one BLAS call) and only the k survivors get ``sim.finish`` into scores.
 
     Returns:
         scores (B, k) best first, and their row indices (B, k) into ``keys``.
     """
     n_stored, batch = keys.shape[0], cue.shape[0]
     k = min(k, n_stored)
-    rows = _chunk_rows(batch, keys.shape[1], sim, chunk_size)
+    rows = _chunk_rows(batch, keys.shape[1], chunk_size)
     acc = _acc_dtype(keys.dtype)
     best = torch.full((batch, 0), -math.inf, dtype=acc, device=keys.device)  # (B, <=k)
     best_idx = torch.zeros((batch, 0), dtype=torch.long, device=keys.device)
     for start in range(0, n_stored, rows):
-        scores = sim(keys[start : start + rows], cue, mask).to(acc)  # (B, n)
-        top, idx = scores.topk(min(k, scores.shape[1]), dim=1)
+        ranks = sim.rank(keys[start : start + rows], cue, mask, _part(key_sq, start, rows)).to(acc)  # (B, n)
+        if k == 1:
+            top, idx = ranks.max(dim=1, keepdim=True)  # (B, 1): cheaper than topk
+        else:
+            top, idx = ranks.topk(min(k, ranks.shape[1]), dim=1)
+        if start == 0:
+            best, best_idx = top, idx
+            continue
         merged = torch.cat([best, top], dim=1)
         merged_idx = torch.cat([best_idx, idx + start], dim=1)
         best, pos = merged.topk(min(k, merged.shape[1]), dim=1)
         best_idx = merged_idx.gather(1, pos)
-    return best, best_idx
+    return sim.finish(best, cue, mask), best_idx
+
+
+def _squared_norms(rows: Tensor) -> Tensor:
+    """(N,) squared norms of rows (N, D), summed in float32 at least."""
+    wide = rows.to(_acc_dtype(rows.dtype))
+    return (wide * wide).sum(dim=1)
 
 
 @dataclass(frozen=True)
@@ -211,6 +262,9 @@ class UniversalHopfield:
         self.chunk_size = chunk_size
         self._keys: Tensor | None = None  # (capacity, D); rows [:count] are live
         self._values: Tensor | None = None  # (capacity, Dv) when hetero-associative
+        # (capacity,) squared norms of the keys, kept with them so that euclidean and
+        # cosine scores need no pass over the keys beyond the matmul.
+        self._key_sq: Tensor | None = None
         self._count = 0
 
     # --- storage --------------------------------------------------------------------
@@ -266,6 +320,8 @@ class UniversalHopfield:
             if values.shape[0] != keys.shape[0]:
                 raise ValueError(f"{keys.shape[0]} keys but {values.shape[0]} values")
         self._keys = self._append(self._keys, keys)
+        new_keys = self._keys[self._count : self._count + keys.shape[0]]  # as stored (rounded)
+        self._key_sq = self._append(self._key_sq, _squared_norms(new_keys))
         if values is not None:
             self._values = self._append(self._values, values)
         self._count += keys.shape[0]
@@ -275,7 +331,7 @@ class UniversalHopfield:
         rows = rows.to(self.device, self.dtype)
         need = self._count + rows.shape[0]
         if buf is None or buf.shape[0] < need:
-            grown = torch.empty(max(need, 2 * (0 if buf is None else buf.shape[0]), 16), rows.shape[1],
+            grown = torch.empty(max(need, 2 * (0 if buf is None else buf.shape[0]), 16), *rows.shape[1:],
                                 dtype=self.dtype, device=self.device)
             if buf is not None:
                 grown[: self._count] = buf[: self._count]
@@ -292,13 +348,14 @@ class UniversalHopfield:
         keep[idx] = False
         kept = int(keep.sum())
         self._keys[:kept] = self.keys[keep].clone()
+        self._key_sq[:kept] = self._live(self._key_sq)[keep].clone()
         if self._values is not None:
             self._values[:kept] = self.values[keep].clone()
         self._count = kept
 
     def clear(self) -> None:
         """Forget everything (a fresh memory, auto or hetero again)."""
-        self._keys = self._values = None
+        self._keys = self._values = self._key_sq = None
         self._count = 0
 
     def to(self, device: str | torch.device) -> UniversalHopfield:
@@ -307,6 +364,7 @@ class UniversalHopfield:
         check_dtype(self.dtype, self.device)
         if self._keys is not None:
             self._keys = self._keys.to(self.device)
+            self._key_sq = self._key_sq.to(self.device)
         if self._values is not None:
             self._values = self._values.to(self.device)
         return self
@@ -344,7 +402,8 @@ class UniversalHopfield:
         state = cue
         for step in range(steps):
             out, _ = reduce_over_memories(self.keys, self.values, state, mask if step == 0 else None,
-                                          self.sim, self.sep, chunk_size=self.chunk_size)
+                                          self.sim, self.sep, chunk_size=self.chunk_size,
+                                          key_sq=self._live(self._key_sq))
             out = out.to(self.dtype)
             converged = step > 0 and float((out - state).abs().max()) <= tol
             state = out
@@ -362,7 +421,8 @@ class UniversalHopfield:
         cue, mask = self._prepare(cue, mask)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return topk_over_memories(self.keys, cue, mask, self.sim, k=k, chunk_size=self.chunk_size)
+        return topk_over_memories(self.keys, cue, mask, self.sim, k=k, chunk_size=self.chunk_size,
+                                  key_sq=self._live(self._key_sq))
 
     def energy(self, state: Tensor, mask: Tensor | None = None) -> Tensor:
         """Energy (B,) of states (B, D): ``R(q) - Phi(sim(keys, q))``.
@@ -376,7 +436,8 @@ class UniversalHopfield:
         """
         state, mask = self._prepare(state, mask)
         _, phi = reduce_over_memories(self.keys, None, state, mask, self.sim, self.sep,
-                                      chunk_size=self.chunk_size, potential=True)
+                                      chunk_size=self.chunk_size, potential=True,
+                                      key_sq=self._live(self._key_sq))
         if self.sim.name == "dot":
             return 0.5 * (state.to(phi.dtype) ** 2).sum(dim=1) - phi
         return -phi
