@@ -129,12 +129,73 @@ def photos() -> dict[str, Tensor]:
 # Scales at which photos are cut, and the smallest standard deviation a patch needs to
 # be kept (flat patches, e.g. the black borders of the retina photo, would be
 # near-duplicates of each other and say nothing about a memory).
-_PATCH_SCALES = (1.0, 0.8, 0.64, 0.5, 0.4, 0.32, 0.25)
+_PATCH_SCALES = (1.0, 0.88, 0.77, 0.66, 0.57, 0.5, 0.43, 0.37, 0.32, 0.28, 0.25)
 _MIN_PATCH_STD = 0.04
+# Two kept patches differ by at least this mean squared error (on [0, 1] pixels), so
+# that "recalled the right one" is never ambiguous between near-copies.
+_MIN_PATCH_MSE = 0.002
+
+
+def _drop_near_duplicates(patches: np.ndarray, min_mse: float) -> np.ndarray:
+    """Greedy, in order: keep a patch unless it is within ``min_mse`` of one kept before.
+
+    Compared on 8x8 box-filtered thumbnails: averaging never increases the mean squared
+    difference (Jensen), so thumbnails at least ``min_mse`` apart guarantee full patches
+    at least that far apart, at 1/16 or less of the cost.
+    """
+    n, c, h, w = patches.shape
+    f = h // 8
+    pixels = torch.from_numpy(patches).float() / 255.0
+    thumbs = pixels.reshape(n, c, 8, f, 8, f).mean(dim=(3, 5)).reshape(n, -1)  # (n, c*64)
+    dim = thumbs.shape[1]
+    kept: list[int] = []
+    kept_thumbs = thumbs[:0]
+    for start in range(0, n, 1024):
+        block = thumbs[start : start + 1024]
+        ok = torch.ones(len(block), dtype=torch.bool)
+        if len(kept):
+            ok &= torch.cdist(block, kept_thumbs).pow(2).amin(dim=1) / dim >= min_mse
+        inner = torch.cdist(block, block).pow(2) / dim  # (b, b)
+        for i in range(len(block)):  # greedy inside the block
+            if ok[i]:
+                ok[i + 1 :] &= inner[i, i + 1 :] >= min_mse
+        picked = ok.nonzero().squeeze(1)
+        kept.extend((picked + start).tolist())
+        kept_thumbs = torch.cat([kept_thumbs, block[picked]])
+    return patches[kept]
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("AMS_CACHE_DIR", Path(base) / "associative-memory-service"))
 
 
 @lru_cache(maxsize=4)
 def _all_patches(size: int) -> np.ndarray:
+    """All patches of one size, computed once per machine (about 15 s) and cached on disk."""
+    import hashlib
+
+    import PIL
+
+    recipe = repr((size, PHOTO_NAMES, _PATCH_SCALES, _MIN_PATCH_STD, _MIN_PATCH_MSE, PIL.__version__, 2))
+    path = _cache_dir() / f"natural-patches-{size}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npy"
+    try:
+        return np.load(path).astype(np.float32) / 255.0
+    except (OSError, ValueError):
+        pass  # not cached yet (or unreadable): compute
+    pool = _cut_patches(size)  # uint8
+    try:  # atomic: a reader never sees half a file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, pool)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home is fine: we just compute again next time
+    return pool.astype(np.float32) / 255.0
+
+
+def _cut_patches(size: int) -> np.ndarray:
     from PIL import Image
 
     patches = []
@@ -152,9 +213,10 @@ def _all_patches(size: int) -> np.ndarray:
                         patch = arr[y : y + size, x : x + size]
                         if patch.std() >= _MIN_PATCH_STD:
                             patches.append(patch.transpose(2, 0, 1))
-    stacked = np.stack(patches)  # (P, 3, size, size)
+    # 8 bits per channel, like the photos (and CIFAR): PNG round trips are exact.
+    stacked = np.rint(np.stack(patches) * 255.0).astype(np.uint8)  # (P, 3, size, size)
     order = np.random.default_rng(1234).permutation(len(stacked))  # fixed: same set everywhere
-    return stacked[order]
+    return _drop_near_duplicates(stacked[order], _MIN_PATCH_MSE)
 
 
 def natural_patches(size: int = 32, count: int | None = None) -> Tensor:
@@ -162,7 +224,8 @@ def natural_patches(size: int = 32, count: int | None = None) -> Tensor:
 
     Deterministic: the same arguments give the same patches, in the same order, on any
     machine. Patches come from a grid (and a half-offset grid) at several scales of each
-    photo, flat patches dropped, then shuffled once with a fixed seed.
+    photo; flat patches are dropped, the rest shuffled once with a fixed seed, and
+    near-copies (mean squared difference under 0.002) dropped.
 
     Arguments:
         size: side in pixels (32 for the CIFAR stand-in, 64 for Tiny ImageNet).

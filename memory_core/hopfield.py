@@ -158,6 +158,36 @@ def reduce_over_memories(
     return out, phi
 
 
+def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``scores.topk(k)`` with ties broken towards the lower index, so results never
+    depend on chunking or on the kernel's order.
+
+    Arguments:
+        scores: (B, n).
+        k: at most n.
+
+    Returns:
+        values (B, k) best first, indices (B, k).
+    """
+    if k == 1:  # max/argmax return the first maximal index
+        best, idx = scores.max(dim=1, keepdim=True)
+        return best, idx
+    top, idx = scores.topk(k, dim=1)  # (B, k), arbitrary among ties
+    kth = top[:, -1:]  # (B, 1)
+    # Only ties at the k-th value can change which rows are picked; they are rare for
+    # real-valued scores, so the exact stable sort runs only for rows that have them.
+    ambiguous = (scores == kth).sum(dim=1) > (top == kth).sum(dim=1)  # (B,)
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero().squeeze(1)
+        vals, order = scores[rows].sort(dim=1, descending=True, stable=True)
+        top[rows], idx[rows] = vals[:, :k], order[:, :k]
+    # Order ties inside the k best by index: sort by index, then stably by value.
+    by_index = idx.argsort(dim=1)
+    top, idx = top.gather(1, by_index), idx.gather(1, by_index)
+    by_value = top.argsort(dim=1, descending=True, stable=True)
+    return top.gather(1, by_value), idx.gather(1, by_value)
+
+
 def topk_over_memories(
     keys: Tensor,
     cue: Tensor,
@@ -172,6 +202,7 @@ def topk_over_memories(
 
     Chunks are ranked with ``sim.rank`` (ordered like the scores, cheaper: e.g. no sqrt
     for euclidean, one BLAS call) and only the k survivors get ``sim.finish`` into scores.
+    Ties go to the lower row index, whatever the chunking.
 
     Returns:
         scores (B, k) best first, and their row indices (B, k) into ``keys``.
@@ -184,16 +215,14 @@ def topk_over_memories(
     best_idx = torch.zeros((batch, 0), dtype=torch.long, device=keys.device)
     for start in range(0, n_stored, rows):
         ranks = sim.rank(keys[start : start + rows], cue, mask, _part(key_sq, start, rows)).to(acc)  # (B, n)
-        if k == 1:
-            top, idx = ranks.max(dim=1, keepdim=True)  # (B, 1): cheaper than topk
-        else:
-            top, idx = ranks.topk(min(k, ranks.shape[1]), dim=1)
+        top, idx = stable_topk(ranks, min(k, ranks.shape[1]))
         if start == 0:
             best, best_idx = top, idx
             continue
+        # Earlier chunks (lower indices) come first, so stable ties keep them.
         merged = torch.cat([best, top], dim=1)
         merged_idx = torch.cat([best_idx, idx + start], dim=1)
-        best, pos = merged.topk(min(k, merged.shape[1]), dim=1)
+        best, pos = stable_topk(merged, min(k, merged.shape[1]))
         best_idx = merged_idx.gather(1, pos)
     return sim.finish(best, cue, mask), best_idx
 
