@@ -177,8 +177,12 @@ def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None) -> Tenso
         stride = d
     out = torch.empty(b, n, dtype=torch.float32)  # (B, N)
     qblock, kblock = _blocks(b, d)
+    # A lone cue is one memory-bound stream: a second thread adds little bandwidth and,
+    # on a busy machine, costs a wait for a free core (measured: slower than one).
+    # Concurrent requests still run in parallel: ctypes releases the GIL.
+    threads = 1 if b == 1 else torch.get_num_threads()
     lib.ams_l1_distances(keys.data_ptr(), n, cue.data_ptr(), b, bits.data_ptr(), stride, d,
-                         out.data_ptr(), n, qblock, kblock, torch.get_num_threads())
+                         out.data_ptr(), n, qblock, kblock, threads)
     return out
 
 

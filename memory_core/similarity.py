@@ -156,6 +156,8 @@ class Similarity:
         rank_fn: optional cheaper ``(memories, cue, mask, key_sq) -> (B, N)`` that orders
             the patterns of each cue exactly as the scores do; ``finish_fn(rank, cue,
             mask)`` turns ranks (of the selected patterns) into scores. Search uses them.
+        temporaries: whether a call builds (N, D) temporaries ("always", only with a
+            "masked" cue, or "none"), for the callers' chunk budget.
     """
 
     name: str
@@ -163,6 +165,7 @@ class Similarity:
     is_distance: bool
     rank_fn: ScoreFn | None = None
     finish_fn: Callable[[Tensor, Tensor, "Tensor | None"], Tensor] = _identity_finish
+    temporaries: str = "none"
 
     def __call__(
         self, memories: Tensor, cue: Tensor, mask: Tensor | None = None, key_sq: Tensor | None = None
@@ -184,12 +187,12 @@ _REGISTRY: dict[str, Similarity] = {
     s.name: s
     for s in (
         Similarity("dot", _dot, is_distance=False),
-        Similarity("cosine", _cosine, is_distance=False),
+        Similarity("cosine", _cosine, is_distance=False, temporaries="masked"),
         Similarity("euclidean", _euclidean, is_distance=True, rank_fn=_euclidean_rank,
-                   finish_fn=_euclidean_finish),
+                   finish_fn=_euclidean_finish, temporaries="masked"),
         Similarity("manhattan", _manhattan, is_distance=True, rank_fn=_manhattan_rank,
                    finish_fn=_manhattan_finish),
-        Similarity("hamming", _hamming, is_distance=True),
+        Similarity("hamming", _hamming, is_distance=True, temporaries="always"),
     )
 }
 SIMILARITIES: tuple[str, ...] = tuple(_REGISTRY)
