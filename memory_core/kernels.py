@@ -1,7 +1,7 @@
 """Compiled CPU kernel for masked L1 (manhattan) distances, with a torch fallback.
 
-``l1_distances(keys (N, D), cue (B, D), mask (B, D) | None) -> (B, N)`` sums
-``|cue - key|`` over each cue's known entries. On the CPU in float32 it runs the C
+``l1_distances(keys (N, D), cue (B, D), mask (B, D) | None, scale (B,) | None) -> (B, N)``
+sums ``|cue - key|`` over each cue's known entries (times a per-cue ``scale``). On the CPU in float32 it runs the C
 kernel in ``csrc/l1_distance.c``: register tiles of 4 cues x 3-4 patterns share every
 load and blocks of patterns are reused from cache by blocks of cues, so a batch of cues
 is compute-bound (faiss's ``IndexFlat(METRIC_L1)`` streams every pattern from memory once
@@ -108,7 +108,7 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(target))
     fn = lib.ams_l1_distances
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, i64, ptr, i64, i64, i64, ctypes.c_int]
+    fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, i64, ptr, i64, i64, i64, ctypes.c_int]
     fn.restype = None
     _info.update(path=str(target), isa=isa, compiler=cc)
     return lib
@@ -153,20 +153,23 @@ def _blocks(batch: int, dim: int) -> tuple[int, int]:
     return 32, max(8, (1 << 16) // dim)
 
 
-def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Sum of |cue - key| over each cue's known entries (not rescaled).
+def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+    """Sum of |cue - key| over each cue's known entries, times a per-cue factor.
 
     Arguments:
         keys: (N, D) stored patterns.
         cue: (B, D) cues, same dtype and device.
         mask: (B, D) bool, True = known entry, or None (every entry known).
+        scale: (B,) or (B, 1) factor per cue (e.g. -D/k: masked scores), or None (1).
+            The kernel applies it as it writes, so that no (B, N) pass follows.
 
     Returns:
-        (B, N) distances in the keys' dtype.
+        (B, N) in the keys' dtype.
     """
     lib = _kernel() if keys.device.type == "cpu" and keys.dtype == torch.float32 else None
     if lib is None or cue.dtype != torch.float32:
-        return l1_distances_torch(keys, cue, mask)
+        dist = l1_distances_torch(keys, cue, mask)
+        return dist if scale is None else dist.mul_(scale.reshape(-1, 1).to(dist.dtype))
     keys, cue = keys.contiguous(), cue.contiguous()
     (n, d), b = keys.shape, cue.shape[0]
     if mask is None:
@@ -175,13 +178,14 @@ def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None) -> Tenso
     else:
         bits = torch.where(mask, _ABS_BITS, 0).to(torch.int32).contiguous()  # (B, D)
         stride = d
+    factors = torch.ones(b) if scale is None else scale.reshape(-1).to(torch.float32).contiguous()  # (B,)
     out = torch.empty(b, n, dtype=torch.float32)  # (B, N)
     qblock, kblock = _blocks(b, d)
     # A lone cue is one memory-bound stream: a second thread adds little bandwidth and,
     # on a busy machine, costs a wait for a free core (measured: slower than one).
     # Concurrent requests still run in parallel: ctypes releases the GIL.
     threads = 1 if b == 1 else torch.get_num_threads()
-    lib.ams_l1_distances(keys.data_ptr(), n, cue.data_ptr(), b, bits.data_ptr(), stride, d,
+    lib.ams_l1_distances(keys.data_ptr(), n, cue.data_ptr(), b, bits.data_ptr(), stride, factors.data_ptr(), d,
                          out.data_ptr(), n, qblock, kblock, threads)
     return out
 

@@ -107,20 +107,13 @@ def _euclidean_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
     return (cue_sq - rank).clamp_min_(0).sqrt_().neg_()
 
 
-def _manhattan_rank(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
-    """-(sum of |q - m| over known entries), not yet rescaled by D / k (a per-cue constant)."""
-    return l1_distances(memories, cue, mask).neg_()  # (B, N)
-
-
-def _manhattan_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
-    if mask is None:
-        return rank
-    return rank * (cue.shape[1] / _known_counts(mask, rank.dtype))
-
-
 def _manhattan(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
-    # The compiled kernel (or its bounded torch fallback): no (B, N, D) block is built.
-    return _manhattan_finish(_manhattan_rank(memories, cue, mask), cue, mask)
+    # The compiled kernel (or its bounded torch fallback) applies -1 or -D/k as it writes
+    # the sums: no (B, N, D) block is built and no (B, N) pass follows.
+    d = cue.shape[1]
+    scale = -torch.ones(cue.shape[0], 1, dtype=cue.dtype, device=cue.device) if mask is None \
+        else -(d / _known_counts(mask, cue.dtype))  # (B, 1)
+    return l1_distances(memories, cue, mask, scale)  # (B, N)
 
 
 def _hamming(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
@@ -190,8 +183,7 @@ _REGISTRY: dict[str, Similarity] = {
         Similarity("cosine", _cosine, is_distance=False, temporaries="masked"),
         Similarity("euclidean", _euclidean, is_distance=True, rank_fn=_euclidean_rank,
                    finish_fn=_euclidean_finish, temporaries="masked"),
-        Similarity("manhattan", _manhattan, is_distance=True, rank_fn=_manhattan_rank,
-                   finish_fn=_manhattan_finish),
+        Similarity("manhattan", _manhattan, is_distance=True),
         Similarity("hamming", _hamming, is_distance=True, temporaries="always"),
     )
 }

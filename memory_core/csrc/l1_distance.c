@@ -1,6 +1,9 @@
 /* Masked L1 (manhattan) distances between cues and stored patterns, for memory_core.kernels.
  *
- *   out[b * ldo + n] = sum_d ( |q[b, d] - x[n, d]|  if d is known for cue b, else 0 )
+ *   out[b * ldo + n] = scale[b] * sum_d ( |q[b, d] - x[n, d]|  if d is known for cue b, else 0 )
+ *
+ * (scale: e.g. -1 for negated distances, -D/k to rescale a masked cue; applied here so
+ * that the caller needs no further pass over the (B, N) result.)
  *
  * The mask is given as a bit pattern per entry: 0x7fffffff where known, 0 where unknown.
  * AND-ing a float's bits with it clears the sign bit (|.|) or zeroes the entry, so a
@@ -48,7 +51,7 @@ static inline float masked_abs(float t, int32_t m) {
 
 /* One register tile: cues q[0..nq) x patterns x[0..nk), nq <= QR, nk <= KR.
  * Missing rows repeat row 0 (same loads, results not written). */
-static void tile_4xk(const float *const *qp, const int32_t *const *mp, int nq,
+static void tile_4xk(const float *const *qp, const int32_t *const *mp, const float *sc, int nq,
                      const float *const *xp, int nk, int64_t d, float *out, int64_t ldo) {
     const int64_t dv = d - d % W;
     vf acc[QR][KR];
@@ -70,13 +73,13 @@ static void tile_4xk(const float *const *qp, const int32_t *const *mp, int nq,
         for (int j = 0; j < nk; j++) {
             float s = hsum(acc[i][j]);
             for (int64_t k = dv; k < d; k++) s += masked_abs(qp[i][k] - xp[j][k], mp[i][k]);
-            out[i * ldo + j] = s;
+            out[i * ldo + j] = sc[i] * s;
         }
 }
 
 /* A single cue against patterns one at a time: a purely sequential stream through the
  * stored patterns, which is what a memory-bound single-cue search wants. */
-static void row_1x1(const float *q, const int32_t *m, const float *x, int64_t d, float *out) {
+static void row_1x1(const float *q, const int32_t *m, float sc, const float *x, int64_t d, float *out) {
     const int64_t dv = d - d % W;
     vf acc0 = (vf){0}, acc1 = (vf){0};
     int64_t k = 0;
@@ -87,45 +90,48 @@ static void row_1x1(const float *q, const int32_t *m, const float *x, int64_t d,
     for (; k < dv; k += W) acc0 += (vf)((vi)(load_f(q + k) - load_f(x + k)) & load_i(m + k));
     float s = hsum(acc0 + acc1);
     for (k = dv; k < d; k++) s += masked_abs(q[k] - x[k], m[k]);
-    *out = s;
+    *out = sc * s;
 }
 
-static void block(const float *x, const float *q, const int32_t *m, int64_t mstride, int64_t d,
-                  float *out, int64_t ldo, int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
+static void block(const float *x, const float *q, const int32_t *m, int64_t mstride, const float *scale,
+                  int64_t d, float *out, int64_t ldo, int64_t b0, int64_t b1, int64_t n0, int64_t n1) {
     for (int64_t b = b0; b < b1; b += QR) {
         const int nq = (b1 - b) < QR ? (int)(b1 - b) : QR;
         if (nq == 1) { /* a lone cue: stream the patterns one by one */
-            for (int64_t n = n0; n < n1; n++) row_1x1(q + b * d, m + b * mstride, x + n * d, d, out + b * ldo + n);
+            for (int64_t n = n0; n < n1; n++)
+                row_1x1(q + b * d, m + b * mstride, scale[b], x + n * d, d, out + b * ldo + n);
             continue;
         }
         const float *qp[QR];
         const int32_t *mp[QR];
+        float sc[QR];
         for (int i = 0; i < QR; i++) {
             const int64_t r = b + (i < nq ? i : 0);
             qp[i] = q + r * d;
             mp[i] = m + r * mstride;
+            sc[i] = scale[r];
         }
         for (int64_t n = n0; n < n1; n += KR) {
             const int nk = (n1 - n) < KR ? (int)(n1 - n) : KR;
             const float *xp[KR];
             for (int j = 0; j < KR; j++) xp[j] = x + (n + (j < nk ? j : 0)) * d;
-            tile_4xk(qp, mp, nq, xp, nk, d, out + b * ldo + n, ldo);
+            tile_4xk(qp, mp, sc, nq, xp, nk, d, out + b * ldo + n, ldo);
         }
     }
 }
 
 /* x: (n, d) patterns; q: (b, d) cues; m: cue masks, row r at m + r * mstride;
- * out: (b, ldo), columns [0, n) written. Work is split into blocks of qblock cues x
- * kblock patterns, shared by nthreads OpenMP threads. */
+ * scale: (b,) factors; out: (b, ldo), columns [0, n) written. Work is split into blocks
+ * of qblock cues x kblock patterns, shared by nthreads OpenMP threads. */
 void ams_l1_distances(const float *x, int64_t n, const float *q, int64_t b, const int32_t *m,
-                      int64_t mstride, int64_t d, float *out, int64_t ldo, int64_t qblock,
-                      int64_t kblock, int nthreads) {
+                      int64_t mstride, const float *scale, int64_t d, float *out, int64_t ldo,
+                      int64_t qblock, int64_t kblock, int nthreads) {
     const int64_t nqb = (b + qblock - 1) / qblock, nkb = (n + kblock - 1) / kblock;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t kb = 0; kb < nkb; kb++)
         for (int64_t qb = 0; qb < nqb; qb++) {
             const int64_t b0 = qb * qblock, b1 = b0 + qblock < b ? b0 + qblock : b;
             const int64_t n0 = kb * kblock, n1 = n0 + kblock < n ? n0 + kblock : n;
-            block(x, q, m, mstride, d, out, ldo, b0, b1, n0, n1);
+            block(x, q, m, mstride, scale, d, out, ldo, b0, b1, n0, n1);
         }
 }
