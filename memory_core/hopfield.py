@@ -31,6 +31,7 @@ from torch import Tensor
 
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
 from .separation import Polynomial, Separation, Softmax, Threshold, make_separation
+from .kernels import advise_huge_pages
 from .similarity import Similarity, bipolar, get_similarity
 
 __all__ = [
@@ -435,6 +436,7 @@ class UniversalHopfield:
         if buf is None or buf.shape[0] < need:
             grown = torch.empty(max(need, 2 * (0 if buf is None else buf.shape[0]), 16), *rows.shape[1:],
                                 dtype=self.dtype, device=self.device)
+            advise_huge_pages(grown)  # before the first write: scans stream through it
             if buf is not None:
                 grown[: self._count] = buf[: self._count]
             buf = grown
