@@ -1,12 +1,13 @@
 """Compiled CPU kernel for masked L1 (manhattan) distances, with a torch fallback.
 
 ``l1_distances(keys (N, D), cue (B, D), mask (B, D) | None, scale (B,) | None) -> (B, N)``
-sums ``|cue - key|`` over each cue's known entries (times a per-cue ``scale``). On the CPU in float32 it runs the C
-kernel in ``csrc/l1_distance.c``: register tiles of 4 cues x 3-4 patterns share every
-load and blocks of patterns are reused from cache by blocks of cues, so a batch of cues
-is compute-bound (faiss's ``IndexFlat(METRIC_L1)`` streams every pattern from memory once
-per cue; ``torch.cdist(p=1)`` runs a scalar loop per pair). A mask costs nothing extra:
-it is an AND on the float's bits that clears the sign (abs) or the whole entry.
+sums ``|cue - key|`` over each cue's known entries (times a per-cue ``scale``). On the
+CPU in float32 it runs the C kernel in ``csrc/l1_distance.c``: register tiles of 4 cues
+x 3-4 patterns share every load and blocks of patterns are reused from cache by blocks
+of cues, so a batch of cues is compute-bound (faiss's ``IndexFlat(METRIC_L1)`` streams
+every pattern from memory once per cue; ``torch.cdist(p=1)`` runs a scalar loop per
+pair). A mask costs nothing extra: it is an AND on the float's bits that clears the
+sign (abs) or the whole entry.
 
 The kernel is plain C (GCC vector extensions, OpenMP), compiled with the system C
 compiler on first use and cached under ``$AMS_KERNEL_CACHE`` (default
@@ -97,8 +98,9 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            run = subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp], capture_output=True, text=True,
-                                 timeout=300)
+            run = subprocess.run(
+                [cc, *flags, str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=300
+            )
             if run.returncode != 0:
                 raise RuntimeError(f"{cc} failed to build {_SOURCE.name}:\n{run.stderr[-2000:]}")
             os.replace(tmp, target)
@@ -128,8 +130,11 @@ def _kernel() -> ctypes.CDLL | None:
                     _lib = _build()
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                     _info["error"] = str(exc)
-                    warnings.warn(f"memory_core: compiled L1 kernel unavailable, using torch ({exc})",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"memory_core: compiled L1 kernel unavailable, using torch ({exc})",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
             _tried = True
     return _lib
 
@@ -160,8 +165,12 @@ def advise_huge_pages(buf: Tensor) -> bool:
     Returns:
         True when the advice was taken.
     """
-    if buf.device.type != "cpu" or buf.nbytes < 16 * _HUGE_PAGE or not hasattr(os, "uname") \
-            or os.uname().sysname != "Linux":
+    if (
+        buf.device.type != "cpu"
+        or buf.nbytes < 16 * _HUGE_PAGE
+        or not hasattr(os, "uname")
+        or os.uname().sysname != "Linux"
+    ):
         return False
     start = (buf.data_ptr() + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)  # whole huge pages inside the buffer
     length = (buf.data_ptr() + buf.nbytes - start) & ~(_HUGE_PAGE - 1)
@@ -181,7 +190,9 @@ def _blocks(batch: int, dim: int) -> tuple[int, int]:
     return 32, max(8, (1 << 16) // dim)
 
 
-def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None, scale: Tensor | None = None) -> Tensor:
+def l1_distances(
+    keys: Tensor, cue: Tensor, mask: Tensor | None = None, scale: Tensor | None = None
+) -> Tensor:
     """Sum of |cue - key| over each cue's known entries, times a per-cue factor.
 
     Arguments:
@@ -213,8 +224,21 @@ def l1_distances(keys: Tensor, cue: Tensor, mask: Tensor | None = None, scale: T
     # on a busy machine, costs a wait for a free core (measured: slower than one).
     # Concurrent requests still run in parallel: ctypes releases the GIL.
     threads = 1 if b == 1 else torch.get_num_threads()
-    lib.ams_l1_distances(keys.data_ptr(), n, cue.data_ptr(), b, bits.data_ptr(), stride, factors.data_ptr(), d,
-                         out.data_ptr(), n, qblock, kblock, threads)
+    lib.ams_l1_distances(
+        keys.data_ptr(),
+        n,
+        cue.data_ptr(),
+        b,
+        bits.data_ptr(),
+        stride,
+        factors.data_ptr(),
+        d,
+        out.data_ptr(),
+        n,
+        qblock,
+        kblock,
+        threads,
+    )
     return out
 
 

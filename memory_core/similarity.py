@@ -13,6 +13,11 @@ are compared, and the result is rescaled by ``D / k`` (k = number of known entri
 that cue). With every entry known this is exactly the unmasked score, and cues with
 different masks are put on the same scale, so a cue with half its pixels known is
 compared as fairly as a whole one.
+
+Speed: manhattan runs the compiled kernel of ``kernels.py`` (no (B, N, D) block);
+euclidean and cosine take the keys' squared norms when the caller caches them
+(``key_sq``); euclidean also offers ranks (ordered like the scores, no sqrt) that search finishes
+into scores only for the patterns it keeps.
 """
 
 from __future__ import annotations
@@ -92,7 +97,9 @@ def _euclidean(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tenso
     return _squared_euclidean(memories, cue, mask, key_sq).sqrt_().neg_()
 
 
-def _euclidean_rank(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
+def _euclidean_rank(
+    memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None
+) -> Tensor:
     """Unmasked: 2 <q, m> - |m|^2 = |q|^2 - d^2, which orders patterns as -d does (one
     BLAS call, no sqrt); masked: the scores themselves."""
     if mask is not None:

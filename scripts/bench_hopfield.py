@@ -23,6 +23,7 @@ independent ones). Cues are stored patterns plus Gaussian noise of std 0.1.
 
     .venv/bin/python scripts/bench_hopfield.py             # the full grid (~15 min on 2 busy cores)
     .venv/bin/python scripts/bench_hopfield.py --sizes 10000 --reps 5
+    .venv/bin/python scripts/bench_hopfield.py --tables run1.json run2.json   # cells "run 1 / run 2"
 
 Writes results/bench_hopfield.json and prints the table.
 """
@@ -39,7 +40,6 @@ import time
 from pathlib import Path
 
 import faiss
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -67,7 +67,8 @@ def load_patterns(dim: int, n: int) -> tuple[torch.Tensor, str]:
             return real[:n].contiguous(), f"{n} Fashion-MNIST images"
         mirrored = real.view(-1, 28, 28).flip(2).reshape(len(real), -1)
         return torch.cat([real, mirrored[: n - len(real)]]), (
-            f"{len(real)} Fashion-MNIST images + {n - len(real)} of their mirror images")
+            f"{len(real)} Fashion-MNIST images + {n - len(real)} of their mirror images"
+        )
     if dim == 3072:
         real = natural_patches(32)  # (P, 3, 32, 32)
         if n <= len(real):
@@ -80,7 +81,8 @@ def load_patterns(dim: int, n: int) -> tuple[torch.Tensor, str]:
         if n > len(pool):
             raise SystemExit(f"only {len(pool)} patches with their rotations/reflections; asked for {n}")
         return pool[:n].contiguous(), (
-            f"{len(real)} natural 32x32 patches + {n - len(real)} of their rotations/reflections")
+            f"{len(real)} natural 32x32 patches + {n - len(real)} of their rotations/reflections"
+        )
     raise SystemExit(f"dimension {dim} has no data set here (784 or 3072)")
 
 
@@ -98,7 +100,7 @@ def time_interleaved(fns: dict[str, callable], min_reps: int, budget_s: float) -
     times: dict[str, list[float]] = {k: [] for k in names}
     start, rep = time.perf_counter(), 0
     while rep < min_reps or (time.perf_counter() - start < budget_s and rep < 50):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             _FLUSH.add_(1.0)
             t0 = time.perf_counter()
@@ -131,30 +133,48 @@ def bench_one(patterns: torch.Tensor, batch: int, metric: str, min_reps: int, bu
         "retrieve_dense": lambda: dense.retrieve(cues),
     }
     times = time_interleaved(fns, min_reps, budget_s)
-    ratio = {k: statistics.median(t / f for t, f in zip(times[k], times["faiss"])) for k in fns if k != "faiss"}
+    ratio = {
+        k: statistics.median(t / f for t, f in zip(times[k], times["faiss"])) for k in fns if k != "faiss"
+    }
 
     _, faiss_idx = index.search(cues_np, 1)
     _, our_idx = memory.search(cues, k=1)
     agree = float((torch.from_numpy(faiss_idx[:, 0]) == our_idx[:, 0]).float().mean())
-    del index, memory, dense
-    return dict(metric=metric, similarity=sim, n=n, dim=d, batch=batch, reps=len(times["faiss"]),
-                median_s={k: statistics.median(v) for k, v in times.items()},
-                ratio=ratio, top1_agreement=agree)
+    return dict(
+        metric=metric,
+        similarity=sim,
+        n=n,
+        dim=d,
+        batch=batch,
+        reps=len(times["faiss"]),
+        median_s={k: statistics.median(v) for k, v in times.items()},
+        ratio=ratio,
+        top1_agreement=agree,
+    )
 
 
-def table(rows: list[dict]) -> str:
-    head = ("| N | D | batch | metric | faiss search ms | search ratio | retrieve ratio (sharp β) "
-            "| retrieve ratio (dense) | top-1 = faiss | reps |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ms = 1000 * r["median_s"]["faiss"]
-        target = TARGETS["search"][r["metric"]]
-        mark = lambda x, t: f"{x:.2f}" + ("" if x <= t else " ✗")  # noqa: E731
+def table(runs: list[list[dict]]) -> str:
+    """Markdown table of one run, or of several runs of the same cases (cells "a / b")."""
+    head = (
+        "| N | D | batch | metric | faiss search ms | search ratio | retrieve ratio (sharp β) "
+        "| retrieve ratio (dense) | top-1 = faiss |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(values: list[float], target: float, fmt: str = "{:.2f}") -> str:
+        text = " / ".join(fmt.format(v) for v in values)
+        return text + (" ✗" if target is not None and max(values) > target else "")
+
+    for case in zip(*runs):
+        r = case[0]
         lines.append(
-            f"| {r['n']} | {r['dim']} | {r['batch']} | {r['metric']} | {ms:.1f} "
-            f"| {mark(r['ratio']['search'], target)} | {mark(r['ratio']['retrieve'], TARGETS['retrieve'])} "
-            f"| {mark(r['ratio']['retrieve_dense'], TARGETS['retrieve'])} | {100 * r['top1_agreement']:.1f}% "
-            f"| {r['reps']} |")
+            f"| {r['n']} | {r['dim']} | {r['batch']} | {r['metric']} "
+            f"| {cell([1000 * c['median_s']['faiss'] for c in case], None, '{:.0f}')} "
+            f"| {cell([c['ratio']['search'] for c in case], TARGETS['search'][r['metric']])} "
+            f"| {cell([c['ratio']['retrieve'] for c in case], TARGETS['retrieve'])} "
+            f"| {cell([c['ratio']['retrieve_dense'] for c in case], TARGETS['retrieve'])} "
+            f"| {cell([100 * c['top1_agreement'] for c in case], None, '{:.0f}%')} |"
+        )
     return "\n".join(lines)
 
 
@@ -168,7 +188,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="minimum repetitions per case (default 5)")
     parser.add_argument("--budget", type=float, default=6.0, help="keep repeating a case up to this many s")
     parser.add_argument("--out", type=Path, default=Path("results/bench_hopfield.json"))
+    parser.add_argument(
+        "--tables", type=Path, nargs="+", help="print the table of earlier runs' JSON and stop"
+    )
     args = parser.parse_args()
+    if args.tables:
+        print(table([json.loads(p.read_text())["results"] for p in args.tables]))
+        return
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -189,18 +215,31 @@ def main() -> None:
         bar.set_postfix(N=n, D=d, B=b, metric=m)
         rows.append(bench_one(patterns, b, m, args.reps, args.budget))
     print()
-    print(table(rows))
-    meta = dict(command="scripts/bench_hopfield.py " + " ".join(
-                    f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
-                threads=args.threads, torch=torch.__version__, faiss=faiss.__version__,
-                faiss_simd=faiss.get_compile_options(), kernel=kernel_info(), cpu=platform.processor() or
-                platform.machine(), cpu_count=os.cpu_count(), loadavg_before=load_before,
-                loadavg_after=os.getloadavg(), seconds=round(time.time() - t0, 1), data=notes,
-                sharp_beta=SHARP_BETA, dense_beta=DENSE_BETA, targets=TARGETS)
+    print(table([rows]))
+    meta = dict(
+        command="scripts/bench_hopfield.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        threads=args.threads,
+        torch=torch.__version__,
+        faiss=faiss.__version__,
+        faiss_simd=faiss.get_compile_options(),
+        kernel=kernel_info(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+        loadavg_before=load_before,
+        loadavg_after=os.getloadavg(),
+        seconds=round(time.time() - t0, 1),
+        data=notes,
+        sharp_beta=SHARP_BETA,
+        dense_beta=DENSE_BETA,
+        targets=TARGETS,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(meta=meta, results=rows), indent=1))
-    print(f"wrote {args.out} in {time.time() - t0:.0f} s (load average before {load_before[0]:.1f}, "
-          f"after {os.getloadavg()[0]:.1f})")
+    print(
+        f"wrote {args.out} in {time.time() - t0:.0f} s (load average before {load_before[0]:.1f}, "
+        f"after {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

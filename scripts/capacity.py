@@ -20,8 +20,9 @@ Beta: for each similarity, softmax is first swept over a grid of betas at the la
 grows, and a beta sharp enough there is sharp enough below) with a separate sample of
 cues (seed differs from the evaluation's), on both data sets and all three corruptions;
 the beta kept is the smallest one whose mean score (correct and mse_ok averaged) is
-within 0.5 points of the best, i.e. the softest separation that loses no recall. The summary at the end says which config recalls best overall, which
-is what ``HopfieldConfig``'s defaults are set from.
+within 0.5 points of the best, i.e. the softest separation that loses no recall. The
+summary at the end says which config recalls best overall, which is what
+``HopfieldConfig``'s defaults are set from (the "default" rows check them).
 
     .venv/bin/python scripts/capacity.py                # full run: JSON, PNG, tables
     .venv/bin/python scripts/capacity.py --quick        # N <= 1000, 50 cues: a smoke run
@@ -79,8 +80,14 @@ def make_cues(originals: torch.Tensor, kind: str, shape: tuple[int, int, int], s
     return torch.where(mask, originals, torch.zeros(())), mask
 
 
-def evaluate(memory: UniversalHopfield, judge: UniversalHopfield, stored: torch.Tensor, idx: torch.Tensor,
-             cues: torch.Tensor, mask: torch.Tensor | None) -> tuple[float, float]:
+def evaluate(
+    memory: UniversalHopfield,
+    judge: UniversalHopfield,
+    stored: torch.Tensor,
+    idx: torch.Tensor,
+    cues: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> tuple[float, float]:
     """(fraction correct, fraction with MSE < 0.005) of one-step retrievals."""
     out = memory.retrieve(cues, mask=mask)  # (C, D)
     nearest = judge.search(out, k=1)[1][:, 0]  # (C,) euclidean nearest stored pattern
@@ -109,14 +116,26 @@ def tune_betas(pools, tune_n: int, n_cues: int, progress: bool) -> tuple[dict[st
             m.store(stored)
             for kind, (cue, mask) in cues.items():
                 correct, mse_ok = evaluate(m, judge, stored, idx, cue, mask)
-                sweep.append(dict(dataset=data_name, similarity=sim, beta=beta, corruption=kind,
-                                  correct=correct, mse_ok=mse_ok))
+                sweep.append(
+                    dict(
+                        dataset=data_name,
+                        similarity=sim,
+                        beta=beta,
+                        corruption=kind,
+                        correct=correct,
+                        mse_ok=mse_ok,
+                    )
+                )
             bar.update()
     bar.close()
     chosen = {}
     for sim in SIMILARITIES:
-        score = {b: sum((r["correct"] + r["mse_ok"]) / 2 for r in sweep if r["similarity"] == sim and r["beta"] == b)
-                 for b in BETA_GRID}
+        score = {
+            b: sum(
+                (r["correct"] + r["mse_ok"]) / 2 for r in sweep if r["similarity"] == sim and r["beta"] == b
+            )
+            for b in BETA_GRID
+        }
         per_run = len(pools) * len(CORRUPTIONS)
         best = max(score.values())
         chosen[sim] = min(b for b in BETA_GRID if score[b] >= best - TUNE_TOLERANCE * per_run)
@@ -126,7 +145,11 @@ def tune_betas(pools, tune_n: int, n_cues: int, progress: bool) -> tuple[dict[st
 def configs(betas: dict[str, float]) -> list[tuple[str, str, float | None]]:
     """(similarity, separation, beta): softmax at the tuned beta and max for every
     similarity, then HopfieldConfig's defaults (labelled "default" in the tables)."""
-    out = [(sim, sep, betas[sim] if sep == "softmax" else None) for sim in SIMILARITIES for sep in ("softmax", "max")]
+    out = [
+        (sim, sep, betas[sim] if sep == "softmax" else None)
+        for sim in SIMILARITIES
+        for sep in ("softmax", "max")
+    ]
     return out + [(DEFAULT.similarity, "default", DEFAULT.beta)]
 
 
@@ -157,8 +180,19 @@ def run(pools, sizes, n_cues: int, betas: dict[str, float], progress: bool) -> l
                 t0 = time.perf_counter()
                 for kind, (cue, mask) in cues.items():
                     correct, mse_ok = evaluate(m, judge, stored, idx, cue, mask)
-                    rows.append(dict(dataset=data_name, n=n, similarity=sim, separation=sep, beta=beta,
-                                     corruption=kind, cues=len(idx), correct=correct, mse_ok=mse_ok))
+                    rows.append(
+                        dict(
+                            dataset=data_name,
+                            n=n,
+                            similarity=sim,
+                            separation=sep,
+                            beta=beta,
+                            corruption=kind,
+                            cues=len(idx),
+                            correct=correct,
+                            mse_ok=mse_ok,
+                        )
+                    )
                 bar.set_postfix(data=data_name, n=n, sim=sim, sep=sep, s=f"{time.perf_counter() - t0:.1f}")
                 bar.update()
     bar.close()
@@ -171,32 +205,74 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for sim, sep, beta in configs:
         mine = [r for r in rows if (r["similarity"], r["separation"], r["beta"]) == (sim, sep, beta)]
-        out.append(dict(similarity=sim, separation=sep, beta=beta,
-                        correct=sum(r["correct"] for r in mine) / len(mine),
-                        mse_ok=sum(r["mse_ok"] for r in mine) / len(mine)))
+        out.append(
+            dict(
+                similarity=sim,
+                separation=sep,
+                beta=beta,
+                correct=sum(r["correct"] for r in mine) / len(mine),
+                mse_ok=sum(r["mse_ok"] for r in mine) / len(mine),
+            )
+        )
     return sorted(out, key=lambda r: -(r["correct"] + r["mse_ok"]))
 
 
 def markdown(rows: list[dict], sizes, betas: dict[str, float], summary: list[dict]) -> str:
-    lines = []
+    """The README tables: the largest N at a glance, the mean, then every N."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    top = max(sizes)
+    cols = [(d, k) for d in datasets for k in CORRUPTIONS]
+    lines = [
+        f"**N = {top}**: % correct (in brackets % with MSE < {MSE_OK})",
+        "",
+        "| similarity | separation | " + " | ".join(f"{d} {k}" for d, k in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for sim, sep, beta in configs(betas):
+        cells = []
+        for d, k in cols:
+            r = next(
+                r
+                for r in rows
+                if (r["dataset"], r["corruption"], r["similarity"], r["separation"], r["n"])
+                == (d, k, sim, sep, top)
+            )
+            cells.append(f"{100 * r['correct']:.1f} ({100 * r['mse_ok']:.1f})")
+        lines.append(f"| {sim} | {label(sep, beta)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "**Mean over data sets, corruptions and N**",
+        "",
+        "| similarity | separation | correct | MSE ok |",
+        "|---|---|---|---|",
+    ]
+    for s in summary:
+        lines.append(
+            f"| {s['similarity']} | {label(s['separation'], s['beta'])} | {100 * s['correct']:.1f} "
+            f"| {100 * s['mse_ok']:.1f} |"
+        )
+    lines += ["", "<details><summary>Every N</summary>", ""]
     for data_name in dict.fromkeys(r["dataset"] for r in rows):
         for kind in CORRUPTIONS:
-            lines += [f"**{data_name}, {kind}** (% correct, in brackets % with MSE < {MSE_OK})", "",
-                      "| similarity | separation | " + " | ".join(f"N={n}" for n in sizes) + " |",
-                      "|---|---|" + "---|" * len(sizes)]
+            lines += [
+                f"**{data_name}, {kind}** (% correct, in brackets % with MSE < {MSE_OK})",
+                "",
+                "| similarity | separation | " + " | ".join(f"N={n}" for n in sizes) + " |",
+                "|---|---|" + "---|" * len(sizes),
+            ]
             for sim, sep, beta in configs(betas):
                 cells = []
                 for n in sizes:
-                    r = next(r for r in rows if (r["dataset"], r["corruption"], r["similarity"],
-                                                 r["separation"], r["n"]) == (data_name, kind, sim, sep, n))
+                    r = next(
+                        r
+                        for r in rows
+                        if (r["dataset"], r["corruption"], r["similarity"], r["separation"], r["n"])
+                        == (data_name, kind, sim, sep, n)
+                    )
                     cells.append(f"{100 * r['correct']:.0f} ({100 * r['mse_ok']:.0f})")
                 lines.append(f"| {sim} | {label(sep, beta)} | " + " | ".join(cells) + " |")
             lines.append("")
-    lines += ["**Mean over data sets, corruptions and N**", "", "| similarity | separation | correct | MSE ok |",
-              "|---|---|---|---|"]
-    for s in summary:
-        name = label(s["separation"], s["beta"])
-        lines.append(f"| {s['similarity']} | {name} | {100 * s['correct']:.1f} | {100 * s['mse_ok']:.1f} |")
+    lines.append("</details>")
     return "\n".join(lines)
 
 
@@ -208,21 +284,42 @@ def plot(rows: list[dict], sizes, betas: dict[str, float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    fig, axes = plt.subplots(len(datasets), len(CORRUPTIONS), figsize=(4.2 * len(CORRUPTIONS), 3.4 * len(datasets)),
-                             sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(CORRUPTIONS),
+        figsize=(4.2 * len(CORRUPTIONS), 3.4 * len(datasets)),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
     colours = dict(zip(SIMILARITIES, plt.get_cmap("tab10").colors))
     for i, data_name in enumerate(datasets):
         for j, kind in enumerate(CORRUPTIONS):
             ax = axes[i][j]
             for sim, sep, beta in configs(betas):
-                ys = [next(r["correct"] for r in rows if (r["dataset"], r["corruption"], r["similarity"],
-                                                         r["separation"], r["n"]) == (data_name, kind, sim, sep, n))
-                      for n in sizes]
+                ys = [
+                    next(
+                        r["correct"]
+                        for r in rows
+                        if (r["dataset"], r["corruption"], r["similarity"], r["separation"], r["n"])
+                        == (data_name, kind, sim, sep, n)
+                    )
+                    for n in sizes
+                ]
                 if sep == "default":
-                    ax.plot(sizes, ys, ":", color="black", lw=2, label=f"default: {sim} {label(sep, beta)[13:-1]}")
+                    ax.plot(
+                        sizes, ys, ":", color="black", lw=2, label=f"default: {sim} {label(sep, beta)[13:-1]}"
+                    )
                 else:
-                    ax.plot(sizes, ys, "-" if sep == "softmax" else "--", color=colours[sim], marker="o", ms=3,
-                            label=f"{sim} {label(sep, beta)}")
+                    ax.plot(
+                        sizes,
+                        ys,
+                        "-" if sep == "softmax" else "--",
+                        color=colours[sim],
+                        marker="o",
+                        ms=3,
+                        label=f"{sim} {label(sep, beta)}",
+                    )
             ax.set_xscale("log")
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(f"{data_name}: {kind}")
@@ -233,8 +330,10 @@ def plot(rows: list[dict], sizes, betas: dict[str, float], path: Path) -> None:
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle("Universal Hopfield capacity (one step; correct = nearest stored pattern is the original;\n"
-                 "curves at 1.0 overlap)")
+    fig.suptitle(
+        "Universal Hopfield capacity (one step; correct = nearest stored pattern is the original;\n"
+        "curves at 1.0 overlap)"
+    )
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -249,7 +348,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/capacity.json"))
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--tables", type=Path, help="print the tables of an earlier run's JSON and stop")
     args = parser.parse_args()
+    if args.tables:
+        done = json.loads(args.tables.read_text())
+        print(markdown(done["results"], done["meta"]["sizes"], done["betas"], done["summary"]))
+        return
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     n_cues = args.cues
@@ -268,13 +372,26 @@ def main() -> None:
     table = markdown(rows, sizes, betas, summary)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(command=" ".join(["scripts/capacity.py", *sys.argv[1:]]), sizes=sizes, cues=n_cues,
-                corruptions=dict(half="bottom half unknown (masked)", quarter="25% of pixels known (masked)",
-                                 noise=f"gaussian std {NOISE_STD}, not clipped"),
-                mse_ok=MSE_OK, beta_grid=BETA_GRID, tune_n=max(sizes), torch=torch.__version__,
-                threads=args.threads, machine=platform.machine(), seconds=round(time.time() - t0, 1))
-    args.out.write_text(json.dumps(dict(meta=meta, betas=betas, results=rows, summary=summary, beta_sweep=sweep),
-                                   indent=1))
+    meta = dict(
+        command=" ".join(["scripts/capacity.py", *sys.argv[1:]]),
+        sizes=sizes,
+        cues=n_cues,
+        corruptions=dict(
+            half="bottom half unknown (masked)",
+            quarter="25% of pixels known (masked)",
+            noise=f"gaussian std {NOISE_STD}, not clipped",
+        ),
+        mse_ok=MSE_OK,
+        beta_grid=BETA_GRID,
+        tune_n=max(sizes),
+        torch=torch.__version__,
+        threads=args.threads,
+        machine=platform.machine(),
+        seconds=round(time.time() - t0, 1),
+    )
+    args.out.write_text(
+        json.dumps(dict(meta=meta, betas=betas, results=rows, summary=summary, beta_sweep=sweep), indent=1)
+    )
     png = args.out.with_suffix(".png")
     plot(rows, sizes, betas, png)
     print(f"wrote {args.out} and {png} in {time.time() - t0:.0f} s")

@@ -19,8 +19,10 @@ from memory_core import kernels
 from memory_core.kernels import kernel_available, l1_distances, l1_distances_torch
 from memory_core.masks import pixel_mask_to_vector, random_known_pixels
 
-needs_gcc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None,
-                               reason="no C compiler: the torch fallback is used (and tested below)")
+needs_gcc = pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "gcc")) is None and shutil.which("cc") is None,
+    reason="no C compiler: the torch fallback is used (and tested below)",
+)
 
 
 def reference_l1(keys: torch.Tensor, cue: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -46,10 +48,12 @@ def test_kernel_builds_here():
 def test_l1_kernel_equals_reference(batch, masked, fashion_vectors, patch_vectors):
     """Every register-tile remainder: cues not a multiple of 4, patterns not a multiple of
     3 or 4, dimensions with a tail after the last full vector (3067, 5, 3)."""
-    cases = [(fashion_vectors[:101], fashion_vectors[1000 : 1000 + batch]),  # D = 784
-             (patch_vectors[:53, :3067], patch_vectors[400 : 400 + batch, :3067]),  # D = 3067
-             (fashion_vectors[:30, 200:205], fashion_vectors[1500 : 1500 + batch, 200:205]),  # D = 5
-             (fashion_vectors[:7, 400:403], fashion_vectors[1600 : 1600 + batch, 400:403])]  # D = 3
+    cases = [
+        (fashion_vectors[:101], fashion_vectors[1000 : 1000 + batch]),  # D = 784
+        (patch_vectors[:53, :3067], patch_vectors[400 : 400 + batch, :3067]),  # D = 3067
+        (fashion_vectors[:30, 200:205], fashion_vectors[1500 : 1500 + batch, 200:205]),  # D = 5
+        (fashion_vectors[:7, 400:403], fashion_vectors[1600 : 1600 + batch, 400:403]),
+    ]  # D = 3
     for keys, cue in cases:
         mask = _mask(cue.shape, batch) if masked else None
         if mask is not None:
@@ -73,15 +77,18 @@ def test_masked_fallback_works_in_bounded_blocks(monkeypatch, fashion_vectors):
     monkeypatch.setattr(kernels, "_FALLBACK_BUDGET", 784 * 3 * 5)  # 5 patterns per block
     keys, cue = fashion_vectors[:23], fashion_vectors[100:103]
     mask = _mask(cue.shape, 3)
-    assert torch.allclose(l1_distances_torch(keys, cue, mask).double(), reference_l1(keys, cue, mask),
-                          rtol=1e-5, atol=1e-4)
+    assert torch.allclose(
+        l1_distances_torch(keys, cue, mask).double(), reference_l1(keys, cue, mask), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_manhattan_similarity_rescales_masked_scores(fashion_vectors):
     """-(D / k) * masked L1, k = known entries per cue: a quarter-known cue is on the same
     scale as a whole one."""
     keys, cue = fashion_vectors[:50], fashion_vectors[60:64]
-    mask = pixel_mask_to_vector(random_known_pixels(4, 28, 28, 0.25, generator=torch.Generator().manual_seed(0)), 1)
+    mask = pixel_mask_to_vector(
+        random_known_pixels(4, 28, 28, 0.25, generator=torch.Generator().manual_seed(0)), 1
+    )
     k = mask.sum(dim=1, keepdim=True).double()
     want = -reference_l1(keys, cue, mask) * (784 / k)
     assert torch.allclose(similarity("manhattan", keys, cue, mask).double(), want, rtol=1e-5)
@@ -92,8 +99,13 @@ def test_manhattan_similarity_rescales_masked_scores(fashion_vectors):
 def test_search_equals_dense_scores(sim, masked, patch_vectors):
     """Chunked rank-then-finish search (with cached key norms) = top-k of the dense scores."""
     keys, cue = patch_vectors[:300], patch_vectors[:12] + 0.05
-    mask = pixel_mask_to_vector(random_known_pixels(12, 32, 32, 0.3, generator=torch.Generator().manual_seed(1)),
-                                3) if masked else None
+    mask = (
+        pixel_mask_to_vector(
+            random_known_pixels(12, 32, 32, 0.3, generator=torch.Generator().manual_seed(1)), 3
+        )
+        if masked
+        else None
+    )
     m = UniversalHopfield(sim, "softmax", device="cpu", chunk_size=64)
     m.store(keys)
     scores, idx = m.search(cue, k=5, mask=mask)
@@ -120,8 +132,10 @@ def test_cached_key_norms_follow_store_and_remove(fashion_vectors):
     assert torch.equal(m.search(fashion_vectors[503:504], k=1)[1], torch.tensor([[3]]))
 
 
-@pytest.mark.parametrize("sim,beta", [("manhattan", 1.0), ("manhattan", 0.01), ("euclidean", 10.0),
-                                      ("euclidean", 0.05), ("dot", 0.3)])
+@pytest.mark.parametrize(
+    "sim,beta",
+    [("manhattan", 1.0), ("manhattan", 0.01), ("euclidean", 10.0), ("euclidean", 0.05), ("dot", 0.3)],
+)
 @pytest.mark.parametrize("masked", [False, True])
 def test_softmax_retrieve_equals_dense_formula(sim, beta, masked, fashion_vectors):
     """Sharp betas take the sparse path (only non-underflowed weights are gathered), soft
@@ -177,8 +191,9 @@ def test_softmax_retrieve_mixes_sparse_and_dense_cues(fashion_vectors):
     cue = torch.cat([near, far])
     m = UniversalHopfield("euclidean", "softmax", beta=30.0, device="cpu", chunk_size=200)
     m.store(keys)
-    exact = _sparse_candidates(m.sim.rank(keys[:200], cue), cue, None, m.sim, m.sep,
-                               torch.full((5, 1), -float("inf")))[2]
+    exact = _sparse_candidates(
+        m.sim.rank(keys[:200], cue), cue, None, m.sim, m.sep, torch.full((5, 1), -float("inf"))
+    )[2]
     assert exact[:3].all() and not exact[3:].any(), exact
     weights = torch.softmax(30.0 * similarity("euclidean", keys, cue).double(), dim=1)
     assert torch.allclose(m.retrieve(cue).double(), weights @ keys.double(), atol=2e-5)
@@ -187,9 +202,11 @@ def test_softmax_retrieve_mixes_sparse_and_dense_cues(fashion_vectors):
 @needs_gcc
 def test_kernel_builds_into_an_empty_cache(tmp_path):
     """As on a fresh machine: compile into an empty cache, load, compute."""
-    code = ("import torch; from memory_core.kernels import kernel_info, l1_distances; "
-            "x = torch.rand(9, 20); d = l1_distances(x, x[:2]); "
-            "assert torch.allclose(d, torch.cdist(x[:2], x, p=1), atol=1e-5); print(kernel_info()['path'])")
+    code = (
+        "import torch; from memory_core.kernels import kernel_info, l1_distances; "
+        "x = torch.rand(9, 20); d = l1_distances(x, x[:2]); "
+        "assert torch.allclose(d, torch.cdist(x[:2], x, p=1), atol=1e-5); print(kernel_info()['path'])"
+    )
     env = dict(os.environ, AMS_KERNEL_CACHE=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
