@@ -165,7 +165,7 @@ def _split_layers(model: nn.Sequential) -> list[_Layer]:
     mods: list[tuple[str, nn.Module]] = []
 
     def walk(seq: nn.Sequential, prefix: str) -> None:
-        for name, m in seq.named_children():
+        for name, m in seq._modules.items():  # not named_children(): it hides a repeated module
             if isinstance(m, nn.Sequential):
                 walk(m, f"{prefix}{name}.")
             else:
