@@ -16,6 +16,15 @@ from memory_core.data import fashion_mnist
 from memory_core.zil import ACTIVATION_DERIVATIVES, ZILNetwork, zil_gradients
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small convolutions: one thread avoids OpenMP hand-offs, which dominate on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def backprop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """The reference: autograd's gradient of 0.5 * sum((model(x) - y)^2)."""
     model.zero_grad()
@@ -149,8 +158,9 @@ def test_inference_rate_below_one_scales_layer_l_by_rate_to_the_l(fmnist):
     for d, prefix in enumerate(reversed(weight_layers)):
         for name in bp:
             if name.startswith(prefix):
-                assert torch.allclose(off[name], 0.99**d * bp[name], rtol=1e-12, atol=1e-15)
-                gap = float((off[name] - bp[name]).abs().max()) / float(bp[name].abs().max())
+                top = float(bp[name].abs().max())
+                assert float((off[name] - 0.99**d * bp[name]).abs().max()) < 1e-13 * top
+                gap = float((off[name] - bp[name]).abs().max()) / top
                 if d == 0:
                     assert gap < 1e-13
                 else:
