@@ -44,6 +44,7 @@ __all__ = [
     "ACTIVATIONS",
     "fully_connected",
     "layered",
+    "hierarchy",
     "random_sparse",
     "as_adjacency",
 ]
@@ -102,18 +103,34 @@ def layered(sizes: Sequence[int], direction: str = "down") -> Tensor:
     """
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
         raise ValueError(f"layered needs >= 2 layers of >= 1 vertex, got {list(sizes)}")
-    if direction not in ("down", "up", "both"):
-        raise ValueError(f"direction must be 'down', 'up' or 'both', got {direction!r}")
     starts = [0]
     for s in sizes:
         starts.append(starts[-1] + int(s))
-    adj = torch.zeros(starts[-1], starts[-1], dtype=torch.bool)
-    for k in range(len(sizes) - 1):
-        lo, mid, hi = starts[k], starts[k + 1], starts[k + 2]
+    groups = [range(lo, hi) for lo, hi in zip(starts[:-1], starts[1:])]
+    return hierarchy(starts[-1], groups, direction)
+
+
+def hierarchy(n: int, layers: Sequence[Sequence[int]], direction: str = "down") -> Tensor:
+    """Like ``layered``, with each layer any set of vertex indices (bottom to top).
+
+    For a graph whose sensory vertices [image ; label] come first but sit at both ends of
+    the hierarchy, e.g. label -> hidden -> image:
+    ``hierarchy(n, [range(0, 784), range(794, n), range(784, 794)])``.
+    """
+    if direction not in ("down", "up", "both"):
+        raise ValueError(f"direction must be 'down', 'up' or 'both', got {direction!r}")
+    if len(layers) < 2 or any(len(layer) == 0 for layer in layers):
+        raise ValueError("a hierarchy needs >= 2 layers of >= 1 vertex")
+    idx = [torch.as_tensor(list(layer), dtype=torch.long) for layer in layers]
+    flat = torch.cat(idx)
+    if int(flat.min()) < 0 or int(flat.max()) >= n or len(flat.unique()) != len(flat):
+        raise ValueError(f"layers must be disjoint sets of vertex indices in [0, {n})")
+    adj = torch.zeros(n, n, dtype=torch.bool)
+    for below, above in zip(idx[:-1], idx[1:]):
         if direction in ("down", "both"):
-            adj[mid:hi, lo:mid] = True  # layer k+1 -> layer k
+            adj[above[:, None], below[None, :]] = True  # upper layer -> lower layer
         if direction in ("up", "both"):
-            adj[lo:mid, mid:hi] = True  # layer k -> layer k+1
+            adj[below[:, None], above[None, :]] = True
     return adj
 
 
@@ -160,6 +177,10 @@ class PCGraphConfig:
         inference_lr: inference rate gamma (training and recall).
         inference_momentum: heavy-ball momentum of the inference steps (0: plain gradient
             descent on E, as in the paper).
+        init_sweeps: before inference, free vertices are set to their predictions this
+            many times (x_free <- mu), so that inference starts near zero error (a forward
+            pass on a hierarchy; 0: hidden vertices start at 0, unknown sensory ones at
+            their bias).
         recall_steps: inference steps of retrieve / energy.
         lr: Adam learning rate of the weights.
         weight_decay: L2 on the weights (Adam's, on edges only).
@@ -177,6 +198,7 @@ class PCGraphConfig:
     inference_steps: int = 20
     inference_lr: float = 0.1
     inference_momentum: float = 0.0
+    init_sweeps: int = 3
     recall_steps: int = 200
     lr: float = 3e-4
     weight_decay: float = 0.0
@@ -198,6 +220,8 @@ class PCGraphConfig:
         for name in ("inference_steps", "recall_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.init_sweeps < 0:
+            raise ValueError(f"init_sweeps must be >= 0, got {self.init_sweeps}")
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         for name in ("inference_lr", "lr", "init_std"):
@@ -264,7 +288,7 @@ class PCGraph:
     Arguments:
         dim: sensory vertices = the length D of a pattern.
         hidden, topology, density, activation, inference_steps, inference_lr,
-        inference_momentum, recall_steps, lr, weight_decay, batch_size, epochs, init_std,
+        inference_momentum, init_sweeps, recall_steps, lr, weight_decay, batch_size, epochs, init_std,
         seed: see ``PCGraphConfig``.
         adjacency: (N, N) dense or sparse, A[j, i] = edge j -> i; only with
             topology="custom", N = dim + hidden.
@@ -288,6 +312,7 @@ class PCGraph:
         inference_steps: int = 20,
         inference_lr: float = 0.1,
         inference_momentum: float = 0.0,
+        init_sweeps: int = 3,
         recall_steps: int = 200,
         lr: float = 3e-4,
         weight_decay: float = 0.0,
@@ -303,7 +328,7 @@ class PCGraph:
         config = PCGraphConfig(
             dim=int(dim), hidden=hidden, topology=topology, density=float(density), activation=activation,
             inference_steps=int(inference_steps), inference_lr=float(inference_lr),
-            inference_momentum=float(inference_momentum), recall_steps=int(recall_steps), lr=float(lr),
+            inference_momentum=float(inference_momentum), init_sweeps=int(init_sweeps), recall_steps=int(recall_steps), lr=float(lr),
             weight_decay=float(weight_decay), batch_size=int(batch_size), epochs=int(epochs),
             init_std=float(init_std), seed=int(seed),
         )
@@ -402,17 +427,27 @@ class PCGraph:
         return x, fx, x - torch.addmm(self.bias, fx, self.weights)
 
     def _start(self, cue: Tensor, known: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Initial state (B, N) and free-vertex indicator: known sensory entries clamped to the
-        cue, unknown ones start at their bias (the learned mean), hidden ones at 0."""
+        """Initial state (B, N) and free-vertex indicator (B, N), 1 = free.
+
+        Known sensory entries are clamped to the cue; unknown ones start at their bias (the
+        learned mean) and hidden ones at 0; then ``init_sweeps`` sweeps x_free <- mu(x).
+        With no mask (known None) every sensory vertex is free and starts at the cue.
+        """
         batch = cue.shape[0]
         x = torch.zeros(batch, self.n_vertices, device=self.device, dtype=self.dtype)  # (B, N)
         free = torch.ones_like(x)
-        if known is None:  # every sensory vertex free, starting from the cue
+        if known is None:
             x[:, : self.dim] = cue
+            free[:, : self.dim] = 0  # held at the cue during the sweeps, freed after them
         else:
             k = known.to(self.dtype)  # (B, D)
             x[:, : self.dim] = k * cue + (1 - k) * self.bias[: self.dim]
             free[:, : self.dim] = 1 - k
+        for _ in range(self.config.init_sweeps):
+            mu = torch.addmm(self.bias, self.act(x)[0], self.weights)  # (B, N)
+            x = torch.addcmul(x, free, mu - x)  # free vertices take their prediction
+        if known is None:
+            free[:, : self.dim] = 1
         return x, free
 
     # --- learning ---------------------------------------------------------------------------
