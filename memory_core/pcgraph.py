@@ -12,6 +12,9 @@ the rest are hidden. Inference moves the free vertices down the energy gradient
 
 and learning is local: dtheta_ji = -dE/dtheta_ji = eps_i f(x_j) (only on edges), db_i = eps_i.
 
+Before inference, free vertices take their own predictions a few times (``init_sweeps``),
+so that inference starts near zero error, as a forward pass does on a hierarchy.
+
 One trained graph does several jobs by clamping different vertices: clamp an image and
 read the label vertices (classification), clamp the label (generation), clamp part of an
 image (completion), or start from a noisy image (denoising).
@@ -460,9 +463,11 @@ class PCGraph:
     ) -> list[dict]:
         """Train on patterns by inference learning; continues from the current weights.
 
-        Per mini-batch: clamp the sensory vertices to the patterns, hidden vertices start
-        at 0, ``inference_steps`` inference steps, then one Adam step on the weights from
-        the local gradients -eps_i f(x_j) (edges only) and -eps_i (biases).
+        Per mini-batch: clamp the sensory vertices to the patterns, start the hidden ones
+        at their predictions (``init_sweeps``), run ``inference_steps`` inference steps,
+        then one Adam step on the weights from the local gradients -eps_i f(x_j) (edges
+        only) and -eps_i (biases). The first call also sets the sensory biases to the
+        patterns' mean. ``trained_count`` grows by len(patterns) once an epoch has run.
 
         Arguments:
             patterns: (N, D) float.
