@@ -26,6 +26,7 @@ memory grows as N^2 whatever the density.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -109,7 +110,7 @@ def layered(sizes: Sequence[int], direction: str = "down") -> Tensor:
     starts = [0]
     for s in sizes:
         starts.append(starts[-1] + int(s))
-    groups = [range(lo, hi) for lo, hi in zip(starts[:-1], starts[1:])]
+    groups = [range(lo, hi) for lo, hi in itertools.pairwise(starts)]
     return hierarchy(starts[-1], groups, direction)
 
 
@@ -129,7 +130,7 @@ def hierarchy(n: int, layers: Sequence[Sequence[int]], direction: str = "down") 
     if int(flat.min()) < 0 or int(flat.max()) >= n or len(flat.unique()) != len(flat):
         raise ValueError(f"layers must be disjoint sets of vertex indices in [0, {n})")
     adj = torch.zeros(n, n, dtype=torch.bool)
-    for below, above in zip(idx[:-1], idx[1:]):
+    for below, above in itertools.pairwise(idx):
         if direction in ("down", "both"):
             adj[above[:, None], below[None, :]] = True  # upper layer -> lower layer
         if direction in ("up", "both"):
@@ -612,10 +613,15 @@ class PCGraph:
         """Read a checkpoint written by ``save`` (onto ``device``)."""
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # safetensors raises its own error type for a bad header
+            raise ValueError(f"{path} is not a PCGraph checkpoint: {exc}") from exc
         if meta.get("format") != "memory_core.PCGraph":
-            raise ValueError(f"{path} is not a PCGraph checkpoint")
+            raise ValueError(f"{path} is not a PCGraph checkpoint (no PCGraph metadata)")
         cfg = json.loads(meta["config"])
         if isinstance(cfg["hidden"], list):
             cfg["hidden"] = tuple(cfg["hidden"])

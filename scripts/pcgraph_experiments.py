@@ -26,6 +26,7 @@ Writes results/pcgraph.json and results/pcgraph_samples.png and prints a Markdow
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -171,7 +172,7 @@ def main() -> None:
     n = DIM + sum(layers)
     # label -> top hidden -> ... -> first hidden -> image; vertices [image | label | hidden...]
     starts = np.cumsum([DIM, *layers]).tolist()
-    hidden_groups = [range(lo, hi) for lo, hi in zip(starts[:-1], starts[1:])]
+    hidden_groups = [range(lo, hi) for lo, hi in itertools.pairwise(starts)]
     label_on_top = hierarchy(n, [range(PIXELS), *hidden_groups, range(PIXELS, DIM)])
     setups = {
         "fully connected": dict(hidden=args.hidden, topology="fully_connected"),

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 from memory_core import EmptyMemoryError
 from memory_core.data import digits, flatten
@@ -134,7 +136,7 @@ def test_inference_descends_the_energy_and_keeps_clamped_vertices(trained, data)
     mask = image_known(50)
     for graph in (g, cold):
         energies = [float(graph.state_energy(graph.infer(cue, mask, steps=s)).mean()) for s in (0, 1, 5, 20, 100)]
-        assert all(b < a for a, b in zip(energies, energies[1:])), energies
+        assert all(b < a for a, b in itertools.pairwise(energies)), energies
         if graph is cold:
             assert energies[-1] < 0.8 * energies[0]
             cold_start = energies[0]
@@ -225,9 +227,14 @@ def test_save_and_load_round_trip(trained, data, tmp_path):
     a.fit(data["train"][:100], epochs=1, progress=False)
     b.fit(data["train"][:100], epochs=1, progress=False)
     assert torch.equal(a.weights, b.weights)
-    (tmp_path / "other.safetensors").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception):
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a PCGraph checkpoint"):
+        PCGraph.load(tmp_path / "garbage.safetensors")
+    save_file({"weights": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="no PCGraph metadata"):
         PCGraph.load(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError):
+        PCGraph.load(tmp_path / "missing.safetensors")
 
 
 def test_custom_topology_float64_and_to(data):
