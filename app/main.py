@@ -1,51 +1,112 @@
-"""The FastAPI application: ``create_app(settings)``, and ``app`` for ``uvicorn app.main:app``."""
+"""The FastAPI application: ``create_app(settings)``, and ``app`` for ``uvicorn app.main:app``.
+
+The lifespan starts recovery (open storage, rebuild every memory) on a worker thread
+and yields at once, so /livez answers while memories load and /readyz says 503 until
+they are loaded. On shutdown it cancels training jobs and closes storage.
+"""
 
 from __future__ import annotations
 
-import torch
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from pydantic.json_schema import models_json_schema
 
 import memory_core
-from memory_core import SEPARATIONS, SIMILARITIES, resolve_device
 
+from . import api
+from .errors import install_error_handlers
+from .limits import BodyLimitMiddleware
+from .metrics import MetricsMiddleware
+from .page import install_page
+from .schemas import CompleteRequest, LookupRequest, StorePatterns
+from .service import Service
 from .settings import Settings, get_settings
+
+# Request bodies that routes parse themselves (JSON or multipart on one path): their
+# schemas are added to the OpenAPI components so that the requestBody $refs resolve.
+_EXTRA_SCHEMAS = (StorePatterns, CompleteRequest, LookupRequest)
+
+DESCRIPTION = """Associative memories over HTTP: store patterns (vectors, images), recall them from
+noisy, corrupted or partly masked cues. Errors have the shape
+`{"error": {"code", "message", "details"}}`. With `AMS_API_KEY` set, /v1 needs
+`Authorization: Bearer <key>` (or `X-API-Key`)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service with the given settings (default: from the environment)."""
     settings = settings or get_settings()
-    device = resolve_device(settings.device)
-    app = FastAPI(title="Associative memory service", version=memory_core.__version__)
-    app.state.settings = settings
+    _configure_logging(settings.log_level)
+    service = Service(settings)
 
-    @app.get("/livez", tags=["health"])
-    def livez() -> dict:
-        """The process is up."""
-        return {"status": "ok"}
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recovery = asyncio.create_task(asyncio.to_thread(service.start))
+        try:
+            yield
+        finally:
+            await recovery  # never close storage under a recovery in progress
+            await asyncio.to_thread(service.close)
 
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> dict:
-        """Ready to serve."""
-        return {"status": "ready"}
-
-    @app.get("/v1/info", tags=["info"])
-    def info() -> dict:
-        """Version, device, limits and what memories can be made of."""
-        return {
-            "version": memory_core.__version__,
-            "device": str(device),
-            "cuda": torch.cuda.is_available(),
-            "kinds": ["hopfield"],
-            "similarities": list(SIMILARITIES),
-            "separations": list(SEPARATIONS),
-            "limits": {
-                "max_request_bytes": settings.max_request_bytes,
-                "max_image_pixels": settings.max_image_pixels,
-                "max_batch": settings.max_batch,
-            },
-        }
-
+    app = FastAPI(
+        title="Associative memory service",
+        version=memory_core.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    # Outermost first: metrics see every request, the body limit runs before routing.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
+    for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo):
+        app.include_router(module.router)
+    # Which methods each path serves, for the Allow header of a 405 (errors.py).
+    app.state.route_methods = [
+        (route.path_regex, set(route.methods))
+        for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo)
+        for route in module.router.routes
+        if isinstance(route, APIRoute)
+    ]
+    install_page(app)  # the demo page at /
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """The service's own log lines ("app.*") on stderr, whether or not uvicorn configured logging."""
+    logger = logging.getLogger("app")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        _, top = models_json_schema(
+            [(m, "validation") for m in _EXTRA_SCHEMAS], ref_template="#/components/schemas/{model}"
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(top.get("$defs", {}))
+        if not app.state.service.settings.api_key:
+            # No keys configured: the API is open, and the document says so.
+            schema["components"].pop("securitySchemes", None)
+            for ops in schema["paths"].values():
+                for op in ops.values():
+                    op.pop("security", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app()

@@ -1,11 +1,15 @@
-"""Service settings from the environment (prefix AMS_), with embedded defaults."""
+"""Service settings from the environment (prefix AMS_), with embedded defaults.
+
+Every field below can be set as ``AMS_<FIELD>`` (e.g. ``AMS_DATA_DIR=/var/lib/ams``);
+the README's configuration table lists them.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,16 +18,48 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AMS_", env_file=None, extra="ignore")
 
+    # --- serving ---------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="address to bind; 127.0.0.1 unless told otherwise")
     port: int = Field(8000, ge=1, le=65535)
+    log_level: str = Field("info")
     data_dir: Path = Field(Path("./data"), description="where patterns and checkpoints live")
     device: str = Field("auto", description="auto, cpu or cuda[:n]")
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+
+    # --- security --------------------------------------------------------------------
     api_key: str | None = Field(None, description="if set, /v1 needs this key")
     read_api_key: str | None = Field(None, description="if set, a key that may only read and recall")
-    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(16_000_000, ge=64)
-    max_batch: int = Field(1024, ge=1, description="most patterns or cues in one request")
-    log_level: str = Field("info")
+
+    # --- limits ----------------------------------------------------------------------
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest request body, counted while reading"
+    )
+    max_image_pixels: int = Field(
+        16_000_000, ge=64, description="largest width * height of an uploaded image"
+    )
+    max_batch: int = Field(1024, ge=1, description="most patterns in one store request")
+    max_dim: int = Field(1 << 20, ge=1, description="largest pattern dimension D = C*H*W of a memory")
+    max_memories: int = Field(1000, ge=1, description="most memories at once")
+    max_text_chars: int = Field(4096, ge=1, description="longest caption of a pattern")
+    max_metadata_bytes: int = Field(
+        16 * 1024, ge=2, description="largest metadata object of a pattern, as JSON"
+    )
+    max_page: int = Field(1000, ge=1, description="most patterns in one page of a listing")
+    max_k: int = Field(100, ge=1, description="most matches one recall may ask for")
+    max_steps: int = Field(100, ge=1, description="most iterated retrieval steps one recall may ask for")
+
+    # --- background jobs -------------------------------------------------------------
+    train_workers: int = Field(1, ge=1, description="training jobs that run at once (others queue)")
+    jobs_kept: int = Field(200, ge=1, description="finished jobs remembered for GET /v1/jobs/{id}")
+
+    @model_validator(mode="after")
+    def _read_key_needs_full_key(self) -> Settings:
+        # A read-only key alone would leave writes open to anyone: refuse the combination.
+        if self.read_api_key and not self.api_key:
+            raise ValueError("AMS_READ_API_KEY needs AMS_API_KEY too (else writes would need no key)")
+        if self.read_api_key and self.api_key and self.read_api_key == self.api_key:
+            raise ValueError("AMS_READ_API_KEY must differ from AMS_API_KEY")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -306,7 +306,8 @@ class HopfieldConfig:
         k: how many patterns top-k separation mixes.
         radius: distance under which threshold separation activates a pattern.
 
-    The defaults (what the service uses for ``config: {}``) come from
+    The defaults (``UniversalHopfield()``; the service resolves ``config: {}`` with its
+    own table in ``app/kinds.py``: manhattan, softmax, beta = 10) come from
     ``scripts/capacity.py`` (README, "Universal Hopfield: capacity"): on Fashion-MNIST and
     natural patches with half-masked, 25%-known and noisy (std 0.5) cues, at N = 10 000,
     euclidean missed 1 cue of 2 400, cosine 5 and manhattan 8 (euclidean is the

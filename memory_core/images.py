@@ -70,8 +70,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"not a readable image: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image: the bytes are no picture format Pillow knows (PNG, JPEG, ...)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise ImageError(f"corrupt image data: {exc}") from None
     return img

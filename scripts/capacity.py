@@ -173,7 +173,7 @@ def run(pools, sizes, n_cues: int, betas: dict[str, float], progress: bool) -> l
             cues = {k: make_cues(stored[idx], k, shape, seed=100 * n + i) for i, k in enumerate(CORRUPTIONS)}
             for sim, sep, beta in todo:
                 if sep == "default":
-                    m = UniversalHopfield(device="cpu")  # HopfieldConfig's defaults, as the service uses them
+                    m = UniversalHopfield(device="cpu")  # HopfieldConfig's defaults
                 else:
                     m = UniversalHopfield(sim, sep, beta=beta or 1.0, device="cpu")
                 m.store(stored)

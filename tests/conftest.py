@@ -1,9 +1,25 @@
-"""Shared fixtures: small slices of the real offline data sets."""
+"""Shared fixtures.
+
+Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
+``patch_vectors``, ``fashion``). Service: ``make_client`` / ``client``, a FastAPI TestClient
+over a fresh data directory, lifespan run, ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
+from service_helpers import wait_ready
 
+from app.main import create_app
+from app.settings import Settings
 from memory_core.data import fashion_mnist, flatten, natural_patches
+
+# --- data -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +38,48 @@ def fashion_vectors(fashion_images) -> torch.Tensor:
 def patch_vectors() -> torch.Tensor:
     """500 natural-colour 32x32 patches as (500, 3072) vectors."""
     return flatten(natural_patches(32, count=500))
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_images) -> torch.Tensor:
+    """The first 300 Fashion-MNIST training images, (300, 1, 28, 28) in [0, 1] (service tests)."""
+    return fashion_images[:300]
+
+
+# --- service --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """Factory: ``make_client(data_dir=None, wait=True, **settings)`` -> a started (ready) TestClient;
+    ``make_client.stop(client)`` shuts one down early (for restarts).
+
+    Each client runs the app's lifespan (recovery on start, close on exit); all are
+    closed at the end of the test. The default data directory is the test's tmp_path/data.
+    """
+    opened: list[TestClient] = []
+
+    def make(data_dir: Path | None = None, wait: bool = True, **overrides) -> TestClient:
+        settings = Settings(data_dir=data_dir or tmp_path / "data", device="cpu", **overrides)
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        opened.append(client)
+        if wait:
+            wait_ready(client)
+        return client
+
+    def stop(client: TestClient) -> None:
+        """Shut a client's app down now (lifespan exit), as a restart would."""
+        opened.remove(client)
+        client.__exit__(None, None, None)
+
+    make.stop = stop  # type: ignore[attr-defined]
+    yield make
+    for client in reversed(opened):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """A ready TestClient over a fresh data directory, default settings, no API keys."""
+    return make_client()

@@ -1,0 +1,227 @@
+"""Demo memories: list the presets, create one preloaded from bundled offline data.
+
+``POST /v1/demo`` creates the memory at once (201-style checks: name taken, kind,
+config) and loads its patterns as a background job of kind ``demo`` (202), so the
+demo page can show progress from ``/v1/jobs/{id}`` like a training job's. The load
+stores in batches through the service's own store path; if it fails or is cancelled,
+the half-loaded memory is deleted.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..codec import prepare_patterns
+from ..demo import PRESETS, DatasetUnavailable, Preset
+from ..errors import ApiError
+from ..jobs import JobConflict, JobContext
+from ..kinds import LiveMemory
+from ..registry import Registry
+from ..schemas import NAME_PATTERN, Job, MemoryDetails
+from ..service import Service
+from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from .memories import memory_details
+
+router = APIRouter(prefix="/v1/demo", tags=["demo"])
+
+# A load is split into about this many store batches, so that its job reports progress.
+_STEPS = 10
+
+
+class DemoPreset(BaseModel):
+    name: str = Field(description="the preset's name, for POST /v1/demo")
+    title: str
+    description: str
+    shape: list[int] = Field(description="the memory's shape [C, H, W]")
+    text: bool = Field(description="a text memory: each pattern carries a caption")
+    default_count: int = Field(description="patterns loaded when `count` is not given")
+    max_count: int = Field(description="the most patterns the preset holds")
+    memory_name: str = Field(description="the memory's name when `name` is not given")
+
+
+class DemoPresetList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "presets": [
+                        {
+                            "name": "fashion",
+                            "title": "Fashion-MNIST",
+                            "description": "Fashion-MNIST test images (28x28 grey)",
+                            "shape": [1, 28, 28],
+                            "text": False,
+                            "default_count": 500,
+                            "max_count": 10000,
+                            "memory_name": "demo-fashion",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+    presets: list[DemoPreset]
+
+
+class DemoRequest(BaseModel):
+    """Which preset to load, into a memory of which name and kind."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"preset": "fashion"},
+                {"preset": "photos"},
+                {"preset": "fashion", "name": "fashion-small", "kind": "hopfield", "count": 100},
+            ]
+        },
+    )
+    preset: str = Field(description="a preset from GET /v1/demo: fashion or photos", examples=["fashion"])
+    name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="the memory's name; default demo-<preset>"
+    )
+    kind: str = Field("hopfield", description="the memory's kind (see /v1/info kinds)")
+    count: int | None = Field(None, ge=1, description="patterns to load; default the preset's default_count")
+    config: dict[str, Any] = Field(default_factory=dict, description="the kind's config; {} = defaults")
+
+
+class DemoStarted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "memory": {
+                        "name": "demo-fashion",
+                        "kind": "hopfield",
+                        "shape": [1, 28, 28],
+                        "dim": 784,
+                        "text": False,
+                        "config": {"similarity": "manhattan", "separation": "softmax", "beta": 10.0},
+                        "count": 0,
+                        "state": "ready",
+                        "trained_count": 0,
+                        "created_at": "2025-01-01T12:00:00Z",
+                    },
+                    "job": {
+                        "id": "3f2a9c0e5b7d4c1a",
+                        "memory": "demo-fashion",
+                        "kind": "demo",
+                        "status": "queued",
+                        "progress": 0.0,
+                        "epoch": 0,
+                        "epochs": 11,
+                        "energy": None,
+                        "eta_seconds": None,
+                        "patterns": 500,
+                        "created_at": "2025-01-01T12:00:00Z",
+                        "started_at": None,
+                        "finished_at": None,
+                        "error": None,
+                    },
+                }
+            ]
+        }
+    )
+    memory: MemoryDetails = Field(description="the new memory, still empty")
+    job: Job = Field(description="the load: follow it at /v1/jobs/{id}; epoch counts batches stored")
+
+
+def _preset_out(p: Preset) -> DemoPreset:
+    return DemoPreset(
+        name=p.name,
+        title=p.title,
+        description=p.description,
+        shape=list(p.shape),
+        text=p.text,
+        default_count=p.default_count,
+        max_count=p.max_count,
+        memory_name=p.memory_name,
+    )
+
+
+@router.get("", response_model=DemoPresetList, dependencies=READ, responses=errors(*READ_ERRORS))
+async def list_presets() -> DemoPresetList:
+    """The demo presets: memories that POST /v1/demo preloads from the bundled offline data."""
+    return DemoPresetList(presets=[_preset_out(p) for p in PRESETS.values()])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=DemoStarted,
+    dependencies=WRITE,
+    responses=errors(400, 409, 413, 422, 501, *WRITE_ERRORS),
+)
+async def create_demo(body: DemoRequest, registry: RegistryDep, service: ServiceDep) -> DemoStarted:
+    """Create a memory preloaded from a preset: `fashion` (Fashion-MNIST, [1, 28, 28]) or
+    `photos` (69 captioned photo crops, [3, 64, 64], a text memory). The memory is created at
+    once (409 if the name is taken) and its patterns are loaded by a background job (202):
+    follow it at `/v1/jobs/{id}`. A load that fails or is cancelled deletes the memory."""
+    preset = PRESETS.get(body.preset)
+    if preset is None:
+        raise ApiError(
+            422, "unknown_preset", f"unknown preset {body.preset!r}; there are: {', '.join(PRESETS)}"
+        )
+    count = body.count or preset.default_count
+    if count > preset.max_count:
+        raise ApiError(
+            422, "count_too_large", f"preset {preset.name!r} holds {preset.max_count} patterns, not {count}"
+        )
+    name = body.name or preset.memory_name
+
+    def work() -> DemoStarted:
+        try:
+            preset.check()
+        except DatasetUnavailable as exc:
+            raise ApiError(501, "dataset_unavailable", str(exc)) from None
+        live = registry.create(name, body.kind, list(preset.shape), preset.text, body.config)
+        try:
+            job = _start_load(registry, service, live, preset, count)
+        except BaseException:
+            registry.delete(name)  # never leave an empty demo memory without its load
+            raise
+        return DemoStarted(memory=memory_details(live), job=Job(**job))
+
+    return await run_sync(work)
+
+
+def _start_load(
+    registry: Registry, service: Service, live: LiveMemory, preset: Preset, count: int
+) -> dict[str, Any]:
+    """Submit the job that loads ``count`` patterns of ``preset`` into ``live``; its state."""
+    settings = service.settings
+    batch = max(1, min(settings.max_batch, math.ceil(count / _STEPS)))
+    steps = 1 + math.ceil(count / batch)  # reading the data, then one step per stored batch
+
+    def load(ctx: JobContext) -> None:
+        raw = preset.load(count)
+        if not ctx.report(1, steps):
+            return
+        for step, start in enumerate(range(0, count, batch), start=2):
+            patterns, vectors = prepare_patterns(raw[start : start + batch], live.record, settings)
+            registry.store(live, patterns, vectors)
+            service.metrics.patterns_stored.labels(live.kind).inc(len(patterns))
+            if not ctx.report(step, steps):
+                return
+
+    def on_finish(status: str) -> None:
+        if status == "succeeded":
+            return
+        try:
+            if registry.get(live.name) is live:  # not one of the same name made since
+                registry.delete(live.name)
+        except ApiError:  # deleted meanwhile
+            pass
+
+    try:
+        job = registry.jobs.submit(live.name, "demo", load, patterns=count, epochs=steps, on_finish=on_finish)
+    except JobConflict as exc:  # only if someone started a job on the brand-new memory
+        raise ApiError(
+            409, "job_running", f"memory {live.name!r} has a job already", {"job": exc.args[0]}
+        ) from None
+    return job.to_dict()

@@ -1,0 +1,132 @@
+"""Typed dependencies shared by the routers: the service, readiness, API keys, helpers."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from ..errors import ApiError
+from ..registry import Registry
+from ..schemas import ErrorResponse
+from ..service import Service
+
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <AMS_API_KEY or AMS_READ_API_KEY>")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key, as a header")
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_registry(service: ServiceDep) -> Registry:
+    """The registry, once recovery has finished; 503 not_ready before."""
+    if not service.is_ready or service.registry is None:
+        raise ApiError(503, "not_ready", service.error or "the service is still loading its memories")
+    return service.registry
+
+
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+
+
+def _equal(a: str, b: str | None) -> bool:
+    """Constant-time comparison (False when b is not set)."""
+    return b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+def _check_key(
+    service: Service, bearer: HTTPAuthorizationCredentials | None, header: str | None, write: bool
+) -> None:
+    settings = service.settings
+    if not settings.api_key:
+        return
+    key = bearer.credentials if bearer is not None else header
+    if not key:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "an API key is needed: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    full, read = _equal(key, settings.api_key), _equal(key, settings.read_api_key)  # both, always
+    if full:
+        return
+    if read:
+        if write:
+            raise ApiError(403, "forbidden", "this API key may only read and recall")
+        return
+    raise ApiError(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_read(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> None:
+    """Reads and recalls: AMS_API_KEY or AMS_READ_API_KEY (when keys are set)."""
+    _check_key(service, bearer, header, write=False)
+
+
+def require_write(
+    service: ServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_header)],
+) -> None:
+    """Writes: AMS_API_KEY only (when keys are set); 403 for the read key."""
+    _check_key(service, bearer, header, write=True)
+
+
+READ = [Depends(require_read)]
+WRITE = [Depends(require_write)]
+
+
+async def run_sync(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (tensors, storage, image decoding) on a worker thread."""
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+def wants_png(request: Request) -> bool:
+    """True when the Accept header prefers image/png over JSON (q-values honoured)."""
+    best, best_q = None, -1.0
+    for part in request.headers.get("accept", "").split(","):
+        fields = [f.strip() for f in part.split(";")]
+        media, q = fields[0].lower(), 1.0
+        for f in fields[1:]:
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if media in ("image/png", "image/*", "application/json") and q > best_q:
+            best, best_q = media, q
+    return best in ("image/png", "image/*")
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses entries for error statuses, all with the error shape."""
+    text = {
+        400: "malformed request (e.g. invalid JSON)",
+        401: "API key missing or invalid",
+        403: "the read-only key may not write",
+        404: "unknown memory, pattern or job",
+        406: "the asked-for representation is not available",
+        409: "conflict (exists already, busy, empty)",
+        413: "request body or image too large",
+        415: "unsupported content type",
+        422: "invalid input (shape, dimension, NaN, base64, image, batch size, config)",
+        503: "not ready: memories are still being loaded",
+    }
+    return {s: {"model": ErrorResponse, "description": text.get(s, "error")} for s in statuses}
+
+
+READ_ERRORS = (401, 503)  # what any /v1 read may answer besides its own errors
+WRITE_ERRORS = (401, 403, 503)  # and any write

@@ -1,0 +1,68 @@
+"""Training as background jobs: start one, follow its progress, energy and ETA, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from ..errors import ApiError
+from ..schemas import NAME_PATTERN, Job, JobList, TrainRequest
+from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
+from .memories import NameParam
+
+router = APIRouter(tags=["jobs"])
+
+TrainBody = Annotated[
+    TrainRequest | None,
+    Body(description="optional; {} trains with the model's defaults", examples=[{"epochs": 300}, {}]),
+]
+
+JobIdParam = Path(pattern=r"^[0-9a-f]{1,64}$", description="the job's id", examples=["3f2a9c0e5b7d4c1a"])
+
+
+@router.post(
+    "/v1/memories/{name}/train",
+    status_code=202,
+    response_model=Job,
+    dependencies=WRITE,
+    responses=errors(400, 404, 409, 422, *WRITE_ERRORS),
+)
+async def train(registry: RegistryDep, body: TrainBody = None, name: str = NameParam) -> Job:
+    """Train a memory's model (kind pc) on every pattern stored now, as a background job (202).
+    One job at a time per memory (409 while one is unfinished); follow it at `/v1/jobs/{id}`.
+    Recalls keep using the last trained model until the job succeeds."""
+    live = registry.get(name)
+    epochs = body.epochs if body is not None else None
+    return Job(**await run_sync(registry.train, live, epochs))
+
+
+@router.get("/v1/jobs", response_model=JobList, dependencies=READ, responses=errors(422, *READ_ERRORS))
+async def list_jobs(
+    registry: RegistryDep,
+    memory: str | None = Query(None, pattern=NAME_PATTERN, description="only this memory's jobs"),
+) -> JobList:
+    """Jobs still remembered (unfinished ones, and the last AMS_JOBS_KEPT finished ones)."""
+    return JobList(jobs=[Job(**j) for j in registry.jobs.list(memory)])
+
+
+@router.get(
+    "/v1/jobs/{job_id}", response_model=Job, dependencies=READ, responses=errors(404, 422, *READ_ERRORS)
+)
+async def get_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
+    """A job's status, progress (0..1), epoch, last energy and ETA in seconds."""
+    job = registry.jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are forgotten on restart)")
+    return Job(**job)
+
+
+@router.delete(
+    "/v1/jobs/{job_id}", response_model=Job, dependencies=WRITE, responses=errors(404, 422, *WRITE_ERRORS)
+)
+async def cancel_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
+    """Cancel a job: it stops after its current epoch and the memory keeps its previous model."""
+    job = registry.jobs.cancel(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are forgotten on restart)")
+    return Job(**job)

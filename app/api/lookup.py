@@ -1,0 +1,162 @@
+"""Cross-modal lookup in a ``text: true`` memory: a caption finds patterns, a pattern finds captions.
+
+Both directions are pattern completion (DESIGN.md): the missing part of the joint
+[pattern ; caption embedding] is unknown and the memory fills it in.
+"""
+
+from __future__ import annotations
+
+import torch
+from fastapi import APIRouter, Request
+
+from memory_core import EmptyMemoryError
+
+from ..captions import embed
+from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
+from ..errors import ApiError
+from ..kinds import LiveMemory, NotTrained
+from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
+from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from .memories import NameParam
+from .patterns import body_kind, read_form
+from .recall import _check_limits, image_form
+
+router = APIRouter(prefix="/v1/memories", tags=["recall"])
+
+_MULTIPART_LOOKUP = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "a picture (PNG/JPEG) to caption"},
+        "mask": {"type": "string", "format": "binary", "description": "mask picture: white = known"},
+        "k": {"type": "integer", "minimum": 1, "description": "how many captions to return"},
+    },
+}
+LOOKUP_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/LookupRequest"}},
+            "multipart/form-data": {"schema": _MULTIPART_LOOKUP},
+        },
+    }
+}
+
+
+def _guard(call):
+    try:
+        return call()
+    except EmptyMemoryError as exc:
+        raise ApiError(409, "memory_empty", str(exc)) from None
+    except NotTrained as exc:
+        raise ApiError(409, "not_trained", str(exc)) from None
+
+
+def _by_text(live: LiveMemory, text: str, k: int, storage) -> LookupResult:
+    record = live.record
+    found = _guard(lambda: live.lookup_text(embed([text], live.device), k))
+    matches = found.matches[0]
+    texts = storage.get_texts(record.id, [pid for pid, _ in matches])
+    image = is_image(record)
+    patterns = [
+        LookupPattern(
+            id=pid,
+            text=texts.get(pid),
+            score=score,
+            image=png_base64(found.stored[0, j].clamp(0, 1), record.shape) if image else None,
+            vector=None if image else found.stored[0, j].tolist(),
+        )
+        for j, (pid, score) in enumerate(matches)
+    ]
+    output = found.outputs[0]
+    completion = (
+        RecalledPattern(image=png_base64(output.clamp(0, 1), record.shape))
+        if image
+        else RecalledPattern(vector=output.tolist())
+    )
+    return LookupResult(
+        query="text",
+        completion=completion,
+        patterns=patterns,
+        energy=found.energies[0],
+        state=found.state,
+        trained_count=found.trained_count,
+    )
+
+
+def _by_pattern(live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, storage) -> LookupResult:
+    record = live.record
+    found = _guard(lambda: live.lookup_captions(cue[None], None if mask is None else mask[None], k))
+    matches = found.matches[0]
+    texts = storage.get_texts(record.id, [pid for pid, _ in matches])
+    return LookupResult(
+        query="image" if is_image(record) else "vector",
+        captions=[LookupCaption(id=pid, text=texts.get(pid), score=score) for pid, score in matches],
+        energy=found.energies[0],
+        state=found.state,
+        trained_count=found.trained_count,
+    )
+
+
+@router.post(
+    "/{name}/lookup",
+    response_model=LookupResult,
+    response_model_exclude_none=False,
+    dependencies=READ,
+    openapi_extra=LOOKUP_BODY,
+    responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
+)
+async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam) -> LookupResult:
+    """Cross-modal lookup in a memory created with `text: true`.
+
+    - `{"text": "...", "k": 5}`: the caption part is given and the pattern completed;
+      answers `completion` (the memory's completed pattern) and `patterns` (the k stored
+      pairs whose captions fit the query best, under the memory's similarity, with their
+      pictures and captions).
+    - `{"image": <base64>, "mask"?: ...}` (or multipart `image` + `mask`), or `{"vector": [...]}`
+      for vector memories: the pattern (all of it, or the known part) is given and the caption
+      part completed; answers `captions`, the k stored captions nearest it (cosine).
+    """
+    settings = service.settings
+    live = registry.get(name)
+    record = live.record
+    if not record.text:
+        raise ApiError(
+            422, "not_a_text_memory", f"memory {name!r} was created without text: true; it holds no captions"
+        )
+    if body_kind(request) == "multipart":
+        fields = await read_form(request, 2)
+        body = None
+    else:
+        body = await request.body()
+        fields = None
+
+    def work() -> LookupResult:
+        if fields is not None:
+            image, mask_data, k = image_form(fields, "lookup", default_k=5)
+            _check_limits(k, 1, settings)
+            if not is_image(record):
+                raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'")
+            cue, mask = picture_cue(record, settings, image, mask_data)
+            result = _by_pattern(live, cue, mask, k, registry.storage)
+        else:
+            req = parse_json(body, LookupRequest)
+            _check_limits(req.k, 1, settings)
+            if req.text is not None:
+                if req.image is not None or req.vector is not None or req.mask is not None:
+                    raise ApiError(422, "invalid_cue", "a text query takes no 'image', 'vector' or 'mask'")
+                if len(req.text) > settings.max_text_chars:
+                    raise ApiError(
+                        422, "text_too_long",
+                        f"text has {len(req.text)} characters; the limit is {settings.max_text_chars}",
+                    )
+                if not req.text.strip():
+                    raise ApiError(422, "invalid_cue", "text is blank")
+                result = _by_text(live, req.text, req.k, registry.storage)
+            else:
+                cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask)
+                result = _by_pattern(live, cue, mask, req.k, registry.storage)
+        service.metrics.recalls.labels(live.kind, "lookup").inc()
+        return result
+
+    return await run_sync(work)

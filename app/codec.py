@@ -1,0 +1,317 @@
+"""Request payloads -> tensors, and results -> payloads, with every check named.
+
+Each function raises ``ApiError`` with DESIGN.md's codes: 422 for a wrong shape,
+dimension, non-finite number, bad base64 or undecodable image; 413 for an image with
+too many pixels. It runs on a worker thread (never on the event loop): decoding
+images and building tensors is CPU work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ValidationError
+from torch import Tensor
+
+from memory_core.images import (
+    ImageError,
+    ImageTooLarge,
+    alpha_mask,
+    decode_mask,
+    fit_to_shape,
+    image_to_tensor,
+    open_image,
+    tensor_to_png,
+)
+from memory_core import resolve_device
+from memory_core.masks import pixel_mask_to_vector
+
+from .captions import with_captions
+from .errors import ApiError, clean_validation_errors
+from .schemas import ID_PATTERN, PatternIn
+from .settings import Settings
+from .storage import MemoryRecord, NewPattern
+
+__all__ = [
+    "RawPattern",
+    "b64decode",
+    "check_known",
+    "cue_image",
+    "image_bytes_to_vector",
+    "is_image",
+    "list_mask",
+    "parse_json",
+    "picture_mask",
+    "png_base64",
+    "png_bytes",
+    "prepare_patterns",
+    "vector_tensor",
+]
+
+_ID = re.compile(ID_PATTERN)
+_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
+
+
+def is_image(record: MemoryRecord) -> bool:
+    """Image memories have shape (C, H, W); vector memories (D,)."""
+    return len(record.shape) == 3
+
+
+def parse_json(body: bytes, model: type[BaseModel]) -> Any:
+    """Validate a JSON body against a model: 400 invalid_json, 422 validation_error."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = clean_validation_errors(exc.errors(include_url=False))
+        for err in errors:
+            err["loc"] = ["body", *err["loc"]]
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ApiError(400, "invalid_json", "the request body is not valid JSON", errors) from None
+        raise ApiError(
+            422, "validation_error", "the request does not match the API's schema", errors
+        ) from None
+
+
+def b64decode(text: str, what: str) -> bytes:
+    """Strict base64 (a data: URL prefix is allowed) -> bytes; 422 invalid_base64."""
+    text = _DATA_URL.sub("", text.strip(), count=1)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid_base64", f"{what} is not valid base64") from None
+    if not data:
+        raise ApiError(422, "invalid_image", f"{what} is empty")
+    return data
+
+
+def vector_tensor(values: list[float], dim: int, what: str) -> Tensor:
+    """A JSON list of numbers -> (dim,) float32; 422 on a wrong length or NaN/inf."""
+    if len(values) != dim:
+        raise ApiError(
+            422, "dimension_mismatch", f"{what} has {len(values)} numbers; this memory has D = {dim}"
+        )
+    x = torch.tensor(values, dtype=torch.float32)  # (D,)
+    if not bool(torch.isfinite(x).all()):
+        raise ApiError(
+            422, "non_finite", f"{what} contains NaN or infinite values (or numbers beyond float32)"
+        )
+    return x
+
+
+def _open(data: bytes, what: str, max_pixels: int):
+    try:
+        return open_image(data, max_pixels)
+    except ImageTooLarge as exc:
+        raise ApiError(413, "image_too_large", f"{what}: {exc}") from None
+    except ImageError as exc:
+        raise ApiError(422, "invalid_image", f"{what}: {exc}") from None
+
+
+def image_bytes_to_vector(
+    data: bytes, shape: tuple[int, int, int], fit: bool, max_pixels: int, what: str
+) -> Tensor:
+    """A stored image -> (C*H*W,) float32 in [0, 1].
+
+    Its size must be the memory's unless ``fit`` (then it is centre-cropped and
+    resized). Grey and colour are converted to the memory's channel count.
+    """
+    img = _open(data, what, max_pixels)
+    channels, height, width = shape
+    if img.size != (width, height):
+        if not fit:
+            raise ApiError(
+                422,
+                "shape_mismatch",
+                f"{what} is {img.width}x{img.height} pixels; this memory stores {width}x{height} "
+                "(pass ?fit=true to centre-crop and resize)",
+            )
+        return fit_to_shape(img, shape).reshape(-1)
+    return image_to_tensor(img, channels).reshape(-1)  # (C*H*W,)
+
+
+def cue_image(
+    data: bytes, shape: tuple[int, int, int], max_pixels: int, what: str
+) -> tuple[Tensor, Tensor | None]:
+    """A cue picture -> ((C*H*W,) float32, (H, W) bool alpha mask or None).
+
+    The picture is centre-cropped and resized to the memory's shape (DESIGN.md); an
+    image with an alpha channel marks its unknown pixels with alpha 0, and that mask
+    is fitted the same way (nearest neighbour).
+    """
+    img = _open(data, what, max_pixels)
+    x = fit_to_shape(img, shape).reshape(-1)  # (C*H*W,)
+    if alpha_mask(img) is None:
+        return x, None
+    return x, decode_mask(data, shape[1:], max_pixels)  # (H, W), True = known
+
+
+def list_mask(values: list[bool], record: MemoryRecord) -> Tensor:
+    """A JSON list of booleans -> (D,) bool: D entries, or H*W pixels of an image memory."""
+    mask = torch.tensor(values, dtype=torch.bool)
+    if is_image(record) and mask.numel() == record.shape[1] * record.shape[2]:
+        mask = pixel_mask_to_vector(mask.reshape(record.shape[1:]), record.shape[0])
+    elif mask.numel() != record.dim:
+        pixels = f" (or H*W = {record.shape[1] * record.shape[2]})" if is_image(record) else ""
+        raise ApiError(
+            422, "dimension_mismatch", f"mask has {mask.numel()} entries; expected D = {record.dim}{pixels}"
+        )
+    return check_known(mask, "mask")
+
+
+def picture_mask(data: bytes, record: MemoryRecord, max_pixels: int, what: str) -> Tensor:
+    """A mask picture (white = known, or alpha 0 = unknown) -> (D,) bool, fitted to the memory."""
+    if not is_image(record):
+        raise ApiError(
+            422, "not_an_image_memory", f"{what} is a picture, but memory {record.name!r} stores vectors"
+        )
+    _open(data, what, max_pixels)  # the checks and error codes, before decode_mask decodes it
+    pixels = decode_mask(data, record.shape[1:], max_pixels)  # (H, W)
+    return check_known(pixel_mask_to_vector(pixels, record.shape[0]), what)
+
+
+def check_known(mask: Tensor, what: str) -> Tensor:
+    """A mask needs at least one known entry."""
+    if not bool(mask.any()):
+        raise ApiError(422, "empty_mask", f"{what} marks every entry unknown: nothing to recall from")
+    return mask
+
+
+def parse_cue(
+    record: MemoryRecord,
+    settings: Settings,
+    vector: list[float] | None,
+    image: str | None,
+    mask: list[bool] | str | None,
+) -> tuple[Tensor, Tensor | None]:
+    """A JSON cue -> (cue (D,), mask (D,) bool or None).
+
+    Exactly one of ``vector`` or ``image`` (base64; fitted to the memory's shape); the
+    mask is a list of booleans, a base64 mask picture, or an RGBA image's alpha.
+    """
+    if (vector is None) == (image is None):
+        raise ApiError(422, "invalid_cue", "give exactly one of 'vector' or 'image'")
+    alpha = None
+    if image is not None:
+        if not is_image(record):
+            raise ApiError(422, "not_an_image_memory", f"memory {record.name!r} stores vectors: send 'vector'")
+        cue, alpha = cue_image(b64decode(image, "image"), record.shape, settings.max_image_pixels, "image")
+    else:
+        cue = vector_tensor(vector, record.dim, "vector")
+    if isinstance(mask, list):
+        return cue, list_mask(mask, record)
+    if isinstance(mask, str):
+        return cue, picture_mask(b64decode(mask, "mask"), record, settings.max_image_pixels, "mask")
+    if alpha is not None:
+        return cue, check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
+    return cue, None
+
+
+def picture_cue(
+    record: MemoryRecord, settings: Settings, image: bytes, mask: bytes | None
+) -> tuple[Tensor, Tensor | None]:
+    """Picture bytes (+ optional mask picture bytes) -> (cue (D,), mask (D,) bool or None).
+
+    The cue is fitted to the memory's shape; without a mask picture, an RGBA image's
+    alpha 0 marks the unknown pixels.
+    """
+    cue, alpha = cue_image(image, record.shape, settings.max_image_pixels, "image")  # (D,), (H, W) | None
+    if mask is not None:
+        return cue, picture_mask(mask, record, settings.max_image_pixels, "mask")
+    if alpha is not None:
+        return cue, check_known(pixel_mask_to_vector(alpha, record.shape[0]), "the image's alpha")
+    return cue, None
+
+
+@dataclass(frozen=True)
+class RawPattern:
+    """One pattern as received: ``image`` is base64 text (JSON) or bytes (multipart)."""
+
+    id: str | None = None
+    vector: list[float] | None = None
+    image: str | bytes | None = None
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, item: PatternIn) -> RawPattern:
+        return cls(item.id, item.vector, item.image, item.text, item.metadata)
+
+
+def prepare_patterns(
+    items: list[RawPattern], record: MemoryRecord, settings: Settings, fit: bool = False
+) -> tuple[list[NewPattern], Tensor]:
+    """Check and decode a batch: (patterns to store, vectors (n, D) float32).
+
+    Every item is checked before anything is stored, so a bad item stores nothing.
+    """
+    if not items:
+        raise ApiError(422, "empty_batch", "no patterns in the request")
+    if len(items) > settings.max_batch:
+        raise ApiError(
+            422, "batch_too_large", f"{len(items)} patterns in one request; the limit is {settings.max_batch}"
+        )
+    seen: set[str] = set()
+    patterns, vectors = [], []
+    for i, item in enumerate(items):
+        what = f"patterns[{i}]"
+        pid = item.id or uuid.uuid4().hex
+        if not _ID.fullmatch(pid):
+            raise ApiError(422, "invalid_id", f"{what}.id {pid[:140]!r} must match {ID_PATTERN}")
+        if pid in seen:
+            raise ApiError(422, "duplicate_id", f"{what}.id {pid!r} appears twice in the batch")
+        seen.add(pid)
+        if (item.vector is None) == (item.image is None):
+            raise ApiError(422, "invalid_pattern", f"{what} needs exactly one of 'vector' or 'image'")
+        if item.image is not None:
+            if not is_image(record):
+                raise ApiError(
+                    422,
+                    "not_an_image_memory",
+                    f"{what}.image given, but memory {record.name!r} stores vectors of D = {record.dim}",
+                )
+            data = item.image if isinstance(item.image, bytes) else b64decode(item.image, f"{what}.image")
+            vec = image_bytes_to_vector(data, record.shape, fit, settings.max_image_pixels, f"{what}.image")
+        else:
+            vec = vector_tensor(item.vector, record.dim, f"{what}.vector")
+        if item.text is not None and len(item.text) > settings.max_text_chars:
+            raise ApiError(
+                422,
+                "text_too_long",
+                f"{what}.text has {len(item.text)} characters; the limit is {settings.max_text_chars}",
+            )
+        if item.metadata is not None:
+            try:
+                size = len(json.dumps(item.metadata, allow_nan=False).encode())
+            except ValueError:
+                raise ApiError(
+                    422, "non_finite", f"{what}.metadata contains NaN or infinite numbers"
+                ) from None
+            if size > settings.max_metadata_bytes:
+                raise ApiError(
+                    422,
+                    "metadata_too_large",
+                    f"{what}.metadata is {size} bytes as JSON; the limit is {settings.max_metadata_bytes}",
+                )
+        patterns.append(NewPattern(id=pid, vector=vec.numpy(), text=item.text, metadata=item.metadata))
+        vectors.append(vec)
+    if record.text:  # cross-modal: store [pattern ; caption embedding]
+        return with_captions(record, patterns, torch.stack(vectors), resolve_device(settings.device))
+    return patterns, torch.stack(vectors)  # (n, D)
+
+
+def png_base64(vector: Tensor | np.ndarray, shape: tuple[int, int, int]) -> str:
+    """(C*H*W,) in [0, 1] -> base64 PNG."""
+    return base64.b64encode(png_bytes(vector, shape)).decode("ascii")
+
+
+def png_bytes(vector: Tensor | np.ndarray, shape: tuple[int, int, int]) -> bytes:
+    """(C*H*W,) in [0, 1] -> PNG bytes."""
+    return tensor_to_png(torch.as_tensor(vector).reshape(shape))

@@ -1,0 +1,128 @@
+"""Prometheus metrics, names prefixed ``ams_``, in a registry of the app's own.
+
+Request counts and latencies per endpoint come from ``MetricsMiddleware`` (labelled
+by the route's path template, so ``/v1/memories/{name}`` is one series however many
+memories there are). Memory sizes, states and job progress are read from the live
+registry at scrape time by ``_LiveCollector``, so they are never stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .service import Service
+
+__all__ = ["Metrics", "MetricsMiddleware"]
+
+disable_created_metrics()  # no *_created series: they double the output and say little
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class _LiveCollector:
+    """Gauges read from the service at scrape time."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+
+    def describe(self) -> list[Metric]:
+        return []  # built at collect time; nothing to pre-declare
+
+    def collect(self) -> Iterator[Metric]:
+        ready = GaugeMetricFamily("ams_ready", "1 once storage is recovered and memories are loaded")
+        ready.add_metric([], 1.0 if self._service.is_ready else 0.0)
+        yield ready
+        registry = self._service.registry
+        memories = GaugeMetricFamily("ams_memories", "memories held")
+        patterns = GaugeMetricFamily(
+            "ams_memory_patterns", "stored patterns per memory", labels=["memory", "kind"]
+        )
+        trained = GaugeMetricFamily(
+            "ams_memory_trained_patterns", "patterns the recall model has learned", labels=["memory", "kind"]
+        )
+        progress = GaugeMetricFamily(
+            "ams_job_progress", "progress (0..1) of unfinished jobs", labels=["job", "memory"]
+        )
+        energy = GaugeMetricFamily(
+            "ams_job_energy", "last reported energy of unfinished jobs", labels=["job", "memory"]
+        )
+        lives = registry.all() if registry is not None else []
+        memories.add_metric([], float(len(lives)))
+        for live in lives:
+            details = live.details()
+            patterns.add_metric([live.name, live.kind], float(details["count"]))
+            trained.add_metric([live.name, live.kind], float(details["trained_count"]))
+        for job in registry.jobs.running() if registry is not None else []:
+            progress.add_metric([job["id"], job["memory"]], job["progress"])
+            if job["energy"] is not None:
+                energy.add_metric([job["id"], job["memory"]], job["energy"])
+        yield from (memories, patterns, trained, progress, energy)
+
+
+class Metrics:
+    """The app's metrics registry and the counters the service updates."""
+
+    def __init__(self, service: Service) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ams_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ams_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.patterns_stored = Counter(
+            "ams_patterns_stored", "patterns stored (acknowledged)", ["kind"], registry=self.registry
+        )
+        self.recalls = Counter(
+            "ams_recalls",
+            "recalls answered (retrieve and complete)",
+            ["kind", "endpoint"],
+            registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(service))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts requests and times them, labelled by route template (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]) -> None:
+        self.app, self._metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics = self._metrics()
+            metrics.requests.labels(scope["method"], template, str(status)).inc()
+            metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - start)

@@ -1,0 +1,74 @@
+"""The service's parts, built once per app: settings, device, storage, registry, metrics.
+
+``start`` (run on a worker thread by the app's lifespan) opens storage and rebuilds
+every memory from it; until it has finished, ``is_ready`` is False and /readyz and
+/v1 answer 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import torch
+
+from memory_core import resolve_device
+
+from .metrics import Metrics
+from .registry import Registry
+from .settings import Settings
+from .storage import SQLiteStorage, Storage
+
+__all__ = ["Service"]
+
+log = logging.getLogger("app")
+
+
+class Service:
+    """Everything a request handler needs, reached as ``request.app.state.service``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.metrics = Metrics(self)
+        self.storage: Storage | None = None
+        self.registry: Registry | None = None
+        self.error: str | None = None
+        self._ready = threading.Event()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def start(self) -> None:
+        """Open storage and rebuild every memory (blocking; the lifespan runs it on a thread)."""
+        try:
+            self.storage = SQLiteStorage(self.settings.data_dir)
+            registry = Registry(self.storage, self.device, self.settings)
+            patterns = registry.recover()
+        except Exception as exc:  # stays not ready, and says why on /readyz
+            log.exception("recovery failed")
+            self.error = f"recovery failed: {type(exc).__name__}: {exc}"
+            return
+        self.registry = registry
+        self._ready.set()
+        log.info(
+            "ready: %d memories, %d patterns, data in %s, device %s",
+            len(registry.all()),
+            patterns,
+            self.settings.data_dir,
+            self.device,
+        )
+
+    def close(self) -> None:
+        """Stop jobs and release storage."""
+        self._ready.clear()
+        if self.registry is not None:
+            self.registry.close()
+        if self.storage is not None:
+            self.storage.close()

@@ -1,0 +1,469 @@
+"""Durable storage of memories and their patterns, behind a small interface.
+
+``Storage`` is the interface the registry uses; ``SQLiteStorage`` implements it with
+one SQLite file in WAL mode and ``synchronous=FULL``: a commit returns only once the
+write-ahead log is fsynced, so an acknowledged write survives ``kill -9`` and power
+loss. A server database (e.g. PostgreSQL) can be added later as another ``Storage``.
+
+Layout under ``data_dir``:
+
+    ams.sqlite3 (+ -wal, -shm)      memories and patterns
+    checkpoints/<memory id>/...     model checkpoints (PC), written atomically
+
+Patterns are stored as float32 vectors (C-major image flattening) with their id,
+caption (text) and metadata. Each row gets a sequence number from one global,
+never-reused counter: it orders a memory's patterns (storage order = recall order
+after a restart) and is the cursor of listings. Memory ids are never reused either,
+so a checkpoint can never be mistaken for another memory's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MemoryExists",
+    "MemoryRecord",
+    "NewPattern",
+    "PatternExists",
+    "PatternRow",
+    "SQLiteStorage",
+    "Storage",
+    "atomic_write",
+    "fsync_dir",
+]
+
+
+class MemoryExists(Exception):
+    """A memory of that name exists already."""
+
+
+class PatternExists(Exception):
+    """A pattern id exists already in that memory; ``args[0]`` is the id."""
+
+
+@dataclass(frozen=True)
+class MemoryRecord:
+    """A memory as stored: what it is, not what it holds.
+
+    Attributes:
+        id: storage key, never reused.
+        name: unique name in the REST API.
+        kind: "hopfield" or "pc".
+        shape: (C, H, W) for image memories, (D,) for vector memories.
+        text: True for cross-modal (image + caption) memories.
+        config: the kind's resolved constructor arguments.
+        created_at: unix seconds.
+        extra: kind-specific persistent state (e.g. what a PC checkpoint has learned).
+    """
+
+    id: int
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    text: bool
+    config: dict[str, Any]
+    created_at: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        """D = the product of the shape."""
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class NewPattern:
+    """A pattern to store: its id, vector (D,) float32, caption and metadata."""
+
+    id: str
+    vector: np.ndarray
+    text: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PatternRow:
+    """A stored pattern; ``vector`` is None when a listing did not ask for it."""
+
+    seq: int
+    id: str
+    text: str | None
+    metadata: dict[str, Any] | None
+    vector: np.ndarray | None = None
+
+
+class Storage(ABC):
+    """What the service needs from durable storage. Every write is durable on return."""
+
+    @abstractmethod
+    def create_memory(
+        self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict[str, Any]
+    ) -> MemoryRecord:
+        """Create a memory; raises ``MemoryExists``."""
+
+    @abstractmethod
+    def delete_memory(self, memory_id: int) -> None:
+        """Delete a memory, its patterns and its checkpoints."""
+
+    @abstractmethod
+    def list_memories(self) -> list[MemoryRecord]:
+        """Every memory, in creation order."""
+
+    @abstractmethod
+    def set_extra(self, memory_id: int, extra: dict[str, Any]) -> None:
+        """Replace a memory's kind-specific state."""
+
+    @abstractmethod
+    def add_patterns(self, memory_id: int, patterns: list[NewPattern]) -> list[int]:
+        """Append patterns in one transaction; returns their sequence numbers.
+
+        Raises ``PatternExists`` (and stores nothing) when an id is taken.
+        """
+
+    @abstractmethod
+    def delete_pattern(self, memory_id: int, pattern_id: str) -> bool:
+        """Delete one pattern; False when there was none."""
+
+    @abstractmethod
+    def get_pattern(self, memory_id: int, pattern_id: str) -> PatternRow | None:
+        """One pattern with its vector, or None."""
+
+    @abstractmethod
+    def get_texts(self, memory_id: int, pattern_ids: list[str]) -> dict[str, str | None]:
+        """Captions of these patterns by id (ids not stored are left out)."""
+
+    @abstractmethod
+    def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
+        """Up to ``limit`` patterns with seq > ``after_seq``, in storage order, without vectors."""
+
+    @abstractmethod
+    def iter_vectors(
+        self, memory_id: int, batch: int = 4096
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+        """All of a memory's patterns in storage order, as (seqs, ids, vectors (n, D)) batches."""
+
+    @abstractmethod
+    def checkpoint_dir(self, memory_id: int) -> Path:
+        """A directory for this memory's checkpoints (created on demand)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+# --- files written atomically ---------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that a rename or unlink inside it is durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a file so that readers (and a crash) see the old file or the new one, never half.
+
+    ``write(tmp)`` writes the content to a temporary path next to ``path``; it is then
+    fsynced, renamed over ``path``, and the directory is fsynced.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --- SQLite ---------------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    text INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS patterns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    pid TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    text TEXT,
+    metadata TEXT,
+    UNIQUE (memory_id, pid)
+);
+CREATE INDEX IF NOT EXISTS patterns_by_memory ON patterns (memory_id, seq);
+"""
+
+
+class SQLiteStorage(Storage):
+    """SQLite in WAL mode with synchronous=FULL; one writer connection, one reader per thread.
+
+    Arguments:
+        data_dir: the directory of the database and checkpoints (created if missing).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "ams.sqlite3"
+        self._write_lock = threading.Lock()  # SQLite has one writer at a time anyway
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._writer = self._connect()
+        with self._write_lock:
+            self._writer.executescript(_SCHEMA)
+        self._remove_orphan_checkpoints()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` in one IMMEDIATE transaction; committed (and fsynced) on return."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    # --- memories -------------------------------------------------------------------
+    @staticmethod
+    def _record(row: tuple) -> MemoryRecord:
+        mid, name, kind, shape, text, config, created_at, extra = row
+        return MemoryRecord(
+            id=mid,
+            name=name,
+            kind=kind,
+            shape=tuple(json.loads(shape)),
+            text=bool(text),
+            config=json.loads(config),
+            created_at=created_at,
+            extra=json.loads(extra),
+        )
+
+    def create_memory(
+        self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict[str, Any]
+    ) -> MemoryRecord:
+        created = time.time()
+
+        def insert(conn: sqlite3.Connection) -> int:
+            try:
+                cur = conn.execute(
+                    "INSERT INTO memories (name, kind, shape, text, config, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, kind, json.dumps(list(shape)), int(text), json.dumps(config), created),
+                )
+            except sqlite3.IntegrityError:
+                raise MemoryExists(name) from None
+            return int(cur.lastrowid)
+
+        mid = self._write(insert)
+        return MemoryRecord(
+            id=mid,
+            name=name,
+            kind=kind,
+            shape=tuple(shape),
+            text=text,
+            config=dict(config),
+            created_at=created,
+        )
+
+    def delete_memory(self, memory_id: int) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM patterns WHERE memory_id = ?", (memory_id,))
+            conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+
+        self._write(delete)
+        # After the commit: a crash in between leaves an orphan directory that the next
+        # start removes (_remove_orphan_checkpoints), never a memory without its files.
+        ckpt = self._checkpoint_root() / str(memory_id)
+        if ckpt.exists():
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+    def list_memories(self) -> list[MemoryRecord]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT id, name, kind, shape, text, config, created_at, extra FROM memories ORDER BY id"
+            )
+            .fetchall()
+        )
+        return [self._record(r) for r in rows]
+
+    def set_extra(self, memory_id: int, extra: dict[str, Any]) -> None:
+        payload = json.dumps(extra)
+        self._write(
+            lambda conn: conn.execute("UPDATE memories SET extra = ? WHERE id = ?", (payload, memory_id))
+        )
+
+    # --- patterns -------------------------------------------------------------------
+    def add_patterns(self, memory_id: int, patterns: list[NewPattern]) -> list[int]:
+        rows = [
+            (
+                memory_id,
+                p.id,
+                np.ascontiguousarray(p.vector, dtype="<f4").tobytes(),
+                p.text,
+                None if p.metadata is None else json.dumps(p.metadata),
+            )
+            for p in patterns
+        ]
+
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            seqs = []
+            for row in rows:
+                try:
+                    cur = conn.execute(
+                        "INSERT INTO patterns (memory_id, pid, vector, text, metadata) VALUES (?, ?, ?, ?, ?)",
+                        row,
+                    )
+                except sqlite3.IntegrityError:
+                    raise PatternExists(row[1]) from None
+                seqs.append(int(cur.lastrowid))
+            return seqs
+
+        return self._write(insert)
+
+    def delete_pattern(self, memory_id: int, pattern_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM patterns WHERE memory_id = ? AND pid = ?", (memory_id, pattern_id)
+            )
+            return cur.rowcount > 0
+
+        return self._write(delete)
+
+    @staticmethod
+    def _row(row: tuple, with_vector: bool) -> PatternRow:
+        seq, pid, text, metadata = row[:4]
+        vector = np.frombuffer(row[4], dtype="<f4").astype(np.float32) if with_vector else None
+        return PatternRow(
+            seq=seq,
+            id=pid,
+            text=text,
+            metadata=None if metadata is None else json.loads(metadata),
+            vector=vector,
+        )
+
+    def get_pattern(self, memory_id: int, pattern_id: str) -> PatternRow | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, pid, text, metadata, vector FROM patterns WHERE memory_id = ? AND pid = ?",
+                (memory_id, pattern_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else self._row(row, with_vector=True)
+
+    def get_texts(self, memory_id: int, pattern_ids: list[str]) -> dict[str, str | None]:
+        wanted = list(dict.fromkeys(pattern_ids))
+        out: dict[str, str | None] = {}
+        conn = self._reader()
+        for start in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+            part = wanted[start : start + 500]
+            rows = conn.execute(
+                f"SELECT pid, text FROM patterns WHERE memory_id = ? AND pid IN ({','.join('?' * len(part))})",
+                (memory_id, *part),
+            ).fetchall()
+            out.update(rows)
+        return out
+
+    def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, pid, text, metadata FROM patterns WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (memory_id, after_seq, limit),
+            )
+            .fetchall()
+        )
+        return [self._row(r, with_vector=False) for r in rows]
+
+    def iter_vectors(
+        self, memory_id: int, batch: int = 4096
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+        after = -1
+        conn = self._reader()
+        while True:
+            rows = conn.execute(
+                "SELECT seq, pid, vector FROM patterns WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (memory_id, after, batch),
+            ).fetchall()
+            if not rows:
+                return
+            seqs = [r[0] for r in rows]
+            ids = [r[1] for r in rows]
+            vectors = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)  # (n, D)
+            yield seqs, ids, vectors
+            after = seqs[-1]
+
+    # --- checkpoints ----------------------------------------------------------------
+    def _checkpoint_root(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    def checkpoint_dir(self, memory_id: int) -> Path:
+        path = self._checkpoint_root() / str(memory_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _remove_orphan_checkpoints(self) -> None:
+        root = self._checkpoint_root()
+        if not root.exists():
+            return
+        live = {str(r.id) for r in self.list_memories()}
+        for child in root.iterdir():
+            if child.is_dir() and child.name not in live:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
