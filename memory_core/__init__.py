@@ -1,7 +1,9 @@
 """memory_core: associative memories in PyTorch.
 
 Universal Hopfield networks (Millidge et al., ICML 2022) with their classical instances,
-and (see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021).
+(see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021),
+predictive coding on arbitrary graphs (pcgraph.py, Salvatori et al., NeurIPS 2022) and
+Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020).
 No web code here: the service in ``app`` builds on this package, never the reverse.
 """
 
@@ -13,8 +15,10 @@ from .hopfield import (
     UniversalHopfield,
     modern_hopfield,
 )
+from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
+from .zil import zil_gradients
 
 __version__ = "0.1.0"
 
@@ -22,6 +26,8 @@ __all__ = [
     "EmptyMemoryError",
     "HopfieldConfig",
     "HopfieldNetwork",
+    "PCGraph",
+    "PCGraphConfig",
     "SEPARATIONS",
     "SIMILARITIES",
     "SparseDistributedMemory",
@@ -31,5 +37,6 @@ __all__ = [
     "modern_hopfield",
     "resolve_device",
     "similarity",
+    "zil_gradients",
     "__version__",
 ]
