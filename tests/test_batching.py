@@ -262,7 +262,10 @@ def test_over_http_concurrent_lookups_and_recalls_are_batched(make_client):
         for key in ("patterns", "captions", "matches"):
             if got.get(key) is not None:
                 assert [m["id"] for m in got[key]] == [m["id"] for m in alone[key]]
-                assert [m["score"] for m in got[key]] == pytest.approx([m["score"] for m in alone[key]], abs=1e-4)
+                # Scores to float32 rounding: a batch sums in another order than one cue alone.
+                assert [m["score"] for m in got[key]] == pytest.approx(
+                    [m["score"] for m in alone[key]], rel=1e-5, abs=1e-4
+                )
         assert len(got.get("patterns") or got.get("captions") or got["matches"]) == item[1]["k"]
         assert got["energy"] == pytest.approx(alone["energy"], rel=1e-4, abs=1e-4)
 
