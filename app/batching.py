@@ -71,7 +71,7 @@ class _Waiting:
     """One caller's recall, queued."""
 
     op: str  # "recall", "lookup_text" or "lookup_captions"
-    cue: Cue | Callable[[], Cue]  # the cue, or what decodes it (on the batch's thread)
+    cue: Cue | Callable[[], Cue | tuple[Tensor, Tensor | None, int, int]]  # or what decodes it
     k: int
     steps: int
     finish: Callable[[Any], Any] | None  # builds the caller's response from its answer
@@ -86,10 +86,12 @@ class _Ready:
     waiting: _Waiting
     cue: Tensor  # (D,)
     mask: Tensor | None  # (D,)
+    k: int
+    steps: int
 
     @property
     def group(self) -> tuple[str, int, bool]:
-        return self.waiting.op, self.waiting.steps, self.mask is not None
+        return self.waiting.op, self.steps, self.mask is not None
 
 
 class _Queue:
@@ -144,7 +146,8 @@ class Batcher:
         finish: Callable[[Recall], T] | None = None,
     ) -> Recall | T:
         """Recall from one cue: ``(cue (D,), mask (D,) bool or None)``, or a function that
-        decodes it on the batch's thread (its exceptions are this caller's).
+        decodes it on the batch's thread (its exceptions are this caller's) and returns that
+        pair, or ``(cue, mask, k, steps)`` when k and steps come with what it decodes.
 
         Returns what ``live.recall(cue, mask, k, steps)`` returns (raises what it raises),
         or ``finish(recall)`` when given: the caller's response, built on the batch's thread.
@@ -249,11 +252,12 @@ def _run_batch(live: LiveMemory, batch: list[_Waiting]) -> tuple[list[Outcome], 
     groups: dict[tuple[str, int, bool], list[tuple[int, _Ready]]] = {}
     for i, w in enumerate(batch):
         try:
-            cue, mask = w.cue() if callable(w.cue) else w.cue
+            cue, mask, *given = w.cue() if callable(w.cue) else w.cue
         except Exception as exc:
             outcomes[i] = (None, exc)
             continue
-        ready = _Ready(w, cue, mask)
+        k, steps = given if given else (w.k, w.steps)  # decoded with the cue, or as submitted
+        ready = _Ready(w, cue, mask, k, steps)
         groups.setdefault(ready.group, []).append((i, ready))
     timings = []
     for members in groups.values():
@@ -294,10 +298,10 @@ def _finish(w: _Waiting, answer: Answer) -> Outcome:
 
 def _call(live: LiveMemory, group: list[_Ready]) -> list[Answer]:
     """One batched memory call for the recalls of one group; one answer per recall."""
-    op, steps = group[0].waiting.op, group[0].waiting.steps
+    op, steps = group[0].waiting.op, group[0].steps
     cues = torch.stack([r.cue for r in group])  # (B, D)
     masks = torch.stack([r.mask for r in group]) if group[0].mask is not None else None  # (B, D)
-    ks = [r.waiting.k for r in group]
+    ks = [r.k for r in group]
     k = max(ks)
     # Matches come best first with ties to the lower row, so the first k of the batch's
     # largest k are exactly what each caller's own k would have given.

@@ -67,7 +67,7 @@ def _check_limits(k: int, steps: int, settings: Settings) -> None:
 async def _recall(
     service: Service,
     live: LiveMemory,
-    cue: Callable[[], Cue],
+    cue: Callable[[], Cue | tuple[torch.Tensor, torch.Tensor | None, int, int]],
     k: int,
     steps: int,
     finish: Callable[[Recall], T],
@@ -87,29 +87,50 @@ def _matches(rec: Recall) -> list[Match]:
     return [Match(id=i, score=s) for i, s in rec.matches]
 
 
+RETRIEVE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RetrieveRequest"}}},
+    }
+}
+
+
 @router.post(
     "/{name}/retrieve",
     response_model=RetrieveResult,
     dependencies=READ,
-    responses=errors(400, 404, 409, 413, 422, *READ_ERRORS),
+    openapi_extra=RETRIEVE_BODY,
+    responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
 async def retrieve(
-    body: RetrieveRequest, registry: RegistryDep, service: ServiceDep, name: str = NameParam
+    request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> RetrieveResult:
     """Recall a stored pattern from a corrupted cue: a `vector` (D numbers) or an `image` (base64;
     fitted to the memory's shape). `mask` says which entries are known (True); an RGBA image's
     alpha 0 marks unknown pixels. The answer names the stored patterns nearest the result
     (`matches`, best first) and the result's `energy`."""
     settings = service.settings
-    _check_limits(body.k, body.steps, settings)
+    if body_kind(request) != "json":
+        raise ApiError(415, "unsupported_media_type", "retrieve takes a JSON body (application/json)")
     live = registry.get(name)
     record = live.record
+    body = await request.body()
+    parsed: list[RetrieveRequest] = []  # the request, once the batch's thread has parsed it
+
+    # Batched with the memory's other concurrent recalls (app/batching.py): the body is
+    # parsed, its cue decoded, recalled from and answered on the batch's worker thread.
+    # (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
+    def cue() -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+        req = parse_json(body, RetrieveRequest)
+        _check_limits(req.k, req.steps, settings)
+        parsed.append(req)
+        return (*parse_cue(record, settings, req.vector, req.image, req.mask), req.k, req.steps)
 
     def answer(rec: Recall) -> RetrieveResult:
         if is_image(record):
             pattern = RecalledPattern(
                 image=png_base64(rec.output.clamp(0, 1), record.shape),
-                vector=rec.output.tolist() if body.include_vector else None,
+                vector=rec.output.tolist() if parsed[0].include_vector else None,
             )
         else:
             pattern = RecalledPattern(vector=rec.output.tolist())
@@ -121,12 +142,7 @@ async def retrieve(
             trained_count=rec.trained_count,
         )
 
-    # Batched with the memory's other concurrent recalls (app/batching.py): the cue is
-    # decoded, recalled from and answered on the batch's worker thread.
-    def cue() -> Cue:
-        return parse_cue(record, settings, body.vector, body.image, body.mask)
-
-    result = await _recall(service, live, cue, body.k, body.steps, answer)
+    result = await _recall(service, live, cue, 1, 1, answer)  # k, steps: from the body
     service.metrics.recalls.labels(live.kind, "retrieve").inc()
     return result
 
