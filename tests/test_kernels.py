@@ -109,9 +109,9 @@ def test_search_equals_dense_scores(sim, masked, patch_vectors):
     m = UniversalHopfield(sim, "softmax", device="cpu", chunk_size=64)
     m.store(keys)
     scores, idx = m.search(cue, k=5, mask=mask)
-    dense = similarity(sim, keys, cue, mask)  # (B, N)
+    dense = similarity(sim, keys.double(), cue.double(), mask)  # (B, N), float64: the reference
     want_scores, want_idx = dense.topk(5, dim=1)
-    assert torch.allclose(scores, want_scores, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(scores.double(), want_scores, rtol=1e-5, atol=1e-4)
     assert torch.equal(idx, want_idx)
 
 
