@@ -102,11 +102,15 @@ class PCConfig:
         precisions: pi_1 .. pi_{L-1}, one per predicted layer (top to bottom); None = 1.
         prior_precision: pi_0 of a learned prior mean on the top latent; 0 = no prior.
         epochs: passes over the patterns in ``fit`` (at most; see ``stop_energy``).
-        batch_size: patterns per weight step.
+        batch_size: patterns per weight step; None = N // 4 clipped to [8, 64] (small
+            batches store a few patterns best, larger ones amortise the work of many).
         train_steps: relaxation steps per minibatch before its weight step (T).
         infer_lr: relaxation step size, before the per-unit Hessian scaling.
         momentum: heavy-ball momentum of the relaxation.
-        weight_lr: Adam learning rate of the weights.
+        weight_lr: Adam learning rate of the weights at the start of a ``fit`` call; it
+            decays along a cosine to ``weight_lr * lr_floor`` at the call's last epoch
+            (a constant rate made the energy climb again late in training).
+        lr_floor: the last epoch's fraction of ``weight_lr``.
         stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
             the pattern dimension, is at most this.
         recall_iters: at most this many rounds of F for a noisy cue.
@@ -127,18 +131,19 @@ class PCConfig:
     precisions: tuple[float, ...] | None = None
     prior_precision: float = 0.0
     epochs: int = 150
-    batch_size: int = 16
+    batch_size: int | None = None
     train_steps: int = 20
-    infer_lr: float = 0.3
+    infer_lr: float = 0.2
     momentum: float = 0.5
     weight_lr: float = 1e-3
+    lr_floor: float = 0.05
     stop_energy: float = 1e-5
     recall_iters: int = 2
     recall_steps: int = 200
     recall_tol: float = 1e-7
     recall_precisions: tuple[float, ...] | None = None
     complete_steps: int = 1000
-    complete_lr: float = 0.3
+    complete_lr: float = 0.2
     max_batch: int = 1024
 
     def __post_init__(self) -> None:
@@ -156,12 +161,14 @@ class PCConfig:
             object.__setattr__(self, name, value)
             if len(value) != len(sizes) - 1 or min(value) <= 0:
                 raise ValueError(f"{name} needs {len(sizes) - 1} positive values (one per predicted layer), got {value}")
-        positive = ("epochs", "batch_size", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        positive = ("epochs", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("train_steps", "recall_steps", "complete_steps", "sensory_init", "prior_precision",
-                     "stop_energy", "recall_tol"):
+                     "stop_energy", "recall_tol", "lr_floor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.momentum < 1.0:
@@ -515,13 +522,17 @@ class PCMemory:
             self._opt = torch.optim.Adam(self.parameters(), lr=cfg.weight_lr)
         history, start = FitHistory(), time.perf_counter()
         N = patterns.shape[0]
+        batch = cfg.batch_size or min(64, max(8, N // 4))
         bar = tqdm(range(epochs), desc="pc fit", unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
+            cosine = 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs - 1)))
+            for group in self._opt.param_groups:
+                group["lr"] = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * cosine)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self._epochs_done)
             order = torch.randperm(N, generator=gen).to(self.device)
             total = 0.0
-            for i in range(0, N, cfg.batch_size):
-                total += self._train_batch(patterns[order[i : i + cfg.batch_size]])
+            for i in range(0, N, batch):
+                total += self._train_batch(patterns[order[i : i + batch]])
             self._epochs_done += 1
             energy = total / N
             history.energies.append(energy)
