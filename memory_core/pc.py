@@ -138,9 +138,9 @@ class PCConfig:
     weight_lr: float = 1e-3
     lr_floor: float = 0.05
     stop_energy: float = 1e-5
-    recall_iters: int = 2
+    recall_iters: int = 3
     recall_steps: int = 200
-    recall_tol: float = 1e-7
+    recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
     complete_steps: int = 1000
     complete_lr: float = 0.2

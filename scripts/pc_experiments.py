@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON lines file (default results/pc_experiments[_full].jsonl)")
     ap.add_argument("--only", choices=["noisy", "partial"], default=None)
+    ap.add_argument("--settings", nargs="+", default=None, metavar="DATA:N:WIDTH",
+                    help="run only these noisy-recall settings, e.g. patches32:1000:1024 (no partial)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a loaded machine)")
     args = ap.parse_args()
     if args.threads:
@@ -181,6 +183,9 @@ def main() -> None:
     else:
         noisy = [(d, n, 512) for d in ("patches32", "fashion") for n in (100, 250)]
         partial_width, fractions = 512, (1 / 2, 1 / 4, 1 / 8, 1 / 16)
+    if args.settings:
+        noisy = [(d, int(n), int(w)) for d, n, w in (s.split(":") for s in args.settings)]
+        args.only = "noisy"
     out = Path(args.out or f"results/pc_experiments{'_full' if args.full else ''}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     done = []
