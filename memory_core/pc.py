@@ -121,6 +121,8 @@ class PCConfig:
             the cue.
         complete_steps: relaxation steps for a partial cue.
         complete_lr: step size for a partial cue.
+        complete_momentum: momentum for a partial cue (a pure, ill-conditioned descent:
+            more momentum converges faster than the training value).
         max_batch: cues relaxed at once (bounds memory).
     """
 
@@ -142,8 +144,9 @@ class PCConfig:
     recall_steps: int = 200
     recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
-    complete_steps: int = 1000
+    complete_steps: int = 2000
     complete_lr: float = 0.2
+    complete_momentum: float = 0.9
     max_batch: int = 1024
 
     def __post_init__(self) -> None:
@@ -171,8 +174,9 @@ class PCConfig:
                      "stop_energy", "recall_tol", "lr_floor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name in ("momentum", "complete_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     @property
     def pi(self) -> tuple[float, ...]:
@@ -333,6 +337,7 @@ class PCMemory:
         pi: tuple[float, ...],
         trace: list[float] | None = None,
         use_gram: bool | None = None,
+        momentum: float | None = None,
     ) -> list[Tensor]:
         """Descend E over the free latents x_0 .. x_{L-2}; the sensory layer is clamped.
 
@@ -346,6 +351,7 @@ class PCMemory:
                 last is appended (for tests; costs one extra product per step).
             use_gram: force (True) or forbid (False) the Gram-matrix message; None picks
                 the cheaper. Only for a fully clamped sensory layer.
+            momentum: heavy-ball momentum (None: ``config.momentum``).
 
         Returns:
             the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] after relaxation.
@@ -366,6 +372,7 @@ class PCMemory:
         vel = [torch.zeros_like(v) for v in xs]
         msg = [new(n[l]) for l in range(L - 1)]  # bottom-up messages pi_{l+1} eps_{l+1} W_{l+1}
         lrs = self._step_sizes(pi, lr)
+        momentum = self.config.momentum if momentum is None else momentum
 
         Wx, bx, H, D = W[-1], b[-1], n[top], n[bottom]
         # Clamped sensory layer: the bottom-up message from the Gram matrix when cheaper.
@@ -409,7 +416,7 @@ class PCMemory:
                     grad[l].add_(eps[l], alpha=pi[l])
                 elif pi[0] > 0:
                     grad[0].add_(xs[0] - self.prior_mean, alpha=pi[0])
-                vel[l].mul_(self.config.momentum).addcmul_(grad[l], lrs[l], value=-1.0)
+                vel[l].mul_(momentum).addcmul_(grad[l], lrs[l], value=-1.0)
                 xs[l].add_(vel[l])
         return xs
 
@@ -596,7 +603,8 @@ class PCMemory:
         cfg = self.config
         known = mask.to(cue.dtype)
         clamped = cue * known  # unknown entries are never read; zero them anyway
-        xs = self._relax(clamped, known, cfg.complete_steps, cfg.complete_lr, cfg.recall_pi)
+        xs = self._relax(clamped, known, cfg.complete_steps, cfg.complete_lr, cfg.recall_pi,
+                         momentum=cfg.complete_momentum)
         return torch.where(mask, cue, self._predict(xs))
 
     @torch.no_grad()
@@ -617,7 +625,8 @@ class PCMemory:
             known = None if m is None else m.to(c.dtype)
             steps = cfg.recall_steps if m is None else cfg.complete_steps
             lr = cfg.infer_lr if m is None else cfg.complete_lr
-            xs = self._relax(c, known, steps, lr, pi)
+            mom = cfg.momentum if m is None else cfg.complete_momentum
+            xs = self._relax(c, known, steps, lr, pi, momentum=mom)
             fs, errs = self._errors(xs, c, known)
             e = sum(0.5 * pi[l + 1] * err.square().sum(1) for l, err in enumerate(errs))
             if pi[0] > 0:
