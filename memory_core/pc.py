@@ -145,7 +145,7 @@ class PCConfig:
     recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
     complete_steps: int = 2000
-    complete_lr: float = 0.2
+    complete_lr: float = 0.1
     complete_momentum: float = 0.9
     max_batch: int = 1024
 
@@ -365,8 +365,8 @@ class PCMemory:
         xs = [self.prior_mean.expand(B, -1).clone()]
         for l in range(1, L - 1):
             xs.append(torch.addmm(b[l - 1], self._f(xs[-1]), W[l - 1].T))
-        f = [new(n[l]) for l in range(L - 1)]
-        df = [new(n[l]) for l in range(L - 1)]
+        f = [new(n[l]) for l in range(L - 1)]  # f(x_l): (B, n_l)
+        df = [new(n[l]) for l in range(L - 1)]  # f'(x_l): (B, n_l)
         eps = [None] + [new(n[l]) for l in range(1, L - 1)]  # errors of the free predicted layers
         grad = [new(n[l]) for l in range(L - 1)]
         vel = [torch.zeros_like(v) for v in xs]
@@ -414,8 +414,8 @@ class PCMemory:
                 grad[l].neg_()
                 if l >= 1:
                     grad[l].add_(eps[l], alpha=pi[l])
-                elif pi[0] > 0:
-                    grad[0].add_(xs[0] - self.prior_mean, alpha=pi[0])
+                elif pi[0] > 0:  # the prior's pull towards its mean
+                    grad[0].add_(xs[0], alpha=pi[0]).sub_(self.prior_mean, alpha=pi[0])
                 vel[l].mul_(momentum).addcmul_(grad[l], lrs[l], value=-1.0)
                 xs[l].add_(vel[l])
         return xs
