@@ -13,6 +13,7 @@ from .hopfield import (
     UniversalHopfield,
     modern_hopfield,
 )
+from .pc import FitHistory, PCConfig, PCMemory
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
 
@@ -20,8 +21,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EmptyMemoryError",
+    "FitHistory",
     "HopfieldConfig",
     "HopfieldNetwork",
+    "PCConfig",
+    "PCMemory",
     "SEPARATIONS",
     "SIMILARITIES",
     "SparseDistributedMemory",
