@@ -1,7 +1,9 @@
 """memory_core: associative memories in PyTorch.
 
 Universal Hopfield networks (Millidge et al., ICML 2022) with their classical instances,
-and (see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021).
+(see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021),
+predictive coding on arbitrary graphs (pcgraph.py, Salvatori et al., NeurIPS 2022) and
+Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020).
 No web code here: the service in ``app`` builds on this package, never the reverse.
 """
 
@@ -14,8 +16,10 @@ from .hopfield import (
     modern_hopfield,
 )
 from .pc import FitHistory, PCConfig, PCMemory
+from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
+from .zil import zil_gradients
 
 __version__ = "0.1.0"
 
@@ -25,6 +29,8 @@ __all__ = [
     "HopfieldConfig",
     "HopfieldNetwork",
     "PCConfig",
+    "PCGraph",
+    "PCGraphConfig",
     "PCMemory",
     "SEPARATIONS",
     "SIMILARITIES",
@@ -35,5 +41,6 @@ __all__ = [
     "modern_hopfield",
     "resolve_device",
     "similarity",
+    "zil_gradients",
     "__version__",
 ]
