@@ -16,32 +16,19 @@ its state. Adding a kind = one subclass + one line in ``KINDS``.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
 import math
-import secrets
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from memory_core import (
-    EmptyMemoryError,
-    HopfieldConfig,
-    PCConfig,
-    PCMemory,
-    UniversalHopfield,
-    get_similarity,
-    make_separation,
-)
+from memory_core import EmptyMemoryError, HopfieldConfig, UniversalHopfield, get_similarity, make_separation
 from memory_core.crossmodal import nearest_captions
-from memory_core.text import EMBEDDING_DIM
 
 from .captions import layout_of
 from .jobs import JobContext
@@ -365,166 +352,7 @@ class HopfieldMemory(LiveMemory):
         return out, self.model.energy(out)  # (B,)
 
 
-KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory}
+# The trained kinds build on LiveMemory above; their module imports this one.
+from .trained import PCGraphKind, PCKind  # noqa: E402
 
-
-class PCKind(LiveMemory):
-    """A hierarchical predictive-coding memory (``memory_core.PCMemory``), trained in the background.
-
-    Config keys are ``PCConfig``'s fields (PCMemory's constructor arguments): ``sizes``
-    (top latent ... sensory; the last must be the memory's D, or D + 384 for a text
-    memory; default [256, 512, D]), ``activation``, ``seed``, ``epochs``, ... Storing
-    does not train: ``POST .../train`` starts a job that fits a copy of the current model
-    (a warm start when there is one) on the patterns stored at that moment, writes its
-    checkpoint atomically, records it in storage (the switch-over point) and only then
-    swaps it in, so recalls always use a whole model: the last trained one.
-
-    State: ``untrained`` (no model yet), ``training`` (a job is queued or running),
-    ``ready`` (the model was fit on exactly the patterns stored now), ``stale`` (patterns
-    were stored or deleted since).
-    """
-
-    kind = "pc"
-    trainable = True
-    DEFAULT_HIDDEN: ClassVar[tuple[int, int]] = (256, 512)
-
-    def __init__(self, record: MemoryRecord, device: torch.device) -> None:
-        super().__init__(record, device)
-        # Names which stored pattern a recall lands on (and ranks caption queries).
-        self._index = UniversalHopfield("euclidean", "max", device=device)
-        self.model: PCMemory | None = None
-        self._trained_fingerprint: str | None = None
-        self._fingerprint = _fingerprint([])
-        self._training = False
-        self._checkpoint: str | None = None
-
-    @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
-        dim = int(math.prod(shape)) + (EMBEDDING_DIM if text else 0)
-        allowed = [f.name for f in fields(PCConfig)]
-        unknown = sorted(set(config) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown} for kind pc; known: {allowed}")
-        resolved = {**asdict(PCConfig()), "sizes": [*cls.DEFAULT_HIDDEN, dim], **config}
-        sizes = resolved["sizes"]
-        if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
-            raise TypeError(f"config.sizes must be a list of integers, got {sizes!r}")
-        if not sizes or sizes[-1] != dim:
-            raise ValueError(
-                f"config.sizes must end with the pattern dimension {dim}"
-                f"{' (D + 384 for the caption)' if text else ''}, got {sizes}"
-            )
-        try:
-            checked = PCConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: {exc}") from None
-        return json.loads(checked.to_json())  # plain JSON types, as stored
-
-    @classmethod
-    def default_config(cls) -> dict[str, Any]:
-        resolved = cls.resolve_config({}, (1,))
-        resolved["sizes"] = [*cls.DEFAULT_HIDDEN, "D"]  # the memory's own dimension
-        return resolved
-
-    @property
-    def index(self) -> UniversalHopfield:
-        return self._index
-
-    @property
-    def state(self) -> str:
-        if self._training:
-            return "training"
-        if self.model is None:
-            return "untrained"
-        return "ready" if self._trained_fingerprint == self._fingerprint else "stale"
-
-    @property
-    def trained_count(self) -> int:
-        return 0 if self.model is None else self.model.trained_count
-
-    def _changed(self) -> None:
-        self._fingerprint = _fingerprint(self.seqs)
-
-    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        model = self.model
-        if model is None:
-            raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
-        if mask is None:
-            out = model.retrieve(cue)  # (B, D): iterated recall from noisy cues
-        else:
-            # A batch may mix cues with unknown entries (completion) and whole cues (an
-            # all-True row: denoising, as without a mask).
-            whole = mask.all(dim=1)  # (B,)
-            out = torch.empty_like(cue)
-            if bool(whole.any()):
-                out[whole] = model.retrieve(cue[whole])
-            if not bool(whole.all()):
-                out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
-        return out, model.energy(out)  # (B, D), (B,)
-
-    def training(
-        self, storage: Storage, epochs: int | None
-    ) -> tuple[Callable[[JobContext], None], int, int | None]:
-        # A snapshot of what is stored now: the job trains on exactly this.
-        patterns = self.index.keys.detach().to("cpu", torch.float32).clone()  # (N, D)
-        fingerprint = self._fingerprint
-        start = self.model
-        config = dict(self.record.config)
-        total = int(epochs if epochs is not None else config["epochs"])
-        self._training = True
-
-        def work(ctx: JobContext) -> None:
-            if start is not None:
-                model = copy.deepcopy(start)  # warm start; recalls keep the original meanwhile
-            else:
-                model = PCMemory(device=self.device, **config)
-            model.fit(
-                patterns.to(self.device),
-                epochs=total,
-                progress=False,
-                callback=lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
-            )
-            if ctx.cancelled:
-                return  # a cancelled job changes nothing
-            folder = storage.checkpoint_dir(self.record.id)
-            name = f"pc-{secrets.token_hex(8)}.safetensors"
-            model.save(folder / name)  # atomic: temp file, fsync, rename
-            with self.writing:
-                if self.deleted:
-                    return
-                storage.set_extra(self.record.id, {"checkpoint": name, "fingerprint": fingerprint})
-                with self.rw.write():
-                    self.model, self._trained_fingerprint = model, fingerprint
-                    old, self._checkpoint = self._checkpoint, name
-            if old is not None:
-                (folder / old).unlink(missing_ok=True)
-
-        return work, patterns.shape[0], total
-
-    def training_ended(self, status: str) -> None:
-        self._training = False
-
-    def restore(self, storage: Storage) -> None:
-        name = self.record.extra.get("checkpoint")
-        folder = storage.checkpoint_dir(self.record.id)
-        if name:
-            path = folder / name
-            try:
-                self.model = PCMemory.load(path, device=self.device)
-            except (OSError, ValueError) as exc:  # the record names it, so this is damage
-                log.error("memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, path, exc)
-                name = None
-            else:
-                self._trained_fingerprint = self.record.extra.get("fingerprint")
-                self._checkpoint = name
-        for leftover in folder.glob("pc-*.safetensors"):  # written, never switched to (a crash)
-            if leftover.name != name:
-                leftover.unlink(missing_ok=True)
-
-
-def _fingerprint(seqs: list[int]) -> str:
-    """Names a set of stored patterns (their storage sequence numbers, in order)."""
-    return hashlib.sha256(",".join(map(str, seqs)).encode()).hexdigest()[:20]
-
-
-KINDS["pc"] = PCKind
+KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory, "pc": PCKind, "pcgraph": PCGraphKind}

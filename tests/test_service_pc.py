@@ -137,3 +137,32 @@ def test_pc_config_is_checked(client):
     assert ok.status_code == 201 and ok.json()["config"]["sizes"] == [256, 512, 784]
     text = client.post("/v1/memories", json={"name": "t", "kind": "pc", "shape": [4], "text": True, "config": {}})
     assert text.status_code == 201 and text.json()["config"]["sizes"][-1] == 4 + 384
+
+
+def test_pcgraph_kind_trains_and_recalls(make_client, fashion, tmp_path):
+    """Kind pcgraph: the same store / train / recall cycle, on a fully connected graph."""
+    client = make_client()
+    config = {"hidden": 64, "topology": "fully_connected", "epochs": 50, "batch_size": 16, "lr": 3e-3}
+    created = client.post("/v1/memories", json={"name": "g", "kind": "pcgraph", "shape": [1, 28, 28],
+                                                "config": config})
+    assert created.status_code == 201 and created.json()["state"] == "untrained"
+    _store(client, "g", fashion[:N])
+    job = _wait_job(client, client.post("/v1/memories/g/train", json={}).json()["id"])
+    assert job["status"] == "succeeded" and job["energy"] is not None
+    assert _state(client, "g")["state"] == "ready" and _state(client, "g")["trained_count"] == N
+    vectors = flatten(fashion[:N])
+    known = [True] * 392 + [False] * 392
+    hits = 0
+    for i in range(N):
+        r = client.post("/v1/memories/g/retrieve", json={"vector": vectors[i].tolist(), "mask": known,
+                                                         "include_vector": True}).json()
+        assert torch.equal(torch.tensor(r["pattern"]["vector"])[:392], vectors[i][:392])
+        hits += r["matches"][0]["id"] == f"f{i}"
+    assert hits >= 0.9 * N
+    make_client.stop(client)
+    again = make_client()  # the checkpoint comes back
+    assert _state(again, "g")["state"] == "ready"
+    r = again.post("/v1/memories/g/retrieve", json={"vector": vectors[0].tolist(), "mask": known})
+    assert r.status_code == 200 and r.json()["matches"][0]["id"] == "f0"
+    too_big = again.post("/v1/memories", json={"name": "big", "kind": "pcgraph", "shape": [3, 64, 64]})
+    assert too_big.status_code == 422 and "vertices" in too_big.json()["error"]["message"]
