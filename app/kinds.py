@@ -21,7 +21,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -299,21 +299,14 @@ class HopfieldMemory(LiveMemory):
     """A universal Hopfield network (``memory_core.UniversalHopfield``): a store is learned at once.
 
     Config keys are UniversalHopfield's constructor arguments: similarity, separation,
-    beta, n, k, radius. The default (``{}``) is manhattan similarity (mask-aware)
-    with softmax separation at beta = DEFAULT_BETA, measured on Fashion-MNIST
-    (scripts/measure_default_beta.py; see the README).
+    beta, n, k, radius. ``{}`` resolves to the library's defaults (``HopfieldConfig``:
+    mask-aware euclidean similarity, softmax at beta = 100), chosen from the capacity
+    experiment (scripts/capacity.py) and the beta sweep of scripts/measure_default_beta.py
+    (see the README).
     """
 
     kind = "hopfield"
-    DEFAULT_BETA: ClassVar[float] = 10.0
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "similarity": "manhattan",
-        "separation": "softmax",
-        "beta": DEFAULT_BETA,
-        "n": 2.0,
-        "k": 5,
-        "radius": 0.0,
-    }
+    DEFAULTS: ClassVar[dict[str, Any]] = asdict(HopfieldConfig())
 
     def __init__(self, record: MemoryRecord, device: torch.device) -> None:
         super().__init__(record, device)

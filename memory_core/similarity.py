@@ -13,6 +13,11 @@ are compared, and the result is rescaled by ``D / k`` (k = number of known entri
 that cue). With every entry known this is exactly the unmasked score, and cues with
 different masks are put on the same scale, so a cue with half its pixels known is
 compared as fairly as a whole one.
+
+Speed: manhattan runs the compiled kernel of ``kernels.py`` (no (B, N, D) block);
+euclidean and cosine take the keys' squared norms when the caller caches them
+(``key_sq``); euclidean also offers ranks (ordered like the scores, no sqrt) that search finishes
+into scores only for the patterns it keeps.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+
+from .kernels import l1_distances
 
 __all__ = ["SIMILARITIES", "Similarity", "get_similarity", "similarity", "bipolar"]
 
@@ -39,20 +46,25 @@ def _known_counts(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return counts.to(dtype)
 
 
-def _dot(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+def _dot(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     if mask is None:
         return cue @ memories.T  # (B, N)
     d = cue.shape[1]
     masked = cue * mask  # (B, D): unknown entries contribute nothing
-    return (masked @ memories.T) * (d / _known_counts(mask, cue.dtype))  # (B, N)
+    return (masked @ memories.T).mul_(d / _known_counts(mask, cue.dtype))  # (B, N)
 
 
-def _cosine(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+def _row_sq(memories: Tensor, key_sq: Tensor | None) -> Tensor:
+    """(N,) squared norms of the memories: the cached ones when given."""
+    return key_sq if key_sq is not None else (memories * memories).sum(dim=1)
+
+
+def _cosine(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     eps = torch.finfo(cue.dtype).tiny
     if mask is None:
         dots = cue @ memories.T  # (B, N)
         cue_norm = cue.norm(dim=1, keepdim=True)  # (B, 1)
-        mem_norm = memories.norm(dim=1)[None, :]  # (1, N)
+        mem_norm = _row_sq(memories, key_sq).sqrt()[None, :]  # (1, N)
         return dots / (cue_norm * mem_norm).clamp_min(eps)
     maskf = mask.to(cue.dtype)
     masked = cue * maskf  # (B, D)
@@ -63,38 +75,55 @@ def _cosine(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
     return dots / (cue_norm * mem_norm).clamp_min(eps)
 
 
-def _squared_euclidean(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+def _squared_euclidean(
+    memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None
+) -> Tensor:
     """Squared distances (B, N), rescaled by D / k under a mask; never negative."""
     if mask is None:
         cue_sq = (cue * cue).sum(dim=1, keepdim=True)  # (B, 1)
-        mem_sq = (memories * memories).sum(dim=1)[None, :]  # (1, N)
-        d2 = cue_sq - 2.0 * (cue @ memories.T) + mem_sq  # (B, N)
-        return d2.clamp_min(0)
+        # |m|^2 - 2 <q, m> in one BLAS call, then + |q|^2.
+        d2 = torch.addmm(_row_sq(memories, key_sq)[None, :], cue, memories.T, alpha=-2.0)  # (B, N)
+        return d2.add_(cue_sq).clamp_min_(0)
     d = cue.shape[1]
     maskf = mask.to(cue.dtype)
     masked = cue * maskf  # (B, D)
     cue_sq = (masked * masked).sum(dim=1, keepdim=True)  # (B, 1)
     mem_sq = maskf @ (memories * memories).T  # (B, N): |m|^2 over each cue's known entries
-    d2 = cue_sq - 2.0 * (masked @ memories.T) + mem_sq  # (B, N)
-    return d2.clamp_min(0) * (d / _known_counts(mask, cue.dtype))
+    d2 = mem_sq.sub_(masked @ memories.T, alpha=2.0).add_(cue_sq)  # (B, N)
+    return d2.clamp_min_(0).mul_(d / _known_counts(mask, cue.dtype))
 
 
-def _euclidean(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
-    return -_squared_euclidean(memories, cue, mask).sqrt()
+def _euclidean(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
+    return _squared_euclidean(memories, cue, mask, key_sq).sqrt_().neg_()
 
 
-def _manhattan(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
-    # One (B, N, D) difference block: callers keep it bounded by passing a chunk of
-    # the stored patterns at a time (hopfield.py does).
-    diff = (cue[:, None, :] - memories[None, :, :]).abs_()  # (B, N, D)
-    if mask is None:
-        return -diff.sum(dim=2)
+def _euclidean_rank(
+    memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None
+) -> Tensor:
+    """Unmasked: 2 <q, m> - |m|^2 = |q|^2 - d^2, which orders patterns as -d does (one
+    BLAS call, no sqrt); masked: the scores themselves."""
+    if mask is not None:
+        return _euclidean(memories, cue, mask)
+    return torch.addmm(_row_sq(memories, key_sq)[None, :], cue, memories.T, beta=-1.0, alpha=2.0)
+
+
+def _euclidean_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is not None:
+        return rank
+    cue_sq = (cue * cue).sum(dim=1, keepdim=True).to(rank.dtype)  # (B, 1)
+    return (cue_sq - rank).clamp_min_(0).sqrt_().neg_()
+
+
+def _manhattan(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
+    # The compiled kernel (or its bounded torch fallback) applies -1 or -D/k as it writes
+    # the sums: no (B, N, D) block is built and no (B, N) pass follows.
     d = cue.shape[1]
-    dist = (diff * mask[:, None, :]).sum(dim=2)  # (B, N)
-    return -dist * (d / _known_counts(mask, cue.dtype))
+    scale = -torch.ones(cue.shape[0], 1, dtype=cue.dtype, device=cue.device) if mask is None \
+        else -(d / _known_counts(mask, cue.dtype))  # (B, 1)
+    return l1_distances(memories, cue, mask, scale)  # (B, N)
 
 
-def _hamming(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+def _hamming(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     # For +-1 vectors over k entries: differing = (k - <a, b>) / 2.
     mem_b = bipolar(memories)
     cue_b = bipolar(cue)
@@ -106,33 +135,63 @@ def _hamming(memories: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
     return -differing * (d / k)
 
 
+def _identity_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+    return rank
+
+
+ScoreFn = Callable[[Tensor, Tensor, "Tensor | None", "Tensor | None"], Tensor]
+
+
 @dataclass(frozen=True)
 class Similarity:
     """A named similarity.
 
     Attributes:
         name: its name in configs and the REST API.
-        fn: ``(memories (N, D), cue (B, D), mask (B, D) | None) -> scores (B, N)``.
+        fn: ``(memories (N, D), cue (B, D), mask (B, D) | None, key_sq (N,) | None)
+            -> scores (B, N)``; ``key_sq`` are the memories' squared norms when the
+            caller has them cached (euclidean and cosine then skip a pass).
         is_distance: True when scores are negated distances (<= 0, 0 = identical);
             polynomial separation then weighs by inverse distance.
+        rank_fn: optional cheaper ``(memories, cue, mask, key_sq) -> (B, N)`` that orders
+            the patterns of each cue exactly as the scores do; ``finish_fn(rank, cue,
+            mask)`` turns ranks (of the selected patterns) into scores. Search uses them.
+        temporaries: whether a call builds (N, D) temporaries ("always", only with a
+            "masked" cue, or "none"), for the callers' chunk budget.
     """
 
     name: str
-    fn: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    fn: ScoreFn
     is_distance: bool
+    rank_fn: ScoreFn | None = None
+    finish_fn: Callable[[Tensor, Tensor, "Tensor | None"], Tensor] = _identity_finish
+    temporaries: str = "none"
 
-    def __call__(self, memories: Tensor, cue: Tensor, mask: Tensor | None = None) -> Tensor:
-        return self.fn(memories, cue, mask)
+    def __call__(
+        self, memories: Tensor, cue: Tensor, mask: Tensor | None = None, key_sq: Tensor | None = None
+    ) -> Tensor:
+        return self.fn(memories, cue, mask, key_sq)
+
+    def rank(
+        self, memories: Tensor, cue: Tensor, mask: Tensor | None = None, key_sq: Tensor | None = None
+    ) -> Tensor:
+        """(B, N) values ordered per cue like the scores (larger = more alike)."""
+        return (self.rank_fn or self.fn)(memories, cue, mask, key_sq)
+
+    def finish(self, rank: Tensor, cue: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Scores from ranks (B, k) of selected patterns."""
+        return self.finish_fn(rank, cue, mask)
 
 
 _REGISTRY: dict[str, Similarity] = {
     s.name: s
     for s in (
         Similarity("dot", _dot, is_distance=False),
-        Similarity("cosine", _cosine, is_distance=False),
-        Similarity("euclidean", _euclidean, is_distance=True),
+        Similarity("cosine", _cosine, is_distance=False, temporaries="masked"),
+        Similarity("euclidean", _euclidean, is_distance=True, rank_fn=_euclidean_rank,
+                   finish_fn=_euclidean_finish, temporaries="masked"),
         Similarity("manhattan", _manhattan, is_distance=True),
-        Similarity("hamming", _hamming, is_distance=True),
+        Similarity("hamming", _hamming, is_distance=True, temporaries="always"),
     )
 }
 SIMILARITIES: tuple[str, ...] = tuple(_REGISTRY)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from memory_core import UniversalHopfield
+from memory_core import HopfieldConfig, UniversalHopfield
 from memory_core.captions import CaptionedImages, fashion_caption_pairs, photo_caption_pairs
 from memory_core.crossmodal import JointLayout, nearest_captions
 from memory_core.data import flatten
@@ -82,10 +83,10 @@ class HeteroHopfield:
 def methods(image_dim: int) -> dict[str, Callable[[], object]]:
     """Every memory method compared, by name."""
     return {
-        "hopfield joint, manhattan softmax (default)": lambda: JointHopfield(
+        "hopfield joint, defaults (euclidean softmax beta 100)": lambda: JointHopfield(
+            JointLayout(image_dim), **asdict(HopfieldConfig())),
+        "hopfield joint, manhattan softmax": lambda: JointHopfield(
             JointLayout(image_dim), similarity="manhattan", separation="softmax", beta=50.0),
-        "hopfield joint, euclidean softmax": lambda: JointHopfield(
-            JointLayout(image_dim), similarity="euclidean", separation="softmax", beta=50.0),
         "hopfield joint, cosine softmax": lambda: JointHopfield(
             JointLayout(image_dim), similarity="cosine", separation="softmax", beta=200.0),
         "hopfield hetero, cosine keys / manhattan keys": lambda: HeteroHopfield(
