@@ -23,11 +23,13 @@ from .storage import MemoryRecord, NewPattern
 
 __all__ = ["TEXT_WEIGHT", "layout_of", "stored_dim", "embed", "with_captions"]
 
-# w: the caption embedding's scale in a joint pattern. The hopfield kind compares a
-# text query on the caption part alone (mask-aware, rescaled by D/k), where w only
-# multiplies beta, and with beta = 10 a caption query is already sharp at w = 1
-# (scripts/crossmodal.py measures lookups).
-TEXT_WEIGHT = 1.0
+# w: the caption embedding's scale in a joint pattern. A text query is compared on the
+# caption part alone (mask-aware, rescaled by D/k), where w multiplies the distances
+# and so sharpens softmax like beta. Measured on the 69 captioned photos with the
+# default config: at w = 1 only 97% of paraphrase queries completed exactly the best
+# match's picture (the rest a blend of two); at w = 3, 10 and 30, 100%. 10 keeps a
+# margin. It is part of the stored vectors: changing it means migrating text memories.
+TEXT_WEIGHT = 10.0
 
 
 @lru_cache(maxsize=256)

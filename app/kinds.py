@@ -16,11 +16,12 @@ its state. Adding a kind = one subclass + one line in ``KINDS``.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -34,7 +35,9 @@ from .jobs import JobContext
 from .rwlock import RWLock
 from .storage import MemoryRecord, Storage
 
-__all__ = ["KINDS", "CaptionLookup", "HopfieldMemory", "LiveMemory", "NotTrained", "Recall", "TextLookup"]
+__all__ = ["KINDS", "CaptionLookup", "HopfieldMemory", "LiveMemory", "NotTrained", "PCKind", "Recall", "TextLookup"]
+
+log = logging.getLogger("app.kinds")
 
 
 class NotTrained(RuntimeError):
@@ -112,8 +115,16 @@ class LiveMemory(ABC):
     # --- what a kind defines ----------------------------------------------------------
     @classmethod
     @abstractmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
-        """Validate a create request's config and fill in the defaults; ValueError if bad."""
+    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
+        """Validate a create request's config and fill in the defaults; ValueError if bad.
+
+        ``text``: a cross-modal memory, whose stored vectors also hold a caption embedding.
+        """
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        """What ``config: {}`` resolves to, for /v1/info."""
+        return cls.resolve_config({}, (1,))
 
     @property
     @abstractmethod
@@ -148,6 +159,9 @@ class LiveMemory(ABC):
         Called under ``writing``; the work runs later on the job's thread.
         """
         raise NotImplementedError(f"kind {self.kind} has no training")
+
+    def training_ended(self, status: str) -> None:
+        """Called once a training job has ended, however it ended (even before it started)."""
 
     # --- shared machinery -------------------------------------------------------------
     @property
@@ -294,28 +308,21 @@ class HopfieldMemory(LiveMemory):
     """A universal Hopfield network (``memory_core.UniversalHopfield``): a store is learned at once.
 
     Config keys are UniversalHopfield's constructor arguments: similarity, separation,
-    beta, n, k, radius. The default (``{}``) is manhattan similarity (mask-aware)
-    with softmax separation at beta = DEFAULT_BETA, measured on Fashion-MNIST
-    (scripts/measure_default_beta.py; see the README).
+    beta, n, k, radius. ``{}`` resolves to the library's defaults (``HopfieldConfig``:
+    mask-aware euclidean similarity, softmax at beta = 100), chosen from the capacity
+    experiment (scripts/capacity.py) and the beta sweep of scripts/measure_default_beta.py
+    (see the README).
     """
 
     kind = "hopfield"
-    DEFAULT_BETA: ClassVar[float] = 10.0
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "similarity": "manhattan",
-        "separation": "softmax",
-        "beta": DEFAULT_BETA,
-        "n": 2.0,
-        "k": 5,
-        "radius": 0.0,
-    }
+    DEFAULTS: ClassVar[dict[str, Any]] = asdict(HopfieldConfig())
 
     def __init__(self, record: MemoryRecord, device: torch.device) -> None:
         super().__init__(record, device)
         self.model = UniversalHopfield(**record.config, device=device)
 
     @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
+    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
         allowed = [f.name for f in fields(HopfieldConfig)]
         unknown = sorted(set(config) - set(allowed))
         if unknown:
@@ -347,4 +354,7 @@ class HopfieldMemory(LiveMemory):
         return out, self.model.energy(out)  # (B,)
 
 
-KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory}
+# The trained kinds build on LiveMemory above; their module imports this one.
+from .trained import PCGraphKind, PCKind  # noqa: E402
+
+KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory, "pc": PCKind, "pcgraph": PCGraphKind}

@@ -99,7 +99,7 @@ class Registry:
             )
         shape_t = self._check_shape(shape)
         try:
-            resolved = cls.resolve_config(dict(config), shape_t)
+            resolved = cls.resolve_config(dict(config), shape_t, text)
         except (ValueError, TypeError) as exc:
             raise ApiError(422, "invalid_config", str(exc)) from None
         with self._creating:
@@ -210,8 +210,11 @@ class Registry:
                 raise ApiError(409, "memory_empty", f"memory {live.name!r} is empty: store patterns first")
             try:
                 work, patterns, total = live.training(self.storage, epochs)
-                job = self.jobs.submit(live.name, "train", work, patterns=patterns, epochs=total)
+                job = self.jobs.submit(
+                    live.name, "train", work, patterns=patterns, epochs=total, on_finish=live.training_ended
+                )
             except JobConflict as exc:
+                live.training_ended("not started")
                 raise ApiError(
                     409,
                     "job_running",

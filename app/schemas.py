@@ -79,7 +79,7 @@ class Info(BaseModel):
                     "similarities": ["dot", "cosine", "euclidean", "manhattan", "hamming"],
                     "separations": ["identity", "softmax", "polynomial", "max", "topk", "threshold"],
                     "default_configs": {
-                        "hopfield": {"similarity": "manhattan", "separation": "softmax", "beta": 1.0}
+                        "hopfield": {"similarity": "euclidean", "separation": "softmax", "beta": 100.0}
                     },
                     "limits": {
                         "max_request_bytes": 33554432,
@@ -149,9 +149,9 @@ class MemoryDetails(BaseModel):
                     "dim": 784,
                     "text": False,
                     "config": {
-                        "similarity": "manhattan",
+                        "similarity": "euclidean",
                         "separation": "softmax",
-                        "beta": 1.0,
+                        "beta": 100.0,
                         "n": 2.0,
                         "k": 5,
                         "radius": 0.0,

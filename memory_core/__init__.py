@@ -15,6 +15,7 @@ from .hopfield import (
     UniversalHopfield,
     modern_hopfield,
 )
+from .pc import FitHistory, PCConfig, PCMemory
 from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
@@ -24,10 +25,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EmptyMemoryError",
+    "FitHistory",
     "HopfieldConfig",
     "HopfieldNetwork",
+    "PCConfig",
     "PCGraph",
     "PCGraphConfig",
+    "PCMemory",
     "SEPARATIONS",
     "SIMILARITIES",
     "SparseDistributedMemory",

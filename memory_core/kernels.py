@@ -14,8 +14,10 @@ compiler on first use and cached under ``$AMS_KERNEL_CACHE`` (default
 ``~/.cache/memory_core/kernels``), keyed by the source, the flags and the compiler. It
 is loaded with ctypes, so it needs no Python headers, no ninja and no torch headers, and
 the GIL is released while it runs. Vector width follows the CPU: AVX-512 (16 floats),
-AVX2 (8) or the baseline (4). Where there is no compiler, or the build fails, or for
-CUDA tensors and float64, the same sums come from torch (``cdist`` when unmasked,
+AVX2 (8) or the baseline (4). Where there is no compiler at run time (the Docker
+image), ``python -m memory_core.kernels --prebuild DIR`` compiles all three ahead of
+time and ``AMS_KERNEL_PREBUILT=DIR`` loads the one the CPU runs. Where there is
+neither, or the build fails, or for CUDA tensors and float64, the same sums come from torch (``cdist`` when unmasked,
 bounded broadcast blocks when masked), with a one-time warning for a failed build.
 ``AMS_KERNELS=0`` turns the compiled kernel off.
 """
@@ -35,7 +37,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["l1_distances", "l1_distances_torch", "kernel_available", "kernel_info", "advise_huge_pages"]
+__all__ = [
+    "advise_huge_pages",
+    "kernel_available",
+    "kernel_info",
+    "l1_distances",
+    "l1_distances_torch",
+    "prebuild",
+]
 
 _SOURCE = Path(__file__).with_name("csrc") / "l1_distance.c"
 _ABS_BITS = 0x7FFFFFFF  # AND with this clears a float32's sign bit: |x|
@@ -60,14 +69,55 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+# Each vector width: the CPU flags it needs, and the compiler flags that use them.
+_ISAS = {
+    "avx512": ({"avx512f", "avx512vl", "avx2", "fma"}, ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-DW=16"]),
+    "avx2": ({"avx2", "fma"}, ["-mavx2", "-mfma", "-DW=8"]),
+    "baseline": (set(), ["-DW=4"]),
+}
+_BASE_FLAGS = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp"]
+
+
 def _vector_flags() -> tuple[list[str], str]:
     """Compiler flags for the widest vectors this CPU runs, and a name for them."""
     flags = _cpu_flags()
-    if {"avx512f", "avx512vl", "avx2", "fma"} <= flags:
-        return ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-DW=16"], "avx512"
-    if {"avx2", "fma"} <= flags:
-        return ["-mavx2", "-mfma", "-DW=8"], "avx2"
-    return ["-DW=4"], "baseline"
+    for isa, (needs, cflags) in _ISAS.items():  # widest first
+        if needs <= flags:
+            return cflags, isa
+    return _ISAS["baseline"][1], "baseline"
+
+
+def prebuild(folder: str | os.PathLike) -> list[Path]:
+    """Compile every vector width into ``folder`` as ``l1_distance-<isa>.so``.
+
+    For images that run where there is no compiler (the Docker runtime stage): point
+    ``AMS_KERNEL_PREBUILT`` at the folder and each process loads the widest variant
+    its CPU runs. Compiling AVX-512 code needs no AVX-512 CPU; only running it does.
+    """
+    cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if cc is None:
+        raise RuntimeError("no C compiler found (gcc or $CC)")
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    built = []
+    for isa, (_, cflags) in _ISAS.items():
+        target = out / f"l1_distance-{isa}.so"
+        run = subprocess.run([cc, *_BASE_FLAGS, *cflags, str(_SOURCE), "-o", str(target)],
+                             capture_output=True, text=True, timeout=300)
+        if run.returncode != 0:
+            raise RuntimeError(f"{cc} failed to build the {isa} kernel:\n{run.stderr[-2000:]}")
+        built.append(target)
+    return built
+
+
+def _prebuilt() -> tuple[Path, str] | None:
+    """The prebuilt variant for this CPU under $AMS_KERNEL_PREBUILT, if there is one."""
+    folder = os.environ.get("AMS_KERNEL_PREBUILT")
+    if not folder:
+        return None
+    _, isa = _vector_flags()
+    path = Path(folder) / f"l1_distance-{isa}.so"
+    return (path, isa) if path.exists() else None
 
 
 def _cache_dir() -> Path:
@@ -83,12 +133,16 @@ def _compiler_version(cc: str) -> str:
 
 
 def _build() -> ctypes.CDLL:
-    """Compile (once per source/flags/compiler, cached on disk) and load the kernel."""
+    """Load the prebuilt kernel, or compile it (once per source/flags/compiler, cached
+    on disk) and load it."""
+    prebuilt = _prebuilt()
+    if prebuilt is not None:
+        return _load(*prebuilt, compiler="prebuilt")
     cc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
     if cc is None:
-        raise RuntimeError("no C compiler found (gcc or $CC)")
+        raise RuntimeError("no C compiler found (gcc or $CC), and no prebuilt kernel (AMS_KERNEL_PREBUILT)")
     vec_flags, isa = _vector_flags()
-    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-fopenmp", *vec_flags]
+    flags = [*_BASE_FLAGS, *vec_flags]
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(flags).encode() + _compiler_version(cc).encode()).hexdigest()[:16]
     target = _cache_dir() / f"l1_distance-{isa}-{key}.so"
@@ -107,12 +161,16 @@ def _build() -> ctypes.CDLL:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    lib = ctypes.CDLL(str(target))
+    return _load(target, isa, compiler=cc)
+
+
+def _load(path: Path, isa: str, compiler: str) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
     fn = lib.ams_l1_distances
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, i64, ptr, i64, i64, i64, ctypes.c_int]
     fn.restype = None
-    _info.update(path=str(target), isa=isa, compiler=cc)
+    _info.update(path=str(path), isa=isa, compiler=compiler)
     return lib
 
 
@@ -258,3 +316,12 @@ def l1_distances_torch(keys: Tensor, cue: Tensor, mask: Tensor | None = None) ->
         diff = (cue[:, None, :] - keys[None, start : start + rows]).abs_()  # (B, n, D)
         out[:, start : start + rows] = (diff * maskf).sum(dim=2)
     return out
+
+
+if __name__ == "__main__":  # python -m memory_core.kernels --prebuild DIR
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Compile every vector width of the L1 kernel into a folder.")
+    parser.add_argument("--prebuild", required=True, metavar="DIR")
+    for path in prebuild(parser.parse_args().prebuild):
+        print(path)

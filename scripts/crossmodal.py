@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from memory_core import UniversalHopfield
+from memory_core import HopfieldConfig, PCMemory, UniversalHopfield
 from memory_core.captions import CaptionedImages, fashion_caption_pairs, photo_caption_pairs
 from memory_core.crossmodal import JointLayout, nearest_captions
 from memory_core.data import flatten
@@ -58,6 +59,37 @@ class JointHopfield:
         return self.layout.text_part(self.memory.retrieve(cue, mask=mask))
 
 
+class JointPC:
+    """A predictive-coding memory of joint patterns: clamp the known part, infer the rest.
+
+    Its own completion is what it answers; a text query's ranking is the stored pictures
+    nearest (euclidean) to the picture it completes.
+    """
+
+    def __init__(self, layout: JointLayout, **config) -> None:
+        self.layout, self.config = layout, config
+        self.memory: PCMemory | None = None
+        self.images: torch.Tensor | None = None
+
+    def store(self, images: torch.Tensor, texts: torch.Tensor) -> None:
+        joint = self.layout.join(images, texts)
+        self.memory = PCMemory(sizes=[*self.config.pop("hidden", (256, 512)), joint.shape[1]],
+                               device="cpu", **self.config)
+        self.memory.fit(joint, progress=True)
+        self.images = images
+
+    def text_to_image(self, texts: torch.Tensor) -> torch.Tensor:
+        cue, mask = self.layout.text_cue(texts)
+        return self.layout.image_part(self.memory.retrieve(cue, mask=mask))
+
+    def rank_images(self, texts: torch.Tensor, k: int) -> torch.Tensor:
+        return torch.cdist(self.text_to_image(texts), self.images).topk(k, dim=1, largest=False).indices
+
+    def image_to_text(self, images: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        cue, mask = self.layout.image_cue(images, image_mask)
+        return self.layout.text_part(self.memory.retrieve(cue, mask=mask))
+
+
 class HeteroHopfield:
     """Two hetero-associative memories: caption -> image and image -> caption."""
 
@@ -82,15 +114,18 @@ class HeteroHopfield:
 def methods(image_dim: int) -> dict[str, Callable[[], object]]:
     """Every memory method compared, by name."""
     return {
-        "hopfield joint, manhattan softmax (default)": lambda: JointHopfield(
+        "hopfield joint, defaults (euclidean softmax beta 100)": lambda: JointHopfield(
+            JointLayout(image_dim), **asdict(HopfieldConfig())),
+        "hopfield joint, manhattan softmax": lambda: JointHopfield(
             JointLayout(image_dim), similarity="manhattan", separation="softmax", beta=50.0),
-        "hopfield joint, euclidean softmax": lambda: JointHopfield(
-            JointLayout(image_dim), similarity="euclidean", separation="softmax", beta=50.0),
         "hopfield joint, cosine softmax": lambda: JointHopfield(
             JointLayout(image_dim), similarity="cosine", separation="softmax", beta=200.0),
         "hopfield hetero, cosine keys / manhattan keys": lambda: HeteroHopfield(
             dict(similarity="cosine", separation="softmax", beta=200.0),
             dict(similarity="manhattan", separation="softmax", beta=50.0)),
+        # The service's text weight (app/captions.py): the caption part is 384 of D + 384 entries.
+        "pc joint, sizes [256, 512, D + 384], w = 10": lambda: JointPC(
+            JointLayout(image_dim, text_weight=10.0)),
     }
 
 
@@ -125,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results/crossmodal.json"))
     parser.add_argument("--photo-size", type=int, default=64)
+    parser.add_argument("--only", default="", help="run only the methods whose name contains this text")
     args = parser.parse_args()
 
     sets = {
@@ -133,7 +169,7 @@ def main() -> None:
     }
     results = []
     started = time.perf_counter()
-    jobs = [(s, m) for s in sets for m in methods(1)]
+    jobs = [(s, m) for s in sets for m in methods(1) if args.only in m]
     for set_name, method_name in tqdm(jobs, desc="crossmodal"):
         data = sets[set_name]
         captions = encode_texts(data.captions, "cpu")

@@ -1,12 +1,14 @@
 """Choose the default beta of a "hopfield" memory created with ``config: {}``.
 
-Stores N Fashion-MNIST images in a UniversalHopfield(manhattan, softmax(beta)) and
+Stores N Fashion-MNIST images in a UniversalHopfield(similarity, softmax(beta)) (the
+similarity of ``HopfieldConfig``'s default unless --similarity says otherwise) and
 recalls M of them from (a) half-masked cues (bottom half unknown, filled with 0) and
 (b) noisy cues (Gaussian noise, std 0.2, clipped to [0, 1]), for a sweep of beta.
 Reports the fraction recalled correctly by DESIGN.md's criterion (MSE to the stored
 original < 0.001 for a partial cue, < 0.005 for a noisy cue) and the median MSE.
 
-    .venv/bin/python scripts/measure_default_beta.py [--stored 1000] [--cues 200] [--betas 0.1 1 10] [--out results/default_beta.json]
+    .venv/bin/python scripts/measure_default_beta.py [--similarity euclidean] [--stored 1000] [--cues 200]
+        [--betas 0.1 1 10] [--out results/default_beta.json]
 
 Writes results/default_beta.json.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from memory_core import UniversalHopfield
+from memory_core import HopfieldConfig, UniversalHopfield
 from memory_core.data import fashion_mnist, flatten
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector
 
@@ -29,6 +31,7 @@ BETAS = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0, 100.0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--similarity", default=HopfieldConfig().similarity)
     parser.add_argument("--stored", type=int, default=1000)
     parser.add_argument("--cues", type=int, default=200)
     parser.add_argument("--betas", type=float, nargs="+", default=list(BETAS))
@@ -45,7 +48,7 @@ def main() -> None:
 
     rows = []
     for beta in tqdm(args.betas, desc="beta"):
-        m = UniversalHopfield(similarity="manhattan", separation="softmax", beta=beta, device="cpu")
+        m = UniversalHopfield(similarity=args.similarity, separation="softmax", beta=beta, device="cpu")
         m.store(patterns)
         out_half = m.retrieve(half, mask=mask)
         out_noisy = m.retrieve(noisy)
@@ -61,13 +64,13 @@ def main() -> None:
             }
         )
     # Nearest-neighbour ceiling: is the closest stored pattern the right one?
-    m = UniversalHopfield(similarity="manhattan", separation="max", device="cpu")
+    m = UniversalHopfield(similarity=args.similarity, separation="max", device="cpu")
     m.store(patterns)
     right = torch.arange(args.cues)
     nn_half = float((m.search(half, k=1, mask=mask)[1][:, 0] == right).float().mean())
     nn_noisy = float((m.search(noisy, k=1)[1][:, 0] == right).float().mean())
 
-    print(f"N = {args.stored} stored Fashion-MNIST images, {args.cues} cues; manhattan + softmax(beta)")
+    print(f"N = {args.stored} stored Fashion-MNIST images, {args.cues} cues; {args.similarity} + softmax(beta)")
     print(f"{'beta':>8} | {'half ok':>8} | {'half med MSE':>12} | {'noisy ok':>8} | {'noisy med MSE':>13}")
     for r in rows:
         print(
@@ -79,6 +82,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
+                "similarity": args.similarity,
                 "stored": args.stored,
                 "cues": args.cues,
                 "rows": rows,

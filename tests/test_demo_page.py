@@ -409,3 +409,34 @@ def test_jobs_table_follows_a_running_job_and_cancels_it(page, tmp_path):
         while c.get("/v1/memories/big").status_code != 404:
             assert time.monotonic() < deadline, "cancelled load left its memory"
             time.sleep(0.05)
+
+
+def test_training_a_pc_memory_shows_progress_energy_and_then_recalls(page, server, api, fashion):
+    """Train a small PC memory from the page: the jobs table follows the job (progress,
+    epoch, energy, ETA from /v1/jobs/{id}), the memory turns ready, and Complete recalls."""
+    config = {"sizes": [64, 256, 784], "epochs": 150, "stop_energy": 0.0}
+    assert api.post("/v1/memories", json={"name": "pcmem", "kind": "pc", "shape": [1, 28, 28],
+                                          "config": config}).status_code == 201
+    files = [("images", (f"p{i}.png", png(fashion[i]), "image/png")) for i in range(12)]
+    assert api.post("/v1/memories/pcmem/patterns", files=files,
+                    data={"ids": [f"p{i}" for i in range(12)]}).status_code == 201
+    _open(page, server, memory="pcmem")
+    expect(page.locator("#memory-details")).to_contain_text("untrained")
+    expect(page.locator("#train-row")).to_be_visible()
+    page.click("#train")
+    row = page.locator("#jobs tbody tr", has_text="pcmem")
+    expect(row).to_have_attribute("data-status", "running")
+    bar = row.locator("progress")
+    deadline = time.monotonic() + 60
+    while bar.evaluate("(el) => el.value") == 0:  # the page polls the job while it runs
+        assert time.monotonic() < deadline, "no training progress shown"
+        time.sleep(0.1)
+    cells = row.locator("td")
+    expect(cells.nth(5)).not_to_have_text("")  # the energy of the last epoch
+    float(cells.nth(5).inner_text())
+    expect(row).to_have_attribute("data-status", "succeeded", timeout=180_000)
+    expect(page.locator("#memory-details")).to_contain_text("ready", timeout=10_000)
+    _pick(page, "p5")
+    page.click("button[data-mask=bottom]")
+    _recall(page, "#complete")
+    assert page.locator("#result-summary .best-id").inner_text() == "p5"

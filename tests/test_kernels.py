@@ -6,6 +6,7 @@
 - the kernel builds from scratch into an empty cache (as on a fresh machine).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,9 +110,9 @@ def test_search_equals_dense_scores(sim, masked, patch_vectors):
     m = UniversalHopfield(sim, "softmax", device="cpu", chunk_size=64)
     m.store(keys)
     scores, idx = m.search(cue, k=5, mask=mask)
-    dense = similarity(sim, keys, cue, mask)  # (B, N)
+    dense = similarity(sim, keys.double(), cue.double(), mask)  # (B, N), float64: the reference
     want_scores, want_idx = dense.topk(5, dim=1)
-    assert torch.allclose(scores, want_scores, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(scores.double(), want_scores, rtol=1e-5, atol=1e-4)
     assert torch.equal(idx, want_idx)
 
 
@@ -211,3 +212,28 @@ def test_kernel_builds_into_an_empty_cache(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().startswith(str(tmp_path)) and os.path.exists(run.stdout.strip())
+
+
+def test_prebuilt_kernels_load_without_a_compiler(tmp_path, fashion_vectors):
+    """What the Docker image does: compile every vector width ahead of time, then load the
+    one this CPU runs in a process that has no compiler at all."""
+    from memory_core.kernels import prebuild
+
+    built = prebuild(tmp_path / "kernels")
+    assert sorted(p.name for p in built) == ["l1_distance-avx2.so", "l1_distance-avx512.so", "l1_distance-baseline.so"]
+    keys, cue = fashion_vectors[:200], fashion_vectors[300:303]
+    probe = (
+        "import torch, json; from memory_core.kernels import kernel_info, l1_distances;"
+        f"k = torch.load({str(tmp_path / 'k.pt')!r}); q = torch.load({str(tmp_path / 'q.pt')!r});"
+        "torch.save(l1_distances(k, q), " + repr(str(tmp_path / "out.pt")) + "); print(json.dumps(kernel_info()))"
+    )
+    torch.save(keys, tmp_path / "k.pt")
+    torch.save(cue, tmp_path / "q.pt")
+    env = {"PATH": "/nonexistent", "CC": "/nonexistent/gcc", "AMS_KERNEL_PREBUILT": str(tmp_path / "kernels"),
+           "AMS_KERNEL_CACHE": str(tmp_path / "empty-cache"), "HOME": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    assert info["compiler"] == "prebuilt" and info["path"].startswith(str(tmp_path / "kernels"))
+    want = torch.cdist(cue.double(), keys.double(), p=1)
+    assert torch.allclose(torch.load(tmp_path / "out.pt").double(), want, rtol=1e-5)

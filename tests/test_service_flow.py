@@ -69,9 +69,9 @@ def _all_ids(client, name, limit=64):
 def test_fashion_mnist_flow(client, fashion):
     details = _create(client)
     assert details["config"] == {
-        "similarity": "manhattan",
+        "similarity": "euclidean",
         "separation": "softmax",
-        "beta": 10.0,
+        "beta": 100.0,
         "n": 2.0,
         "k": 5,
         "radius": 0.0,

@@ -20,9 +20,9 @@ def _memory(config=None):
 
 def test_default_config_is_the_measured_one():
     assert HopfieldMemory.resolve_config({}, (784,)) == {
-        "similarity": "manhattan",
+        "similarity": "euclidean",
         "separation": "softmax",
-        "beta": 10.0,
+        "beta": 100.0,
         "n": 2.0,
         "k": 5,
         "radius": 0.0,
@@ -46,7 +46,10 @@ def test_batched_recall_equals_single_recalls(fashion):
         one = m.recall(cues[b], masks[b], k=3, steps=1)
         assert torch.allclose(one.output, batch[b].output, atol=1e-6)
         assert [i for i, _ in one.matches] == [i for i, _ in batch[b].matches]
-        assert one.energy == pytest.approx(batch[b].energy, rel=1e-5, abs=1e-4)
+        # Energies come from the similarity's fast form (|q|^2 - 2<q,m> + |m|^2 for
+        # euclidean), whose float32 rounding depends on the batch's BLAS path: near an
+        # exact match that is ~1e-2 after the sqrt.
+        assert one.energy == pytest.approx(batch[b].energy, rel=1e-4, abs=2e-2)
     assert [r.matches[0][0] for r in batch[:3]] == ["p0", "p1", "p2"]
 
 

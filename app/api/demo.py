@@ -101,7 +101,7 @@ class DemoStarted(BaseModel):
                         "shape": [1, 28, 28],
                         "dim": 784,
                         "text": False,
-                        "config": {"similarity": "manhattan", "separation": "softmax", "beta": 10.0},
+                        "config": {"similarity": "euclidean", "separation": "softmax", "beta": 100.0},
                         "count": 0,
                         "state": "ready",
                         "trained_count": 0,

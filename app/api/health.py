@@ -59,7 +59,7 @@ def info(service: ServiceDep) -> Info:
         kinds=list(KINDS),
         similarities=list(SIMILARITIES),
         separations=list(SEPARATIONS),
-        default_configs={name: cls.resolve_config({}, (1,)) for name, cls in KINDS.items()},
+        default_configs={name: cls.default_config() for name, cls in KINDS.items()},
         limits=Limits(
             max_request_bytes=s.max_request_bytes,
             max_image_pixels=s.max_image_pixels,

@@ -40,7 +40,8 @@ def memory_details(live: LiveMemory) -> MemoryDetails:
 )
 async def create_memory(body: MemoryCreate, registry: RegistryDep) -> MemoryDetails:
     """Create a memory. `config` keys are the constructor arguments of its kind; `{}` = good defaults
-    (hopfield: manhattan similarity, mask-aware, softmax separation; see /v1/info `default_configs`)."""
+    (hopfield: euclidean similarity, mask-aware, softmax separation at beta 100; see /v1/info
+    `default_configs`)."""
 
     def work() -> MemoryDetails:
         return memory_details(registry.create(body.name, body.kind, body.shape, body.text, body.config))

@@ -1,0 +1,704 @@
+"""Hierarchical predictive-coding memory (Salvatori et al., "Associative Memories via
+Predictive Coding", NeurIPS 2021).
+
+Layers run from the top latent (index 0) down to the sensory layer (index L-1, the
+pattern). Each layer below the top is predicted from the one above:
+
+    mu_l = W_l f(x_{l-1}) + b_l                          l = 1 .. L-1
+    E    = sum_l pi_l / 2 ||x_l - mu_l||^2  (+ pi_0 / 2 ||x_0 - m||^2: a learned prior
+                                              mean m on the top, off by default)
+
+pi_l are the layers' precisions (inverse variances; 1 by default).
+
+- Storing (``fit``): inference learning. The sensory layer is clamped to a minibatch of
+  patterns, the latents start top-down from x_0 = 0 (the same start for every pattern,
+  no per-pattern state), ``train_steps`` relaxation steps descend E over the latents,
+  then one local weight step dW_l ~ pi_l eps_l f(x_{l-1})^T (Adam), and on to the next
+  minibatch.
+- Noisy recall: clamp the sensory layer to the cue, relax, replace the cue by the
+  sensory prediction mu_{L-1}, repeat (the paper's F) until it stops changing.
+- Partial recall: the known entries stay clamped; the unknown sensory entries are free
+  values. Their energy term is minimised exactly at every step (x_u = mu_u, which zeroes
+  their error), so relaxing the latents on the known entries' errors alone is the same
+  fixed point reached without the free values lagging behind. Known entries come back
+  exactly as given.
+
+The relaxation is the hot loop: hand-written updates (no autograd graph), batched
+matrix products, buffers allocated once per call, and per-unit step sizes from the
+diagonal of the energy's Hessian (lr / (pi_l + pi_{l+1} sum_i W_{l+1,ij}^2), a local
+quantity: each unit's own synapses) with heavy-ball momentum, which keeps one learning
+rate stable across widths. When the sensory layer is clamped, its bottom-up message
+pi eps W = pi ((x - b) W - f(h) W^T W) is computed from the Gram matrix W^T W (H x H)
+once per call instead of two (B, H) x (H, D) products per step, whichever is cheaper.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
+
+__all__ = ["ACTIVATIONS", "FitHistory", "PCConfig", "PCMemory"]
+
+_FORMAT = "ams-pc/1"
+
+
+# --- activations: f and f' written into preallocated buffers -------------------------
+def _tanh(x: Tensor, f: Tensor, df: Tensor) -> None:
+    torch.tanh(x, out=f)
+    torch.mul(f, f, out=df)
+    df.neg_().add_(1.0)
+
+
+def _sigmoid(x: Tensor, f: Tensor, df: Tensor) -> None:
+    torch.sigmoid(x, out=f)
+    torch.mul(f, f, out=df)
+    df.neg_().add_(f)  # f (1 - f)
+
+
+def _linear(x: Tensor, f: Tensor, df: Tensor) -> None:
+    f.copy_(x)
+    df.fill_(1.0)
+
+
+def _relu(x: Tensor, f: Tensor, df: Tensor) -> None:
+    torch.clamp(x, min=0.0, out=f)
+    torch.gt(x, 0.0, out=df)  # writes 0/1 into the float buffer
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], None]] = {
+    "tanh": _tanh,
+    "sigmoid": _sigmoid,
+    "linear": _linear,
+    "relu": _relu,
+}
+
+
+# --- configuration ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class PCConfig:
+    """Every hyperparameter of a ``PCMemory`` (what its checkpoint's JSON holds).
+
+    The defaults store a set well enough for the README's recall figures when ``fit``
+    is called alone (measured on natural 32x32 patches and Fashion-MNIST, see the README).
+
+    Attributes:
+        sizes: layer widths from the top latent to the sensory layer, e.g. (256, 512, 3072).
+        activation: f, one of ``ACTIVATIONS``.
+        seed: initial weights and minibatch order.
+        sensory_init: scale of the initial sensory weights relative to 1/sqrt(fan-in).
+            Tiny (0.01) matters: with the usual scale, noise outside the stored
+            patterns' span passes straight through recall.
+        precisions: pi_1 .. pi_{L-1}, one per predicted layer (top to bottom); None = 1.
+        prior_precision: pi_0 of a learned prior mean on the top latent; 0 = no prior.
+        epochs: passes over the patterns in ``fit`` (at most; see ``stop_energy``).
+        batch_size: patterns per weight step; None = N // 4 clipped to [8, 64] (small
+            batches store a few patterns best, larger ones amortise the work of many).
+        train_steps: relaxation steps per minibatch before its weight step (T).
+        infer_lr: relaxation step size, before the per-unit Hessian scaling.
+        momentum: heavy-ball momentum of the relaxation.
+        weight_lr: Adam learning rate of the weights at the start of a ``fit`` call; it
+            decays along a cosine to ``weight_lr * lr_floor`` at the call's last epoch
+            (a constant rate made the energy climb again late in training).
+        lr_floor: the last epoch's fraction of ``weight_lr``.
+        stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
+            the pattern dimension, is at most this.
+        recall_iters: at most this many rounds of F for a noisy cue.
+        recall_steps: relaxation steps per round of F (and for ``energy``).
+        recall_tol: F stops once no output moves by more than this (mean squared).
+        recall_precisions: precisions used in recall instead of ``precisions`` (None:
+            the same). A higher hidden precision trusts the learned prior more than
+            the cue.
+        complete_steps: relaxation steps for a partial cue.
+        complete_lr: step size for a partial cue.
+        complete_momentum: momentum for a partial cue (a pure, ill-conditioned descent:
+            more momentum converges faster than the training value).
+        max_batch: cues relaxed at once (bounds memory).
+    """
+
+    sizes: tuple[int, ...] = (256, 512, 3072)
+    activation: str = "tanh"
+    seed: int = 0
+    sensory_init: float = 0.01
+    precisions: tuple[float, ...] | None = None
+    prior_precision: float = 0.0
+    epochs: int = 150
+    batch_size: int | None = None
+    train_steps: int = 20
+    infer_lr: float = 0.2
+    momentum: float = 0.5
+    weight_lr: float = 1e-3
+    lr_floor: float = 0.05
+    stop_energy: float = 1e-5
+    recall_iters: int = 3
+    recall_steps: int = 200
+    recall_tol: float = 1e-6
+    recall_precisions: tuple[float, ...] | None = None
+    complete_steps: int = 2000
+    complete_lr: float = 0.1
+    complete_momentum: float = 0.9
+    max_batch: int = 1024
+
+    def __post_init__(self) -> None:
+        sizes = tuple(int(s) for s in self.sizes)
+        object.__setattr__(self, "sizes", sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list >= 2 positive layer widths (top ... sensory), got {sizes}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        for name in ("precisions", "recall_precisions"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(float(p) for p in value)
+            object.__setattr__(self, name, value)
+            if len(value) != len(sizes) - 1 or min(value) <= 0:
+                raise ValueError(f"{name} needs {len(sizes) - 1} positive values (one per predicted layer), got {value}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        positive = ("epochs", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("train_steps", "recall_steps", "complete_steps", "sensory_init", "prior_precision",
+                     "stop_energy", "recall_tol", "lr_floor"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("momentum", "complete_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def pi(self) -> tuple[float, ...]:
+        """(pi_0, pi_1, ..., pi_{L-1}): training precisions, pi_0 the prior's (0 = none)."""
+        return (self.prior_precision, *(self.precisions or (1.0,) * (len(self.sizes) - 1)))
+
+    @property
+    def recall_pi(self) -> tuple[float, ...]:
+        """Precisions used in recall and ``energy``."""
+        return (self.prior_precision, *(self.recall_precisions or self.pi[1:]))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PCConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PCConfig keys: {unknown}")
+        return cls(**data)
+
+
+@dataclass
+class FitHistory:
+    """What ``fit`` did: the energy of every epoch and why it stopped.
+
+    Behaves like the list of per-epoch energies (``len``, indexing, iteration).
+
+    Attributes:
+        energies: mean energy per pattern of each epoch, measured after relaxation and
+            before that minibatch's weight step.
+        stopped: "epochs" (all run), "energy" (reached ``stop_energy``) or "callback".
+        seconds: wall time of the call.
+    """
+
+    energies: list[float] = field(default_factory=list)
+    stopped: str = "epochs"
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.energies)
+
+    def __getitem__(self, i):
+        return self.energies[i]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.energies)
+
+
+# --- the memory ----------------------------------------------------------------------------
+class PCMemory:
+    """A hierarchical predictive-coding associative memory.
+
+    Arguments:
+        sizes: layer widths, top latent first, sensory (pattern dimension D) last.
+        activation: f between layers (``ACTIVATIONS``).
+        device: "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+        seed: initial weights and minibatch order (fit is deterministic given it).
+        config: a full ``PCConfig``; its sizes/activation/seed are replaced by the
+            arguments above.
+        dtype: float32 (default) or float64; float16/bfloat16 only on a GPU.
+        **overrides: any other ``PCConfig`` field, e.g. ``epochs=300``.
+
+    Example:
+        >>> pc = PCMemory(sizes=[256, 512, 3072])
+        >>> history = pc.fit(patterns)              # (N, 3072) in [0, 1]
+        >>> out = pc.retrieve(noisy)                 # (B, 3072)
+        >>> out = pc.retrieve(cue, mask=known)       # known: (B, 3072) bool
+    """
+
+    def __init__(
+        self,
+        sizes: list[int] | tuple[int, ...],
+        activation: str = "tanh",
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        config: PCConfig | None = None,
+        dtype: torch.dtype = torch.float32,
+        **overrides,
+    ) -> None:
+        base = config or PCConfig()
+        names = {f.name for f in fields(PCConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown PCMemory arguments: {unknown} (PCConfig fields: {sorted(names)})")
+        self.config = replace(base, sizes=tuple(sizes), activation=activation, seed=int(seed), **overrides)
+        self.device = resolve_device(device)
+        self.dtype = check_dtype(dtype, self.device)
+        self._act = ACTIVATIONS[self.config.activation]
+        self.trained_count = 0
+        self._opt: torch.optim.Optimizer | None = None
+        self._epochs_done = 0
+        self._init_params()
+
+    # --- parameters ------------------------------------------------------------------
+    def _init_params(self) -> None:
+        cfg, sizes = self.config, self.config.sizes
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.weights: list[Tensor] = []  # weights[l-1] = W_l: (sizes[l], sizes[l-1])
+        self.biases: list[Tensor] = []  # biases[l-1] = b_l: (sizes[l],)
+        for l in range(1, len(sizes)):
+            scale = 1.0 / math.sqrt(sizes[l - 1])
+            if l == len(sizes) - 1:
+                scale *= cfg.sensory_init
+            w = torch.randn(sizes[l], sizes[l - 1], generator=gen, dtype=torch.float64) * scale
+            self.weights.append(w.to(self.device, self.dtype))
+            self.biases.append(torch.zeros(sizes[l], device=self.device, dtype=self.dtype))
+        self.prior_mean = torch.zeros(sizes[0], device=self.device, dtype=self.dtype)
+
+    def parameters(self) -> list[Tensor]:
+        """The learned tensors: W_1, b_1, ..., W_{L-1}, b_{L-1}, then the prior mean."""
+        return [t for pair in zip(self.weights, self.biases) for t in pair] + [self.prior_mean]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.config.sizes
+
+    @property
+    def dim(self) -> int:
+        """D, the pattern (sensory layer) dimension."""
+        return self.config.sizes[-1]
+
+    @property
+    def is_trained(self) -> bool:
+        return self.trained_count > 0
+
+    def to(self, device: str | torch.device) -> PCMemory:
+        """Move the model to ``device`` (in place); returns self. Adam's state is dropped."""
+        self.device = resolve_device(device)
+        check_dtype(self.dtype, self.device)
+        self.weights = [w.to(self.device) for w in self.weights]
+        self.biases = [b.to(self.device) for b in self.biases]
+        self.prior_mean = self.prior_mean.to(self.device)
+        self._opt = None
+        return self
+
+    def __repr__(self) -> str:
+        return (f"PCMemory(sizes={list(self.sizes)}, activation={self.config.activation!r}, "
+                f"device={str(self.device)!r}, trained_count={self.trained_count})")
+
+    # --- the hot loop ----------------------------------------------------------------
+    def _step_sizes(self, pi: tuple[float, ...], lr: float) -> list[Tensor]:
+        """Per-unit step sizes lr / H_jj for the free layers 0 .. L-2, H_jj bounded above
+        by pi_l + pi_{l+1} sum_i W_{l+1,ij}^2 (f' <= 1 for tanh, sigmoid, relu, linear)."""
+        out = []
+        for l in range(len(self.sizes) - 1):
+            diag = pi[l] + pi[l + 1] * self.weights[l].square().sum(0)  # (n_l,)
+            out.append(lr / diag.clamp_min(1e-2))
+        return out
+
+    def _relax(
+        self,
+        x: Tensor,
+        known: Tensor | None,
+        steps: int,
+        lr: float,
+        pi: tuple[float, ...],
+        trace: list[float] | None = None,
+        use_gram: bool | None = None,
+        momentum: float | None = None,
+    ) -> list[Tensor]:
+        """Descend E over the free latents x_0 .. x_{L-2}; the sensory layer is clamped.
+
+        Arguments:
+            x: (B, D) sensory values.
+            known: (B, D) 1.0 where the sensory entry is clamped, 0.0 where it is free
+                (eliminated exactly: its error is zero); None = all clamped.
+            steps, lr: relaxation steps and base step size.
+            pi: precisions (pi_0 .. pi_{L-1}).
+            trace: if a list, the batch's mean energy before each step and after the
+                last is appended (for tests; costs one extra product per step).
+            use_gram: force (True) or forbid (False) the Gram-matrix message; None picks
+                the cheaper. Only for a fully clamped sensory layer.
+            momentum: heavy-ball momentum (None: ``config.momentum``).
+
+        Returns:
+            the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] after relaxation.
+        """
+        L, W, b = len(self.sizes), self.weights, self.biases
+        B, n = x.shape[0], self.sizes
+        top, bottom = L - 2, L - 1  # last free layer; the sensory layer
+        new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)  # noqa: E731
+
+        # Top-down start: x_0 = prior mean (0 unless learned), x_l = mu_l.
+        xs = [self.prior_mean.expand(B, -1).clone()]
+        for l in range(1, L - 1):
+            xs.append(torch.addmm(b[l - 1], self._f(xs[-1]), W[l - 1].T))
+        f = [new(n[l]) for l in range(L - 1)]  # f(x_l): (B, n_l)
+        df = [new(n[l]) for l in range(L - 1)]  # f'(x_l): (B, n_l)
+        eps = [None] + [new(n[l]) for l in range(1, L - 1)]  # errors of the free predicted layers
+        grad = [new(n[l]) for l in range(L - 1)]
+        vel = [torch.zeros_like(v) for v in xs]
+        msg = [new(n[l]) for l in range(L - 1)]  # bottom-up messages pi_{l+1} eps_{l+1} W_{l+1}
+        lrs = self._step_sizes(pi, lr)
+        momentum = self.config.momentum if momentum is None else momentum
+
+        Wx, bx, H, D = W[-1], b[-1], n[top], n[bottom]
+        # Clamped sensory layer: the bottom-up message from the Gram matrix when cheaper.
+        if use_gram is None:
+            use_gram = known is None and (2 * H * D + steps * 2 * B * H) < steps * 4 * B * D
+        elif use_gram and known is not None:
+            raise ValueError("the Gram-matrix message needs a fully clamped sensory layer")
+        if use_gram:
+            u = torch.mm(x - bx, Wx)  # (B, H)
+            gram = torch.mm(Wx.T, Wx)  # (H, H)
+        else:
+            eps_x = new(D)
+
+        for step in range(steps + (trace is not None)):
+            for l in range(L - 1):
+                self._act(xs[l], f[l], df[l])
+            for l in range(1, L - 1):  # eps_l = x_l - (W_l f(x_{l-1}) + b_l)
+                torch.addmm(b[l - 1], f[l - 1], W[l - 1].T, out=eps[l])
+                eps[l].neg_().add_(xs[l])
+            if use_gram:  # pi eps_x W_x = pi ((x - b) W - f G)
+                torch.addmm(u, f[top], gram, alpha=-1.0, out=msg[top])
+            else:
+                torch.addmm(bx, f[top], Wx.T, out=eps_x)
+                eps_x.neg_().add_(x)
+                if known is not None:
+                    eps_x.mul_(known)
+                torch.mm(eps_x, Wx, out=msg[top])
+            if trace is not None:
+                trace.append(float(self._energy_from(xs, f, eps, x, known, pi).mean()))
+                if step == steps:
+                    break
+            msg[top].mul_(pi[bottom])
+            for l in range(top - 1, -1, -1):
+                torch.mm(eps[l + 1], W[l], out=msg[l])
+                msg[l].mul_(pi[l + 1])
+            for l in range(L - 1):
+                # dE/dx_l = pi_l eps_l - f'(x_l) * message from below
+                torch.mul(df[l], msg[l], out=grad[l])
+                grad[l].neg_()
+                if l >= 1:
+                    grad[l].add_(eps[l], alpha=pi[l])
+                elif pi[0] > 0:  # the prior's pull towards its mean
+                    grad[0].add_(xs[0], alpha=pi[0]).sub_(self.prior_mean, alpha=pi[0])
+                vel[l].mul_(momentum).addcmul_(grad[l], lrs[l], value=-1.0)
+                xs[l].add_(vel[l])
+        return xs
+
+    def _f(self, x: Tensor) -> Tensor:
+        out, scratch = torch.empty_like(x), torch.empty_like(x)
+        self._act(x, out, scratch)
+        return out
+
+    def _predict(self, xs: list[Tensor]) -> Tensor:
+        """(B, D) the sensory prediction mu_{L-1} from the relaxed latents."""
+        return torch.addmm(self.biases[-1], self._f(xs[-1]), self.weights[-1].T)
+
+    def _energy_from(self, xs, f, eps, x, known, pi) -> Tensor:
+        """(B,) E at the current state (f and eps of the free layers already computed)."""
+        e = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        for l in range(1, len(xs)):
+            e += 0.5 * pi[l] * eps[l].square().sum(1)
+        ex = x - torch.addmm(self.biases[-1], f[-1], self.weights[-1].T)
+        if known is not None:
+            ex = ex * known
+        e += 0.5 * pi[-1] * ex.square().sum(1)
+        if pi[0] > 0:
+            e += 0.5 * pi[0] * (xs[0] - self.prior_mean).square().sum(1)
+        return e
+
+    def _errors(self, xs: list[Tensor], x: Tensor, known: Tensor | None) -> tuple[list[Tensor], list[Tensor]]:
+        """Activations f(x_l) of the free layers and errors eps_1 .. eps_{L-1} at a state."""
+        fs = [self._f(v) for v in xs]
+        errs = []
+        for l in range(1, len(self.sizes)):
+            target = xs[l] if l < len(self.sizes) - 1 else x
+            e = target - torch.addmm(self.biases[l - 1], fs[l - 1], self.weights[l - 1].T)
+            if l == len(self.sizes) - 1 and known is not None:
+                e = e * known
+            errs.append(e)
+        return fs, errs
+
+    # --- storing ---------------------------------------------------------------------
+    def _prepare(self, x: Tensor, name: str) -> Tensor:
+        return check_batch(x, self.dim, name).to(self.device, self.dtype)
+
+    def _weight_grads(self, xs: list[Tensor], x: Tensor) -> tuple[float, list[Tensor]]:
+        """The local learning rule at a relaxed state, as gradients of the batch-mean energy.
+
+        dE/dW_l = -pi_l eps_l^T f(x_{l-1}) / B and dE/db_l = -pi_l sum(eps_l) / B: each
+        weight sees only its two ends (a presynaptic activity and a postsynaptic error).
+
+        Returns:
+            (summed energy of the batch, [dW_1, db_1, ..., dW_{L-1}, db_{L-1}, d prior_mean]).
+        """
+        pi, B = self.config.pi, x.shape[0]
+        fs, errs = self._errors(xs, x, None)
+        energy = sum(0.5 * pi[l + 1] * float(e.square().sum()) for l, e in enumerate(errs))
+        grads = []
+        for l, e in enumerate(errs):
+            grads.append(torch.mm(e.T, fs[l]).mul_(-pi[l + 1] / B))
+            grads.append(e.sum(0).mul_(-pi[l + 1] / B))
+        d = xs[0] - self.prior_mean
+        energy += 0.5 * pi[0] * float(d.square().sum())
+        grads.append(d.sum(0).mul_(-pi[0] / B))
+        return energy, grads
+
+    @torch.no_grad()
+    def _train_batch(self, x: Tensor) -> float:
+        """Relax on a minibatch (B, D), take one local weight step; returns the summed energy."""
+        cfg = self.config
+        xs = self._relax(x, None, cfg.train_steps, cfg.infer_lr, cfg.pi)
+        energy, grads = self._weight_grads(xs, x)
+        for p, g in zip(self.parameters(), grads):
+            p.grad = g
+        if cfg.prior_precision == 0:
+            self.prior_mean.grad = None  # no prior: the mean stays 0
+        self._opt.step()
+        return energy
+
+    def fit(
+        self,
+        patterns: Tensor,
+        epochs: int | None = None,
+        progress: bool = True,
+        callback: Callable[[dict], bool | None] | None = None,
+    ) -> FitHistory:
+        """Store patterns by inference learning; resumes from the current weights.
+
+        Arguments:
+            patterns: (N, D) float (images in [0, 1]).
+            epochs: passes over the patterns (default ``config.epochs``); fewer when the
+                energy reaches ``config.stop_energy`` or ``callback`` returns False.
+            progress: show a tqdm bar.
+            callback: called after every epoch with {"epoch", "epochs", "energy"}
+                (epoch counts from 1); returning False stops training.
+
+        Returns:
+            a ``FitHistory`` (list-like per-epoch energies, and why it stopped).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        patterns = self._prepare(patterns, "patterns")
+        epochs = cfg.epochs if epochs is None else int(epochs)
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable (dict) -> bool | None")
+        if self.trained_count == 0 and self._epochs_done == 0:
+            # The sensory bias starts at the patterns' mean: the latents then only
+            # have to explain each pattern's difference from it.
+            self.biases[-1].copy_(patterns.mean(0))
+        if self._opt is None:
+            self._opt = torch.optim.Adam(self.parameters(), lr=cfg.weight_lr)
+        history, start = FitHistory(), time.perf_counter()
+        N = patterns.shape[0]
+        batch = cfg.batch_size or min(64, max(8, N // 4))
+        bar = tqdm(range(epochs), desc="pc fit", unit="epoch", disable=not progress, leave=False)
+        for epoch in bar:
+            cosine = 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs - 1)))
+            for group in self._opt.param_groups:
+                group["lr"] = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * cosine)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self._epochs_done)
+            order = torch.randperm(N, generator=gen).to(self.device)
+            total = 0.0
+            for i in range(0, N, batch):
+                total += self._train_batch(patterns[order[i : i + batch]])
+            self._epochs_done += 1
+            energy = total / N
+            history.energies.append(energy)
+            self.trained_count = N
+            bar.set_postfix(energy=f"{energy:.4g}")
+            if not math.isfinite(energy):
+                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (energy {energy}); "
+                                         "lower infer_lr or weight_lr")
+            if callback is not None and callback({"epoch": epoch + 1, "epochs": epochs, "energy": energy}) is False:
+                history.stopped = "callback"
+                break
+            if energy / self.dim <= cfg.stop_energy:
+                history.stopped = "energy"
+                break
+        bar.close()
+        history.seconds = time.perf_counter() - start
+        return history
+
+    # --- recall ----------------------------------------------------------------------
+    def _check_trained(self) -> None:
+        if not self.is_trained:
+            raise EmptyMemoryError("this PC memory is untrained: call fit(patterns) before recalling")
+
+    def _chunks(self, *tensors: Tensor | None) -> Iterator[tuple]:
+        size = self.config.max_batch
+        for i in range(0, tensors[0].shape[0], size):
+            yield tuple(None if t is None else t[i : i + size] for t in tensors)
+
+    @torch.no_grad()
+    def retrieve(self, cue: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Recall stored patterns from corrupted cues.
+
+        Arguments:
+            cue: (B, D) float.
+            mask: (B, D) bool, True = known entry. None: the whole cue is a noisy
+                version of a pattern (iterated recall F). Given: the known entries are
+                clamped and the rest inferred; they come back exactly as given.
+
+        Returns:
+            (B, D) the network's output, on the model's device.
+        """
+        self._check_trained()
+        cue = self._prepare(cue, "cue")
+        if mask is not None:
+            mask = check_mask(mask, cue.shape).to(self.device)
+        return torch.cat([self._complete(c, m) if m is not None else self._denoise(c)
+                          for c, m in self._chunks(cue, mask)])
+
+    def _denoise(self, cue: Tensor) -> Tensor:
+        cfg = self.config
+        current = cue
+        for _ in range(cfg.recall_iters):
+            out = self._predict(self._relax(current, None, cfg.recall_steps, cfg.infer_lr, cfg.recall_pi))
+            moved = float((out - current).square().mean(1).max())
+            current = out
+            if moved <= cfg.recall_tol:
+                break
+        return current
+
+    def _complete(self, cue: Tensor, mask: Tensor) -> Tensor:
+        cfg = self.config
+        known = mask.to(cue.dtype)
+        clamped = cue * known  # unknown entries are never read; zero them anyway
+        xs = self._relax(clamped, known, cfg.complete_steps, cfg.complete_lr, cfg.recall_pi,
+                         momentum=cfg.complete_momentum)
+        return torch.where(mask, cue, self._predict(xs))
+
+    @torch.no_grad()
+    def energy(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B,) the energy of states x after relaxing the latents: low = familiar.
+
+        Arguments:
+            x: (B, D) cues (clamped).
+            mask: (B, D) bool, True = known; unknown entries are free (add no energy).
+        """
+        self._check_trained()
+        x = self._prepare(x, "x")
+        if mask is not None:
+            mask = check_mask(mask, x.shape).to(self.device)
+        cfg, pi = self.config, self.config.recall_pi
+        out = []
+        for c, m in self._chunks(x, mask):
+            known = None if m is None else m.to(c.dtype)
+            steps = cfg.recall_steps if m is None else cfg.complete_steps
+            lr = cfg.infer_lr if m is None else cfg.complete_lr
+            mom = cfg.momentum if m is None else cfg.complete_momentum
+            xs = self._relax(c, known, steps, lr, pi, momentum=mom)
+            fs, errs = self._errors(xs, c, known)
+            e = sum(0.5 * pi[l + 1] * err.square().sum(1) for l, err in enumerate(errs))
+            if pi[0] > 0:
+                e = e + 0.5 * pi[0] * (xs[0] - self.prior_mean).square().sum(1)
+            out.append(e)
+        return torch.cat(out)
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a safetensors checkpoint (weights) with the JSON config in its metadata,
+        atomically: a temp file in the same folder, fsync, rename, fsync the folder."""
+        from safetensors.torch import save as st_save
+
+        path = Path(path)
+        tensors = {}
+        for l, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
+            tensors[f"W{l}"] = w.detach().to("cpu").contiguous()
+            tensors[f"b{l}"] = b.detach().to("cpu").contiguous()
+        tensors["prior_mean"] = self.prior_mean.detach().to("cpu").contiguous()
+        meta = {
+            "format": _FORMAT,
+            "config": self.config.to_json(),
+            "trained_count": str(self.trained_count),
+            "epochs_done": str(self._epochs_done),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        data = st_save(tensors, metadata=meta)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> PCMemory:
+        """Read a checkpoint written by ``save``; raises ValueError for a file that is not one."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
+        raw = Path(path).read_bytes()
+        try:
+            tensors = st_load(raw)
+            header_len = int.from_bytes(raw[:8], "little")
+            meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+        except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a PC memory checkpoint ({exc})") from None
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path}: not a PC memory checkpoint (format {meta.get('format')!r})")
+        config = PCConfig.from_dict(json.loads(meta["config"]))
+        dtype = getattr(torch, meta.get("dtype", "float32"))
+        pc = cls(config.sizes, config.activation, device="cpu", seed=config.seed, config=config, dtype=dtype)
+        expected = {f"W{l}" for l in range(1, len(config.sizes))} | {f"b{l}" for l in range(1, len(config.sizes))}
+        missing = sorted((expected | {"prior_mean"}) - set(tensors))
+        if missing:
+            raise ValueError(f"{path}: checkpoint lacks tensors {missing}")
+        for l in range(1, len(config.sizes)):
+            for name, dst in ((f"W{l}", pc.weights), (f"b{l}", pc.biases)):
+                t = tensors[name]
+                if t.shape != dst[l - 1].shape:
+                    raise ValueError(f"{path}: {name} has shape {tuple(t.shape)}, the config needs {tuple(dst[l - 1].shape)}")
+                dst[l - 1] = t.to(dtype)
+        pc.prior_mean = tensors["prior_mean"].to(dtype)
+        pc.trained_count = int(meta.get("trained_count", "0"))
+        pc._epochs_done = int(meta.get("epochs_done", "0"))
+        return pc.to(device)

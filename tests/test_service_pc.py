@@ -1,0 +1,168 @@
+"""Kind "pc" over HTTP: store, train in the background, recall, states, restart, checkpoints."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from service_helpers import error_code, png_b64
+
+from memory_core.data import flatten
+
+N = 16
+# A small network: the tests are about the service, the science is tested in test_pc.py.
+CONFIG = {"sizes": [64, 256, 784], "epochs": 80}
+
+
+def _wait_job(client, job_id: str, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+def _store(client, name: str, images: torch.Tensor, start: int = 0) -> None:
+    r = client.post(f"/v1/memories/{name}/patterns", json={"patterns": [
+        {"id": f"f{start + i}", "image": png_b64(img)} for i, img in enumerate(images)]})
+    assert r.status_code == 201, r.json()
+
+
+def _state(client, name: str) -> dict:
+    return client.get(f"/v1/memories/{name}").json()
+
+
+@pytest.fixture
+def trained(make_client, fashion):
+    client = make_client()
+    assert client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
+                                              "config": CONFIG}).status_code == 201
+    _store(client, "pc", fashion[:N])
+    assert _state(client, "pc")["state"] == "untrained"
+    r = client.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[0])})
+    assert r.status_code == 409 and error_code(r) == "not_trained"
+    started = client.post("/v1/memories/pc/train", json={})
+    assert started.status_code == 202 and started.json()["patterns"] == N
+    assert _state(client, "pc")["state"] in ("training", "ready")
+    job = _wait_job(client, started.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["energy"] is not None and job["epoch"] >= 1 and job["progress"] == 1.0
+    return client
+
+
+def test_trained_memory_recalls_noisy_and_partial_cues(trained, fashion):
+    details = _state(trained, "pc")
+    assert details["state"] == "ready" and details["trained_count"] == N and details["count"] == N
+    gen = torch.Generator().manual_seed(0)
+    vectors = flatten(fashion[:N])
+    noisy_ok = half_ok = 0
+    for i in range(N):
+        noisy = (vectors[i] + 0.2 * torch.randn(784, generator=gen)).tolist()
+        r = trained.post("/v1/memories/pc/retrieve", json={"vector": noisy, "k": 2})
+        assert r.status_code == 200 and r.json()["state"] == "ready"
+        noisy_ok += r.json()["matches"][0]["id"] == f"f{i}"
+        known = [True] * 392 + [False] * 392  # top half
+        r = trained.post("/v1/memories/pc/retrieve", json={"vector": vectors[i].tolist(), "mask": known,
+                                                           "include_vector": True})
+        out = torch.tensor(r.json()["pattern"]["vector"])
+        assert torch.equal(out[:392], vectors[i][:392])  # known entries come back as given
+        half_ok += r.json()["matches"][0]["id"] == f"f{i}"
+    assert noisy_ok >= 0.9 * N and half_ok >= 0.9 * N, (noisy_ok, half_ok)
+
+
+def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, make_client, fashion, tmp_path):
+    before = trained.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]),
+                                                            "include_vector": True}).json()
+    _store(trained, "pc", fashion[N : N + 4], start=N)
+    details = _state(trained, "pc")
+    assert details["state"] == "stale" and details["trained_count"] == N and details["count"] == N + 4
+    make_client.stop(trained)
+    again = make_client()
+    details = _state(again, "pc")
+    assert details["state"] == "stale" and details["trained_count"] == N  # the checkpoint was reloaded
+    after = again.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]), "include_vector": True}).json()
+    assert torch.allclose(torch.tensor(after["pattern"]["vector"]), torch.tensor(before["pattern"]["vector"]),
+                          atol=1e-5)  # the same model, restored
+    job = _wait_job(again, again.post("/v1/memories/pc/train", json={"epochs": 5}).json()["id"])
+    assert job["status"] == "succeeded" and job["epochs"] == 5
+    details = _state(again, "pc")
+    assert details["state"] == "ready" and details["trained_count"] == N + 4
+    checkpoints = list((tmp_path / "data" / "checkpoints").rglob("*.safetensors"))
+    assert len(checkpoints) == 1  # the old checkpoint was removed once the new one took over
+
+
+def test_cancelled_training_changes_nothing_and_one_job_at_a_time(make_client, fashion):
+    client = make_client()
+    client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
+                                      "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0}})
+    _store(client, "pc", fashion[:N])
+    job = client.post("/v1/memories/pc/train", json={}).json()
+    second = client.post("/v1/memories/pc/train", json={})
+    assert second.status_code == 409 and error_code(second) == "job_running"
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 200
+    assert _wait_job(client, job["id"])["status"] == "cancelled"
+    assert _state(client, "pc")["state"] == "untrained"  # nothing half-trained was swapped in
+
+
+def test_deleting_a_memory_while_it_trains(make_client, fashion, tmp_path):
+    client = make_client()
+    client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
+                                      "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0}})
+    _store(client, "pc", fashion[:N])
+    job = client.post("/v1/memories/pc/train", json={}).json()
+    assert client.delete("/v1/memories/pc").status_code == 204
+    assert _wait_job(client, job["id"])["status"] == "cancelled"
+    assert client.get("/v1/memories/pc").status_code == 404
+    assert not list((tmp_path / "data" / "checkpoints").rglob("*.safetensors"))
+
+
+def test_pc_config_is_checked(client):
+    def create(config):
+        return client.post("/v1/memories", json={"name": "x", "kind": "pc", "shape": [1, 28, 28], "config": config})
+
+    r = create({"sizes": [64, 100]})
+    assert r.status_code == 422 and error_code(r) == "invalid_config" and "784" in r.json()["error"]["message"]
+    r = create({"beta": 3})
+    assert r.status_code == 422 and error_code(r) == "invalid_config"
+    r = create({"epochs": 0})
+    assert r.status_code == 422 and error_code(r) == "invalid_config"
+    r = create({"activation": "swish"})
+    assert r.status_code == 422 and error_code(r) == "invalid_config"
+    info = client.get("/v1/info").json()
+    assert "pc" in info["kinds"] and info["default_configs"]["pc"]["sizes"][-1] == "D"
+    ok = create({})
+    assert ok.status_code == 201 and ok.json()["config"]["sizes"] == [256, 512, 784]
+    text = client.post("/v1/memories", json={"name": "t", "kind": "pc", "shape": [4], "text": True, "config": {}})
+    assert text.status_code == 201 and text.json()["config"]["sizes"][-1] == 4 + 384
+
+
+def test_pcgraph_kind_trains_and_recalls(make_client, fashion, tmp_path):
+    """Kind pcgraph: the same store / train / recall cycle, on a fully connected graph."""
+    client = make_client()
+    config = {"hidden": 64, "topology": "fully_connected", "epochs": 50, "batch_size": 16, "lr": 3e-3}
+    created = client.post("/v1/memories", json={"name": "g", "kind": "pcgraph", "shape": [1, 28, 28],
+                                                "config": config})
+    assert created.status_code == 201 and created.json()["state"] == "untrained"
+    _store(client, "g", fashion[:N])
+    job = _wait_job(client, client.post("/v1/memories/g/train", json={}).json()["id"])
+    assert job["status"] == "succeeded" and job["energy"] is not None
+    assert _state(client, "g")["state"] == "ready" and _state(client, "g")["trained_count"] == N
+    vectors = flatten(fashion[:N])
+    known = [True] * 392 + [False] * 392
+    hits = 0
+    for i in range(N):
+        r = client.post("/v1/memories/g/retrieve", json={"vector": vectors[i].tolist(), "mask": known,
+                                                         "include_vector": True}).json()
+        assert torch.equal(torch.tensor(r["pattern"]["vector"])[:392], vectors[i][:392])
+        hits += r["matches"][0]["id"] == f"f{i}"
+    assert hits >= 0.9 * N
+    make_client.stop(client)
+    again = make_client()  # the checkpoint comes back
+    assert _state(again, "g")["state"] == "ready"
+    r = again.post("/v1/memories/g/retrieve", json={"vector": vectors[0].tolist(), "mask": known})
+    assert r.status_code == 200 and r.json()["matches"][0]["id"] == "f0"
+    too_big = again.post("/v1/memories", json={"name": "big", "kind": "pcgraph", "shape": [3, 64, 64]})
+    assert too_big.status_code == 422 and "vertices" in too_big.json()["error"]["message"]
