@@ -1,28 +1,31 @@
 """Load test of the service: HTTP recalls on a real uvicorn process against the same recalls
 done in-process by memory_core, side by side in one run.
 
-    .venv/bin/python scripts/bench_service.py [--n 10000] [--concurrency 1 8 32 128]
-        [--payloads json png] [--seconds 5] [--config '{}'] [--out results/bench_service.json]
+    .venv/bin/python scripts/bench_service.py [--kinds hopfield pc] [--n 10000] [--pc-n 100]
+        [--concurrency 1 8 32 128] [--payloads json png] [--seconds 5] [--reps 2]
+        [--config '{}'] [--out results/bench_service.json]
 
 What it does:
 
 1. Starts ``python -m uvicorn app.main:app`` on a free loopback port over a temporary data
-   directory, creates a hopfield memory of shape [1, 28, 28] with ``--config`` ({} = the
-   service's defaults), stores N Fashion-MNIST training images, and builds the same
-   ``memory_core.UniversalHopfield`` (the resolved config the server reports) in this process.
+   directory. Memories: "fashion", kind hopfield, shape [1, 28, 28], config ``--config``
+   ({} = the service's defaults), N Fashion-MNIST training images, and its twin here, the
+   same ``memory_core.UniversalHopfield`` (the resolved config the server reports); "pc",
+   kind pc, the first ``--pc-n`` images, trained by the server's own job, and its twin here,
+   the ``PCMemory`` loaded from the checkpoint the server wrote.
 2. Cues: stored images with Gaussian noise (std 0.2), clipped and rounded to 8 bits, so that
    the JSON vector and the base64 PNG payloads carry exactly the same cue.
-3. For each concurrency c and payload (JSON vector, base64 PNG), interleaved: HTTP retrieve
-   at concurrency c; in-process recall of the same cues in batches of c; (JSON only) the
-   same HTTP load on a second server over the same data with micro-batching off
+3. For each memory, concurrency c and payload (JSON vector, base64 PNG), interleaved: HTTP
+   retrieve at concurrency c; in-process recall of the same cues in batches of c; (JSON
+   only) the same HTTP load on a second server over the same data with micro-batching off
    (AMS_RECALL_BATCH_MAX=1); in-process recall one cue per call. Each measurement runs at
    least ``--seconds`` and at least max(2c, 32) recalls.
 
 HTTP: c clients, each its own keep-alive connection (closed loop: the next request leaves
 when the answer is in); the client is h11 over asyncio streams, because the load
 generator shares the machine's cores with the server and must cost little. A recall is
-``retrieve`` + ``energy`` + ``search(k=3)``: what the service does per request, and what
-the in-process baseline does. Latency = request sent to answer read; in-process, every
+``retrieve`` + ``energy`` + ``search(k=3)`` (for pc: the nearest stored pattern, euclidean):
+what the service does per request, and what the in-process baseline does. Latency = request sent to answer read; in-process, every
 cue of a batch has the batch's latency. The ratio compares HTTP throughput with the best
 in-process throughput (batches of c or one at a time, whichever is faster). The HTTP
 answers' top matches are checked against the in-process ones for the same cues.
@@ -50,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h11
@@ -57,7 +61,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from memory_core import UniversalHopfield
+from memory_core import PCMemory, UniversalHopfield
 from memory_core.data import fashion_mnist, flatten
 from memory_core.images import tensor_to_png
 
@@ -243,23 +247,40 @@ def http_cell(server: tuple[subprocess.Popen, int], target: str, bodies: list[by
     return asyncio.run(_http_cell(port, proc.pid, proc.log_path, target, bodies, c, min_requests, seconds))
 
 
-def recall_in_process(m: UniversalHopfield, cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the service does per recall: retrieve, energy, search(k). Returns (out, top ids)."""
-    out = m.retrieve(cues)  # (B, D)
-    m.energy(out)  # (B,)
-    _, rows = m.search(out, k=K)  # (B, K)
+@dataclass
+class Twin:
+    """The in-process side of one memory: its recall model and the index that names results.
+
+    For a hopfield memory both are the same ``UniversalHopfield``; for a PC memory the model
+    is the ``PCMemory`` the server trained (loaded from its checkpoint) and the index a
+    euclidean nearest-pattern search over the stored patterns, as in ``app/trained.py``.
+    """
+
+    name: str  # the memory's name in the service
+    model: object  # retrieve(cues) -> (B, D); energy(states) -> (B,)
+    index: UniversalHopfield
+    cues: torch.Tensor  # (M, D) noisy cues
+    bodies: dict[str, list[bytes]]  # payload -> one request body per cue
+    ids: list[str]  # row -> pattern id
+
+
+def recall_in_process(twin: Twin, cues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the service does per recall: retrieve, energy, search(k). Returns (out, top rows)."""
+    out = twin.model.retrieve(cues)  # (B, D)
+    twin.model.energy(out)  # (B,)
+    _, rows = twin.index.search(out, k=K)  # (B, K)
     return out, rows
 
 
-def inprocess_cell(m: UniversalHopfield, cues: torch.Tensor, batch: int, min_requests: int, seconds: float) -> dict:
+def inprocess_cell(twin: Twin, batch: int, min_requests: int, seconds: float) -> dict:
     latencies: list[float] = []
     done, i = 0, 0
     cpu = cpu_seconds(None)
     start = time.perf_counter()
     while time.perf_counter() - start < seconds or done < min_requests:
-        idx = torch.arange(i, i + batch) % cues.shape[0]
+        idx = torch.arange(i, i + batch) % twin.cues.shape[0]
         t = time.perf_counter()
-        recall_in_process(m, cues[idx])
+        recall_in_process(twin, twin.cues[idx])
         latencies += [time.perf_counter() - t] * batch
         done, i = done + batch, i + batch
     return _summary(latencies, done, time.perf_counter() - start, cpu_seconds(None) - cpu)
@@ -274,7 +295,10 @@ def check_answers(answers: dict[int, bytes], want_top: list[int], ids: list[str]
 # --- main ---------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000, help="stored Fashion-MNIST images")
+    parser.add_argument("--kinds", nargs="+", default=["hopfield", "pc"], choices=["hopfield", "pc"])
+    parser.add_argument("--n", type=int, default=10_000, help="Fashion-MNIST images stored in the hopfield memory")
+    parser.add_argument("--pc-n", type=int, default=100, help="Fashion-MNIST images stored in the PC memory")
+    parser.add_argument("--pc-epochs", type=int, default=150, help="training epochs of the PC memory")
     parser.add_argument("--cues", type=int, default=256, help="distinct noisy cues, cycled")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--payloads", nargs="+", default=["json", "png"], choices=["json", "png"])
@@ -292,10 +316,54 @@ def main() -> None:
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
-    images = fashion_mnist("train", limit=args.n)[0]  # (N, 1, 28, 28)
-    patterns = flatten(images)  # (N, 784)
+    env = {"AMS_TORCH_THREADS": str(args.torch_threads)}
+    if args.batch_max is not None:
+        env["AMS_RECALL_BATCH_MAX"] = str(args.batch_max)
+    if args.batch_wait_ms is not None:
+        env["AMS_RECALL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
     gen = torch.Generator().manual_seed(0)
-    picks = torch.randperm(args.n, generator=gen)[: args.cues]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        data = Path(tmp) / "data"
+        proc, port = start_server(data, env)
+        try:
+            info = call(port, "GET", "/v1/info")
+            twins, configs = [], {}
+            if "hopfield" in args.kinds:
+                twin, configs["fashion"] = setup_hopfield(port, args.n, json.loads(args.config), args.cues, gen)
+                twins.append(twin)
+            if "pc" in args.kinds:
+                twin, configs["pc"] = setup_pc(port, data, args.pc_n, args.pc_epochs, args.cues, gen)
+                twins.append(twin)
+            # A second server on the same data, micro-batching off: what batching buys.
+            plain = start_server(data, {**env, "AMS_RECALL_BATCH_MAX": "1"})
+            try:
+                for twin in twins:
+                    results[twin.name] = run_cells(args, (proc, port), plain, twin)
+            finally:
+                plain[0].send_signal(signal.SIGTERM)
+                plain[0].wait(60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+    for twin in twins:
+        print(f"\n{twin.name}: {len(twin.ids)} Fashion-MNIST images, {configs[twin.name]}, torch threads "
+              f"{torch.get_num_threads()}, server batching: max {env.get('AMS_RECALL_BATCH_MAX', 'default')}, "
+              f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms")
+        print_table(results[twin.name])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "memories": {t.name: {"n": len(t.ids), "config": configs[t.name], "rows": results[t.name]} for t in twins},
+        "env": env, "device": info["device"], "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+    }, indent=2))
+    print(f"wrote {args.out}")
+
+
+def _noisy_cues(images: torch.Tensor, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Noisy copies of stored images (std 0.2, clipped, 8 bits): (picks, cues (M, D), bodies)."""
+    picks = torch.randint(0, images.shape[0], (count,), generator=gen)
     noisy = (images[picks] + 0.2 * torch.randn(images[picks].shape, generator=gen)).clamp(0, 1)
     noisy = (noisy * 255).round() / 255  # 8 bits: the PNG carries exactly this cue
     cues = flatten(noisy)  # (M, 784)
@@ -303,41 +371,55 @@ def main() -> None:
         "json": [json.dumps({"vector": v.tolist(), "k": K}).encode() for v in cues],
         "png": [json.dumps({"image": base64.b64encode(tensor_to_png(x)).decode(), "k": K}).encode() for x in noisy],
     }
+    return picks, cues, bodies
 
-    env = {"AMS_TORCH_THREADS": str(args.torch_threads)}
-    if args.batch_max is not None:
-        env["AMS_RECALL_BATCH_MAX"] = str(args.batch_max)
-    if args.batch_wait_ms is not None:
-        env["AMS_RECALL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
-        proc, port = start_server(Path(tmp) / "data", env)
-        try:
-            details = call(port, "POST", "/v1/memories",
-                           {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28],
-                            "config": json.loads(args.config)})
-            ids = [f"f{i}" for i in range(args.n)]
-            for at in tqdm(range(0, args.n, 1000), desc="store over HTTP"):
-                chunk = [{"id": ids[i], "vector": patterns[i].tolist()} for i in range(at, min(at + 1000, args.n))]
-                call(port, "POST", "/v1/memories/fashion/patterns", {"patterns": chunk})
-            config = details["config"]
-            info = call(port, "GET", "/v1/info")
-            m = UniversalHopfield(**config, device="cpu")
-            m.store(patterns)
-            want_top = recall_in_process(m, cues)[1][:, 0].tolist()
-            # A second server on the same data, micro-batching off: what batching buys.
-            plain, plain_port = start_server(Path(tmp) / "data", {**env, "AMS_RECALL_BATCH_MAX": "1"})
-            try:
-                rows = run_cells(args, (proc, port), (plain, plain_port), m, cues, bodies, want_top, ids)
-            finally:
-                plain.send_signal(signal.SIGTERM)
-                plain.wait(60)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
 
-    print(f"\nN = {args.n} Fashion-MNIST images, hopfield {config}, torch threads {torch.get_num_threads()}, "
-          f"server batching: max {env.get('AMS_RECALL_BATCH_MAX', 'default')}, "
-          f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms")
+def _store(port: int, name: str, patterns: torch.Tensor) -> list[str]:
+    ids = [f"f{i}" for i in range(patterns.shape[0])]
+    for at in tqdm(range(0, len(ids), 1000), desc=f"store {name} over HTTP"):
+        chunk = [{"id": ids[i], "vector": patterns[i].tolist()} for i in range(at, min(at + 1000, len(ids)))]
+        call(port, "POST", f"/v1/memories/{name}/patterns", {"patterns": chunk})
+    return ids
+
+
+def setup_hopfield(port: int, n: int, config: dict, count: int, gen: torch.Generator) -> tuple[Twin, dict]:
+    """A hopfield memory of n images on the server, and its twin here."""
+    images = fashion_mnist("train", limit=n)[0]  # (N, 1, 28, 28)
+    patterns = flatten(images)  # (N, 784)
+    details = call(port, "POST", "/v1/memories",
+                   {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "config": config})
+    ids = _store(port, "fashion", patterns)
+    m = UniversalHopfield(**details["config"], device="cpu")
+    m.store(patterns)
+    _, cues, bodies = _noisy_cues(images, count, gen)
+    return Twin("fashion", m, m, cues, bodies, ids), details["config"]
+
+
+def setup_pc(port: int, data: Path, n: int, epochs: int, count: int, gen: torch.Generator) -> tuple[Twin, dict]:
+    """A PC memory of n images on the server, trained there (a job); its twin here loads the
+    checkpoint the server wrote, so both sides recall with the same weights."""
+    images = fashion_mnist("train", limit=n)[0]
+    patterns = flatten(images)
+    details = call(port, "POST", "/v1/memories",
+                   {"name": "pc", "kind": "pc", "shape": [1, 28, 28], "config": {"epochs": epochs}})
+    ids = _store(port, "pc", patterns)
+    job = call(port, "POST", "/v1/memories/pc/train", {})
+    with tqdm(total=epochs, desc="train pc (server job)") as bar:
+        while job["status"] not in ("succeeded", "failed", "cancelled"):
+            time.sleep(1.0)
+            job = call(port, "GET", f"/v1/jobs/{job['id']}")
+            bar.update(job["epoch"] - bar.n)
+    if job["status"] != "succeeded":
+        raise SystemExit(f"training failed: {job}")
+    (checkpoint,) = data.glob("checkpoints/*/pc-*.safetensors")
+    model = PCMemory.load(checkpoint, device="cpu")
+    index = UniversalHopfield("euclidean", "max", device="cpu")
+    index.store(patterns)
+    _, cues, bodies = _noisy_cues(images, count, gen)
+    return Twin("pc", model, index, cues, bodies, ids), details["config"]
+
+
+def print_table(rows: list[dict]) -> None:
     head = ("| c | payload | HTTP req/s | p50 ms | p99 ms | p99/p50 | mean batch | HTTP unbatched req/s | "
             "in-process req/s: batch of c / one by one | HTTP / best in-process | same, per CPU second | same top |")
     print(head)
@@ -349,13 +431,6 @@ def main() -> None:
         print(f"| {r['concurrency']} | {r['payload']} | {h['throughput']:.1f} | {h['p50_ms']:.0f} | "
               f"{h['p99_ms']:.0f} | {h['p99_over_p50']:.2f} | {mb} | {ut} | {b['throughput']:.1f} / "
               f"{s['throughput']:.1f} | {r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['same_top']:.3f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "n": args.n, "config": config, "env": env, "device": info["device"],
-        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "rows": rows,
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    }, indent=2))
-    print(f"wrote {args.out}")
 
 
 def _median(runs: list[dict]) -> dict:
@@ -363,25 +438,26 @@ def _median(runs: list[dict]) -> dict:
     return {k: float(np.median([r[k] for r in runs])) if runs[0][k] is not None else None for k in runs[0]}
 
 
-def run_cells(args, server, plain, m: UniversalHopfield, cues: torch.Tensor,
-              bodies: dict[str, list[bytes]], want_top: list[int], ids: list[str]) -> list[dict]:
-    """Every (concurrency, payload) cell: HTTP and in-process measurements interleaved, ``--reps``
-    times each; the medians are kept."""
+def run_cells(args, server, plain, twin: Twin) -> list[dict]:
+    """Every (concurrency, payload) cell of one memory: HTTP and in-process measurements
+    interleaved, ``--reps`` times each; the medians are kept."""
+    want_top = recall_in_process(twin, twin.cues)[1][:, 0].tolist()
     rows = []
     cells = [(c, p) for c in args.concurrency for p in args.payloads]
-    target = "/v1/memories/fashion/retrieve"
-    for c, payload in tqdm(cells, desc="cells"):
+    target = f"/v1/memories/{twin.name}/retrieve"
+    for c, payload in tqdm(cells, desc=f"{twin.name} cells"):
         need = max(2 * c, 32)
+        bodies = twin.bodies[payload]
         runs: dict[str, list[dict]] = {"http": [], "http_unbatched": [], "inprocess_batch": [], "inprocess_single": []}
         same = []
         for _ in range(args.reps):
-            http, answers = http_cell(server, target, bodies[payload], c, need, args.seconds)
+            http, answers = http_cell(server, target, bodies, c, need, args.seconds)
             runs["http"].append(http)
-            same.append(check_answers(answers, want_top, ids))
-            runs["inprocess_batch"].append(inprocess_cell(m, cues, c, need, args.seconds))
+            same.append(check_answers(answers, want_top, twin.ids))
+            runs["inprocess_batch"].append(inprocess_cell(twin, c, need, args.seconds))
             if payload == "json":  # the same requests to the server that does not batch
-                runs["http_unbatched"].append(http_cell(plain, target, bodies[payload], c, need, args.seconds)[0])
-            runs["inprocess_single"].append(inprocess_cell(m, cues, 1, 8, args.seconds))
+                runs["http_unbatched"].append(http_cell(plain, target, bodies, c, need, args.seconds)[0])
+            runs["inprocess_single"].append(inprocess_cell(twin, 1, 8, args.seconds))
         row = {"concurrency": c, "payload": payload, "reps": runs, "same_top": min(same)}
         row.update({k: _median(v) if v else None for k, v in runs.items()})
         for key, unit in (("ratio", "throughput"), ("ratio_cpu", "per_cpu_second")):
@@ -389,8 +465,8 @@ def run_cells(args, server, plain, m: UniversalHopfield, cues: torch.Tensor,
             row[key] = row["http"][unit] / best
         rows.append(row)
         h = row["http"]
-        tqdm.write(f"c={c} {payload}: HTTP {h['throughput']:.1f}/s ({h['per_cpu_second']:.1f}/CPU s, p50 "
-                   f"{h['p50_ms']:.0f} ms, p99 {h['p99_ms']:.0f} ms, mean batch {h['mean_batch']}); in-process "
+        tqdm.write(f"{twin.name} c={c} {payload}: HTTP {h['throughput']:.1f}/s ({h['per_cpu_second']:.1f}/CPU s, "
+                   f"p50 {h['p50_ms']:.0f} ms, p99 {h['p99_ms']:.0f} ms, mean batch {h['mean_batch']}); in-process "
                    f"B=c {row['inprocess_batch']['throughput']:.1f}/s, B=1 {row['inprocess_single']['throughput']:.1f}/s;"
                    f" HTTP/best {row['ratio']:.2f} (per CPU s {row['ratio_cpu']:.2f})")
     return rows

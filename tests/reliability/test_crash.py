@@ -1,18 +1,24 @@
 """Crash: a real server is SIGKILLed at random moments while clients store (and delete)
-patterns concurrently, then restarted on the same data; every acknowledged pattern must be
-there, byte for byte, and nothing else.
+patterns concurrently and while a PC memory trains, then restarted on the same data; every
+acknowledged pattern must be there, byte for byte, and nothing else.
 
 Each round: a stream of concurrent requests (3 writers storing batches of 1-6 patterns
-into a vector memory, as JSON, and into an image memory, as JSON base64 PNGs or multipart
-files; a deleter removing patterns acknowledged in earlier rounds; a reader recalling),
-then SIGKILL after a random delay, then a restart that rebuilds every memory from disk,
-then the checks:
+into a vector memory and a PC memory, as JSON, and into an image memory, as JSON base64
+PNGs or multipart files; a deleter removing patterns acknowledged in earlier rounds; a
+reader recalling), then SIGKILL after a random delay, then a restart that rebuilds every
+memory from disk, then the checks:
 
 - every acknowledged store is there: the vector's float32 bytes, the picture's pixels,
   the caption and the metadata exactly as sent; every acknowledged delete is gone;
 - nothing is there that was never sent, no id twice, no batch in part, and the count
   agrees with the listing;
 - recall finds stored patterns again.
+
+Every TRAIN_EVERY-th round also trains the PC memory: a short job that finishes before
+the kill (then its model must survive it), or a long one that the kill interrupts (then
+the last finished model, or none, must be there, whole). After every restart the PC
+memory is never "training", has a model if a training ever finished, recalls (or says
+409 not_trained when it has none), and keeps one checkpoint file at most.
 
 A process kill leaves the OS page cache intact, so this tests that the service
 acknowledges only what it has committed; power-loss safety rests on SQLite's fsyncs.
@@ -42,6 +48,10 @@ DIM = 32  # the vector memory's D
 SIDE = 12  # the image memory's pictures are SIDE x SIDE grey
 WRITERS = 3
 MAX_KILL_DELAY = 0.6  # seconds after the stream is flowing
+TRAIN_EVERY = 4  # rounds; 5 of 20 train the PC memory
+PAUSE = 0.02  # seconds between a writer's batches: keeps what each round must verify (GET each) small
+PC_CONFIG = {"sizes": [16, 32, DIM], "epochs": 2}  # small: a training job takes ~0.1-10 s here
+VECTOR_MEMORIES = ("vec", "pcm")
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Ledger:
     deletes_sent: set[str] = field(default_factory=set)
     deleted: set[str] = field(default_factory=set)  # acknowledged deletes
     errors: list[str] = field(default_factory=list)
+    trained: int = 0  # trained_count of the last training acknowledged as finished
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -85,11 +96,11 @@ def _writer(server: LiveServer, ledger: Ledger, rnd: int, t: int, rng: random.Ra
             batch = f"r{rnd}-w{t}-b{b}"
             n = rng.randint(1, 6)
             ids = [f"{batch}-{i}" for i in range(n)]
-            memory = rng.choice(["vec", "img"])
+            memory = rng.choice(["vec", "img", "pcm"])
             items: list[Sent] = []
             for pid in ids:
                 meta = {"round": rnd, "n": int(gen.integers(1 << 40)), "s": "é\u2603"}
-                if memory == "vec":
+                if memory in VECTOR_MEMORIES:
                     raw = gen.random(DIM, dtype=np.float32).tobytes()
                 else:
                     raw = gen.integers(0, 256, (SIDE, SIDE), dtype=np.uint8).tobytes()
@@ -98,13 +109,13 @@ def _writer(server: LiveServer, ledger: Ledger, rnd: int, t: int, rng: random.Ra
                 ledger.batches[batch] = ids
                 ledger.sent.update(zip(ids, items, strict=True))
             try:
-                if memory == "vec":
+                if memory in VECTOR_MEMORIES:
                     body = [
                         {"id": pid, "vector": np.frombuffer(s.raw, np.float32).tolist(), "text": s.text,
                          "metadata": s.metadata}
                         for pid, s in zip(ids, items, strict=True)
                     ]
-                    r = c.post("/v1/memories/vec/patterns", json={"patterns": body})
+                    r = c.post(f"/v1/memories/{memory}/patterns", json={"patterns": body})
                 elif b % 2:  # multipart picture files
                     for s in items:  # multipart carries no metadata
                         s.metadata = None
@@ -131,6 +142,7 @@ def _writer(server: LiveServer, ledger: Ledger, rnd: int, t: int, rng: random.Ra
             with ledger.lock:
                 for pid in ids:
                     ledger.acked[pid] = rnd
+            time.sleep(PAUSE)
 
 
 def _deleter(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) -> None:
@@ -189,7 +201,7 @@ def _verify(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) ->
     compared = 0
     with server.client() as c:
         stored: set[str] = set()
-        for memory in ("vec", "img"):
+        for memory in ("vec", "img", "pcm"):
             ids = _listing(c, memory)
             assert len(ids) == len(set(ids)), f"{where}: an id listed twice in {memory}"
             assert c.get(f"/v1/memories/{memory}").json()["count"] == len(ids), where
@@ -219,7 +231,7 @@ def _verify(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) ->
             got = c.get(f"/v1/memories/{sent.memory}/patterns/{pid}")
             assert got.status_code == 200, f"{where}: {pid}: {got.text}"
             body = got.json()
-            if sent.memory == "vec":
+            if sent.memory in VECTOR_MEMORIES:
                 raw = np.asarray(body["vector"], dtype=np.float32).tobytes()
             else:
                 raw = _pixels(base64.b64decode(body["image"])).tobytes()
@@ -232,7 +244,47 @@ def _verify(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) ->
             cue = np.frombuffer(ledger.sent[pid].raw, np.float32).tolist()
             r = c.post("/v1/memories/vec/retrieve", json={"vector": cue, "k": 1})
             assert r.status_code == 200 and r.json()["matches"][0]["id"] == pid, f"{where}: {r.text}"
+        _verify_pc(c, server, ledger, where)
     return compared
+
+
+def _verify_pc(c: httpx.Client, server: LiveServer, ledger: Ledger, where: str) -> None:
+    """The PC memory after a restart: a whole model if a training ever finished, else none."""
+    details = c.get("/v1/memories/pcm").json()
+    assert details["state"] in ("untrained", "ready", "stale"), f"{where}: {details}"  # jobs end with the process
+    files = sorted(p.name for p in server.data_dir.glob("checkpoints/*/pc-*.safetensors"))
+    assert len(files) <= 1, f"{where}: checkpoints left over: {files}"
+    if ledger.trained:
+        assert details["state"] != "untrained" and details["trained_count"] >= ledger.trained, f"{where}: {details}"
+    assert (details["state"] == "untrained") == (not files), f"{where}: {details}, {files}"
+    cue = np.zeros(DIM, np.float32).tolist()
+    r = c.post("/v1/memories/pcm/retrieve", json={"vector": cue, "k": 1})
+    if details["state"] == "untrained":
+        assert r.status_code == 409 and r.json()["error"]["code"] == "not_trained", f"{where}: {r.text}"
+    else:
+        assert r.status_code == 200, f"{where}: {r.text}"
+
+
+def _train(server: LiveServer, ledger: Ledger, rnd: int, long: bool) -> float:
+    """Start a training job on the PC memory: short (waits for it to finish, which is then
+    acknowledged) or long (returns once it runs, to be killed in the middle). Returns the
+    longest the kill may wait, in seconds."""
+    with server.client() as c:
+        r = c.post("/v1/memories/pcm/train", json={"epochs": 2000 if long else 2})
+        assert r.status_code == 202, f"round {rnd}: {r.text}"
+        job = r.json()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = c.get(f"/v1/jobs/{job['id']}").json()
+            if long and job["status"] == "running" and job["epoch"] >= 1:
+                return 2.0  # the kill lands within its first seconds: mid-training
+            if job["status"] == "succeeded":
+                with ledger.lock:
+                    ledger.trained = job["patterns"]
+                return MAX_KILL_DELAY
+            assert job["status"] in ("queued", "running"), f"round {rnd}: {job}"
+            time.sleep(0.02)
+    raise AssertionError(f"round {rnd}: training job did not get going: {job}")
 
 
 def _acked_in(ledger: Ledger, rnd: int) -> int:
@@ -247,9 +299,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
     try:
         with server.client() as c:
             for body in ({"name": "vec", "kind": "hopfield", "shape": [DIM], "config": {"beta": 100}},
-                         {"name": "img", "kind": "hopfield", "shape": [1, SIDE, SIDE]}):
+                         {"name": "img", "kind": "hopfield", "shape": [1, SIDE, SIDE]},
+                         {"name": "pcm", "kind": "pc", "shape": [DIM], "config": PC_CONFIG}):
                 assert c.post("/v1/memories", json=body).status_code == 201
         compared = 0
+        trainings = {"finished": 0, "interrupted": 0}
         for rnd in range(ROUNDS):
             stop = threading.Event()
             threads = [threading.Thread(target=_writer, args=(server, ledger, rnd, t, random.Random(rng.random())))
@@ -261,8 +315,13 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
             deadline = time.monotonic() + 60
             while _acked_in(ledger, rnd) < 3 and time.monotonic() < deadline:
                 time.sleep(0.005)  # until the stream is flowing
-            time.sleep(rng.uniform(0, MAX_KILL_DELAY))
-            server.kill()  # mid-stream: requests in flight are cut off
+            kill_within = MAX_KILL_DELAY
+            if rnd % TRAIN_EVERY == TRAIN_EVERY - 1:  # the PC memory has patterns by now
+                long = (rnd // TRAIN_EVERY) % 2 == 1  # short and long jobs in turn
+                kill_within = _train(server, ledger, rnd, long)
+                trainings["interrupted" if long else "finished"] += 1
+            time.sleep(rng.uniform(0, kill_within))
+            server.kill()  # mid-stream (and mid-training): requests in flight are cut off
             stop.set()
             for t in threads:
                 t.join(60)
@@ -272,7 +331,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
             compared += _verify(server, ledger, rnd, rng)
         # Deletes only touch earlier rounds, so each acknowledged store was compared once.
         assert compared == len(ledger.acked)
+        if ROUNDS >= 2 * TRAIN_EVERY:
+            assert trainings["finished"] >= 1 and trainings["interrupted"] >= 1 and ledger.trained > 0
         print(f"{ROUNDS} kills: {len(ledger.acked)} stores and {len(ledger.deleted)} deletes acknowledged, "
-              f"{len(ledger.sent) - len(ledger.acked)} stores in flight at a kill; {compared} compared byte for byte")
+              f"{len(ledger.sent) - len(ledger.acked)} stores in flight at a kill; {compared} compared byte for "
+              f"byte; PC trainings finished before a kill {trainings['finished']}, killed mid-job "
+              f"{trainings['interrupted']}")
     finally:
         server.stop()
