@@ -77,7 +77,7 @@ _SPARSE_CANDIDATES = 16
 
 
 def _sparse_candidates(
-    ranks: Tensor, cue: Tensor, mask: Tensor | None, sim: Similarity, sep: Separation, run_max: Tensor
+    keys: Tensor, ranks: Tensor, cue: Tensor, mask: Tensor | None, sim: Similarity, sep: Separation, run_max: Tensor
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Each cue's m best logits in this chunk, and whether they are all that matters.
 
@@ -88,6 +88,7 @@ def _sparse_candidates(
     a (B, n) transcendental (sqrt, exp) or a (B, n) x (n, Dv) matmul.
 
     Arguments:
+        keys: (n, D) the chunk's keys.
         ranks: (B, n) the chunk's ranks (``sim.rank``), in the accumulation dtype.
         run_max: (B, 1) the running max of the logits so far.
 
@@ -100,7 +101,14 @@ def _sparse_candidates(
     if not isinstance(sep, (Softmax, Polynomial)) or ranks.shape[1] <= 2 * m or ranks.dtype not in _UNDERFLOW:
         return None  # (logits known to be monotone in the score: softmax, polynomial)
     top_ranks, rows = ranks.topk(m, dim=1)  # (B, m), best first
-    logits = sep.logits(sim.finish(top_ranks, cue, mask), sim.is_distance)  # (B, m)
+    if sim.name == "euclidean":
+        # The candidates' distances directly, not from the expanded form (see
+        # topk_over_memories): a cue on a stored pattern then has its best logit exact,
+        # and so does the energy, whatever the batch (gemv and gemm round differently).
+        scores = _direct_euclidean(keys, rows, cue, mask).to(ranks.dtype)  # (B, m)
+    else:
+        scores = sim.finish(top_ranks, cue, mask)  # (B, m)
+    logits = sep.logits(scores, sim.is_distance)  # (B, m)
     best = torch.maximum(run_max, logits[:, :1])  # (B, 1)
     exact = (logits[:, -1:] - best <= -_UNDERFLOW[ranks.dtype]).squeeze(1)  # (B,)
     return logits, rows, exact
@@ -194,7 +202,7 @@ def reduce_over_memories(
     for start in range(0, n_stored, rows):
         ranks = sim.rank(keys[start : start + rows], cue, mask, _part(key_sq, start, rows)).to(acc)  # (B, n)
         chunk_values = None if values is None else values[start : start + rows]  # (n, Dv)
-        sparse = _sparse_candidates(ranks, cue, mask, sim, sep, state.max)
+        sparse = _sparse_candidates(keys[start : start + rows], ranks, cue, mask, sim, sep, state.max)
         exact = torch.zeros(batch, dtype=torch.bool) if sparse is None else sparse[2].cpu()  # (B,)
         if not bool(exact.all()):
             dense_rows = None if not bool(exact.any()) else (~exact).nonzero().squeeze(1).to(keys.device)
