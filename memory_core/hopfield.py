@@ -208,6 +208,9 @@ def reduce_over_memories(
             dense_rows = None if not bool(exact.any()) else (~exact).nonzero().squeeze(1).to(keys.device)
             pick = (lambda t: t) if dense_rows is None else (lambda t: t.index_select(0, dense_rows))
             scores = sim.finish(pick(ranks), pick(cue), None if mask is None else pick(mask))  # (b, n)
+            if sim.name == "euclidean":
+                _exact_nearest(keys[start : start + rows], pick(ranks), scores, pick(cue),
+                               None if mask is None else pick(mask))
             # (Gathering only the values with non-zero weight was measured slower than this
             # memory-bound matmul even at 11% non-zero: torch's row gathers run at ~1 GB/s.)
             state.merge(dense_rows, sep.logits(scores, sim.is_distance),
@@ -301,6 +304,21 @@ def topk_over_memories(
     return sim.finish(best, cue, mask), best_idx
 
 
+# Patterns per cue and chunk whose euclidean distances the dense softmax path recomputes
+# directly: the nearest ones, where the expanded form's cancellation error is largest.
+_EXACT_NEAREST = 4
+
+
+def _exact_nearest(keys: Tensor, ranks: Tensor, scores: Tensor, cue: Tensor, mask: Tensor | None) -> None:
+    """Overwrite each cue's ``_EXACT_NEAREST`` best euclidean scores (B, n) with direct
+    distances. The expanded form's error (~1e-2 after the sqrt near d = 0) sits on the
+    nearest patterns, which also dominate the softmax and the energy: those become exact
+    and no longer depend on the BLAS path (a batch or one cue alone); a far pattern's
+    relative error is small. keys: (n, D); ranks, scores: (B, n); cue, mask: (B, D)."""
+    idx = ranks.topk(min(_EXACT_NEAREST, ranks.shape[1]), dim=1).indices  # (B, m)
+    scores.scatter_(1, idx, _direct_euclidean(keys, idx, cue, mask).to(scores.dtype))
+
+
 def _direct_euclidean(keys: Tensor, idx: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
     """-|q - m| (rescaled by D / k under a mask) for the selected rows ``idx`` (B, k) only."""
     batch, k = idx.shape
@@ -314,7 +332,7 @@ def _direct_euclidean(keys: Tensor, idx: Tensor, cue: Tensor, mask: Tensor | Non
             continue
         known = mask[b : b + step]
         d2 = diff.square_().mul_(known[:, None, :]).sum(dim=2)  # (b, k)
-        out.append(d2.mul_(dim / known.sum(dim=1, keepdim=True)).sqrt_().neg_())
+        out.append(d2.mul_(dim / known.sum(dim=1, keepdim=True).to(d2.dtype)).sqrt_().neg_())  # D / k in d2's dtype
     return torch.cat(out)
 
 
