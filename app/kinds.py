@@ -231,6 +231,15 @@ class LiveMemory(ABC):
                 for b in range(out.shape[0])
             ]
 
+    def nbytes(self) -> int:
+        """Bytes of the stored patterns in RAM (a kind with a model adds its parameters)."""
+        with self.rw.read():
+            if self.count == 0:
+                return 0
+            index = self.index
+            stored = [index.keys] + ([index.values] if index.hetero else [])
+            return sum(t.numel() * t.element_size() for t in stored)
+
     def _check_recallable(self) -> None:
         if self.count == 0:
             raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")

@@ -25,13 +25,13 @@ from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .page import install_page
-from .schemas import CompleteRequest, LookupRequest, StorePatterns
+from .schemas import CompleteRequest, LookupRequest, RetrieveRequest, StorePatterns
 from .service import Service
 from .settings import Settings, get_settings
 
 # Request bodies that routes parse themselves (JSON or multipart on one path): their
 # schemas are added to the OpenAPI components so that the requestBody $refs resolve.
-_EXTRA_SCHEMAS = (StorePatterns, CompleteRequest, LookupRequest)
+_EXTRA_SCHEMAS = (StorePatterns, CompleteRequest, LookupRequest, RetrieveRequest)
 
 DESCRIPTION = """Associative memories over HTTP: store patterns (vectors, images), recall them from
 noisy, corrupted or partly masked cues. Errors have the shape

@@ -2,8 +2,9 @@
 
 Request counts and latencies per endpoint come from ``MetricsMiddleware`` (labelled
 by the route's path template, so ``/v1/memories/{name}`` is one series however many
-memories there are). Memory sizes, states and job progress are read from the live
-registry at scrape time by ``_LiveCollector``, so they are never stale.
+memories there are). The micro-batcher (``batching.py``) records batch sizes, batch
+times and queue waits. Memory sizes, recall queue depths and job progress are read
+from the live registry at scrape time by ``_LiveCollector``, so they are never stale.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = ["Metrics", "MetricsMiddleware"]
 disable_created_metrics()  # no *_created series: they double the output and say little
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class _LiveCollector:
@@ -53,17 +56,31 @@ class _LiveCollector:
         energy = GaugeMetricFamily(
             "ams_job_energy", "last reported energy of unfinished jobs", labels=["job", "memory"]
         )
+        nbytes = GaugeMetricFamily(
+            "ams_memory_bytes", "bytes of the tensors a memory holds in RAM", labels=["memory", "kind"]
+        )
+        depth = GaugeMetricFamily(
+            "ams_recall_queue_depth",
+            "recalls of a memory waiting for or computing in a micro-batch",
+            labels=["memory"],
+        )
+        epoch = GaugeMetricFamily("ams_job_epoch", "epochs done by unfinished jobs", labels=["job", "memory"])
         lives = registry.all() if registry is not None else []
         memories.add_metric([], float(len(lives)))
         for live in lives:
             details = live.details()
             patterns.add_metric([live.name, live.kind], float(details["count"]))
             trained.add_metric([live.name, live.kind], float(details["trained_count"]))
+            nbytes.add_metric([live.name, live.kind], float(live.nbytes()))
+        queued = dict(self._service.batcher.depths())
+        for live in lives:  # memories that were deleted keep no series
+            depth.add_metric([live.name], float(queued.get(live, 0)))
         for job in registry.jobs.running() if registry is not None else []:
             progress.add_metric([job["id"], job["memory"]], job["progress"])
+            epoch.add_metric([job["id"], job["memory"]], float(job["epoch"]))
             if job["energy"] is not None:
                 energy.add_metric([job["id"], job["memory"]], job["energy"])
-        yield from (memories, patterns, trained, progress, energy)
+        yield from (memories, patterns, trained, nbytes, depth, progress, epoch, energy)
 
 
 class Metrics:
@@ -89,8 +106,28 @@ class Metrics:
         )
         self.recalls = Counter(
             "ams_recalls",
-            "recalls answered (retrieve and complete)",
+            "recalls answered (retrieve, complete, lookup)",
             ["kind", "endpoint"],
+            registry=self.registry,
+        )
+        self.recall_batch_size = Histogram(
+            "ams_recall_batch_size",
+            "recalls answered by one batched memory call",
+            ["kind"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.recall_batch_seconds = Histogram(
+            "ams_recall_batch_duration_seconds",
+            "time of one batched memory call",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.recall_queue_wait = Histogram(
+            "ams_recall_queue_wait_seconds",
+            "time a recall waited in its memory's queue before its batch started",
+            buckets=_WAIT_BUCKETS,
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(service))

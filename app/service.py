@@ -1,4 +1,4 @@
-"""The service's parts, built once per app: settings, device, storage, registry, metrics.
+"""The service's parts, built once per app: settings, device, storage, registry, metrics, batcher.
 
 ``start`` (run on a worker thread by the app's lifespan) opens storage and rebuilds
 every memory from it; until it has finished, ``is_ready`` is False and /readyz and
@@ -14,6 +14,7 @@ import torch
 
 from memory_core import resolve_device
 
+from .batching import Batcher
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
@@ -33,6 +34,7 @@ class Service:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         self.metrics = Metrics(self)
+        self.batcher = Batcher(settings.recall_batch_max, settings.recall_batch_wait_ms, self.metrics)
         self.storage: Storage | None = None
         self.registry: Registry | None = None
         self.error: str | None = None

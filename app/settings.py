@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     max_k: int = Field(100, ge=1, description="most matches one recall may ask for")
     max_steps: int = Field(100, ge=1, description="most iterated retrieval steps one recall may ask for")
 
+    # --- micro-batching of recalls ----------------------------------------------------
+    recall_batch_max: int = Field(
+        64, ge=1, le=4096, description="most concurrent recalls of one memory answered by one call (1 = off)"
+    )
+    recall_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest a recall waits for others to share its batch, in ms"
+    )
+
     # --- background jobs -------------------------------------------------------------
     train_workers: int = Field(1, ge=1, description="training jobs that run at once (others queue)")
     jobs_kept: int = Field(200, ge=1, description="finished jobs remembered for GET /v1/jobs/{id}")

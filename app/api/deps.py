@@ -21,14 +21,17 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <AMS_A
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key, as a header")
 
 
-def get_service(request: Request) -> Service:
+# The dependencies below do no I/O, so they are coroutines: FastAPI calls a plain ``def``
+# dependency on a worker thread, one thread hop per dependency per request, and under
+# load those hops cost the event loop more than the work (measured: scripts/bench_service.py).
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def get_registry(service: ServiceDep) -> Registry:
+async def get_registry(service: ServiceDep) -> Registry:
     """The registry, once recovery has finished; 503 not_ready before."""
     if not service.is_ready or service.registry is None:
         raise ApiError(503, "not_ready", service.error or "the service is still loading its memories")
@@ -67,7 +70,7 @@ def _check_key(
     raise ApiError(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_read(
+async def require_read(
     service: ServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],
@@ -76,7 +79,7 @@ def require_read(
     _check_key(service, bearer, header, write=False)
 
 
-def require_write(
+async def require_write(
     service: ServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     header: Annotated[str | None, Security(_header)],

@@ -14,7 +14,7 @@ from memory_core import EmptyMemoryError
 from ..captions import embed
 from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
 from ..errors import ApiError
-from ..kinds import LiveMemory, NotTrained
+from ..kinds import CaptionLookup, LiveMemory, NotTrained, TextLookup
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync
 from .memories import NameParam
@@ -43,18 +43,18 @@ LOOKUP_BODY = {
 }
 
 
-def _guard(call):
+async def _batched(call):
+    """Await a batched lookup; the memory's state errors as 409."""
     try:
-        return call()
+        return await call
     except EmptyMemoryError as exc:
         raise ApiError(409, "memory_empty", str(exc)) from None
     except NotTrained as exc:
         raise ApiError(409, "not_trained", str(exc)) from None
 
 
-def _by_text(live: LiveMemory, text: str, k: int, storage) -> LookupResult:
+def _by_text(live: LiveMemory, found: TextLookup, storage) -> LookupResult:
     record = live.record
-    found = _guard(lambda: live.lookup_text(embed([text], live.device), k))
     matches = found.matches[0]
     texts = storage.get_texts(record.id, [pid for pid, _ in matches])
     image = is_image(record)
@@ -84,9 +84,8 @@ def _by_text(live: LiveMemory, text: str, k: int, storage) -> LookupResult:
     )
 
 
-def _by_pattern(live: LiveMemory, cue: torch.Tensor, mask: torch.Tensor | None, k: int, storage) -> LookupResult:
+def _by_pattern(live: LiveMemory, found: CaptionLookup, storage) -> LookupResult:
     record = live.record
-    found = _guard(lambda: live.lookup_captions(cue[None], None if mask is None else mask[None], k))
     matches = found.matches[0]
     texts = storage.get_texts(record.id, [pid for pid, _ in matches])
     return LookupResult(
@@ -131,32 +130,40 @@ async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, n
         body = await request.body()
         fields = None
 
-    def work() -> LookupResult:
+    def query() -> tuple[str, torch.Tensor, torch.Tensor | None, int]:
+        """The parsed query: ("text", embedding (384,), None, k) or ("pattern", cue (D,), mask, k)."""
         if fields is not None:
             image, mask_data, k = image_form(fields, "lookup", default_k=5)
             _check_limits(k, 1, settings)
             if not is_image(record):
                 raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'")
             cue, mask = picture_cue(record, settings, image, mask_data)
-            result = _by_pattern(live, cue, mask, k, registry.storage)
-        else:
-            req = parse_json(body, LookupRequest)
-            _check_limits(req.k, 1, settings)
-            if req.text is not None:
-                if req.image is not None or req.vector is not None or req.mask is not None:
-                    raise ApiError(422, "invalid_cue", "a text query takes no 'image', 'vector' or 'mask'")
-                if len(req.text) > settings.max_text_chars:
-                    raise ApiError(
-                        422, "text_too_long",
-                        f"text has {len(req.text)} characters; the limit is {settings.max_text_chars}",
-                    )
-                if not req.text.strip():
-                    raise ApiError(422, "invalid_cue", "text is blank")
-                result = _by_text(live, req.text, req.k, registry.storage)
-            else:
-                cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask)
-                result = _by_pattern(live, cue, mask, req.k, registry.storage)
-        service.metrics.recalls.labels(live.kind, "lookup").inc()
-        return result
+            return "pattern", cue, mask, k
+        req = parse_json(body, LookupRequest)
+        _check_limits(req.k, 1, settings)
+        if req.text is not None:
+            if req.image is not None or req.vector is not None or req.mask is not None:
+                raise ApiError(422, "invalid_cue", "a text query takes no 'image', 'vector' or 'mask'")
+            if len(req.text) > settings.max_text_chars:
+                raise ApiError(
+                    422, "text_too_long",
+                    f"text has {len(req.text)} characters; the limit is {settings.max_text_chars}",
+                )
+            if not req.text.strip():
+                raise ApiError(422, "invalid_cue", "text is blank")
+            return "text", embed([req.text], live.device)[0].cpu(), None, req.k  # (384,)
+        cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask)
+        return "pattern", cue, mask, req.k
 
-    return await run_sync(work)
+    # Parsing (and the caption's embedding) runs on a worker thread; the memory call is
+    # batched with the memory's other concurrent recalls, and the answer built on its thread.
+    what, cue, mask, k = await run_sync(query)
+    batcher, storage = service.batcher, registry.storage
+    if what == "text":
+        result = await _batched(batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage)))
+    else:
+        result = await _batched(
+            batcher.lookup_captions(live, (cue, mask), k, lambda found: _by_pattern(live, found, storage))
+        )
+    service.metrics.recalls.labels(live.kind, "lookup").inc()
+    return result
