@@ -172,12 +172,12 @@ def test_sparse_softmax_path_is_taken_only_when_exact(sim, fashion_vectors):
     ranks = m.sim.rank(keys, cue)
     start = torch.full((4, 1), -float("inf"))
     sharp = Softmax(beta=100.0 if sim == "euclidean" else 5.0)
-    logits, rows, exact = _sparse_candidates(ranks, cue, None, m.sim, sharp, start)
+    logits, rows, exact = _sparse_candidates(keys, ranks, cue, None, m.sim, sharp, start)
     assert exact.all()
     dense = torch.exp(sharp.logits(similarity(sim, keys, cue), True) - logits[:, :1])  # (B, N)
     outside = torch.ones_like(dense, dtype=torch.bool).scatter_(1, rows, False)
     assert (dense[outside] == 0).all() and (dense.gather(1, rows)[:, 0] == 1).all()
-    assert not _sparse_candidates(ranks, cue, None, m.sim, Softmax(beta=1e-3), start)[2].any()
+    assert not _sparse_candidates(keys, ranks, cue, None, m.sim, Softmax(beta=1e-3), start)[2].any()
 
 
 def test_softmax_retrieve_mixes_sparse_and_dense_cues(fashion_vectors):
@@ -193,7 +193,7 @@ def test_softmax_retrieve_mixes_sparse_and_dense_cues(fashion_vectors):
     m = UniversalHopfield("euclidean", "softmax", beta=30.0, device="cpu", chunk_size=200)
     m.store(keys)
     exact = _sparse_candidates(
-        m.sim.rank(keys[:200], cue), cue, None, m.sim, m.sep, torch.full((5, 1), -float("inf"))
+        keys[:200], m.sim.rank(keys[:200], cue), cue, None, m.sim, m.sep, torch.full((5, 1), -float("inf"))
     )[2]
     assert exact[:3].all() and not exact[3:].any(), exact
     weights = torch.softmax(30.0 * similarity("euclidean", keys, cue).double(), dim=1)
