@@ -16,7 +16,8 @@ float tolerance.
 Fast paths (scripts/bench_hopfield.py measures them against faiss): the keys' squared
 norms are cached at store time, so a euclidean chunk is one BLAS call; search ranks
 chunks without sqrt and finishes only the k survivors; manhattan runs a compiled kernel
-(``kernels.py``); and when a sharp softmax leaves all but a cue's few best patterns
+(``kernels.py``), and manhattan + softmax on the CPU runs in one pass of it (distances,
+then the online softmax of each block of keys while it is in cache); and when a sharp softmax leaves all but a cue's few best patterns
 with weights that underflow to exactly 0, retrieval mixes only those few, which is the
 dense result without a (B, N) exp or a (B, N) x (N, Dv) matmul.
 """
@@ -31,8 +32,8 @@ from torch import Tensor
 
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
 from .separation import Polynomial, Separation, Softmax, Threshold, make_separation
-from .kernels import advise_huge_pages
-from .similarity import Similarity, bipolar, get_similarity
+from .kernels import advise_huge_pages, l1_softmax
+from .similarity import Similarity, bipolar, get_similarity, manhattan_scale
 
 __all__ = [
     "HopfieldConfig",
@@ -144,6 +145,18 @@ class _RunningSoftmax:
                 self.out.index_copy_(0, rows, new_out)
 
 
+def _fused_softmax(
+    keys: Tensor, values: Tensor | None, cue: Tensor, mask: Tensor | None, sim: Similarity, sep: Separation
+) -> tuple[Tensor | None, Tensor, Tensor] | None:
+    """Manhattan + softmax in one pass of the compiled kernel (``kernels.l1_softmax``):
+    output (B, Dv) or None, max (B,) and sum (B,) of the exp'd logits; None where the
+    kernel does not apply (other similarities/separations, CUDA, float64, no compiled
+    kernel, batches over ``kernels.FUSED_MAX_BATCH``): the caller takes the chunked path."""
+    if sim.name != "manhattan" or not isinstance(sep, Softmax):
+        return None
+    return l1_softmax(keys, values, cue, mask, manhattan_scale(cue, mask), sep.beta)
+
+
 def reduce_over_memories(
     keys: Tensor,
     values: Tensor | None,
@@ -193,6 +206,12 @@ def reduce_over_memories(
                 out += w.to(values.dtype) @ values[start : start + rows]
             if phi is not None:
                 phi += sep.linear_potential(scores, sim.is_distance)
+        return out, phi
+
+    fused = _fused_softmax(keys, values, cue, mask, sim, sep)
+    if fused is not None:
+        out, lmax, lsum = fused
+        phi = sep.potential_from_lse((lmax + torch.log(lsum)).to(acc)) if potential else None
         return out, phi
 
     # normalised: softmax over all N with a running max. Per chunk, the cues whose

@@ -114,13 +114,17 @@ def _euclidean_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
     return (cue_sq - rank).clamp_min_(0).sqrt_().neg_()
 
 
+def manhattan_scale(cue: Tensor, mask: Tensor | None) -> Tensor:
+    """(B, 1) factor from a masked L1 sum to the manhattan score: -1, or -D/k under a mask."""
+    if mask is None:
+        return -torch.ones(cue.shape[0], 1, dtype=cue.dtype, device=cue.device)
+    return -(cue.shape[1] / _known_counts(mask, cue.dtype))
+
+
 def _manhattan(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     # The compiled kernel (or its bounded torch fallback) applies -1 or -D/k as it writes
     # the sums: no (B, N, D) block is built and no (B, N) pass follows.
-    d = cue.shape[1]
-    scale = -torch.ones(cue.shape[0], 1, dtype=cue.dtype, device=cue.device) if mask is None \
-        else -(d / _known_counts(mask, cue.dtype))  # (B, 1)
-    return l1_distances(memories, cue, mask, scale)  # (B, N)
+    return l1_distances(memories, cue, mask, manhattan_scale(cue, mask))  # (B, N)
 
 
 def _hamming(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:

@@ -24,6 +24,7 @@ independent ones). Cues are stored patterns plus Gaussian noise of std 0.1.
     .venv/bin/python scripts/bench_hopfield.py             # the full grid (~15 min on 2 busy cores)
     .venv/bin/python scripts/bench_hopfield.py --sizes 10000 --reps 5
     .venv/bin/python scripts/bench_hopfield.py --tables run1.json run2.json   # cells "run 1 / run 2"
+    .venv/bin/python scripts/bench_hopfield.py --metrics L1 --tables run1.json run2.json  # L1 rows only
 
 Writes results/bench_hopfield.json and prints the table.
 """
@@ -192,8 +193,9 @@ def main() -> None:
         "--tables", type=Path, nargs="+", help="print the table of earlier runs' JSON and stop"
     )
     args = parser.parse_args()
-    if args.tables:
-        print(table([json.loads(p.read_text())["results"] for p in args.tables]))
+    if args.tables:  # the rows of --metrics only, so that a full run lines up with an L1-only one
+        keep = set(args.metrics.split(","))
+        print(table([[r for r in json.loads(p.read_text())["results"] if r["metric"] in keep] for p in args.tables]))
         return
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
