@@ -182,7 +182,10 @@ def test_sparse_softmax_path_is_taken_only_when_exact(sim, fashion_vectors):
     assert exact.all()
     dense = torch.exp(sharp.logits(similarity(sim, keys, cue), True) - logits[:, :1])  # (B, N)
     outside = torch.ones_like(dense, dtype=torch.bool).scatter_(1, rows, False)
-    assert (dense[outside] == 0).all() and (dense.gather(1, rows)[:, 0] == 1).all()
+    assert (dense[outside] == 0).all()
+    # The best candidate carries the max logit. Its distance is direct (exact) here and
+    # from the expanded form in the reference, ~1e-5 apart, which beta 100 turns into 1e-3.
+    assert torch.allclose(dense.gather(1, rows)[:, 0], torch.ones(4), atol=5e-3)
     assert not _sparse_candidates(keys, ranks, cue, None, m.sim, Softmax(beta=1e-3), start)[2].any()
 
 
