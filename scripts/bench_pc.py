@@ -73,7 +73,7 @@ def autograd_relax(pc: PCMemory, x: torch.Tensor, steps: int, lr: float) -> list
         with torch.no_grad():
             xs = []
             for v, g, s, lr_l in zip(leaves, grads, vel, lrs):
-                s.mul_(pc.config.momentum).addcmul_(g, lr_l, value=-1.0)
+                s.mul_(pc.config.momentum).add_(g, alpha=-lr_l)
                 xs.append(v.detach() + s)
     return xs
 
