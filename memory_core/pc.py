@@ -24,10 +24,12 @@ pi_l are the layers' precisions (inverse variances; 1 by default).
   exactly as given.
 
 The relaxation is the hot loop: hand-written updates (no autograd graph), batched
-matrix products, buffers allocated once per call, and per-unit step sizes from the
-diagonal of the energy's Hessian (lr / (pi_l + pi_{l+1} sum_i W_{l+1,ij}^2), a local
-quantity: each unit's own synapses) with heavy-ball momentum, which keeps one learning
-rate stable across widths. When the sensory layer is clamped, its bottom-up message
+matrix products, buffers allocated once per call. It is a descent method: steps
+lr / L_l per layer, with L_l a bound on the layer's block of E's Gauss-Newton Hessian
+from the spectral norms ||W_l|| (power iteration; per cue from the known entries for a
+partial cue), so plain steps with lr <= 1 descend; heavy-ball momentum on top, and a
+step that raises a cue's energy is undone and that cue's momentum dropped (a restart),
+so E never rises. When the sensory layer is clamped, its bottom-up message
 pi eps W = pi ((x - b) W - f(h) W^T W) is computed from the Gram matrix W^T W (H x H)
 once per call instead of two (B, H) x (H, D) products per step, whichever is cheaper.
 """
@@ -108,8 +110,10 @@ class PCConfig:
         batch_size: patterns per weight step; None = N // 4 clipped to [8, 64] (small
             batches store a few patterns best, larger ones amortise the work of many).
         train_steps: relaxation steps per minibatch before its weight step (T).
-        infer_lr: relaxation step size, before the per-unit Hessian scaling.
-        momentum: heavy-ball momentum of the relaxation.
+        infer_lr: relaxation step size in units of 1 / L_l, each layer's curvature bound
+            (see ``_step_sizes``): plain steps descend for values up to about 1-2.
+        momentum: heavy-ball momentum of the relaxation (a step that raises a cue's
+            energy is undone and its momentum dropped, so E never rises).
         weight_lr: Adam learning rate of the weights at the start of a ``fit`` call; it
             decays along a cosine to ``weight_lr * lr_floor`` at the call's last epoch
             (a constant rate made the energy climb again late in training).
@@ -123,7 +127,8 @@ class PCConfig:
             the same). A higher hidden precision trusts the learned prior more than
             the cue.
         complete_steps: relaxation steps for a partial cue.
-        complete_lr: step size for a partial cue.
+        complete_lr: step size for a partial cue (units as ``infer_lr``, the bound from
+            the known entries alone).
         complete_momentum: momentum for a partial cue (a pure, ill-conditioned descent:
             more momentum converges faster than the training value).
         max_batch: cues relaxed at once (bounds memory).
@@ -148,7 +153,7 @@ class PCConfig:
     recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
     complete_steps: int = 2000
-    complete_lr: float = 0.1
+    complete_lr: float = 1.0
     complete_momentum: float = 0.9
     max_batch: int = 1024
 
