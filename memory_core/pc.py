@@ -249,6 +249,12 @@ class PCMemory:
         dtype: float32 (default) or float64; float16/bfloat16 only on a GPU.
         **overrides: any other ``PCConfig`` field, e.g. ``epochs=300``.
 
+    Attributes (diagnostics, cumulative; reset them by assigning 0):
+        restarts: relaxation steps undone, per cue, because the energy rose (momentum
+            overshoot; the cue goes on from the previous state without momentum).
+        backtracks: of those, plain steps undone: the step-size bound failed and that
+            cue's step was halved (0 on real data at the defaults, see the tests).
+
     Example:
         >>> pc = PCMemory(sizes=[256, 512, 3072])
         >>> history = pc.fit(patterns)              # (N, 3072) in [0, 1]
@@ -278,8 +284,8 @@ class PCMemory:
         self.trained_count = 0
         self._opt: torch.optim.Optimizer | None = None
         self._epochs_done = 0
-        self.restarts = 0  # relaxation steps undone because E rose (momentum overshoot), per cue
-        self.backtracks = 0  # plain steps undone and halved: the step-size bound failed, per cue
+        self.restarts = 0
+        self.backtracks = 0
         self._power: dict[int, tuple] = {}  # l -> (W_l, its version, top eigenvector of W_l^T W_l, ||W_l||^2, cold)
         self._init_params()
 
