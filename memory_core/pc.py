@@ -24,10 +24,12 @@ pi_l are the layers' precisions (inverse variances; 1 by default).
   exactly as given.
 
 The relaxation is the hot loop: hand-written updates (no autograd graph), batched
-matrix products, buffers allocated once per call, and per-unit step sizes from the
-diagonal of the energy's Hessian (lr / (pi_l + pi_{l+1} sum_i W_{l+1,ij}^2), a local
-quantity: each unit's own synapses) with heavy-ball momentum, which keeps one learning
-rate stable across widths. When the sensory layer is clamped, its bottom-up message
+matrix products, buffers allocated once per call. It is a descent method: steps
+lr / L_l per layer, with L_l a bound on the layer's block of E's Gauss-Newton Hessian
+from the spectral norms ||W_l|| (power iteration; per cue from the known entries for a
+partial cue), so plain steps with lr <= 1 descend; heavy-ball momentum on top, and a
+step that raises a cue's energy is undone and that cue's momentum dropped (a restart),
+so E never rises. When the sensory layer is clamped, its bottom-up message
 pi eps W = pi ((x - b) W - f(h) W^T W) is computed from the Gram matrix W^T W (H x H)
 once per call instead of two (B, H) x (H, D) products per step, whichever is cheaper.
 """
@@ -51,6 +53,9 @@ from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, reso
 __all__ = ["ACTIVATIONS", "FitHistory", "PCConfig", "PCMemory"]
 
 _FORMAT = "ams-pc/1"
+# Power-iteration rounds for ||W||_2: from a fixed start, warm from the last vector
+# (weights move little between minibatches), and per cue for a masked sensory layer.
+_POWER_COLD, _POWER_WARM, _POWER_MASKED = 30, 3, 10
 
 
 # --- activations: f and f' written into preallocated buffers -------------------------
@@ -105,8 +110,10 @@ class PCConfig:
         batch_size: patterns per weight step; None = N // 4 clipped to [8, 64] (small
             batches store a few patterns best, larger ones amortise the work of many).
         train_steps: relaxation steps per minibatch before its weight step (T).
-        infer_lr: relaxation step size, before the per-unit Hessian scaling.
-        momentum: heavy-ball momentum of the relaxation.
+        infer_lr: relaxation step size in units of 1 / L_l, each layer's curvature bound
+            (see ``_step_sizes``): plain steps descend for values up to about 1-2.
+        momentum: heavy-ball momentum of the relaxation (a step that raises a cue's
+            energy is undone and its momentum dropped, so E never rises).
         weight_lr: Adam learning rate of the weights at the start of a ``fit`` call; it
             decays along a cosine to ``weight_lr * lr_floor`` at the call's last epoch
             (a constant rate made the energy climb again late in training).
@@ -120,7 +127,8 @@ class PCConfig:
             the same). A higher hidden precision trusts the learned prior more than
             the cue.
         complete_steps: relaxation steps for a partial cue.
-        complete_lr: step size for a partial cue.
+        complete_lr: step size for a partial cue (units as ``infer_lr``, the bound from
+            the known entries alone).
         complete_momentum: momentum for a partial cue (a pure, ill-conditioned descent:
             more momentum converges faster than the training value).
         max_batch: cues relaxed at once (bounds memory).
@@ -135,7 +143,7 @@ class PCConfig:
     epochs: int = 150
     batch_size: int | None = None
     train_steps: int = 20
-    infer_lr: float = 0.2
+    infer_lr: float = 1.0
     momentum: float = 0.5
     weight_lr: float = 1e-3
     lr_floor: float = 0.05
@@ -145,7 +153,7 @@ class PCConfig:
     recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
     complete_steps: int = 2000
-    complete_lr: float = 0.1
+    complete_lr: float = 1.0
     complete_momentum: float = 0.9
     max_batch: int = 1024
 
@@ -241,6 +249,12 @@ class PCMemory:
         dtype: float32 (default) or float64; float16/bfloat16 only on a GPU.
         **overrides: any other ``PCConfig`` field, e.g. ``epochs=300``.
 
+    Attributes (diagnostics, cumulative; reset them by assigning 0):
+        restarts: relaxation steps undone, per cue, because the energy rose (momentum
+            overshoot; the cue goes on from the previous state without momentum).
+        backtracks: of those, plain steps undone: the step-size bound failed and that
+            cue's step was halved (0 on real data at the defaults, see the tests).
+
     Example:
         >>> pc = PCMemory(sizes=[256, 512, 3072])
         >>> history = pc.fit(patterns)              # (N, 3072) in [0, 1]
@@ -270,6 +284,9 @@ class PCMemory:
         self.trained_count = 0
         self._opt: torch.optim.Optimizer | None = None
         self._epochs_done = 0
+        self.restarts = 0
+        self.backtracks = 0
+        self._power: dict[int, tuple] = {}  # l -> (W_l, its version, top eigenvector of W_l^T W_l, ||W_l||^2, cold)
         self._init_params()
 
     # --- parameters ------------------------------------------------------------------
@@ -319,14 +336,85 @@ class PCMemory:
                 f"device={str(self.device)!r}, trained_count={self.trained_count})")
 
     # --- the hot loop ----------------------------------------------------------------
-    def _step_sizes(self, pi: tuple[float, ...], lr: float) -> list[Tensor]:
-        """Per-unit step sizes lr / H_jj for the free layers 0 .. L-2, H_jj bounded above
-        by pi_l + pi_{l+1} sum_i W_{l+1,ij}^2 (f' <= 1 for tanh, sigmoid, relu, linear)."""
-        out = []
-        for l in range(len(self.sizes) - 1):
-            diag = pi[l] + pi[l + 1] * self.weights[l].square().sum(0)  # (n_l,)
-            out.append(lr / diag.clamp_min(1e-2))
-        return out
+    def _spectral_sq(self, l: int, warm: bool = False) -> float:
+        """||W_l||_2^2, the largest eigenvalue of W_l^T W_l, by power iteration.
+
+        Cached per weight version (Adam writes in place, which bumps the version).
+        Outside ``fit`` the estimate is a function of the weights alone (``_POWER_COLD``
+        rounds from a fixed start), so a loaded checkpoint recalls exactly as the model
+        that saved it. Inside ``fit`` (``warm``) it restarts from the last eigenvector
+        (weights move little between minibatches): ``_POWER_WARM`` matrix-vector pairs
+        per minibatch. Power iteration approaches ||W||^2 from below; lr <= 1 keeps a
+        factor-2 margin for that too.
+        """
+        w = self.weights[l - 1]
+        cached = self._power.get(l)  # (tensor, version, eigenvector, value, cold)
+        same = cached is not None and cached[0] is w  # held, so ``is`` cannot see a reused id
+        if same and cached[1] == w._version and (warm or cached[4]):
+            return cached[3]
+        if warm and same:
+            v, iters = cached[2], _POWER_WARM
+        else:  # a fixed start: deterministic
+            gen = torch.Generator().manual_seed(12345 + l)
+            v = torch.randn(w.shape[1], generator=gen, dtype=torch.float64).to(w.device, w.dtype)
+            iters = _POWER_COLD
+        v = v / v.norm().clamp_min(1e-30)
+        value = 0.0
+        for _ in range(iters):
+            u = torch.mv(w.T, torch.mv(w, v))  # W^T W v: (n_{l-1},)
+            value = float(torch.dot(v, u))  # Rayleigh quotient, rises to ||W||^2
+            v = u / u.norm().clamp_min(1e-30)
+        value = max(value, float(torch.mv(w, v).square().sum()))
+        self._power[l] = (w, w._version, v, value, not warm)
+        return value
+
+    def _masked_spectral_sq(self, known: Tensor, iters: int) -> Tensor:
+        """(B, 1) ||diag(known_b) W_x||_2^2 per cue: the sensory curvature the known
+        entries alone put on the last hidden layer (batched power iteration, started
+        from W_x's own top singular vector; each iteration costs one relaxation step)."""
+        w = self.weights[-1]
+        self._spectral_sq(len(self.sizes) - 1)
+        v = self._power[len(self.sizes) - 1][2].expand(known.shape[0], -1).clone()  # (B, H)
+        value = torch.zeros(known.shape[0], 1, device=w.device, dtype=w.dtype)
+        for _ in range(max(1, iters)):
+            u = torch.mm(torch.mm(v, w.T).mul_(known), w)  # (B, H): W^T M W v per cue
+            value = (u * v).sum(1, keepdim=True)
+            v = u / u.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        return value.clamp_min(0.0)
+
+    def _step_sizes(self, pi: tuple[float, ...], lr: float, known: Tensor | None = None,
+                    warm: bool = False) -> list[Tensor | float]:
+        """Step sizes lr / L_l, one per free layer 0 .. L-2 (per cue for the last one
+        when ``known`` masks the sensory layer), with L_l a bound on the layer's block of
+        E's Gauss-Newton Hessian.
+
+        With s_l = ||W_l||_2 and f' <= 1 (tanh, sigmoid, relu, linear), an error between
+        two free layers obeys pi ||dx_l - W_l F' dx_{l-1}||^2 <= pi (1 + s_l)(||dx_l||^2
+        + s_l ||dx_{l-1}||^2) (Cauchy-Schwarz), and the clamped sensory error
+        pi ||M W F' dx||^2 <= pi ||M W||^2 ||dx||^2. Summing over the errors each layer
+        appears in:
+
+            L_l = pi_l (1 + s_l) [l >= 1]  +  pi_{l+1} s_{l+1} (1 + s_{l+1})   (l + 1 < L - 1)
+                                            pi_{L-1} ||M W_{L-1}||^2           (l + 1 = L - 1)
+            (+ pi_0 on the top, the prior)
+
+        so in the metric diag(L_l) the Gauss-Newton Hessian is at most the identity:
+        plain steps with lr < 2 descend E on the quadratic part, and lr <= 1 leaves a
+        factor-2 margin for the curvature tanh'' adds (proportional to the errors).
+        """
+        L = len(self.sizes)
+        s = [0.0] + [math.sqrt(self._spectral_sq(l, warm)) for l in range(1, L)]
+        bounds: list[Tensor | float] = []
+        for l in range(L - 1):
+            b = pi[0] if l == 0 else pi[l] * (1.0 + s[l])
+            if l + 1 < L - 1:
+                b = b + pi[l + 1] * s[l + 1] * (1.0 + s[l + 1])
+            elif known is None:
+                b = b + pi[L - 1] * s[L - 1] ** 2
+            else:
+                b = self._masked_spectral_sq(known, _POWER_MASKED).mul_(pi[L - 1]).add_(b)
+            bounds.append(lr / b.clamp_min(1e-6) if isinstance(b, Tensor) else lr / max(b, 1e-6))
+        return bounds
 
     def _relax(
         self,
@@ -338,6 +426,7 @@ class PCMemory:
         trace: list[float] | None = None,
         use_gram: bool | None = None,
         momentum: float | None = None,
+        warm: bool = False,
     ) -> list[Tensor]:
         """Descend E over the free latents x_0 .. x_{L-2}; the sensory layer is clamped.
 
@@ -352,6 +441,7 @@ class PCMemory:
             use_gram: force (True) or forbid (False) the Gram-matrix message; None picks
                 the cheaper. Only for a fully clamped sensory layer.
             momentum: heavy-ball momentum (None: ``config.momentum``).
+            warm: inside ``fit``: step sizes from warm-started power iteration.
 
         Returns:
             the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] after relaxation.
@@ -371,7 +461,7 @@ class PCMemory:
         grad = [new(n[l]) for l in range(L - 1)]
         vel = [torch.zeros_like(v) for v in xs]
         msg = [new(n[l]) for l in range(L - 1)]  # bottom-up messages pi_{l+1} eps_{l+1} W_{l+1}
-        lrs = self._step_sizes(pi, lr)
+        lrs = self._step_sizes(pi, lr, known, warm)
         momentum = self.config.momentum if momentum is None else momentum
 
         Wx, bx, H, D = W[-1], b[-1], n[top], n[bottom]
@@ -386,24 +476,59 @@ class PCMemory:
         else:
             eps_x = new(D)
 
-        for step in range(steps + (trace is not None)):
+        # Monotone descent, per cue: a step that raised a cue's energy (momentum can
+        # overshoot) is undone and that cue's velocity zeroed (a restart); the plain
+        # step that follows descends by the bound above, and should one ever not, the
+        # cue's step size is halved (backtracking; ``self.backtracks`` counts them).
+        clamped = (x - bx) if known is None else (x - bx) * known
+        c = 0.5 * pi[bottom] * clamped.square().sum(1)  # (B,) the sensory energy at f = 0
+        tol = 32 * torch.finfo(x.dtype).eps * c  # (B,) rounding of E's terms (the Gram form cancels)
+        e_prev = torch.full((B,), math.inf, device=x.device, dtype=x.dtype)  # (B,) last accepted E
+        prev = [v.clone() for v in xs]  # the last accepted state
+        scale = torch.ones(B, 1, device=x.device, dtype=x.dtype)  # per-cue backtracking factor
+        zero_vel = torch.ones(B, 1, device=x.device, dtype=torch.bool)  # the next step has no momentum
+        last_plain = zero_vel.clone()  # the step that led here had none
+        step = 0
+        while True:
             for l in range(L - 1):
                 self._act(xs[l], f[l], df[l])
+            e = torch.zeros(B, device=x.device, dtype=x.dtype)  # (B,) E at this state
             for l in range(1, L - 1):  # eps_l = x_l - (W_l f(x_{l-1}) + b_l)
                 torch.addmm(b[l - 1], f[l - 1], W[l - 1].T, out=eps[l])
                 eps[l].neg_().add_(xs[l])
-            if use_gram:  # pi eps_x W_x = pi ((x - b) W - f G)
+                e.add_(torch.linalg.vector_norm(eps[l], dim=1).square_(), alpha=0.5 * pi[l])
+            if use_gram:  # pi eps_x W_x = pi ((x - b) W - f G);  |eps_x|^2 = |x - b|^2 - f.u - f.msg
                 torch.addmm(u, f[top], gram, alpha=-1.0, out=msg[top])
+                e.add_(c).sub_(torch.linalg.vecdot(f[top], u + msg[top]), alpha=0.5 * pi[bottom])
             else:
                 torch.addmm(bx, f[top], Wx.T, out=eps_x)
                 eps_x.neg_().add_(x)
                 if known is not None:
                     eps_x.mul_(known)
                 torch.mm(eps_x, Wx, out=msg[top])
+                e.add_(torch.linalg.vector_norm(eps_x, dim=1).square_(), alpha=0.5 * pi[bottom])
+            if pi[0] > 0:
+                e.add_((xs[0] - self.prior_mean).square().sum(1), alpha=0.5 * pi[0])
+            rose = (e > e_prev + tol).unsqueeze(1)  # (B, 1)
+            if step > 0 and bool(rose.any()):
+                for l in range(L - 1):
+                    torch.where(rose, prev[l], xs[l], out=xs[l])
+                    vel[l].masked_fill_(rose, 0.0)
+                halve = rose & last_plain
+                if bool(halve.any()):
+                    scale[halve] *= 0.5
+                    self.backtracks += int(halve.sum())
+                self.restarts += int(rose.sum())
+                zero_vel |= rose
+                continue  # recompute at the restored state; not a step
             if trace is not None:
                 trace.append(float(self._energy_from(xs, f, eps, x, known, pi).mean()))
-                if step == steps:
-                    break
+            if step == steps:
+                break
+            step += 1
+            e_prev.copy_(e)
+            for l in range(L - 1):
+                prev[l].copy_(xs[l])
             msg[top].mul_(pi[bottom])
             for l in range(top - 1, -1, -1):
                 torch.mm(eps[l + 1], W[l], out=msg[l])
@@ -416,8 +541,11 @@ class PCMemory:
                     grad[l].add_(eps[l], alpha=pi[l])
                 elif pi[0] > 0:  # the prior's pull towards its mean
                     grad[0].add_(xs[0], alpha=pi[0]).sub_(self.prior_mean, alpha=pi[0])
-                vel[l].mul_(momentum).addcmul_(grad[l], lrs[l], value=-1.0)
+                grad[l].mul_(scale).mul_(lrs[l])  # the step: lr_l (per cue when a Tensor) x backtracking
+                vel[l].mul_(momentum).sub_(grad[l])
                 xs[l].add_(vel[l])
+            last_plain.copy_(zero_vel)
+            zero_vel.fill_(momentum == 0.0)
         return xs
 
     def _f(self, x: Tensor) -> Tensor:
@@ -483,7 +611,7 @@ class PCMemory:
     def _train_batch(self, x: Tensor) -> float:
         """Relax on a minibatch (B, D), take one local weight step; returns the summed energy."""
         cfg = self.config
-        xs = self._relax(x, None, cfg.train_steps, cfg.infer_lr, cfg.pi)
+        xs = self._relax(x, None, cfg.train_steps, cfg.infer_lr, cfg.pi, warm=True)
         energy, grads = self._weight_grads(xs, x)
         for p, g in zip(self.parameters(), grads):
             p.grad = g
@@ -527,6 +655,7 @@ class PCMemory:
             self.biases[-1].copy_(patterns.mean(0))
         if self._opt is None:
             self._opt = torch.optim.Adam(self.parameters(), lr=cfg.weight_lr)
+        self._power.clear()  # each call estimates ||W_l|| afresh, then warm: deterministic per call
         history, start = FitHistory(), time.perf_counter()
         N = patterns.shape[0]
         batch = cfg.batch_size or min(64, max(8, N // 4))
