@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .kernels import l1_distances
+from .linalg import linear  # x @ w.T through oneDNN on the CPU (2x MKL's sgemm here)
 
 __all__ = ["SIMILARITIES", "Similarity", "get_similarity", "similarity", "bipolar"]
 
@@ -48,10 +49,10 @@ def _known_counts(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _dot(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     if mask is None:
-        return cue @ memories.T  # (B, N)
+        return linear(cue, memories)  # (B, N)
     d = cue.shape[1]
     masked = cue * mask  # (B, D): unknown entries contribute nothing
-    return (masked @ memories.T).mul_(d / _known_counts(mask, cue.dtype))  # (B, N)
+    return linear(masked, memories).mul_(d / _known_counts(mask, cue.dtype))  # (B, N)
 
 
 def _row_sq(memories: Tensor, key_sq: Tensor | None) -> Tensor:
@@ -62,16 +63,16 @@ def _row_sq(memories: Tensor, key_sq: Tensor | None) -> Tensor:
 def _cosine(memories: Tensor, cue: Tensor, mask: Tensor | None, key_sq: Tensor | None = None) -> Tensor:
     eps = torch.finfo(cue.dtype).tiny
     if mask is None:
-        dots = cue @ memories.T  # (B, N)
+        dots = linear(cue, memories)  # (B, N)
         cue_norm = cue.norm(dim=1, keepdim=True)  # (B, 1)
         mem_norm = _row_sq(memories, key_sq).sqrt()[None, :]  # (1, N)
         return dots / (cue_norm * mem_norm).clamp_min(eps)
     maskf = mask.to(cue.dtype)
     masked = cue * maskf  # (B, D)
-    dots = masked @ memories.T  # (B, N)
+    dots = linear(masked, memories)  # (B, N)
     cue_norm = masked.norm(dim=1, keepdim=True)  # (B, 1)
     # Norm of each memory restricted to the entries this cue knows: (B, D) @ (D, N).
-    mem_norm = (maskf @ (memories * memories).T).clamp_min(0).sqrt()  # (B, N)
+    mem_norm = linear(maskf, memories * memories).clamp_min(0).sqrt()  # (B, N)
     return dots / (cue_norm * mem_norm).clamp_min(eps)
 
 
@@ -82,14 +83,14 @@ def _squared_euclidean(
     if mask is None:
         cue_sq = (cue * cue).sum(dim=1, keepdim=True)  # (B, 1)
         # |m|^2 - 2 <q, m> in one BLAS call, then + |q|^2.
-        d2 = torch.addmm(_row_sq(memories, key_sq)[None, :], cue, memories.T, alpha=-2.0)  # (B, N)
+        d2 = linear(cue * -2.0, memories, _row_sq(memories, key_sq).to(cue.dtype))  # (B, N)
         return d2.add_(cue_sq).clamp_min_(0)
     d = cue.shape[1]
     maskf = mask.to(cue.dtype)
     masked = cue * maskf  # (B, D)
     cue_sq = (masked * masked).sum(dim=1, keepdim=True)  # (B, 1)
-    mem_sq = maskf @ (memories * memories).T  # (B, N): |m|^2 over each cue's known entries
-    d2 = mem_sq.sub_(masked @ memories.T, alpha=2.0).add_(cue_sq)  # (B, N)
+    mem_sq = linear(maskf, memories * memories)  # (B, N): |m|^2 over each cue's known entries
+    d2 = mem_sq.sub_(linear(masked, memories), alpha=2.0).add_(cue_sq)  # (B, N)
     return d2.clamp_min_(0).mul_(d / _known_counts(mask, cue.dtype))
 
 
@@ -104,7 +105,7 @@ def _euclidean_rank(
     BLAS call, no sqrt); masked: the scores themselves."""
     if mask is not None:
         return _euclidean(memories, cue, mask)
-    return torch.addmm(_row_sq(memories, key_sq)[None, :], cue, memories.T, beta=-1.0, alpha=2.0)
+    return linear(cue * 2.0, memories, -_row_sq(memories, key_sq).to(cue.dtype))  # (B, N)
 
 
 def _euclidean_finish(rank: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
