@@ -131,3 +131,45 @@ def test_lookup_errors(client, text_memory, pairs):
     assert empty.status_code == 201
     r = client.post("/v1/memories/empty/lookup", json={"text": "a cat"})
     assert r.status_code == 409 and error_code(r) == "memory_empty"
+
+
+def test_pc_text_memory_looks_up_both_ways(make_client):
+    """Kind pc with captions: trained through the API, then a reworded caption finds its
+    photo (ranked by the stored captions), the network's completion from an exact caption
+    is that photo, and a half photo's completed caption part names its caption."""
+    import time
+
+    pairs32 = photo_caption_pairs(32)
+    n = 12
+    client = make_client()
+    created = client.post("/v1/memories", json={"name": "pcp", "kind": "pc", "shape": [3, 32, 32], "text": True,
+                                                "config": {"sizes": [64, 256, 3 * 32 * 32 + 384], "epochs": 100}})
+    assert created.status_code == 201, created.json()
+    stored = client.post("/v1/memories/pcp/patterns", json={"patterns": [
+        {"id": pairs32.ids[i], "image": png_b64(pairs32.images[i]), "text": pairs32.captions[i]} for i in range(n)]})
+    assert stored.status_code == 201, stored.json()
+    r = client.post("/v1/memories/pcp/lookup", json={"text": pairs32.captions[0]})
+    assert r.status_code == 409 and error_code(r) == "not_trained"
+    job_id = client.post("/v1/memories/pcp/train", json={}).json()["id"]
+    deadline = time.monotonic() + 300
+    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "succeeded", job
+
+    para_hits = completion_hits = caption_hits = 0
+    known = bottom_half_unknown(32, 32)
+    for i in range(n):
+        found = client.post("/v1/memories/pcp/lookup", json={"text": pairs32.paraphrases[i], "k": 2}).json()
+        assert found["state"] == "ready" and found["trained_count"] == n
+        para_hits += found["patterns"][0]["id"] == pairs32.ids[i]
+        exact = client.post("/v1/memories/pcp/lookup", json={"text": pairs32.captions[i], "k": 1}).json()
+        picture = decode_png(base64.b64decode(exact["completion"]["image"]))  # (3, 32, 32)
+        distances = ((pairs32.images[:n] - picture[None]) ** 2).flatten(1).mean(1)  # (n,)
+        completion_hits += int(distances.argmin()) == i
+        half = client.post("/v1/memories/pcp/lookup", files={"image": ("c.png", rgba_png(pairs32.images[i], known))})
+        assert half.status_code == 200, half.json()
+        caption_hits += half.json()["captions"][0]["id"] == pairs32.ids[i]
+    assert para_hits >= n - 1, para_hits
+    assert completion_hits >= n - 1, completion_hits
+    assert caption_hits >= n - 1, caption_hits
