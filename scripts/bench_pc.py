@@ -167,7 +167,7 @@ def main() -> None:
                 hand = lambda: pc._train_batch(x)  # noqa: E731
                 direct = None
                 opt = torch.optim.Adam(pc.weights + pc.biases, lr=0.0)  # lr 0: weights stay put
-                pc._opt = torch.optim.Adam(pc.parameters(), lr=0.0)
+                pc._opt = pc._optimizer(0.0)
                 auto = lambda: autograd_train(pc, x, opt)  # noqa: E731
             else:
                 hand = lambda: pc._predict(pc._relax(x, None, steps, cfg.infer_lr, cfg.pi))  # noqa: E731
