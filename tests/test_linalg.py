@@ -34,3 +34,18 @@ def test_fallbacks_give_the_same_result(fashion_vectors):
     w = keys.clone().requires_grad_()
     linear(cue, w).sum().backward()
     assert torch.allclose(w.grad, cue.sum(0).expand_as(w))
+
+
+@pytest.mark.parametrize("rows", [256, 499])  # 499: strips of unequal height
+def test_gram_is_the_exactly_symmetric_product_of_the_rows(rows, patch_vectors):
+    """gram(a) = a @ a.T from upper-triangle strips: equal to float64 to float32
+    rounding, and exactly symmetric (the PC loop uses f G for f G^T)."""
+    from memory_core.linalg import gram
+
+    a = (patch_vectors[:rows] - 0.5).contiguous()  # (H, 3072) real pixels, centred
+    got = gram(a)
+    want = a.double() @ a.double().T
+    assert got.shape == (rows, rows) and got.dtype == torch.float32
+    assert torch.equal(got, got.T)
+    assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+    assert torch.allclose(gram(a.double()), want)  # float64: torch.mm

@@ -366,3 +366,32 @@ def json_round(config: PCConfig) -> dict:
     import json
 
     return json.loads(config.to_json())
+
+
+@pytest.mark.parametrize("masked, gram", [(False, True), (False, False), (True, False)])
+def test_float32_onednn_loop_equals_float64(masked, gram, patches):
+    """The shipped float32 path (products through oneDNN, Gram in strips) against the
+    float64 torch.mm path on the same weights: one relaxation step and the weight rule
+    agree to float32 rounding (the float64 tests above check the maths itself)."""
+    from memory_core.linalg import uses_onednn
+
+    x32 = patches[:16].contiguous()  # (16, 3072)
+    pc32 = PCMemory((64, 256, 3072), device="cpu", sensory_init=1.0, seed=3)
+    pc64 = PCMemory((64, 256, 3072), device="cpu", sensory_init=1.0, seed=3, dtype=torch.float64)
+    pc32.biases[-1].copy_(patches.mean(0))
+    for p32, p64 in zip(pc32.parameters(), pc64.parameters()):
+        p64.copy_(p32.double())
+    assert uses_onednn(x32)
+    known = None
+    if masked:
+        known = (torch.rand(x32.shape, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    runs = []
+    for pc, x, k in ((pc32, x32, known), (pc64, x32.double(), None if known is None else known.double())):
+        xs = pc._relax(x, k, steps=2, lr=0.5, pi=pc.config.pi, use_gram=gram, momentum=0.0)
+        runs.append((xs, pc._weight_grads(xs, x)))
+    (xs32, (e32, g32)), (xs64, (e64, g64)) = runs
+    for a, b in zip(xs32, xs64):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    assert e32 == pytest.approx(e64, rel=1e-4)
+    for a, b in zip(g32, g64):
+        torch.testing.assert_close(a.double(), b, rtol=1e-3, atol=1e-4 * float(b.abs().max()) + 1e-7)
