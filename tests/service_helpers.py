@@ -14,6 +14,17 @@ from PIL import Image
 from memory_core.images import tensor_to_png
 
 
+def wait_job(client, job_id: str, timeout: float = 180.0) -> dict:
+    """Poll /v1/jobs/{id} until the job has finished; its last state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
 def wait_ready(client, timeout: float = 60.0) -> None:
     """Poll /readyz until 200 (recovery runs in the background)."""
     deadline = time.monotonic() + timeout

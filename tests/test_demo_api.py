@@ -7,22 +7,12 @@ import time
 
 import pytest
 import torch
-from service_helpers import decode_png, error_code
+from service_helpers import decode_png, error_code, wait_job
 
 import app.demo
 from app.page import STATIC_DIR
 from memory_core.captions import photo_caption_pairs
 from memory_core.data import FASHION_MNIST_CLASSES, fashion_mnist
-
-
-def _wait_job(client, job_id: str, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
 
 
 def test_presets_are_listed(client):
@@ -39,7 +29,7 @@ def test_fashion_preset_loads_the_real_images_as_a_job(client):
     started = r.json()
     assert started["memory"]["name"] == "demo-fashion" and started["memory"]["shape"] == [1, 28, 28]
     assert started["job"]["kind"] == "demo" and started["job"]["patterns"] == 120
-    job = _wait_job(client, started["job"]["id"])
+    job = wait_job(client, started["job"]["id"])
     assert job["status"] == "succeeded", job
     assert job["epoch"] == job["epochs"] == 1 + 10  # reading the data, then 10 batches of 12
     assert job["progress"] == 1.0
@@ -74,7 +64,7 @@ def test_fashion_preset_loads_the_real_images_as_a_job(client):
 def test_photos_preset_is_a_text_memory_with_the_captions(client):
     r = client.post("/v1/demo", json={"preset": "photos", "name": "pics"})
     assert r.status_code == 202, r.text
-    assert _wait_job(client, r.json()["job"]["id"])["status"] == "succeeded"
+    assert wait_job(client, r.json()["job"]["id"])["status"] == "succeeded"
     details = client.get("/v1/memories/pics").json()
     assert details["text"] is True and details["shape"] == [3, 64, 64] and details["count"] == 69
     pairs = photo_caption_pairs(64)
@@ -93,7 +83,7 @@ def test_photos_preset_is_a_text_memory_with_the_captions(client):
 def test_loads_in_batches_no_larger_than_max_batch(make_client):
     c = make_client(max_batch=4)
     r = c.post("/v1/demo", json={"preset": "fashion", "name": "small", "count": 60})
-    job = _wait_job(c, r.json()["job"]["id"])
+    job = wait_job(c, r.json()["job"]["id"])
     assert job["status"] == "succeeded" and job["epochs"] == 1 + 15  # 60 / 4 batches, not 10 of 6
     assert c.get("/v1/memories/small").json()["count"] == 60
 
@@ -127,7 +117,7 @@ def test_a_cancelled_load_deletes_its_memory(make_client):
     r = c.post("/v1/demo", json={"preset": "fashion", "name": "big", "count": 10_000})  # 500 batches
     job_id = r.json()["job"]["id"]
     assert c.delete(f"/v1/jobs/{job_id}").status_code == 200
-    job = _wait_job(c, job_id)
+    job = wait_job(c, job_id)
     assert job["status"] == "cancelled"
     deadline = time.monotonic() + 10  # on_finish runs just after the job is marked done
     while c.get("/v1/memories/big").status_code != 404 and time.monotonic() < deadline:
@@ -136,7 +126,7 @@ def test_a_cancelled_load_deletes_its_memory(make_client):
     assert r.status_code == 404 and error_code(r) == "memory_not_found"
     # The name is free again.
     r = c.post("/v1/demo", json={"preset": "fashion", "name": "big", "count": 5})
-    assert _wait_job(c, r.json()["job"]["id"])["status"] == "succeeded"
+    assert wait_job(c, r.json()["job"]["id"])["status"] == "succeeded"
 
 
 def test_demo_needs_the_write_key(make_client):

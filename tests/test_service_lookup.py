@@ -6,7 +6,7 @@ import base64
 
 import pytest
 import torch
-from service_helpers import decode_png, error_code, mask_png, png, png_b64, rgba_png
+from service_helpers import decode_png, error_code, mask_png, png, png_b64, rgba_png, wait_job
 
 from memory_core.captions import photo_caption_pairs
 from memory_core.masks import bottom_half_unknown
@@ -137,8 +137,6 @@ def test_pc_text_memory_looks_up_both_ways(make_client):
     """Kind pc with captions: trained through the API, then a reworded caption finds its
     photo (ranked by the stored captions), the network's completion from an exact caption
     is that photo, and a half photo's completed caption part names its caption."""
-    import time
-
     pairs32 = photo_caption_pairs(32)
     n = 12
     client = make_client()
@@ -150,11 +148,7 @@ def test_pc_text_memory_looks_up_both_ways(make_client):
     assert stored.status_code == 201, stored.json()
     r = client.post("/v1/memories/pcp/lookup", json={"text": pairs32.captions[0]})
     assert r.status_code == 409 and error_code(r) == "not_trained"
-    job_id = client.post("/v1/memories/pcp/train", json={}).json()["id"]
-    deadline = time.monotonic() + 300
-    while (job := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.2)
+    job = wait_job(client, client.post("/v1/memories/pcp/train", json={}).json()["id"], timeout=300)
     assert job["status"] == "succeeded", job
 
     para_hits = completion_hits = caption_hits = 0

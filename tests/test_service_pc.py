@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
-from service_helpers import error_code, png_b64
+from service_helpers import error_code, png_b64, wait_job
 
 from memory_core.data import flatten
 
 N = 16
 # A small network: the tests are about the service, the science is tested in test_pc.py.
 CONFIG = {"sizes": [64, 256, 784], "epochs": 80}
-
-
-def _wait_job(client, job_id: str, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
 
 
 def _store(client, name: str, images: torch.Tensor, start: int = 0) -> None:
@@ -47,7 +36,7 @@ def trained(make_client, fashion):
     started = client.post("/v1/memories/pc/train", json={})
     assert started.status_code == 202 and started.json()["patterns"] == N
     assert _state(client, "pc")["state"] in ("training", "ready")
-    job = _wait_job(client, started.json()["id"])
+    job = wait_job(client, started.json()["id"])
     assert job["status"] == "succeeded", job
     assert job["energy"] is not None and job["epoch"] >= 1 and job["progress"] == 1.0
     return client
@@ -86,7 +75,7 @@ def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, mak
     after = again.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]), "include_vector": True}).json()
     assert torch.allclose(torch.tensor(after["pattern"]["vector"]), torch.tensor(before["pattern"]["vector"]),
                           atol=1e-5)  # the same model, restored
-    job = _wait_job(again, again.post("/v1/memories/pc/train", json={"epochs": 5}).json()["id"])
+    job = wait_job(again, again.post("/v1/memories/pc/train", json={"epochs": 5}).json()["id"])
     assert job["status"] == "succeeded" and job["epochs"] == 5
     details = _state(again, "pc")
     assert details["state"] == "ready" and details["trained_count"] == N + 4
@@ -103,7 +92,7 @@ def test_cancelled_training_changes_nothing_and_one_job_at_a_time(make_client, f
     second = client.post("/v1/memories/pc/train", json={})
     assert second.status_code == 409 and error_code(second) == "job_running"
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 200
-    assert _wait_job(client, job["id"])["status"] == "cancelled"
+    assert wait_job(client, job["id"])["status"] == "cancelled"
     assert _state(client, "pc")["state"] == "untrained"  # nothing half-trained was swapped in
 
 
@@ -114,7 +103,7 @@ def test_deleting_a_memory_while_it_trains(make_client, fashion, tmp_path):
     _store(client, "pc", fashion[:N])
     job = client.post("/v1/memories/pc/train", json={}).json()
     assert client.delete("/v1/memories/pc").status_code == 204
-    assert _wait_job(client, job["id"])["status"] == "cancelled"
+    assert wait_job(client, job["id"])["status"] == "cancelled"
     assert client.get("/v1/memories/pc").status_code == 404
     assert not list((tmp_path / "data" / "checkpoints").rglob("*.safetensors"))
 
@@ -147,7 +136,7 @@ def test_pcgraph_kind_trains_and_recalls(make_client, fashion, tmp_path):
                                                 "config": config})
     assert created.status_code == 201 and created.json()["state"] == "untrained"
     _store(client, "g", fashion[:N])
-    job = _wait_job(client, client.post("/v1/memories/g/train", json={}).json()["id"])
+    job = wait_job(client, client.post("/v1/memories/g/train", json={}).json()["id"])
     assert job["status"] == "succeeded" and job["energy"] is not None
     assert _state(client, "g")["state"] == "ready" and _state(client, "g")["trained_count"] == N
     vectors = flatten(fashion[:N])
