@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
+Threads: ``one_thread``. Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
 ``patch_vectors``, ``fashion``). Service: ``make_client`` / ``client``, a FastAPI TestClient
 over a fresh data directory, lifespan run, ready.
 """
@@ -18,6 +18,20 @@ from service_helpers import wait_ready
 from app.main import create_app
 from app.settings import Settings
 from memory_core.data import fashion_mnist, flatten, natural_patches
+
+# --- threads --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    small matmuls and convolutions spend more on OpenMP hand-offs than on work on a busy
+    2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # --- data -----------------------------------------------------------------------------
 

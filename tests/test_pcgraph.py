@@ -26,13 +26,7 @@ PIXELS, CLASSES = 64, 10
 DIM = PIXELS + CLASSES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matmuls: one thread avoids OpenMP hand-offs, which dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small matmuls (see conftest)
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ from memory_core.data import fashion_mnist
 from memory_core.zil import ACTIVATION_DERIVATIVES, ZILNetwork, zil_gradients
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small convolutions: one thread avoids OpenMP hand-offs, which dominate on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small matmuls (see conftest)
 
 
 def backprop_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
