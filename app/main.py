@@ -22,6 +22,7 @@ import memory_core
 
 from . import api
 from .errors import install_error_handlers
+from .fastpath import RecallFastPath
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .page import install_page
@@ -59,14 +60,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=memory_core.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics). FastAPI's native OpenTelemetry, on by default,
+        # looks up the global tracer/meter/logger providers on every request (1.6% of the
+        # server's CPU under load, scripts/bench_service.py) and has nothing configured here.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     install_error_handlers(app)
-    # Outermost first: metrics see every request, the body limit runs before routing.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo):
         app.include_router(module.router)
+    # Added innermost first: metrics see every request, the body limit runs before routing,
+    # and the recall endpoints are answered past FastAPI's routing (fastpath.py).
+    if settings.fast_recall:
+        app.add_middleware(RecallFastPath, routes=[*api.recall.router.routes, *api.lookup.router.routes])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     # Which methods each path serves, for the Allow header of a 405 (errors.py).
     app.state.route_methods = [
         (route.path_regex, set(route.methods))

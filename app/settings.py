@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         2.0, ge=0, le=1000, description="longest a recall waits for others to share its batch, in ms"
     )
 
+    fast_recall: bool = Field(
+        True,
+        description="serve retrieve, complete and lookup past FastAPI's routing (app/fastpath.py); "
+        "false sends them through FastAPI like every other request",
+    )
+
     # --- background jobs -------------------------------------------------------------
     train_workers: int = Field(1, ge=1, description="training jobs that run at once (others queue)")
     jobs_kept: int = Field(200, ge=1, description="finished jobs remembered for GET /v1/jobs/{id}")

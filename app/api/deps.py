@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import ApiError
@@ -88,6 +88,13 @@ async def require_write(
     _check_key(service, bearer, header, write=True)
 
 
+async def read_access(request: Request, service: Service) -> Registry:
+    """What ``dependencies=READ`` and a ``RegistryDep`` parameter do for a route, in the same
+    order (API key: 401/403, then readiness: 503), for code outside FastAPI's routing."""
+    await require_read(service, await _bearer(request), await _header(request))
+    return await get_registry(service)
+
+
 READ = [Depends(require_read)]
 WRITE = [Depends(require_write)]
 
@@ -95,6 +102,12 @@ WRITE = [Depends(require_write)]
 async def run_sync(fn: Callable[..., T], *args: Any) -> T:
     """Run blocking work (tensors, storage, image decoding) on a worker thread."""
     return await anyio.to_thread.run_sync(fn, *args)
+
+
+def json_bytes_response(body: bytes) -> Response:
+    """A 200 answer of JSON serialised already (a response model's ``model_dump_json``, done
+    on a worker thread: FastAPI would validate and serialise it again on the event loop)."""
+    return Response(body, media_type="application/json")
 
 
 def wants_png(request: Request) -> bool:

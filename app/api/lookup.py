@@ -7,7 +7,7 @@ Both directions are pattern completion (DESIGN.md): the missing part of the join
 from __future__ import annotations
 
 import torch
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from memory_core import EmptyMemoryError
 
@@ -15,8 +15,10 @@ from ..captions import embed
 from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
 from ..errors import ApiError
 from ..kinds import CaptionLookup, LiveMemory, NotTrained, TextLookup
+from ..registry import Registry
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
-from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from ..service import Service
+from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, run_sync
 from .memories import NameParam
 from .patterns import body_kind, read_form
 from .recall import _check_limits, image_form
@@ -105,7 +107,7 @@ def _by_pattern(live: LiveMemory, found: CaptionLookup, storage) -> LookupResult
     openapi_extra=LOOKUP_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
-async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam) -> LookupResult:
+async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam) -> Response:
     """Cross-modal lookup in a memory created with `text: true`.
 
     - `{"text": "...", "k": 5}`: the caption part is given and the pattern completed;
@@ -116,6 +118,12 @@ async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, n
       for vector memories: the pattern (all of it, or the known part) is given and the caption
       part completed; answers `captions`, the k stored captions nearest it (cosine).
     """
+    return await lookup_response(request, service, registry, name)
+
+
+async def lookup_response(request: Request, service: Service, registry: Registry, name: str) -> Response:
+    """The lookup endpoint once the API key is checked and the registry is ready (shared by
+    the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
     live = registry.get(name)
     record = live.record
@@ -160,10 +168,14 @@ async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, n
     what, cue, mask, k = await run_sync(query)
     batcher, storage = service.batcher, registry.storage
     if what == "text":
-        result = await _batched(batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage)))
+        body = await _batched(
+            batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage).model_dump_json().encode())
+        )
     else:
-        result = await _batched(
-            batcher.lookup_captions(live, (cue, mask), k, lambda found: _by_pattern(live, found, storage))
+        body = await _batched(
+            batcher.lookup_captions(
+                live, (cue, mask), k, lambda found: _by_pattern(live, found, storage).model_dump_json().encode()
+            )
         )
     service.metrics.recalls.labels(live.kind, "lookup").inc()
-    return result
+    return json_bytes_response(body)

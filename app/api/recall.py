@@ -17,9 +17,10 @@ from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..batching import Cue
+from ..registry import Registry
 from ..service import Service
 from ..settings import Settings
-from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
+from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
 from .memories import NameParam
 from .patterns import body_kind, read_form
 
@@ -104,11 +105,17 @@ RETRIEVE_BODY = {
 )
 async def retrieve(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
-) -> RetrieveResult:
+) -> Response:
     """Recall a stored pattern from a corrupted cue: a `vector` (D numbers) or an `image` (base64;
     fitted to the memory's shape). `mask` says which entries are known (True); an RGBA image's
     alpha 0 marks unknown pixels. The answer names the stored patterns nearest the result
     (`matches`, best first) and the result's `energy`."""
+    return await retrieve_response(request, service, registry, name)
+
+
+async def retrieve_response(request: Request, service: Service, registry: Registry, name: str) -> Response:
+    """The retrieve endpoint once the API key is checked and the registry is ready (shared by
+    the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
     if body_kind(request) != "json":
         raise ApiError(415, "unsupported_media_type", "retrieve takes a JSON body (application/json)")
@@ -118,15 +125,15 @@ async def retrieve(
     parsed: list[RetrieveRequest] = []  # the request, once the batch's thread has parsed it
 
     # Batched with the memory's other concurrent recalls (app/batching.py): the body is
-    # parsed, its cue decoded, recalled from and answered on the batch's worker thread.
-    # (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
+    # parsed, its cue decoded, recalled from and answered (serialised) on the batch's worker
+    # thread. (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
     def cue() -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
         req = parse_json(body, RetrieveRequest)
         _check_limits(req.k, req.steps, settings)
         parsed.append(req)
         return (*parse_cue(record, settings, req.vector, req.image, req.mask), req.k, req.steps)
 
-    def answer(rec: Recall) -> RetrieveResult:
+    def answer(rec: Recall) -> bytes:
         if is_image(record):
             pattern = RecalledPattern(
                 image=png_base64(rec.output.clamp(0, 1), record.shape),
@@ -140,11 +147,11 @@ async def retrieve(
             energy=rec.energy,
             state=rec.state,
             trained_count=rec.trained_count,
-        )
+        ).model_dump_json().encode()
 
     result = await _recall(service, live, cue, 1, 1, answer)  # k, steps: from the body
     service.metrics.recalls.labels(live.kind, "retrieve").inc()
-    return result
+    return json_bytes_response(result)
 
 
 @router.post(
@@ -163,11 +170,17 @@ async def retrieve(
 )
 async def complete(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
-) -> CompleteResult | Response:
+) -> Response:
     """Complete a partial image: multipart `image` + optional `mask` picture (white = known), or
     an RGBA `image` whose alpha 0 marks the unknown pixels; or JSON with base64 pictures. Known
     pixels are kept as given and the unknown ones filled from memory. Answers JSON with a base64
     PNG, or the PNG itself with `Accept: image/png`."""
+    return await complete_response(request, service, registry, name)
+
+
+async def complete_response(request: Request, service: Service, registry: Registry, name: str) -> Response:
+    """The complete endpoint once the API key is checked and the registry is ready (shared by
+    the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
     live = registry.get(name)
     record = live.record
@@ -184,8 +197,10 @@ async def complete(
         body = await request.body()
         image = mask_data = None
         k = 3
+    known: list[torch.Tensor] = []  # the cue and its mask, once the batch's thread has decoded them
 
-    def cue_of() -> tuple[torch.Tensor, torch.Tensor, int]:
+    # Decoded, recalled and answered on the batch's worker thread, as for retrieve.
+    def cue_of() -> tuple[torch.Tensor, torch.Tensor, int, int]:
         nonlocal image, mask_data, k
         if body is not None:
             req = parse_json(body, CompleteRequest)
@@ -201,9 +216,11 @@ async def complete(
                 "say which pixels to fill: a 'mask' picture (black = to fill) "
                 "or an RGBA image whose alpha 0 marks them",
             )
-        return cue, mask, k
+        known.extend((cue, mask))
+        return cue, mask, k, 1
 
-    def answer(cue: torch.Tensor, mask: torch.Tensor, rec: Recall) -> tuple[CompleteResult, bytes]:
+    def answer(rec: Recall) -> Response:
+        cue, mask = known
         filled = torch.where(mask, cue, rec.output.clamp(0, 1))  # (D,): known pixels as given
         picture = png_bytes(filled, record.shape)
         result = CompleteResult(
@@ -214,13 +231,8 @@ async def complete(
             trained_count=rec.trained_count,
             unknown_pixels=int((~mask).sum()) // record.shape[0],
         )
-        return result, picture
-
-    # k comes with a JSON body, which is parsed (off the event loop) before the recall.
-    cue, mask, k = await run_sync(cue_of)
-    result, picture = await _recall(service, live, lambda: (cue, mask), k, 1, lambda rec: answer(cue, mask, rec))
-    service.metrics.recalls.labels(live.kind, "complete").inc()
-    if png:
+        if not png:
+            return json_bytes_response(result.model_dump_json().encode())
         headers = {
             "X-AMS-Matches": json.dumps([m.model_dump() for m in result.matches], separators=(",", ":")),
             "X-AMS-Energy": repr(result.energy),
@@ -229,7 +241,10 @@ async def complete(
             "X-AMS-Unknown-Pixels": str(result.unknown_pixels),
         }
         return Response(picture, media_type="image/png", headers=headers)
-    return result
+
+    response = await _recall(service, live, cue_of, 1, 1, answer)  # k: from the body
+    service.metrics.recalls.labels(live.kind, "complete").inc()
+    return response
 
 
 def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[bytes, bytes | None, int]:
