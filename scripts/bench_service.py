@@ -307,6 +307,8 @@ def main() -> None:
     parser.add_argument("--config", default="{}", help="the memory's config, JSON ({} = service defaults)")
     parser.add_argument("--batch-max", type=int, default=None, help="AMS_RECALL_BATCH_MAX (default: the service's)")
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="AMS_RECALL_BATCH_WAIT_MS")
+    parser.add_argument("--no-fast-recall", action="store_true",
+                        help="AMS_FAST_RECALL=false: recalls through FastAPI's routing (app/fastpath.py off)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch intra-op threads, here and in the server (AMS_TORCH_THREADS); 0 = torch's default")
     parser.add_argument("--out", type=Path, default=Path("results/bench_service.json"))
@@ -321,6 +323,8 @@ def main() -> None:
         env["AMS_RECALL_BATCH_MAX"] = str(args.batch_max)
     if args.batch_wait_ms is not None:
         env["AMS_RECALL_BATCH_WAIT_MS"] = str(args.batch_wait_ms)
+    if args.no_fast_recall:
+        env["AMS_FAST_RECALL"] = "false"
     gen = torch.Generator().manual_seed(0)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
@@ -350,7 +354,8 @@ def main() -> None:
     for twin in twins:
         print(f"\n{twin.name}: {len(twin.ids)} Fashion-MNIST images, {configs[twin.name]}, torch threads "
               f"{torch.get_num_threads()}, server batching: max {env.get('AMS_RECALL_BATCH_MAX', 'default')}, "
-              f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms")
+              f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms, fast recall path "
+              f"{env.get('AMS_FAST_RECALL', 'on')}")
         print_table(results[twin.name])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
