@@ -21,6 +21,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path  # the path Starlette's router matches (root_path removed)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -65,7 +66,7 @@ class RecallFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PATH.fullmatch(scope["path"])
+            match = _PATH.fullmatch(get_route_path(scope))
         if match is None or not _NAME.fullmatch(match["name"]):
             await self.app(scope, receive, send)
             return

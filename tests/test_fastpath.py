@@ -14,9 +14,12 @@ import json
 
 import pytest
 import torch
-from service_helpers import mask_png, png, png_b64, rgba_png
+from fastapi.testclient import TestClient
+from service_helpers import mask_png, png, png_b64, rgba_png, wait_ready
 
 from app.fastpath import RecallFastPath
+from app.main import create_app
+from app.settings import Settings
 from memory_core.masks import bottom_half_unknown
 
 FULL, READ = "full-key-0123456789", "read-key-9876543210"
@@ -151,3 +154,26 @@ def test_fast_path_answers_as_fastapi_does(services, fashion_images):
     fast_lines, plain_lines = _recall_request_metrics(fast), _recall_request_metrics(plain)
     assert fast_lines == plain_lines
     assert 'ams_requests_total{method="POST",route="/v1/memories/{name}/retrieve",status="200"} 3.0' in fast_lines
+
+
+def test_fast_path_behind_a_root_path(tmp_path):
+    """Behind a proxy (uvicorn --root-path /ams) the request path carries the prefix; the fast
+    path matches what Starlette's router matches, the path without it."""
+    app = create_app(Settings(data_dir=tmp_path / "data", device="cpu"))
+    with TestClient(app, root_path="/ams") as client:
+        wait_ready(client)
+        assert client.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}).status_code == 201
+        stored = client.post("/v1/memories/m/patterns", json={"patterns": [{"id": "a", "vector": [1, 0, 0]}]})
+        assert stored.status_code == 201
+        layer = _fast_path(client)
+        passed_on: list[str] = []
+        inner = layer.app
+
+        async def recording(scope, receive, send):
+            passed_on.append(scope["path"])
+            await inner(scope, receive, send)
+
+        layer.app = recording
+        r = client.post("/ams/v1/memories/m/retrieve", json={"vector": [0.9, 0.1, 0]})
+        assert r.status_code == 200 and r.json()["matches"][0]["id"] == "a"
+        assert passed_on == []  # answered by the fast path
