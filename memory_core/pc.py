@@ -57,6 +57,13 @@ from .linalg import gram, linear, uses_onednn  # x @ w.T via oneDNN on the CPU: 
 __all__ = ["ACTIVATIONS", "FitHistory", "PCConfig", "PCMemory"]
 
 _FORMAT = "ams-pc/1"
+
+# Recall's default precision of the hidden layers, relative to training's (PCConfig.recall_precisions).
+# Measured (README, "What the network's own output achieves"): 3 lifts noisy recall at
+# width 2048 from 62% to 99.6% and Fashion-MNIST N = 100 from 49% to 62%, and 1/4 image
+# completion from 86% to 90%, while leaving natural patches at widths 512 / 1024 as they
+# were; 10 and 30 do no better at width 2048 (99.0%, 97.7%).
+RECALL_HIDDEN_GAIN = 3.0
 # Power-iteration rounds for ||W||_2: from a fixed start, warm from the last vector
 # (weights move little between minibatches), and per cue for a masked sensory layer.
 _POWER_COLD, _POWER_WARM, _POWER_MASKED = 30, 3, 10
@@ -127,9 +134,11 @@ class PCConfig:
         recall_iters: at most this many rounds of F for a noisy cue.
         recall_steps: relaxation steps per round of F (and for ``energy``).
         recall_tol: F stops once no output moves by more than this (mean squared).
-        recall_precisions: precisions used in recall instead of ``precisions`` (None:
-            the same). A higher hidden precision trusts the learned prior more than
-            the cue.
+        recall_precisions: pi_1 .. pi_{L-1} used in recall and ``energy``. None: the
+            training precisions with every hidden layer's raised ``RECALL_HIDDEN_GAIN``
+            (3) times: a recall that trusts the learned prior more than the cue keeps a
+            wide hidden layer from passing noise through (patches, N = 1000, width 2048:
+            62% -> 99.6% correct; README). ``precisions`` itself restores equal trust.
         complete_steps: relaxation steps for a partial cue.
         complete_lr: step size for a partial cue (units as ``infer_lr``, the bound from
             the known entries alone).
@@ -197,8 +206,11 @@ class PCConfig:
 
     @property
     def recall_pi(self) -> tuple[float, ...]:
-        """Precisions used in recall and ``energy``."""
-        return (self.prior_precision, *(self.recall_precisions or self.pi[1:]))
+        """Precisions used in recall and ``energy``: (pi_0, pi_1, ..., pi_{L-1})."""
+        if self.recall_precisions is not None:
+            return (self.prior_precision, *self.recall_precisions)
+        *hidden, sensory = self.pi[1:]
+        return (self.prior_precision, *(RECALL_HIDDEN_GAIN * p for p in hidden), sensory)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

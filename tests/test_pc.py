@@ -8,6 +8,7 @@ callback, checkpoints, clear errors).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from memory_core import EmptyMemoryError, PCConfig, PCMemory
+from memory_core.pc import RECALL_HIDDEN_GAIN
 from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
 
@@ -186,6 +188,26 @@ def test_energy_is_lower_for_stored_patterns(stored, patches):
 def never_rises(trace: list[float], rel: float = 1e-6) -> bool:
     """No step raised the energy (beyond float32 rounding of its recomputation)."""
     return all(b <= a + rel * abs(a) for a, b in zip(trace, trace[1:]))
+
+
+def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
+    """By default recall raises the hidden layers' precision RECALL_HIDDEN_GAIN (3) times. On
+    100 Fashion-MNIST images, hidden layer wider than the set, that recalls clearly more
+    noisy cues than equal trust (measured 62% against 49%)."""
+    x = fashion_vectors[:100]
+    pc = PCMemory(sizes=[256, 512, 784], device="cpu", seed=0)
+    pc.fit(x, progress=False)
+    assert pc.config.recall_pi == (0.0, RECALL_HIDDEN_GAIN, 1.0)
+    cue = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+
+    def correct() -> float:
+        return float(((pc.retrieve(cue) - x).square().mean(1) < 0.005).float().mean())
+
+    default = correct()
+    pc.config = dataclasses.replace(pc.config, recall_precisions=(1.0, 1.0))
+    assert pc.config.recall_pi == (0.0, 1.0, 1.0)
+    equal = correct()
+    assert default >= equal + 0.05, (default, equal)
 
 
 def test_energy_falls_during_inference(stored, patches):
