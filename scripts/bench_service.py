@@ -3,7 +3,7 @@ done in-process by memory_core, side by side in one run.
 
     .venv/bin/python scripts/bench_service.py [--kinds hopfield pc] [--n 10000] [--pc-n 100]
         [--concurrency 1 8 32 128] [--payloads json png] [--seconds 5] [--reps 2]
-        [--config '{}'] [--out results/bench_service.json]
+        [--config '{}'] [--no-fast-recall] [--out results/bench_service.json]
 
 What it does:
 

@@ -21,14 +21,9 @@ from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These are small products: on a shared 2-core machine two OpenMP threads wait on each
-    other's time slices and ran ~10x slower than one (measured); restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small products: on a shared 2-core machine two OpenMP threads wait on each other's time
+# slices and ran ~10x slower than one (measured).
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest
 
 
 # --- a plain autograd reference of the same model ---------------------------------------
