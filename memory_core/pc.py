@@ -927,8 +927,8 @@ class PCMemory:
         """Recall precisions for partial cues: the top prior's pi_0 scaled, per cue, by the
         fraction of entries known ((B, 1)), so the prior weighs against the evidence as it
         does for a whole cue. A fixed pi_0 outweighs a cue with few known entries: 32
-        patches, 1/16 of the rows given: 100% correct without a prior, 69% with a fixed
-        0.1, 94% with 0.03 scaled (README)."""
+        patches, 1/8 of the rows given: 100% correct without a prior, 69% with a fixed
+        0.03, 100% with 0.03 scaled (README)."""
         if not pi[0] > 0:
             return pi
         return (known.mean(1, keepdim=True).mul_(pi[0]), *pi[1:])
