@@ -684,9 +684,8 @@ class PCMemory:
         xs = [self.prior_mean.expand(B, -1).clone()]
         for l in range(1, L - 1):
             xs.append(linear(self._f(xs[-1]), W[l - 1], b[l - 1]))
-        f, df, g = ([new(n[l]) for l in range(L - 1)] for _ in range(3))
-        trial = [new(n[l]) for l in range(L - 1)]
-        f2, df2, g2 = ([new(n[l]) for l in range(L - 1)] for _ in range(3))
+        # f(x) is scratch (the curvature needs only f'), so one buffer serves both states.
+        f, df, g, trial, df2, g2 = ([new(n[l]) for l in range(L - 1)] for _ in range(6))
         e = evaluate(xs, f, df, g)
         s = [gl * Pl for gl, Pl in zip(g, P)]
         p = [-v for v in s]
@@ -700,7 +699,7 @@ class PCMemory:
             alpha = col(-dot(g, p) / curvature(p, df).clamp_min(1e-30) * damp)
             for l in range(L - 1):
                 torch.addcmul(xs[l], alpha, p[l], out=trial[l])
-            e2 = evaluate(trial, f2, df2, g2)
+            e2 = evaluate(trial, f, df2, g2)
             ok = e2 <= e + tol  # (B,)
             damp = torch.where(ok, damp.mul(2.0).clamp_max_(1.0), damp.mul(0.5))
             s2 = [gl * Pl for gl, Pl in zip(g2, P)]

@@ -296,9 +296,10 @@ def test_energy_falls_during_inference(stored, patches):
 
 def test_conjugate_gradients_descend_faster_on_partial_cues(stored, patches):
     # The default relaxation for a partial cue (complete_method "cg") never raises the
-    # energy, and in 200 iterations (~300 steps' work) goes lower than 2000 heavy-ball steps
-    # (the old default; measured from 23.6: 0.007699 against 0.007703 here, where both all
-    # but converge; on 64x64 patches the heavy ball still moved after 32000 steps).
+    # energy; for about the same work (200 iterations, three sensory products each,
+    # against 300 heavy-ball steps of two) it ends clearly lower than the heavy ball, and
+    # no higher than 2000 heavy-ball steps (the old default). Measured from 23.6: CG 200
+    # iterations 0.007699, heavy ball 300 steps 0.00802, 2000 steps 0.007703.
     pc, _ = stored
     x = patches[:32]
     pix = torch.zeros(32, 32, dtype=torch.bool)
@@ -310,7 +311,8 @@ def test_conjugate_gradients_descend_faster_on_partial_cues(stored, patches):
     assert never_rises(cg), cg
     heavy: list[float] = []
     pc._relax(x * known, known, 2000, 1.0, pi, momentum=0.9, trace=heavy)
-    assert cg[-1] < heavy[-1] < heavy[0]
+    assert cg[-1] < 0.98 * heavy[300]
+    assert cg[-1] <= heavy[-1] * (1 + 1e-4)
 
 
 def test_relaxation_backtracks_when_steps_are_too_long(stored, patches):
