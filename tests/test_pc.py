@@ -315,6 +315,30 @@ def test_conjugate_gradients_descend_faster_on_partial_cues(stored, patches):
     assert cg[-1] <= heavy[-1] * (1 + 1e-4)
 
 
+def test_conjugate_gradients_stop_once_the_outputs_settle(stored, patches):
+    # The default completion stops on convergence, not after a fixed count: with an
+    # eighth of the rows given it stops well before its cap, where its outputs are
+    # those of a run three times as long (to within 1e-6 MSE, the criterion is 1e-3),
+    # and tol = 0 runs every iteration.
+    pc, _ = stored
+    cfg = pc.config
+    x = patches[:32]
+    pix = torch.zeros(32, 32, dtype=torch.bool)
+    pix[:4] = True
+    known = pixel_mask_to_vector(pix, 3).expand_as(x).to(x.dtype)
+    pi = pc._partial_pi(cfg.recall_pi, known)
+    stopped: list[float] = []
+    out = pc._predict(pc._relax_cg(x * known, known, cfg.complete_steps, pi, trace=stopped, tol=cfg.complete_tol))
+    used = len(stopped) - 1
+    assert used % 25 == 0 and used < cfg.complete_steps
+    full: list[float] = []
+    ref = pc._predict(pc._relax_cg(x * known, known, 3 * used, pi, trace=full))
+    assert len(full) - 1 == 3 * used
+    moved = ((out - ref) * (1 - known)).square().mean(1)
+    assert float(moved.max()) < 1e-6
+    assert stopped[-1] <= full[used] * (1 + 1e-6)  # the same path up to the stop
+
+
 def test_relaxation_backtracks_when_steps_are_too_long(stored, patches):
     # Far beyond the step-size bound the plain steps overshoot; each cue's step is then
     # undone and halved until it descends, so the energy still never rises.
