@@ -633,11 +633,10 @@ class PCMemory:
 
         Convergence: every ``CG_CHECK_EVERY`` iterations the sensory prediction is
         compared with the previous check's; once no cue's has moved by more than ``tol``
-        (mean squared, over all D entries) the loop stops. How far a partial cue is from
-        converged depends on how much is given (50 64x64 patches: the outputs settle
-        within 1e-9 of their final values after about 200 iterations with half the rows
-        given, 500 with a quarter, more than 500 with 1/16), so a fixed count is either
-        wasted or short.
+        (mean squared, over all D entries) the loop stops. How long a partial cue takes
+        depends on how much of it is given (50 64x64 patches, width 512, tol 1e-9: 350
+        iterations with half the rows given, 600 with a quarter, 1075 with 1/16;
+        README), so a fixed count is either wasted or short.
 
         Arguments:
             x: (B, D) sensory values; known: (B, D) 1.0 clamped / 0.0 free, or None.
@@ -743,7 +742,7 @@ class PCMemory:
                 trace.append(float(e.mean()))
             if last_out is not None and it % CG_CHECK_EVERY == 0:
                 out = self._predict(xs)
-                moved = out.sub_(last_out)  # only the free entries can move
+                moved = out.sub_(last_out)  # the output's known entries are the cue's: only the free ones count
                 if known is not None:
                     moved.mul_(1.0 - known)
                 if float(torch.linalg.vector_norm(moved, dim=1).square_().max()) <= tol * x.shape[1]:
