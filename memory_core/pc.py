@@ -24,7 +24,7 @@ pi_l are the layers' precisions (inverse variances; 1 by default).
   exactly as given. This energy is ill-conditioned, so it relaxes by nonlinear conjugate
   gradients (``_relax_cg``) until its outputs stop moving (``complete_tol``), with a weak
   zero-mean prior on the top latent settling the directions the known entries leave
-  almost free (``RECALL_TOP_PRIOR``).
+  almost free (``COMPLETE_TOP_PRIOR``).
 
 The relaxation is the hot loop: hand-written updates (no autograd graph), batched
 matrix products through oneDNN on the CPU (``memory_core.linalg``: about twice MKL's
@@ -67,16 +67,23 @@ _FORMAT = "ams-pc/1"
 # completion from 86% to 90%, while leaving natural patches at widths 512 / 1024 as they
 # were; 10 and 30 do no better at width 2048 (99.0%, 97.7%).
 RECALL_HIDDEN_GAIN = 3.0
-# Recall's default precision of a zero-mean Gaussian prior on the top latent when training
-# had none (PCConfig.recall_prior_precision). Training relaxes every pattern's latents from
-# 0, so the stored codes lie near it; among latents that explain a partial cue almost
-# equally well (the energy of a partial cue is nearly flat along directions its known
-# entries barely see) the prior picks the one nearest the codes. Measured (README), with
-# conjugate gradients for partial cues: 1/4 image completion (N = 50, 64x64, width 512)
-# 92% -> 94% against no prior (80% once CG ran to 1000 iterations: the flat energy's exact
-# minimum drifts); Fashion-MNIST N = 100 noisy recall 62% -> 76%. Partial cues scale it
-# by their known fraction (``PCMemory._partial_pi``).
-RECALL_TOP_PRIOR = 0.03
+# The default precisions of a zero-mean Gaussian prior on the top latent in recall when
+# training had none. Training relaxes every pattern's latents from 0, so the stored codes
+# lie near it.
+# - Partial cues (PCConfig.complete_prior_precision, scaled by the cue's known fraction,
+#   ``PCMemory._partial_pi``): among latents that explain a partial cue almost equally
+#   well (its energy is nearly flat along directions its known entries barely see) the
+#   prior picks the one nearest the codes. Measured (README), with conjugate gradients:
+#   1/4 image completion (N = 50, 64x64, width 512) 92% -> 94% against no prior (80% once
+#   CG ran to 1000 iterations: the flat energy's exact minimum drifts). 0.1 costs 32
+#   patches' 1/8 and 1/16 completion (100 / 94% -> 81 / 69%).
+# - Noisy whole cues (PCConfig.recall_prior_precision): their entries are not exact, so
+#   the prior may weigh more against them than against the exact entries of a partial
+#   cue. Measured (README), Fashion-MNIST N = 100 at hidden widths 256 / 512 / 1024 / 2048:
+#   92 / 76 / 62 / 51% correct with 0.03 -> 97 / 92 / 73 / 60% with 0.1 (0.3: 71 / 89 /
+#   91 / 75%); natural patches unchanged (N = 1000, width 1024: 99.6%).
+COMPLETE_TOP_PRIOR = 0.03
+RECALL_TOP_PRIOR = 0.1
 # Conjugate gradients check for convergence every this many iterations (PCConfig.complete_tol).
 CG_CHECK_EVERY = 25
 # Power-iteration rounds for ||W||_2: from a fixed start, warm from the last vector
@@ -160,12 +167,17 @@ class PCConfig:
             wide hidden layer from passing noise through (patches, N = 1000, width 2048:
             62% -> 99.6% correct; README). ``precisions`` itself restores equal trust.
         recall_prior_precision: pi_0 of a zero-mean Gaussian prior on the top latent in
-            recall and ``energy``. None: the training prior's precision when there is one
-            (``prior_precision`` > 0, around its learned mean), else ``RECALL_TOP_PRIOR``
-            (0.03): training relaxes every pattern from a zero top latent, so the stored
-            codes lie near 0, and the prior settles the directions a partial cue leaves
-            almost free (README). Partial cues scale it by their known fraction. 0
+            the recall of whole (noisy) cues and their ``energy``. None: the training
+            prior's precision when there is one (``prior_precision`` > 0, around its
+            learned mean), else ``RECALL_TOP_PRIOR`` (0.1): training relaxes every
+            pattern from a zero top latent, so the stored codes lie near 0 (README). 0
             turns it off.
+        complete_prior_precision: the same for partial cues (completion and masked
+            ``energy``), scaled per cue by the fraction of entries known. None: the
+            training prior's precision when there is one, else ``COMPLETE_TOP_PRIOR``
+            (0.03): it settles the directions a partial cue leaves almost free, and a
+            partial cue's known entries are exact, so it weighs less than for a noisy
+            cue. 0 turns it off.
         complete_method: the relaxation for a partial cue. "cg" (default): nonlinear
             conjugate gradients with Gauss-Newton step lengths (see ``_relax_cg``);
             converges on the ill-conditioned energy of a partial cue in hundreds of
@@ -203,6 +215,7 @@ class PCConfig:
     recall_tol: float = 1e-6
     recall_precisions: tuple[float, ...] | None = None
     recall_prior_precision: float | None = None
+    complete_prior_precision: float | None = None
     complete_method: str = "cg"
     complete_steps: int = 2000
     complete_tol: float = 1e-9
@@ -227,8 +240,10 @@ class PCConfig:
                 raise ValueError(f"{name} needs {len(sizes) - 1} positive values (one per predicted layer), got {value}")
         if self.complete_method not in ("cg", "momentum"):
             raise ValueError(f"complete_method must be 'cg' or 'momentum', got {self.complete_method!r}")
-        if self.recall_prior_precision is not None and not self.recall_prior_precision >= 0:
-            raise ValueError(f"recall_prior_precision must be >= 0 or None, got {self.recall_prior_precision!r}")
+        for name in ("recall_prior_precision", "complete_prior_precision"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
         positive = ("epochs", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
@@ -250,14 +265,24 @@ class PCConfig:
 
     @property
     def recall_pi(self) -> tuple[float, ...]:
-        """Precisions used in recall and ``energy``: (pi_0, pi_1, ..., pi_{L-1})."""
-        prior = self.recall_prior_precision
-        if prior is None:
-            prior = self.prior_precision if self.prior_precision > 0 else RECALL_TOP_PRIOR
+        """Precisions used in the recall of whole cues and their ``energy``: (pi_0, pi_1, ..., pi_{L-1})."""
+        return (self._recall_prior(self.recall_prior_precision, RECALL_TOP_PRIOR), *self._recall_layer_pi())
+
+    @property
+    def complete_pi(self) -> tuple[float, ...]:
+        """Precisions used for partial cues, before ``PCMemory._partial_pi`` scales pi_0 per cue."""
+        return (self._recall_prior(self.complete_prior_precision, COMPLETE_TOP_PRIOR), *self._recall_layer_pi())
+
+    def _recall_prior(self, value: float | None, default: float) -> float:
+        if value is not None:
+            return value
+        return self.prior_precision if self.prior_precision > 0 else default
+
+    def _recall_layer_pi(self) -> tuple[float, ...]:
         if self.recall_precisions is not None:
-            return (prior, *self.recall_precisions)
+            return self.recall_precisions
         *hidden, sensory = self.pi[1:]
-        return (prior, *(RECALL_HIDDEN_GAIN * p for p in hidden), sensory)
+        return (*(RECALL_HIDDEN_GAIN * p for p in hidden), sensory)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -947,7 +972,7 @@ class PCMemory:
         cfg = self.config
         known = mask.to(cue.dtype)
         clamped = cue * known  # unknown entries are never read; zero them anyway
-        xs = self._relax_partial(clamped, known, self._partial_pi(cfg.recall_pi, known))
+        xs = self._relax_partial(clamped, known, self._partial_pi(cfg.complete_pi, known))
         return torch.where(mask, cue, self._predict(xs))
 
     @staticmethod
@@ -980,15 +1005,15 @@ class PCMemory:
         x = self._prepare(x, "x")
         if mask is not None:
             mask = check_mask(mask, x.shape).to(self.device)
-        cfg, pi = self.config, self.config.recall_pi
+        cfg = self.config
         out = []
         for c, m in self._chunks(x, mask):
             known = None if m is None else m.to(c.dtype)
             if known is None:
-                pi_c = pi
+                pi_c = cfg.recall_pi
                 xs = self._relax(c, None, cfg.recall_steps, cfg.infer_lr, pi_c)
             else:
-                pi_c = self._partial_pi(pi, known)
+                pi_c = self._partial_pi(cfg.complete_pi, known)
                 xs = self._relax_partial(c * known, known, pi_c)
             fs, errs = self._errors(xs, c, known)
             e = sum(0.5 * pi_c[l + 1] * err.square().sum(1) for l, err in enumerate(errs))

@@ -41,7 +41,7 @@ PARTIAL_OK = 0.001
 VARIANTS = {
     "cg": {},
     "cg-500": {"complete_steps": 500, "complete_tol": 0.0},
-    "heavy-ball": {"complete_method": "momentum", "complete_steps": 2000, "recall_prior_precision": 0.0},
+    "heavy-ball": {"complete_method": "momentum", "complete_steps": 2000, "complete_prior_precision": 0.0},
     "heavy-ball+prior": {"complete_method": "momentum", "complete_steps": 2000},
 }
 
@@ -53,7 +53,7 @@ def iterations(pc: PCMemory, trained, change: dict, x: torch.Tensor, mask: torch
         return cfg.complete_steps
     known = mask.to(x.dtype)
     trace: list[float] = []
-    pc._relax_cg(x * known, known, cfg.complete_steps, pc._partial_pi(cfg.recall_pi, known),
+    pc._relax_cg(x * known, known, cfg.complete_steps, pc._partial_pi(cfg.complete_pi, known),
                  trace=trace, tol=cfg.complete_tol)
     return len(trace) - 1
 

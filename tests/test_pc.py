@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from memory_core import EmptyMemoryError, PCConfig, PCMemory
-from memory_core.pc import RECALL_HIDDEN_GAIN, RECALL_TOP_PRIOR
+from memory_core.pc import COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, RECALL_TOP_PRIOR
 from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
 
@@ -244,13 +244,16 @@ def never_rises(trace: list[float], rel: float = 1e-6) -> bool:
 
 def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     """By default recall raises the hidden layers' precision RECALL_HIDDEN_GAIN (3) times and
-    puts a zero-mean prior of precision RECALL_TOP_PRIOR on the top latent. On 100
+    puts a zero-mean prior of precision RECALL_TOP_PRIOR (0.1) on the top latent. On 100
     Fashion-MNIST images, hidden layer wider than the set, each recalls clearly more noisy
-    cues (measured: equal trust 49%, the gain alone 62%, both 76%)."""
+    cues, and the noisy cues' prior recalls more than the weaker one partial cues use
+    (measured: equal trust 49%, the gain alone 62%, with COMPLETE_TOP_PRIOR (0.03) 76%,
+    the default 92%)."""
     x = fashion_vectors[:100]
     pc = PCMemory(sizes=[256, 512, 784], device="cpu", seed=0)
     pc.fit(x, progress=False)
     assert pc.config.recall_pi == (RECALL_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
+    assert pc.config.complete_pi == (COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
     cue = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     trained = pc.config
 
@@ -263,8 +266,10 @@ def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     assert pc.config.recall_pi == (0.0, RECALL_HIDDEN_GAIN, 1.0)
     equal = correct(recall_prior_precision=0.0, recall_precisions=(1.0, 1.0))
     assert pc.config.recall_pi == (0.0, 1.0, 1.0)
+    weak_prior = correct(recall_prior_precision=COMPLETE_TOP_PRIOR)
     assert gain_only >= equal + 0.05, (gain_only, equal)
-    assert default >= gain_only + 0.05, (default, gain_only)
+    assert weak_prior >= gain_only + 0.05, (weak_prior, gain_only)
+    assert default >= weak_prior + 0.05, (default, weak_prior)
 
 
 def test_energy_falls_during_inference(stored, patches):
@@ -305,7 +310,7 @@ def test_conjugate_gradients_descend_faster_on_partial_cues(stored, patches):
     pix = torch.zeros(32, 32, dtype=torch.bool)
     pix[:8] = True  # the top quarter given
     known = pixel_mask_to_vector(pix, 3).expand_as(x).to(x.dtype)
-    pi = pc._partial_pi(pc.config.recall_pi, known)
+    pi = pc._partial_pi(pc.config.complete_pi, known)
     cg: list[float] = []
     pc._relax_cg(x * known, known, 200, pi, trace=cg)
     assert never_rises(cg), cg
@@ -326,7 +331,7 @@ def test_conjugate_gradients_stop_once_the_outputs_settle(stored, patches):
     pix = torch.zeros(32, 32, dtype=torch.bool)
     pix[:4] = True
     known = pixel_mask_to_vector(pix, 3).expand_as(x).to(x.dtype)
-    pi = pc._partial_pi(cfg.recall_pi, known)
+    pi = pc._partial_pi(cfg.complete_pi, known)
     stopped: list[float] = []
     out = pc._predict(pc._relax_cg(x * known, known, cfg.complete_steps, pi, trace=stopped, tol=cfg.complete_tol))
     used = len(stopped) - 1
