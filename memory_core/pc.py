@@ -677,7 +677,7 @@ class PCMemory:
             the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})].
         """
         L, W, b = len(self.sizes), self.weights, self.biases
-        B, n, top = x.shape[0], self.sizes, len(self.sizes) - 2
+        B, n = x.shape[0], self.sizes
         new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)  # noqa: E731
         col = lambda v: v.unsqueeze(1)  # noqa: E731  (B,) -> (B, 1), per-cue scalars
         Wt = [w.T.contiguous() if uses_onednn(x) else w.T for w in W]  # W_l^T: (n_{l-1}, n_l)
