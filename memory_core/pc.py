@@ -318,7 +318,8 @@ class FitHistory:
     Attributes:
         energies: mean energy per pattern of each epoch, measured after relaxation and
             before that minibatch's weight step.
-        stopped: "epochs" (all run), "energy" (reached ``stop_energy``) or "callback".
+        stopped: "epochs" (all run), "energy" (reached ``stop_energy``, then annealed the
+            weight rate over ``stop_anneal`` epochs) or "callback".
         seconds: wall time of the call.
     """
 
