@@ -161,6 +161,13 @@ class PCConfig:
             decays along a cosine to ``weight_lr * lr_floor`` at the call's last epoch
             (a constant rate made the energy climb again late in training).
         lr_floor: the last epoch's fraction of ``weight_lr``.
+        cycles: cosine cycles the call's epochs are split into: the rate restarts at
+            ``weight_lr`` at the start of each (warm restarts); ``stop_energy`` is
+            checked in the last only. ``cycles=2, epochs=300`` is a trade-off, so the
+            default is 1: it completes quarter images of 50 64x64 patches at width
+            1024 far more often (86% -> 96%; width 512: 94% both), but passes more of
+            a noisy cue's noise (natural patches, N = 1000, width 2048: 100% -> 59%;
+            Fashion-MNIST N = 100, width 256: 97% -> 91%; README).
         stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
             the pattern dimension, is at most this (after ``stop_anneal`` epochs).
         stop_anneal: epochs over which ``fit``, once ``stop_energy`` is reached, lowers
@@ -221,6 +228,7 @@ class PCConfig:
     momentum: float = 0.5
     weight_lr: float = 1e-3
     lr_floor: float = 0.05
+    cycles: int = 1
     stop_energy: float = 1e-5
     stop_anneal: int = 40
     recall_iters: int = 3
@@ -259,7 +267,7 @@ class PCConfig:
                 raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
-        positive = ("epochs", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
+        positive = ("epochs", "cycles", "recall_iters", "max_batch", "infer_lr", "weight_lr", "complete_lr")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -914,14 +922,20 @@ class PCMemory:
         N = patterns.shape[0]
         batch = cfg.batch_size or min(64, max(8, N // 4))
         bar = tqdm(range(epochs), desc="pc fit", unit="epoch", disable=not progress, leave=False)
-        # The weight rate follows a cosine from weight_lr to weight_lr * lr_floor over the
-        # call's epochs; once the energy is low enough, a shorter cosine from the current
-        # rate to the floor over the annealing tail (first epoch, length, starting rate).
+        # The weight rate follows a cosine from weight_lr to weight_lr * lr_floor over each
+        # of the call's cycles (epochs [bounds[k], bounds[k + 1])); once the energy is low
+        # enough in the last, a shorter cosine from the current rate to the floor over the
+        # annealing tail (first epoch, length, starting rate).
+        cycles = min(cfg.cycles, max(1, epochs))
+        bounds = [round(k * epochs / cycles) for k in range(cycles + 1)]
         tail: tuple[int, int, float] | None = None
-        rate = cfg.weight_lr
+        rate, cycle = cfg.weight_lr, 0
         for epoch in bar:
+            while epoch >= bounds[cycle + 1]:
+                cycle += 1
             if tail is None:
-                rate = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * _cosine(epoch, epochs))
+                length = bounds[cycle + 1] - bounds[cycle]
+                rate = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * _cosine(epoch - bounds[cycle], length))
             else:
                 floor = cfg.weight_lr * cfg.lr_floor
                 rate = floor + (tail[2] - floor) * _cosine(epoch - tail[0] + 1, tail[1] + 1)
@@ -947,7 +961,7 @@ class PCMemory:
                 if epoch - tail[0] + 1 >= tail[1]:
                     history.stopped = "energy"
                     break
-            elif energy / self.dim <= cfg.stop_energy:
+            elif cycle == cycles - 1 and energy / self.dim <= cfg.stop_energy:
                 length = min(cfg.stop_anneal, epochs - epoch - 1)
                 if length == 0 or rate <= cfg.weight_lr * cfg.lr_floor:  # nothing left to settle
                     history.stopped = "energy"

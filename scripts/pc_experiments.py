@@ -11,7 +11,8 @@ top 1/2, 1/4, 1/8 or 1/16 of the rows given, the rest to fill; correct when the 
 the whole image is below 0.001.
 
 Methods, each reported under its own name:
-- ``pc``: the PC network's own output (``PCMemory.retrieve`` with fit's defaults);
+- ``pc``: the PC network's own output (``PCMemory.retrieve`` with fit's defaults, or
+  the ``--fit`` overrides, which each result row then records under "config");
 - ``pc+nearest``: the stored pattern nearest (euclidean) to the PC output: a lookup
   after the network, a different method;
 - ``mhn``: modern Hopfield network, dot similarity + softmax (beta = 1, as in
@@ -23,6 +24,8 @@ Methods, each reported under its own name:
 
     .venv/bin/python scripts/pc_experiments.py            # reduced grid, CPU, < 30 min unloaded
     .venv/bin/python scripts/pc_experiments.py --full     # the paper's grid (a GPU: device auto)
+    .venv/bin/python scripts/pc_experiments.py --only partial --fit epochs=300 cycles=2 \
+        --out results/pc_experiments_cycles2.jsonl        # another training, kept apart
 
 Results go to results/pc_experiments*.json (one JSON line per setting as it finishes,
 so a long run can be followed or resumed) and a Markdown table on stdout.
@@ -38,7 +41,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from memory_core import PCMemory, UniversalHopfield
+from memory_core import PCConfig, PCMemory, UniversalHopfield
 from memory_core.checks import resolve_device
 from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import pixel_mask_to_vector
@@ -92,10 +95,10 @@ def hopfield(kind: str, stored: torch.Tensor, cue: torch.Tensor, mask, device) -
     return m.retrieve(cue, mask=mask)
 
 
-def run_noisy(data: str, n: int, width: int, latent: int, device, seed: int) -> dict:
+def run_noisy(data: str, n: int, width: int, latent: int, device, seed: int, overrides: dict) -> dict:
     x, _ = dataset(data, n)
     cue = x + NOISE_STD * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
-    pc = PCMemory(sizes=[latent, width, x.shape[1]], device=device, seed=seed)
+    pc = PCMemory(sizes=[latent, width, x.shape[1]], device=device, seed=seed, **overrides)
     hist = pc.fit(x, progress=False)
     start = time.perf_counter()
     out = pc.retrieve(cue).cpu()
@@ -111,12 +114,14 @@ def run_noisy(data: str, n: int, width: int, latent: int, device, seed: int) -> 
         "pca": pca_denoise(x, cue, NOISY_OK),
         "cue": summary(mse(cue, x), NOISY_OK),
     }
+    if overrides:
+        res["config"] = overrides
     return res
 
 
-def run_partial(n: int, width: int, latent: int, fractions, device, seed: int) -> list[dict]:
+def run_partial(n: int, width: int, latent: int, fractions, device, seed: int, overrides: dict) -> list[dict]:
     x, (c, h, w) = dataset("patches64", n)
-    pc = PCMemory(sizes=[latent, width, x.shape[1]], device=device, seed=seed)
+    pc = PCMemory(sizes=[latent, width, x.shape[1]], device=device, seed=seed, **overrides)
     hist = pc.fit(x, progress=False)
     rows = []
     for frac in fractions:
@@ -134,7 +139,7 @@ def run_partial(n: int, width: int, latent: int, fractions, device, seed: int) -
             "pc+nearest": summary(mse(nearest(out, x), x), PARTIAL_OK),
             "mhn": summary(mse(hopfield("mhn", x, cue, mask, device), x), PARTIAL_OK),
             "uhn": summary(mse(hopfield("uhn", x, cue, mask, device), x), PARTIAL_OK),
-        })
+        } | ({"config": overrides} if overrides else {}))
     return rows
 
 
@@ -161,6 +166,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """["epochs=300", "cycles=2"] -> {"epochs": 300, "cycles": 2}, checked against PCConfig."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--fit takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--fit {key}: {value!r} is not a JSON value") from None
+    try:  # unknown keys or bad values fail here, before any work
+        PCConfig.from_dict(overrides)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--fit: {exc}") from None
+    return overrides
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="the paper's whole grid (meant for a GPU)")
@@ -172,7 +195,10 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=None, metavar="DATA:N:WIDTH",
                     help="run only these noisy-recall settings, e.g. patches32:1000:1024 (no partial)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a loaded machine)")
+    ap.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="PCConfig overrides (JSON values), e.g. epochs=300 cycles=2; with --out, to keep them apart")
     args = ap.parse_args()
+    overrides = parse_overrides(args.fit)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -201,9 +227,9 @@ def main() -> None:
     print(f"device {device}, {len(jobs)} settings to run, {len(done)} already in {out}", flush=True)
     for kind, data, n, width in tqdm(jobs, desc="pc experiments", unit="setting"):
         if kind == "noisy":
-            new = [run_noisy(data, n, width, args.latent, device, args.seed)]
+            new = [run_noisy(data, n, width, args.latent, device, args.seed, overrides)]
         else:
-            new = run_partial(n, width, args.latent, fractions, device, args.seed)
+            new = run_partial(n, width, args.latent, fractions, device, args.seed, overrides)
         with out.open("a") as fh:
             for r in new:
                 fh.write(json.dumps(r) + "\n")

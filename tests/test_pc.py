@@ -445,6 +445,18 @@ def test_fit_anneals_the_weight_rate_before_stopping_early(small):
     assert len(short) == 10 and short.stopped == "energy"
 
 
+def test_fit_restarts_the_weight_rate_every_cycle(small):
+    pc = quick(cycles=2, stop_energy=1e9, stop_anneal=0)  # the energy is met at once
+    cfg, rates = pc.config, []
+    history = pc.fit(small, epochs=10, progress=False,
+                     callback=lambda info: rates.append(pc._opt.param_groups[0]["lr"]))
+    # only the last cycle may stop early: the first runs whole, the second stops at once
+    assert len(history) == 6 and history.stopped == "energy"
+    assert rates[0] == rates[5] == cfg.weight_lr  # each cycle starts at the top
+    assert all(a > b for a, b in zip(rates[:5], rates[1:5]))
+    assert rates[4] == pytest.approx(cfg.weight_lr * cfg.lr_floor)  # the first ends at the floor
+
+
 def test_save_load_round_trip(tmp_path, small):
     pc = quick(epochs=5)
     pc.fit(small, progress=False)
