@@ -934,8 +934,8 @@ class PCMemory:
             while epoch >= bounds[cycle + 1]:
                 cycle += 1
             if tail is None:
-                length = bounds[cycle + 1] - bounds[cycle]
-                rate = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * _cosine(epoch - bounds[cycle], length))
+                span = bounds[cycle + 1] - bounds[cycle]
+                rate = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * _cosine(epoch - bounds[cycle], span))
             else:
                 floor = cfg.weight_lr * cfg.lr_floor
                 rate = floor + (tail[2] - floor) * _cosine(epoch - tail[0] + 1, tail[1] + 1)

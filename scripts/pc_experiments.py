@@ -217,7 +217,8 @@ def main() -> None:
     done = []
     if out.exists():  # resume: settings already measured are kept
         done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    have = {(r["experiment"], r["data"], r["n"], r["width"]) for r in done}
+    # A setting is done when measured with the same overrides (none = fit's defaults).
+    have = {(r["experiment"], r["data"], r["n"], r["width"]) for r in done if r.get("config", {}) == overrides}
     jobs = []
     if args.only in (None, "noisy"):
         jobs += [("noisy", d, n, w) for d, n, w in noisy if ("noisy", d, n, w) not in have]
