@@ -81,7 +81,8 @@ RECALL_HIDDEN_GAIN = 3.0
 #   the prior may weigh more against them than against the exact entries of a partial
 #   cue. Measured (README), Fashion-MNIST N = 100 at hidden widths 256 / 512 / 1024 / 2048:
 #   92 / 76 / 62 / 51% correct with 0.03 -> 97 / 92 / 73 / 60% with 0.1 (0.3: 71 / 89 /
-#   91 / 75%); natural patches unchanged (N = 1000, width 1024: 99.6%).
+#   91 / 75%; models fit before ``stop_anneal``); natural patches unchanged (N = 1000,
+#   width 1024: 99.6%).
 COMPLETE_TOP_PRIOR = 0.03
 RECALL_TOP_PRIOR = 0.1
 # Conjugate gradients check for convergence every this many iterations (PCConfig.complete_tol).
@@ -173,8 +174,8 @@ class PCConfig:
         stop_anneal: epochs over which ``fit``, once ``stop_energy`` is reached, lowers
             the weight learning rate from where it is to the floor before stopping
             (fewer when the call's epochs run out first; 0 stops at once). Weights left
-            at a high rate are unsettled: resuming a fit of 50 64x64 patches (width 512)
-            reached the energy after 32 epochs, at 0.9x ``weight_lr``; stopped there it
+            at a high rate are unsettled: resuming a fit of 50 64x64 patches (width 512,
+            from its checkpoint) reached the energy after 32 epochs, at 0.9x ``weight_lr``; stopped there it
             completed 46% of quarter images, against 94% before the call; with a tail of
             20 epochs 74%, of 40 94% (README).
         recall_iters: at most this many rounds of F for a noisy cue.
@@ -929,7 +930,7 @@ class PCMemory:
         cycles = min(cfg.cycles, max(1, epochs))
         bounds = [round(k * epochs / cycles) for k in range(cycles + 1)]
         tail: tuple[int, int, float] | None = None
-        rate, cycle = cfg.weight_lr, 0
+        rate, cycle, floor = cfg.weight_lr, 0, cfg.weight_lr * cfg.lr_floor
         for epoch in bar:
             while epoch >= bounds[cycle + 1]:
                 cycle += 1
@@ -937,7 +938,6 @@ class PCMemory:
                 span = bounds[cycle + 1] - bounds[cycle]
                 rate = cfg.weight_lr * (cfg.lr_floor + (1.0 - cfg.lr_floor) * _cosine(epoch - bounds[cycle], span))
             else:
-                floor = cfg.weight_lr * cfg.lr_floor
                 rate = floor + (tail[2] - floor) * _cosine(epoch - tail[0] + 1, tail[1] + 1)
             for group in self._opt.param_groups:
                 group["lr"] = rate
@@ -963,7 +963,7 @@ class PCMemory:
                     break
             elif cycle == cycles - 1 and energy / self.dim <= cfg.stop_energy:
                 length = min(cfg.stop_anneal, epochs - epoch - 1)
-                if length == 0 or rate <= cfg.weight_lr * cfg.lr_floor:  # nothing left to settle
+                if length == 0 or rate <= floor:  # nothing left to settle
                     history.stopped = "energy"
                     break
                 tail = (epoch + 1, length, rate)
