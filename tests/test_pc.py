@@ -457,6 +457,19 @@ def test_fit_restarts_the_weight_rate_every_cycle(small):
     assert rates[4] == pytest.approx(cfg.weight_lr * cfg.lr_floor)  # the first ends at the floor
 
 
+def test_fit_can_start_adam_afresh_at_each_restart(small):
+    steps = {}
+    for reset in (False, True):
+        pc = quick(cycles=2, restart_adam=reset, stop_energy=0)
+        pc.fit(small, epochs=10, progress=False)  # 20 patterns, minibatches of 8: 3 steps an epoch
+        state = pc._opt.state[pc.weights[0]]
+        steps[reset] = int(state["step"])
+    # carried over, Adam has counted every step of the call; started afresh, only the second cycle's
+    assert steps == {False: 30, True: 15}
+    with pytest.raises(ValueError, match="restart_adam must be true or false"):
+        PCConfig(restart_adam="yes")
+
+
 def test_save_load_round_trip(tmp_path, small):
     pc = quick(epochs=5)
     pc.fit(small, progress=False)
