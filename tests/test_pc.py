@@ -481,7 +481,38 @@ def test_save_load_round_trip(tmp_path, small):
     cue = small[:4] + 0.1
     torch.testing.assert_close(back.retrieve(cue), pc.retrieve(cue), rtol=0, atol=0)
     torch.testing.assert_close(back.energy(cue), pc.energy(cue), rtol=0, atol=0)
-    back.fit(small, epochs=1, progress=False)  # a loaded model trains on
+    # Adam's moments travel with the weights: the loaded model trains on exactly as the saved one
+    assert list(back.fit(small, epochs=2, progress=False)) == list(pc.fit(small, epochs=2, progress=False))
+    for p, q in zip(back.parameters(), pc.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_checkpoints_without_adams_state_still_load(tmp_path, small):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    pc = quick(epochs=3)
+    pc.fit(small, progress=False)
+    path = tmp_path / "pc.safetensors"
+    pc.save(path)
+    tensors = load_file(path)
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+    assert {"adam.W1.m", "adam.W1.v", "adam.W1.step", "adam.b2.m"} <= set(tensors)
+    assert "adam.prior_mean.m" not in tensors  # no prior: the mean never takes a step
+
+    old = tmp_path / "old.safetensors"  # as written before Adam's state was saved
+    save_file({k: v for k, v in tensors.items() if not k.startswith("adam.")}, old, metadata=meta)
+    back = PCMemory.load(old, device="cpu")
+    assert back._opt is None
+    torch.testing.assert_close(back.retrieve(small[:4]), pc.retrieve(small[:4]), rtol=0, atol=0)
+    history = back.fit(small, epochs=2, progress=False)  # trains on with a fresh Adam
+    assert len(history) == 2 and int(back._opt.state[back.weights[0]]["step"]) == 6
+
+    torn = tmp_path / "torn.safetensors"
+    save_file({k: v for k, v in tensors.items() if k != "adam.W1.v"}, torn, metadata=meta)
+    with pytest.raises(ValueError, match="part of Adam's state for W1"):
+        PCMemory.load(torn)
 
 
 def test_load_refuses_other_files(tmp_path):
