@@ -173,8 +173,8 @@ class PCConfig:
             second ``fit`` call on a checkpoint without Adam's state does; off, the
             moments carry over.
             With ``cycles=2, epochs=300`` it fits the stored set closer still and
-            completes quarter images of 50 64x64 patches at width 1024 96% (1/8 and 1/16
-            too; the default 86 / 88 / 88%), but denoises worse still (Fashion-MNIST
+            completes quarter images of 50 64x64 patches at width 1024 96%, all but the
+            ambiguous pair (1/8 and 1/16 too; the default 86 / 88 / 88%), but denoises worse still (Fashion-MNIST
             N = 100, width 256: 97% -> 80%; natural patches, N = 1000, width 2048:
             100% -> 7%; README), so it is off by default.
         stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
@@ -436,7 +436,7 @@ class PCMemory:
         return [n for l in range(1, len(self.sizes)) for n in (f"W{l}", f"b{l}")] + ["prior_mean"]
 
     def _adam_tensors(self) -> dict[str, Tensor]:
-        """Adam's state as named CPU tensors ({} before the first weight step): per
+        """Adam's state as named tensors, where they are ({} before the first weight step): per
         parameter that has taken a step, ``adam.<name>.m`` / ``.v`` (first and second
         moments) and ``adam.<name>.step`` (a 0-d float, the step count of its bias correction)."""
         if self._opt is None:
@@ -445,9 +445,9 @@ class PCMemory:
         for name, p in zip(self._parameter_names(), self.parameters()):
             state = self._opt.state.get(p)
             if state:
-                out[f"adam.{name}.m"] = state["exp_avg"].detach().to("cpu").contiguous()
-                out[f"adam.{name}.v"] = state["exp_avg_sq"].detach().to("cpu").contiguous()
-                out[f"adam.{name}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).detach().to("cpu").reshape(())
+                out[f"adam.{name}.m"] = state["exp_avg"]
+                out[f"adam.{name}.v"] = state["exp_avg_sq"]
+                out[f"adam.{name}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(())
         return out
 
     def _restore_adam(self, tensors: dict[str, Tensor]) -> None:
@@ -459,7 +459,7 @@ class PCMemory:
         state = {}
         for i, (name, p) in enumerate(zip(self._parameter_names(), self.parameters())):
             if f"adam.{name}.m" in tensors:
-                state[i] = {"step": tensors[f"adam.{name}.step"].clone(),
+                state[i] = {"step": tensors[f"adam.{name}.step"].detach().clone(),
                             "exp_avg": tensors[f"adam.{name}.m"].to(p.device, p.dtype),
                             "exp_avg_sq": tensors[f"adam.{name}.v"].to(p.device, p.dtype)}
         # load_state_dict places each step count where this optimizer's kernel wants it
@@ -1134,7 +1134,8 @@ class PCMemory:
             tensors[f"W{l}"] = w.detach().to("cpu").contiguous()
             tensors[f"b{l}"] = b.detach().to("cpu").contiguous()
         tensors["prior_mean"] = self.prior_mean.detach().to("cpu").contiguous()
-        tensors |= self._adam_tensors()  # so a loaded model trains on as this one would
+        # Adam's moments too, so a loaded model trains on as this one would
+        tensors |= {k: t.detach().to("cpu").contiguous() for k, t in self._adam_tensors().items()}
         meta = {
             "format": _FORMAT,
             "config": self.config.to_json(),
@@ -1195,7 +1196,8 @@ class PCMemory:
                 raise ValueError(f"{path}: checkpoint has part of Adam's state for {name}")
             if all(parts) and adam[f"adam.{name}.m"].shape != tensors[name].shape:
                 raise ValueError(f"{path}: Adam's moments for {name} do not match its shape")
-        pc._restore_adam(adam)  # checkpoints written before Adam's state was saved have none
         pc.trained_count = int(meta.get("trained_count", "0"))
         pc._epochs_done = int(meta.get("epochs_done", "0"))
-        return pc.to(device)
+        pc.to(device)
+        pc._restore_adam(adam)  # checkpoints written before Adam's state was saved have none
+        return pc

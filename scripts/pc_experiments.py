@@ -131,11 +131,13 @@ def run_partial(n: int, width: int, latent: int, fractions, device, seed: int, o
         cue = torch.where(mask, x, torch.zeros_like(x))
         start = time.perf_counter()
         out = pc.retrieve(cue, mask=mask).cpu()
+        err = mse(out, x)
         rows.append({
             "experiment": "partial", "data": "patches64", "n": n, "width": width, "latent": latent,
             "fraction": frac, "epochs": len(hist), "stopped": hist.stopped, "fit_s": round(hist.seconds, 1),
             "recall_s": round(time.perf_counter() - start, 1), "final_energy": hist[-1],
-            "pc": summary(mse(out, x), PARTIAL_OK),
+            "pc": summary(err, PARTIAL_OK),
+            "pc_missed": (err >= PARTIAL_OK).nonzero().flatten().tolist(),  # which stored patterns
             "pc+nearest": summary(mse(nearest(out, x), x), PARTIAL_OK),
             "mhn": summary(mse(hopfield("mhn", x, cue, mask, device), x), PARTIAL_OK),
             "uhn": summary(mse(hopfield("uhn", x, cue, mask, device), x), PARTIAL_OK),
