@@ -174,16 +174,17 @@ class PCConfig:
             moments carry over.
             With ``cycles=2, epochs=300`` it fits the stored set closer still and
             completes quarter images of 50 64x64 patches at width 1024 96%, all but the
-            ambiguous pair (1/8 and 1/16 too; the default 86 / 88 / 88%), but denoises worse still (Fashion-MNIST
-            N = 100, width 256: 97% -> 80%; natural patches, N = 1000, width 2048:
-            100% -> 7%; README), so it is off by default.
+            ambiguous pair (1/8 and 1/16 too; the default 86 / 88 / 88%), but denoises
+            worse still (Fashion-MNIST N = 100, width 256: 97% -> 80%; natural patches,
+            N = 1000, width 2048: 100% -> 7%; README), so it is off by default.
         stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
             the pattern dimension, is at most this (after ``stop_anneal`` epochs).
         stop_anneal: epochs over which ``fit``, once ``stop_energy`` is reached, lowers
             the weight learning rate from where it is to the floor before stopping
             (fewer when the call's epochs run out first; 0 stops at once). Weights left
             at a high rate are unsettled: resuming a fit of 50 64x64 patches (width 512,
-            from a checkpoint without Adam's state) reached the energy after 32 epochs, at 0.9x ``weight_lr``; stopped there it
+            from a checkpoint without Adam's state) reached the energy after 32 epochs,
+            at 0.9x ``weight_lr``; stopped there it
             completed 46% of quarter images, against 94% before the call; with a tail of
             20 epochs 74%, of 40 94%. With Adam's moments carried over (a second call in
             the same process) it stopped at 32 epochs without the collapse (94%; README).
@@ -1123,19 +1124,15 @@ class PCMemory:
         atomically: a temp file in the same folder, fsync, rename, fsync the folder.
 
         A loaded checkpoint resumes ``fit`` exactly as the saved model would have. Without
-        the moments a resumed fit starts Adam afresh, whose first full-size steps undid
-        what quarter images of 50 64x64 patches completed when it stopped early (46%
-        against 94%; README)."""
+        the moments a resumed fit starts Adam afresh: resuming 50 64x64 patches that way,
+        stopped early without ``stop_anneal``, completed 46% of quarter images against
+        94% with the moments carried over (README)."""
         from safetensors.torch import save as st_save
 
         path = Path(path)
-        tensors = {}
-        for l, (w, b) in enumerate(zip(self.weights, self.biases), start=1):
-            tensors[f"W{l}"] = w.detach().to("cpu").contiguous()
-            tensors[f"b{l}"] = b.detach().to("cpu").contiguous()
-        tensors["prior_mean"] = self.prior_mean.detach().to("cpu").contiguous()
         # Adam's moments too, so a loaded model trains on as this one would
-        tensors |= {k: t.detach().to("cpu").contiguous() for k, t in self._adam_tensors().items()}
+        named = dict(zip(self._parameter_names(), self.parameters())) | self._adam_tensors()
+        tensors = {k: t.detach().to("cpu").contiguous() for k, t in named.items()}
         meta = {
             "format": _FORMAT,
             "config": self.config.to_json(),
@@ -1178,8 +1175,7 @@ class PCMemory:
         config = PCConfig.from_dict(json.loads(meta["config"]))
         dtype = getattr(torch, meta.get("dtype", "float32"))
         pc = cls(config.sizes, config.activation, device="cpu", seed=config.seed, config=config, dtype=dtype)
-        expected = {f"W{l}" for l in range(1, len(config.sizes))} | {f"b{l}" for l in range(1, len(config.sizes))}
-        missing = sorted((expected | {"prior_mean"}) - set(tensors))
+        missing = sorted(set(pc._parameter_names()) - set(tensors))
         if missing:
             raise ValueError(f"{path}: checkpoint lacks tensors {missing}")
         for l in range(1, len(config.sizes)):
@@ -1194,7 +1190,7 @@ class PCMemory:
             parts = [f"adam.{name}.{k}" in adam for k in ("m", "v", "step")]
             if any(parts) and not all(parts):
                 raise ValueError(f"{path}: checkpoint has part of Adam's state for {name}")
-            if all(parts) and adam[f"adam.{name}.m"].shape != tensors[name].shape:
+            if all(parts) and not adam[f"adam.{name}.m"].shape == adam[f"adam.{name}.v"].shape == tensors[name].shape:
                 raise ValueError(f"{path}: Adam's moments for {name} do not match its shape")
         pc.trained_count = int(meta.get("trained_count", "0"))
         pc._epochs_done = int(meta.get("epochs_done", "0"))
