@@ -66,7 +66,8 @@ def fashion(fashion_images) -> torch.Tensor:
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     """Factory: ``make_client(data_dir=None, wait=True, **settings)`` -> a started (ready) TestClient;
-    ``make_client.stop(client)`` shuts one down early (for restarts).
+    ``make_client.stop(client)`` shuts one down early (for restarts). Settings default to
+    ``device="cpu"``; a test may name another.
 
     Each client runs the app's lifespan (recovery on start, close on exit); all are
     closed at the end of the test. The default data directory is the test's tmp_path/data.
@@ -74,7 +75,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     opened: list[TestClient] = []
 
     def make(data_dir: Path | None = None, wait: bool = True, **overrides) -> TestClient:
-        settings = Settings(data_dir=data_dir or tmp_path / "data", device="cpu", **overrides)
+        settings = Settings(**({"data_dir": data_dir or tmp_path / "data", "device": "cpu"} | overrides))
         client = TestClient(create_app(settings))
         client.__enter__()
         opened.append(client)
