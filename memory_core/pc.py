@@ -1175,23 +1175,27 @@ class PCMemory:
         config = PCConfig.from_dict(json.loads(meta["config"]))
         dtype = getattr(torch, meta.get("dtype", "float32"))
         pc = cls(config.sizes, config.activation, device="cpu", seed=config.seed, config=config, dtype=dtype)
-        missing = sorted(set(pc._parameter_names()) - set(tensors))
+        names = pc._parameter_names()
+        known = set(names) | {f"adam.{n}.{k}" for n in names for k in ("m", "v", "step")}
+        missing, unknown = sorted(set(names) - set(tensors)), sorted(set(tensors) - known)
         if missing:
             raise ValueError(f"{path}: checkpoint lacks tensors {missing}")
-        for l in range(1, len(config.sizes)):
-            for name, dst in ((f"W{l}", pc.weights), (f"b{l}", pc.biases)):
-                t = tensors[name]
-                if t.shape != dst[l - 1].shape:
-                    raise ValueError(f"{path}: {name} has shape {tuple(t.shape)}, the config needs {tuple(dst[l - 1].shape)}")
-                dst[l - 1] = t.to(dtype)
-        pc.prior_mean = tensors["prior_mean"].to(dtype)
-        adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
-        for name in pc._parameter_names():
-            parts = [f"adam.{name}.{k}" in adam for k in ("m", "v", "step")]
+        if unknown:  # e.g. a newer format's state: refused rather than silently dropped
+            raise ValueError(f"{path}: checkpoint has tensors this version does not know: {unknown}")
+        for name, want in zip(names, pc.parameters()):
+            shapes = {name: tensors[name].shape}
+            parts = [f"adam.{name}.{k}" in tensors for k in ("m", "v", "step")]
             if any(parts) and not all(parts):
                 raise ValueError(f"{path}: checkpoint has part of Adam's state for {name}")
-            if all(parts) and not adam[f"adam.{name}.m"].shape == adam[f"adam.{name}.v"].shape == tensors[name].shape:
-                raise ValueError(f"{path}: Adam's moments for {name} do not match its shape")
+            if all(parts):
+                shapes |= {f"adam.{name}.{k}": tensors[f"adam.{name}.{k}"].shape for k in ("m", "v")}
+            for key, shape in shapes.items():
+                if shape != want.shape:
+                    raise ValueError(f"{path}: {key} has shape {tuple(shape)}, the config needs {tuple(want.shape)}")
+        pc.weights = [tensors[f"W{l}"].to(dtype) for l in range(1, len(config.sizes))]
+        pc.biases = [tensors[f"b{l}"].to(dtype) for l in range(1, len(config.sizes))]
+        pc.prior_mean = tensors["prior_mean"].to(dtype)
+        adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
         pc.trained_count = int(meta.get("trained_count", "0"))
         pc._epochs_done = int(meta.get("epochs_done", "0"))
         pc.to(device)

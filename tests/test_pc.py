@@ -522,6 +522,31 @@ def test_load_refuses_other_files(tmp_path):
         PCMemory.load(bad)
 
 
+
+@pytest.mark.parametrize("edit, error", [
+    (lambda t: t.pop("b2"), r"lacks tensors \['b2'\]"),
+    (lambda t: t.update(prior_mean=torch.zeros(17)), r"prior_mean has shape \(17,\), the config needs \(16,\)"),
+    (lambda t: t.update(W1=torch.zeros(32, 17)), r"W1 has shape \(32, 17\)"),
+    (lambda t: t.update({"adam.W2.v": torch.zeros(3)}), r"adam.W2.v has shape \(3,\)"),
+    (lambda t: t.update({"adam.W9.m": torch.zeros(3)}), r"does not know: \['adam.W9.m'\]"),
+    (lambda t: t.update(extra=torch.zeros(1)), r"does not know: \['extra'\]"),
+])
+def test_load_refuses_checkpoints_that_do_not_fit_the_config(tmp_path, small, edit, error):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    pc = quick(epochs=1)
+    pc.fit(small, progress=False)
+    path = tmp_path / "pc.safetensors"
+    pc.save(path)
+    tensors = load_file(path)
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+    edit(tensors)
+    save_file(tensors, path, metadata=meta)
+    with pytest.raises(ValueError, match=error):
+        PCMemory.load(path)
+
 def test_clear_errors(small):
     pc = quick()
     with pytest.raises(EmptyMemoryError, match="untrained"):
