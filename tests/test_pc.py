@@ -509,17 +509,23 @@ def test_save_load_round_trip(tmp_path, small):
         assert torch.equal(p, q)
 
 
-def test_checkpoints_without_adams_state_still_load(tmp_path, small):
+def saved_checkpoint(path, small, epochs: int) -> tuple[PCMemory, dict[str, torch.Tensor], dict[str, str]]:
+    """A quick model fit for ``epochs`` and saved to ``path``; its tensors and metadata as read back."""
     from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    pc = quick(epochs=3)
+    pc = quick(epochs=epochs)
     pc.fit(small, progress=False)
-    path = tmp_path / "pc.safetensors"
     pc.save(path)
-    tensors = load_file(path)
     with safe_open(path, "pt") as fh:
         meta = fh.metadata()
+    return pc, load_file(path), meta
+
+
+def test_checkpoints_without_adams_state_still_load(tmp_path, small):
+    from safetensors.torch import save_file
+
+    pc, tensors, meta = saved_checkpoint(tmp_path / "pc.safetensors", small, epochs=3)
     assert {"adam.W1.m", "adam.W1.v", "adam.W1.step", "adam.b2.m"} <= set(tensors)
     assert "adam.prior_mean.m" not in tensors  # no prior: the mean never takes a step
 
@@ -554,20 +560,15 @@ def test_load_refuses_other_files(tmp_path):
     (lambda t: t.update(extra=torch.zeros(1)), r"does not know: \['extra'\]"),
 ])
 def test_load_refuses_checkpoints_that_do_not_fit_the_config(tmp_path, small, edit, error):
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    pc = quick(epochs=1)
-    pc.fit(small, progress=False)
     path = tmp_path / "pc.safetensors"
-    pc.save(path)
-    tensors = load_file(path)
-    with safe_open(path, "pt") as fh:
-        meta = fh.metadata()
+    _, tensors, meta = saved_checkpoint(path, small, epochs=1)
     edit(tensors)
     save_file(tensors, path, metadata=meta)
     with pytest.raises(ValueError, match=error):
         PCMemory.load(path)
+
 
 def test_clear_errors(small):
     pc = quick()
