@@ -735,7 +735,7 @@ class PCMemory:
         (float64: 6e-15 from its answer alone; 5e-5 when it ran on with the batch); the
         loop stops once every cue has settled. How long a partial cue takes
         depends on how much of it is given (50 64x64 patches, width 512, tol 1e-9: 350
-        iterations with half the rows given, 600 with a quarter, 1075 with 1/16;
+        iterations with half the rows given, 675 with a quarter, 1025 with 1/16;
         README), so a fixed count is either wasted or short.
 
         Arguments:

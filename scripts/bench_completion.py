@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from memory_core import PCMemory
 from memory_core.checks import resolve_device
@@ -76,6 +77,7 @@ def main() -> None:
     history = pc.fit(x, progress=True)
     trained = pc.config
     rows = []
+    bar = tqdm(total=len(args.fractions) * args.repeats * len(VARIANTS), desc="completions", unit="batch")
     for frac in args.fractions:
         pix = torch.zeros(64, 64, dtype=torch.bool)
         pix[: max(1, round(64 * frac))] = True
@@ -94,10 +96,12 @@ def main() -> None:
                 err = (out - x).square().mean(1).cpu()
                 quality[name] = {"correct": float((err < PARTIAL_OK).float().mean()),
                                  "median_mse": float(err.median())}
+                bar.update()
         for name in VARIANTS:
             rows.append({"fraction": frac, "variant": name, "seconds": best[name],
                          "vs_heavy_ball": best["heavy-ball"] / best[name],
                          "iterations": iterations(pc, trained, VARIANTS[name], x, mask), **quality[name]})
+    bar.close()
     pc.config = trained
     print(f"\nN = {args.n}, width {args.width}, fit {len(history)} epochs in {history.seconds:.0f} s; "
           f"{device}, {torch.get_num_threads()} threads, best of {args.repeats}\n")
