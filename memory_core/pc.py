@@ -730,10 +730,13 @@ class PCMemory:
 
         Convergence: every ``CG_CHECK_EVERY`` iterations the sensory prediction is
         compared with the previous check's; a cue whose prediction has moved by at most
-        ``tol`` (mean squared, over all D entries) is settled and takes zero-length steps
-        from then on, so its answer does not depend on the other cues of its batch
-        (float64: 6e-15 from its answer alone; 5e-5 when it ran on with the batch); the
-        loop stops once every cue has settled. How long a partial cue takes
+        ``tol`` (mean squared, over all D entries) has settled and leaves the batch, so
+        when it stops does not depend on the other cues of its batch (a half image in
+        float64: 6e-15 from its answer alone; 5e-5 when it ran on with the batch; float32
+        rounding still differs between batch sizes), and the products shrink as cues
+        settle (1.14-1.23x faster than running settled cues on with zero-length steps
+        for 50 cues of one fraction, 1.49x for a mix of 1/2 .. 1/16; README). The loop
+        stops once every cue has settled. How long a partial cue takes
         depends on how much of it is given (50 64x64 patches, width 512, tol 1e-9: 350
         iterations with half the rows given, 675 with a quarter, 1025 with 1/16;
         README), so a fixed count is either wasted or short.
@@ -745,8 +748,9 @@ class PCMemory:
             pi: precisions (pi_0 .. pi_{L-1}).
             trace: if a list, the batch's mean energy at the start and after every
                 iteration is appended (for tests: its length - 1 is the iterations run).
-            tol: a cue stops once its prediction moves by at most this per
-                ``CG_CHECK_EVERY`` iterations, the loop once all have; 0 runs all ``steps``.
+            tol: a cue stops (leaves the batch) once its prediction moves by at most
+                this per ``CG_CHECK_EVERY`` iterations, the loop once all have; 0 runs
+                all ``steps``.
 
         Returns:
             the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})].
@@ -816,12 +820,15 @@ class PCMemory:
         # sensory weights per CG_CHECK_EVERY iterations, ~1% of the work) and syncs
         # with the host only then.
         last_out = self._predict(xs) if tol > 0 else None
-        # Cues still moving (B,): a settled cue takes zero-length steps from then on, so
-        # its answer is the one it gets alone, whatever else shares its batch.
-        active = torch.ones(B, device=x.device, dtype=torch.bool) if tol > 0 else None
+        # A cue that has settled leaves the batch: its latents go to ``done`` and every
+        # per-cue tensor keeps the other rows (``rows``: their places in the caller's
+        # batch). So it stops where it would alone, whatever else shares its batch, and
+        # the products shrink as cues settle.
+        done = [v.clone() for v in xs] if tol > 0 else None
+        rows = torch.arange(B, device=x.device)
+        e_all = e.clone()  # (B0,) every cue's energy, for the trace
         for it in range(1, steps + 1):
-            alpha = -dot(g, p) / curvature(p, df).clamp_min(1e-30) * damp
-            alpha = col(alpha if active is None else torch.where(active, alpha, 0.0))
+            alpha = col(-dot(g, p) / curvature(p, df).clamp_min(1e-30) * damp)
             for l in range(L - 1):
                 torch.addcmul(xs[l], alpha, p[l], out=trial[l])
             e2 = evaluate(trial, f, df2, g2)
@@ -843,17 +850,33 @@ class PCMemory:
             e = torch.where(ok, e2, e)
             tol_e = 32 * torch.finfo(x.dtype).eps * e.abs()
             if trace is not None:
-                trace.append(float(e.mean()))
+                trace.append(float(e_all.index_copy_(0, rows, e).mean()))
             if last_out is not None and it % CG_CHECK_EVERY == 0:
                 out = self._predict(xs)
                 moved = out.sub_(last_out)  # the output's known entries are the cue's: only the free ones count
                 if known is not None:
                     moved.mul_(1.0 - known)
-                active &= torch.linalg.vector_norm(moved, dim=1).square_() > tol * x.shape[1]
-                if not bool(active.any()):
-                    break
                 last_out.add_(moved)  # = the new prediction, without a second buffer
-        return xs
+                still = torch.linalg.vector_norm(moved, dim=1).square_() > tol * x.shape[1]  # (B,)
+                if bool(still.all()):
+                    continue
+                for l in range(L - 1):
+                    done[l].index_copy_(0, rows, xs[l])
+                if not bool(still.any()):
+                    return done
+                keep = still.nonzero().squeeze(1)
+                per_cue = lambda t, b=B: t[keep] if isinstance(t, Tensor) and t.dim() and t.shape[0] == b else t  # noqa: E731
+                rows, x, known = rows[keep], x[keep], per_cue(known)
+                pi, P = tuple(map(per_cue, pi)), [per_cue(v) for v in P]
+                for buf in (xs, f, df, g, trial, df2, g2, s, p):
+                    buf[:] = [t[keep] for t in buf]
+                gs, damp, e, tol_e, last_out = (t[keep] for t in (gs, damp, e, tol_e, last_out))
+                B = len(keep)
+        if done is None:
+            return xs
+        for l in range(L - 1):
+            done[l].index_copy_(0, rows, xs[l])
+        return done
 
     def _prior_energy(self, x0: Tensor, pi0: float | Tensor) -> Tensor:
         """(B,) pi_0 / 2 ||x_0 - m||^2, pi_0 a float or per cue (B, 1)."""

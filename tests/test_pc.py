@@ -351,7 +351,8 @@ def test_conjugate_gradients_stop_once_the_outputs_settle(stored, patches):
 def test_a_partial_cue_settles_on_its_own_whatever_shares_its_batch(stored, patches):
     # A cue stops when its own output settles, not when its batch's slowest does: a half
     # image batched with a 1/16 one gets its answer alone. In float64 (rounding differences
-    # between batch sizes stay near 1e-15): measured 6e-15 apart; 5e-5 when the half
+    # between batch sizes start near 1e-15): measured 6e-15 apart for the half image and
+    # 2e-12 for the 1/16 one, whose flat minimum lets them grow; 5e-5 when the half
     # image ran on until the 1/16 one had settled.
     pc32, _ = stored
     pc = PCMemory(sizes=pc32.sizes, device="cpu", dtype=torch.float64)
@@ -365,7 +366,7 @@ def test_a_partial_cue_settles_on_its_own_whatever_shares_its_batch(stored, patc
     together = pc.retrieve(x, mask=masks)
     for i in range(2):
         alone = pc.retrieve(x[i : i + 1], mask=masks[i : i + 1])
-        torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-12)
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-10)
 def test_relaxation_backtracks_when_steps_are_too_long(stored, patches):
     # Far beyond the step-size bound the plain steps overshoot; each cue's step is then
     # undone and halved until it descends, so the energy still never rises.
