@@ -738,7 +738,7 @@ class PCMemory:
         for 50 cues of one fraction, 1.49x for a mix of 1/2 .. 1/16; README). The loop
         stops once every cue has settled. How long a partial cue takes
         depends on how much of it is given (50 64x64 patches, width 512, tol 1e-9: 350
-        iterations with half the rows given, 675 with a quarter, 1025 with 1/16;
+        iterations with half the rows given, 700 with a quarter, 1025 with 1/16;
         README), so a fixed count is either wasted or short.
 
         Arguments:
