@@ -801,6 +801,10 @@ class PCMemory:
         def dot(a: list[Tensor], c: list[Tensor]) -> Tensor:
             return sum(torch.linalg.vecdot(u, v) for u, v in zip(a, c))
 
+        def per_cue(t, keep: Tensor, b: int):
+            """Rows ``keep`` of t when t has one row per cue of a batch of b; else t as it is."""
+            return t[keep] if isinstance(t, Tensor) and t.dim() and t.shape[0] == b else t
+
         # Top-down start, as in ``_relax``: x_0 = prior mean, x_l = mu_l.
         xs = [self.prior_mean.expand(B, -1).clone()]
         for l in range(1, L - 1):
@@ -865,9 +869,8 @@ class PCMemory:
                 if not bool(still.any()):
                     return done
                 keep = still.nonzero().squeeze(1)
-                per_cue = lambda t, b=B: t[keep] if isinstance(t, Tensor) and t.dim() and t.shape[0] == b else t  # noqa: E731
-                rows, x, known = rows[keep], x[keep], per_cue(known)
-                pi, P = tuple(map(per_cue, pi)), [per_cue(v) for v in P]
+                rows, x, known = rows[keep], x[keep], per_cue(known, keep, B)
+                pi, P = tuple(per_cue(v, keep, B) for v in pi), [per_cue(v, keep, B) for v in P]
                 for buf in (xs, f, df, g, trial, df2, g2, s, p):
                     buf[:] = [t[keep] for t in buf]
                 gs, damp, e, tol_e, last_out = (t[keep] for t in (gs, damp, e, tol_e, last_out))

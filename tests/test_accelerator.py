@@ -69,7 +69,8 @@ def test_pc_recall_figures_hold_on_the_accelerator(stored, patches):
 def test_pc_training_follows_the_cpu_in_float64(patches):
     """Same seed, same data: the accelerator's fit, recall and energy are the CPU's."""
     x = patches[:16].double()
-    args = dict(sizes=[32, 64, 3072], dtype=torch.float64, seed=0, epochs=6, batch_size=8, stop_energy=0.0)
+    args = {"sizes": [32, 64, 3072], "dtype": torch.float64, "seed": 0, "epochs": 6, "batch_size": 8,
+            "stop_energy": 0.0}
     cpu, acc = PCMemory(device="cpu", **args), PCMemory(device=ACCEL, **args)
     h_cpu, h_acc = cpu.fit(x, progress=False), acc.fit(x.to(ACCEL), progress=False)
     # Summation order differs between devices; a real difference (a step, a rate, a
@@ -113,7 +114,7 @@ def test_hopfield_retrieval_equals_the_cpu(sim, sep, kw, fashion_vectors):
     acc.store(keys.to(ACCEL))
     torch.testing.assert_close(on_cpu(acc.retrieve(cue.to(ACCEL))), cpu.retrieve(cue), rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(on_cpu(acc.energy(cue.to(ACCEL))), cpu.energy(cue), rtol=1e-7, atol=1e-9)
-    scores, rows = acc.search(cue.to(ACCEL), k=3)
+    _, rows = acc.search(cue.to(ACCEL), k=3)
     assert torch.equal(on_cpu(rows), cpu.search(cue, k=3)[1])
 
 
@@ -123,7 +124,7 @@ def test_hopfield_retrieval_equals_the_cpu(sim, sep, kw, fashion_vectors):
 def test_pcgraph_training_follows_the_cpu_in_float64():
     images, labels = digits()
     data = torch.cat([flatten(images), F.one_hot(labels, 10).float()], dim=1)[:200].double()
-    args = dict(lr=3e-3, batch_size=50, seed=0, dtype=torch.float64)
+    args = {"lr": 3e-3, "batch_size": 50, "seed": 0, "dtype": torch.float64}
     cpu = PCGraph(74, 32, "fully_connected", device="cpu", **args)
     acc = PCGraph(74, 32, "fully_connected", device=ACCEL, **args)
     cpu.fit(data, epochs=2, progress=False)

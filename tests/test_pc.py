@@ -346,8 +346,6 @@ def test_conjugate_gradients_stop_once_the_outputs_settle(stored, patches):
     assert full[used] <= stopped[-1] <= full[used] * (1 + 1e-5)
 
 
-
-
 def test_a_partial_cue_settles_on_its_own_whatever_shares_its_batch(stored, patches):
     # A cue stops when its own output settles, not when its batch's slowest does: a half
     # image batched with a 1/16 one gets its answer alone. In float64 (rounding differences
@@ -367,6 +365,8 @@ def test_a_partial_cue_settles_on_its_own_whatever_shares_its_batch(stored, patc
     for i in range(2):
         alone = pc.retrieve(x[i : i + 1], mask=masks[i : i + 1])
         torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-10)
+
+
 def test_relaxation_backtracks_when_steps_are_too_long(stored, patches):
     # Far beyond the step-size bound the plain steps overshoot; each cue's step is then
     # undone and halved until it descends, so the energy still never rises.
@@ -549,7 +549,6 @@ def test_load_refuses_other_files(tmp_path):
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ValueError, match="not a PC memory checkpoint"):
         PCMemory.load(bad)
-
 
 
 @pytest.mark.parametrize("edit, error", [
