@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from service_helpers import error_code, png_b64, wait_job
@@ -60,6 +63,50 @@ def test_trained_memory_recalls_noisy_and_partial_cues(trained, fashion):
         assert torch.equal(out[:392], vectors[i][:392])  # known entries come back as given
         half_ok += r.json()["matches"][0]["id"] == f"f{i}"
     assert noisy_ok >= 0.9 * N and half_ok >= 0.9 * N, (noisy_ok, half_ok)
+
+
+def test_concurrent_recalls_are_batched_and_each_gets_its_answer_alone(make_client, fashion):
+    """Concurrent retrieves of a pc memory share batched calls, and each caller gets what the
+    same request gets alone: clean, mildly and strongly noisy cues and half images, mixed in
+    one burst. Each noisy cue runs its own rounds of F: with ``recall_tol`` 1e-4 a clean cue
+    settles after one round (it moves by 2e-5, a strongly noisy one by 0.1), and when F
+    stopped batch-wide it was held back for the others' rounds (1.7e-2 from its answer alone)."""
+    client = make_client(recall_batch_max=64, recall_batch_wait_ms=300)
+    assert client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
+                                              "config": {**CONFIG, "recall_tol": 1e-4}}).status_code == 201
+    _store(client, "pc", fashion[:N])
+    assert wait_job(client, client.post("/v1/memories/pc/train", json={}).json()["id"])["status"] == "succeeded"
+    vectors = flatten(fashion[:N])
+    gen = torch.Generator().manual_seed(1)
+    half = [True] * 392 + [False] * 392
+    asks = []
+    for i in range(N):
+        std = (0.0, 0.05, 0.3)[i % 3]
+        asks.append({"vector": (vectors[i] + std * torch.randn(784, generator=gen)).tolist(), "k": 1 + i % 2})
+        if i % 4 == 0:
+            asks.append({"vector": vectors[i].tolist(), "mask": half})
+    barrier = threading.Barrier(len(asks))
+
+    def ask(body: dict, wait: bool = True) -> dict:
+        if wait:
+            barrier.wait()
+        r = client.post("/v1/memories/pc/retrieve", json={**body, "include_vector": True})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(ask, asks))
+    samples = {line.split(" ")[0]: float(line.split(" ")[1])
+               for line in client.get("/metrics").text.splitlines() if line.startswith("ams_recall_batch_size")}
+    assert samples['ams_recall_batch_size_sum{kind="pc"}'] == len(asks)
+    assert samples['ams_recall_batch_size_count{kind="pc"}'] < len(asks) / 2
+    for body, got in zip(asks, together, strict=True):
+        alone = ask(body, wait=False)
+        assert [m["id"] for m in got["matches"]] == [m["id"] for m in alone["matches"]]
+        # float32 rounding differs between batch sizes (measured up to 6e-6)
+        torch.testing.assert_close(torch.tensor(got["pattern"]["vector"]), torch.tensor(alone["pattern"]["vector"]),
+                                   rtol=0, atol=5e-5)
+        assert got["energy"] == pytest.approx(alone["energy"], rel=1e-3, abs=1e-4)
 
 
 def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, make_client, fashion, tmp_path):
