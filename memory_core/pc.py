@@ -411,6 +411,7 @@ class PCMemory:
         self.restarts = 0
         self.backtracks = 0
         self._power: dict[int, tuple] = {}  # l -> (W_l, its version, top eigenvector of W_l^T W_l, ||W_l||^2, cold)
+        self._recall_cache: tuple | None = None  # see _recall_weights
         self._init_params()
 
     # --- parameters ------------------------------------------------------------------
@@ -488,6 +489,7 @@ class PCMemory:
         self.biases = [b.to(self.device) for b in self.biases]
         self.prior_mean = self.prior_mean.to(self.device)
         self._opt = None
+        self._recall_cache = None  # it holds the old device's tensors
         self._restore_adam(adam)
         return self
 
@@ -528,6 +530,29 @@ class PCMemory:
         self._power[l] = (w, w._version, v, value, not warm)
         return value
 
+    def _recall_weights(self, onednn: bool, with_gram: bool) -> tuple[list[Tensor], Tensor | None]:
+        """The weights as recall's messages read them, and the sensory Gram matrix, kept
+        between calls until a weight changes.
+
+        Returns W_l^T (n_{l-1}, n_l) for every layer (contiguous copies for oneDNN's
+        linear, which reads the rows of its right factor; views for torch's matmul) and,
+        with ``with_gram``, G = W_x^T W_x (H, H) (else whatever is kept, maybe None).
+        Recall does not change the weights, so they are computed once between trainings
+        instead of in every round of every call: a weight written in place (Adam) bumps
+        its version, a replaced one is another object (held here, so ``is`` cannot see a
+        reused id). Costs the weights' bytes again on oneDNN, plus H^2 for G.
+        """
+        cached, W = self._recall_cache, self.weights
+        if (cached is not None and cached[0] == onednn and len(cached[1]) == len(W)
+                and all(c is w and v == w._version for (c, v), w in zip(cached[1], W, strict=True))):
+            Wt, G = cached[2], cached[3]
+        else:
+            Wt, G = [w.T.contiguous() if onednn else w.T for w in W], None
+        if with_gram and G is None:
+            G = gram(Wt[-1])  # (H, H): exactly symmetric (so f G = f G^T, what linear computes)
+        self._recall_cache = (onednn, [(w, w._version) for w in W], Wt, G)
+        return Wt, G
+
     def _masked_spectral_sq(self, known: Tensor, iters: int) -> Tensor:
         """(B, 1) ||diag(known_b) W_x||_2^2 per cue: the sensory curvature the known
         entries alone put on the last hidden layer (batched power iteration, started
@@ -536,7 +561,7 @@ class PCMemory:
         self._spectral_sq(len(self.sizes) - 1)
         v = self._power[len(self.sizes) - 1][2].expand(known.shape[0], -1).clone()  # (B, H)
         value = torch.zeros(known.shape[0], 1, device=w.device, dtype=w.dtype)
-        wt = w.T.contiguous() if uses_onednn(w) else w.T  # (H, D): rows for oneDNN's linear
+        wt = self._recall_weights(uses_onednn(w), with_gram=False)[0][-1]  # (H, D): W_x^T
         for _ in range(max(1, iters)):
             u = linear(linear(v, w).mul_(known), wt)  # (B, H): W^T M W v per cue
             value = (u * v).sum(1, keepdim=True)
@@ -588,6 +613,7 @@ class PCMemory:
         use_gram: bool | None = None,
         momentum: float | None = None,
         warm: bool = False,
+        reuse: bool = False,
     ) -> list[Tensor]:
         """Descend E over the free latents x_0 .. x_{L-2}; the sensory layer is clamped.
 
@@ -603,6 +629,8 @@ class PCMemory:
                 the cheaper. Only for a fully clamped sensory layer.
             momentum: heavy-ball momentum (None: ``config.momentum``).
             warm: inside ``fit``: step sizes from warm-started power iteration.
+            reuse: recall: the weights' transposes and the Gram matrix are kept between
+                calls (``_recall_weights``), and the Gram message is then used at any batch.
 
         Returns:
             the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] after relaxation.
@@ -625,19 +653,27 @@ class PCMemory:
         # The messages multiply by W_{l+1} untransposed; oneDNN's linear reads the rows of
         # its right factor, so it gets W_{l+1}^T as a contiguous copy (once per call: the
         # weights are fixed while relaxing), torch's matmul a free transposed view.
-        Wt = [w.T.contiguous() if uses_onednn(x) else w.T for w in W]  # W_l^T: (n_{l-1}, n_l)
+        G = None
+        if reuse:
+            Wt, G = self._recall_weights(uses_onednn(x), with_gram=known is None and use_gram is not False)
+        else:
+            Wt = [w.T.contiguous() if uses_onednn(x) else w.T for w in W]  # W_l^T: (n_{l-1}, n_l)
         lrs = self._step_sizes(pi, lr, known, warm)
         momentum = self.config.momentum if momentum is None else momentum
 
         Wx, bx, H, D = W[-1], b[-1], n[top], n[bottom]
         # Clamped sensory layer: the bottom-up message from the Gram matrix when cheaper.
+        # Made for this call it costs 2 H^2 D FLOPs; kept from the last (reuse) nothing, and
+        # a step's (B, H) x (H, H) product then beats the direct (B, H) x (H, D) pair at
+        # any batch (one cue: the direct pair streams the sensory weights twice a step).
         if use_gram is None:
-            use_gram = known is None and (2 * H * D + steps * 2 * B * H) < steps * 4 * B * D
+            use_gram = known is None and (reuse or (2 * H * D + steps * 2 * B * H) < steps * 4 * B * D)
         elif use_gram and known is not None:
             raise ValueError("the Gram-matrix message needs a fully clamped sensory layer")
         if use_gram:
             u = linear(x - bx, Wt[-1])  # (B, H): (x - b) W
-            G = gram(Wt[-1])  # (H, H): W^T W, exactly symmetric (so f G = f G^T, what linear computes)
+            if G is None:
+                G = gram(Wt[-1])  # (H, H): W^T W, exactly symmetric (so f G = f G^T, what linear computes)
 
         # Monotone descent, per cue: a step that raised a cue's energy (momentum can
         # overshoot) is undone and that cue's velocity zeroed (a restart); the plain
@@ -759,7 +795,7 @@ class PCMemory:
         B, n = x.shape[0], self.sizes
         new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)  # noqa: E731
         col = lambda v: v.unsqueeze(1)  # noqa: E731  (B,) -> (B, 1), per-cue scalars
-        Wt = [w.T.contiguous() if uses_onednn(x) else w.T for w in W]  # W_l^T: (n_{l-1}, n_l)
+        Wt = self._recall_weights(uses_onednn(x), with_gram=False)[0]  # W_l^T: (n_{l-1}, n_l)
         P = self._step_sizes(pi, 1.0, known)  # diagonal preconditioner, per layer (per cue for the last)
 
         def evaluate(xs: list[Tensor], f, df, g) -> Tensor:
@@ -1086,21 +1122,23 @@ class PCMemory:
         return torch.cat([self._complete(c, m) if m is not None else self._denoise(c)
                           for c, m in self._chunks(cue, mask)])
 
-    def _denoise(self, cue: Tensor) -> Tensor:
+    def _denoise(self, cue: Tensor, reuse: bool = True) -> Tensor:
         """Iterated recall F for noisy cues (B, D): relax, replace the cue by the prediction.
 
         Per cue: a cue whose output moved by at most ``recall_tol`` (mean squared) in a
         round has settled and leaves the batch, so how many rounds it gets does not depend
         on the other cues of its batch (the service batches concurrent requests). With one
         batch-wide stop a mildly noisy cue ran on with strongly noisy ones and came back up
-        to 3e-3 (max abs) from its answer alone (README).
+        to 3e-3 (max abs) from its answer alone (README). ``reuse``: see ``_relax`` (False
+        only for the benchmark's baseline).
         """
         cfg = self.config
         current = cue.clone()  # (B, D) each cue's latest output
         active = torch.arange(cue.shape[0], device=cue.device)  # rows still moving
         for _ in range(cfg.recall_iters):
             sub = current if len(active) == len(current) else current[active]
-            out = self._predict(self._relax(sub, None, cfg.recall_steps, cfg.infer_lr, cfg.recall_pi))
+            xs = self._relax(sub, None, cfg.recall_steps, cfg.infer_lr, cfg.recall_pi, reuse=reuse)
+            out = self._predict(xs)
             moving = (out - sub).square().mean(1) > cfg.recall_tol  # (b,)
             current[active] = out
             active = active[moving]
@@ -1131,7 +1169,8 @@ class PCMemory:
         cfg = self.config
         if cfg.complete_method == "cg":
             return self._relax_cg(x, known, cfg.complete_steps, pi, tol=cfg.complete_tol)
-        return self._relax(x, known, cfg.complete_steps, cfg.complete_lr, pi, momentum=cfg.complete_momentum)
+        return self._relax(x, known, cfg.complete_steps, cfg.complete_lr, pi, momentum=cfg.complete_momentum,
+                           reuse=True)
 
     @torch.no_grad()
     def energy(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -1151,7 +1190,7 @@ class PCMemory:
             known = None if m is None else m.to(c.dtype)
             if known is None:
                 pi_c = cfg.recall_pi
-                xs = self._relax(c, None, cfg.recall_steps, cfg.infer_lr, pi_c)
+                xs = self._relax(c, None, cfg.recall_steps, cfg.infer_lr, pi_c, reuse=True)
             else:
                 pi_c = self._partial_pi(cfg.complete_pi, known)
                 xs = self._relax_partial(c * known, known, pi_c)

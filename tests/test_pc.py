@@ -388,6 +388,33 @@ def test_a_noisy_cue_gets_its_own_rounds_of_recall_whatever_shares_its_batch(sto
         torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-10)
 
 
+
+def test_recall_keeps_the_weights_products_until_a_weight_changes(stored, patches):
+    # Recall keeps the weights' transposes and the sensory Gram matrix between calls; its
+    # answers are those computed afresh (the direct message, as the old default took for
+    # one cue), and a weight written in place or replaced is seen by the next recall.
+    pc = float64_copy(stored[0])
+    cue = patches[:2].double() + 0.2 * torch.randn(2, 3072, generator=torch.Generator().manual_seed(2),
+                                                   dtype=torch.float64)
+    first = pc.retrieve(cue)
+    kept = pc._recall_cache[3]
+    assert kept is not None and pc.retrieve(cue).equal(first) and pc._recall_cache[3] is kept
+    torch.testing.assert_close(first, pc._denoise(cue, reuse=False), rtol=0, atol=1e-10)
+    for change in ("in place", "replaced"):
+        if change == "in place":
+            pc.weights[-1].mul_(0.9)
+        else:
+            new = pc.weights[-1] * 0.9
+            while new._version < pc.weights[-1]._version:
+                new.add_(0.0)  # the same version count: only ``is`` tells the two apart
+            pc.weights[-1] = new
+        fresh = float64_copy(pc)  # the same weights, nothing kept
+        got = pc.retrieve(cue)
+        torch.testing.assert_close(got, fresh.retrieve(cue), rtol=0, atol=1e-12)
+        assert (got - first).abs().max() > 1e-3  # the change mattered
+        first = got
+
+
 def test_relaxation_backtracks_when_steps_are_too_long(stored, patches):
     # Far beyond the step-size bound the plain steps overshoot; each cue's step is then
     # undone and halved until it descends, so the energy still never rises.
