@@ -1038,6 +1038,7 @@ class PCMemory:
         if self._opt is None:
             self._opt = self._optimizer(cfg.weight_lr)
         self._power.clear()  # each call estimates ||W_l|| afresh, then warm: deterministic per call
+        self._recall_cache = None  # the weights are about to change: free what recall kept
         history, start = FitHistory(), time.perf_counter()
         N = patterns.shape[0]
         batch = cfg.batch_size or min(64, max(8, N // 4))
