@@ -21,7 +21,7 @@ from memory_core.text import EMBEDDING_DIM, TextEncoderUnavailable, encode_texts
 from .errors import ApiError
 from .storage import MemoryRecord, NewPattern
 
-__all__ = ["TEXT_WEIGHT", "layout_of", "stored_dim", "embed", "with_captions"]
+__all__ = ["TEXT_WEIGHT", "embed", "layout_of", "stored_dim", "with_captions"]
 
 # w: the caption embedding's scale in a joint pattern. A text query is compared on the
 # caption part alone (mask-aware, rescaled by D/k), where w multiplies the distances

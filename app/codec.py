@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import Tensor
 
+from memory_core import resolve_device
 from memory_core.images import (
     ImageError,
     ImageTooLarge,
@@ -31,7 +32,6 @@ from memory_core.images import (
     open_image,
     tensor_to_png,
 )
-from memory_core import resolve_device
 from memory_core.masks import pixel_mask_to_vector
 
 from .captions import with_captions

@@ -355,6 +355,6 @@ class HopfieldMemory(LiveMemory):
 
 
 # The trained kinds build on LiveMemory above; their module imports this one.
-from .trained import PCGraphKind, PCKind  # noqa: E402
+from .trained import PCGraphKind, PCKind
 
 KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory, "pc": PCKind, "pcgraph": PCGraphKind}

@@ -24,6 +24,8 @@ from .zil import zil_gradients
 __version__ = "0.1.0"
 
 __all__ = [
+    "SEPARATIONS",
+    "SIMILARITIES",
     "EmptyMemoryError",
     "FitHistory",
     "HopfieldConfig",
@@ -32,15 +34,13 @@ __all__ = [
     "PCGraph",
     "PCGraphConfig",
     "PCMemory",
-    "SEPARATIONS",
-    "SIMILARITIES",
     "SparseDistributedMemory",
     "UniversalHopfield",
+    "__version__",
     "get_similarity",
     "make_separation",
     "modern_hopfield",
     "resolve_device",
     "similarity",
     "zil_gradients",
-    "__version__",
 ]

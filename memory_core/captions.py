@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .data import DatasetUnavailable, fashion_mnist
 
-__all__ = ["CaptionedImages", "photo_caption_pairs", "fashion_caption_pairs", "caption_photo"]
+__all__ = ["CaptionedImages", "caption_photo", "fashion_caption_pairs", "photo_caption_pairs"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["EmptyMemoryError", "resolve_device", "check_dtype", "check_batch", "check_mask"]
+__all__ = ["EmptyMemoryError", "check_batch", "check_dtype", "check_mask", "resolve_device"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

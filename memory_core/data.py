@@ -19,14 +19,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "DatasetUnavailable",
-    "FASHION_MNIST_DIR",
     "FASHION_MNIST_CLASSES",
-    "fashion_mnist",
+    "FASHION_MNIST_DIR",
+    "DatasetUnavailable",
     "digits",
+    "fashion_mnist",
+    "flatten",
     "natural_patches",
     "photos",
-    "flatten",
 ]
 
 FASHION_MNIST_DIR = Path(os.environ.get("AMS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))

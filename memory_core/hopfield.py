@@ -31,16 +31,16 @@ import torch
 from torch import Tensor
 
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
-from .separation import Polynomial, Separation, Softmax, Threshold, make_separation
 from .kernels import advise_huge_pages, l1_softmax
+from .separation import Polynomial, Separation, Softmax, Threshold, make_separation
 from .similarity import Similarity, bipolar, get_similarity, manhattan_scale
 
 __all__ = [
     "HopfieldConfig",
-    "UniversalHopfield",
-    "modern_hopfield",
     "HopfieldNetwork",
     "SparseDistributedMemory",
+    "UniversalHopfield",
+    "modern_hopfield",
     "reduce_over_memories",
     "topk_over_memories",
 ]

@@ -22,17 +22,17 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "ImageError",
     "ImageTooLarge",
-    "DEFAULT_MAX_PIXELS",
-    "open_image",
-    "decode_image",
-    "image_to_tensor",
-    "fit_to_shape",
-    "decode_mask",
     "alpha_mask",
-    "tensor_to_png",
+    "decode_image",
+    "decode_mask",
+    "fit_to_shape",
+    "image_to_tensor",
     "mask_to_png",
+    "open_image",
+    "tensor_to_png",
 ]
 
 DEFAULT_MAX_PIXELS = 16_000_000

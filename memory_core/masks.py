@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pixel_mask_to_vector", "bottom_half_unknown", "random_known_pixels", "box_unknown"]
+__all__ = ["bottom_half_unknown", "box_unknown", "pixel_mask_to_vector", "random_known_pixels"]
 
 
 def pixel_mask_to_vector(mask: Tensor, channels: int) -> Tensor:

@@ -638,7 +638,7 @@ class PCMemory:
         L, W, b = len(self.sizes), self.weights, self.biases
         B, n = x.shape[0], self.sizes
         top, bottom = L - 2, L - 1  # last free layer; the sensory layer
-        new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)  # noqa: E731
+        new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)
 
         # Top-down start: x_0 = prior mean (0 unless learned), x_l = mu_l.
         xs = [self.prior_mean.expand(B, -1).clone()]
@@ -793,8 +793,8 @@ class PCMemory:
         """
         L, W, b = len(self.sizes), self.weights, self.biases
         B, n = x.shape[0], self.sizes
-        new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)  # noqa: E731
-        col = lambda v: v.unsqueeze(1)  # noqa: E731  (B,) -> (B, 1), per-cue scalars
+        new = lambda k: torch.empty(B, k, device=x.device, dtype=x.dtype)
+        col = lambda v: v.unsqueeze(1)
         Wt = self._recall_weights(uses_onednn(x), with_gram=False)[0]  # W_l^T: (n_{l-1}, n_l)
         P = self._step_sizes(pi, 1.0, known)  # diagonal preconditioner, per layer (per cue for the last)
 

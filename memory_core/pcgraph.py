@@ -42,15 +42,15 @@ from tqdm.auto import tqdm
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
 
 __all__ = [
+    "ACTIVATIONS",
+    "TOPOLOGIES",
     "PCGraph",
     "PCGraphConfig",
-    "TOPOLOGIES",
-    "ACTIVATIONS",
-    "fully_connected",
-    "layered",
-    "hierarchy",
-    "random_sparse",
     "as_adjacency",
+    "fully_connected",
+    "hierarchy",
+    "layered",
+    "random_sparse",
 ]
 
 TOPOLOGIES = ("fully_connected", "layered", "random", "custom")

@@ -30,12 +30,12 @@ from torch import Tensor
 
 __all__ = [
     "SEPARATIONS",
-    "Separation",
     "Identity",
-    "Threshold",
-    "Softmax",
-    "Polynomial",
     "Max",
+    "Polynomial",
+    "Separation",
+    "Softmax",
+    "Threshold",
     "TopK",
     "make_separation",
 ]

@@ -22,8 +22,8 @@ into scores only for the patterns it keeps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from torch import Tensor
 from .kernels import l1_distances
 from .linalg import linear  # x @ w.T through oneDNN on the CPU (2x MKL's sgemm here)
 
-__all__ = ["SIMILARITIES", "Similarity", "get_similarity", "similarity", "bipolar"]
+__all__ = ["SIMILARITIES", "Similarity", "bipolar", "get_similarity", "similarity"]
 
 
 def bipolar(x: Tensor) -> Tensor:
@@ -169,7 +169,7 @@ class Similarity:
     fn: ScoreFn
     is_distance: bool
     rank_fn: ScoreFn | None = None
-    finish_fn: Callable[[Tensor, Tensor, "Tensor | None"], Tensor] = _identity_finish
+    finish_fn: Callable[[Tensor, Tensor, Tensor | None], Tensor] = _identity_finish
     temporaries: str = "none"
 
     def __call__(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .checks import resolve_device
 
-__all__ = ["EMBEDDING_DIM", "TextEncoderUnavailable", "encode_texts", "check_texts"]
+__all__ = ["EMBEDDING_DIM", "TextEncoderUnavailable", "check_texts", "encode_texts"]
 
 EMBEDDING_DIM = 384
 MAX_TEXT_CHARS = 2000

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-__all__ = ["zil_gradients", "ZILNetwork", "ACTIVATION_DERIVATIVES"]
+__all__ = ["ACTIVATION_DERIVATIVES", "ZILNetwork", "zil_gradients"]
 
 
 # --- elementwise activations and their derivatives (by hand, no autograd) -----------------

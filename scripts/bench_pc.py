@@ -230,7 +230,7 @@ def main() -> None:
         pool = torch.rand(max(args.batches), sizes[-1], generator=torch.Generator().manual_seed(0)).to(device)
 
     onednn = uses_onednn(pool)
-    lin_fast = (lambda x, w, b: OneDNNLinear.apply(x, w, b)) if onednn else plain_linear  # noqa: E731
+    lin_fast = (lambda x, w, b: OneDNNLinear.apply(x, w, b)) if onednn else plain_linear
     rows = []
     for batch in args.batches:
         pc = PCMemory(sizes=sizes, device=device, batch_size=batch)

@@ -186,7 +186,7 @@ async def batch_stats(port: int) -> tuple[float, float]:
     status, data = await _once(port, "GET", "/metrics", b"")
     text = data.decode()
     total = {"count": 0.0, "sum": 0.0}
-    for m in re.finditer(r"^ams_recall_batch_size_(count|sum)\{[^}]*\} (\S+)$", text, re.M):
+    for m in re.finditer(r"^ams_recall_batch_size_(count|sum)\{[^}]*\} (\S+)$", text, re.MULTILINE):
         total[m.group(1)] += float(m.group(2))
     return total["count"], total["sum"]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch

@@ -21,7 +21,7 @@ from memory_core.images import (
     open_image,
     tensor_to_png,
 )
-from memory_core.masks import box_unknown, bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
+from memory_core.masks import bottom_half_unknown, box_unknown, pixel_mask_to_vector, random_known_pixels
 
 
 # --- data sets ----------------------------------------------------------------------------

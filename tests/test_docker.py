@@ -57,9 +57,9 @@ def _runtime_stage() -> tuple[dict[str, str], list[str], list[str], str]:
             for item in shlex.split(line[4:]):
                 key, _, value = item.partition("=")
                 env[key] = value
-    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", final, re.M).group(1))
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", final, re.MULTILINE).group(1))
     health = json.loads(re.search(r"HEALTHCHECK .*?CMD (\[.+\])", final).group(1))
-    user = re.search(r"^USER (\S+)$", final, re.M).group(1)
+    user = re.search(r"^USER (\S+)$", final, re.MULTILINE).group(1)
     return env, entrypoint, health, user
 
 

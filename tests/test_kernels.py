@@ -18,9 +18,7 @@ import sys
 import pytest
 import torch
 
-import memory_core.hopfield as hopfield
-from memory_core import UniversalHopfield, similarity
-from memory_core import kernels
+from memory_core import UniversalHopfield, hopfield, kernels, similarity
 from memory_core.data import fashion_mnist
 from memory_core.kernels import kernel_available, l1_distances, l1_distances_torch, l1_softmax
 from memory_core.masks import pixel_mask_to_vector, random_known_pixels

@@ -16,10 +16,9 @@ import pytest
 import torch
 
 from memory_core import EmptyMemoryError, PCConfig, PCMemory
-from memory_core.pc import COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, RECALL_TOP_PRIOR
 from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
-
+from memory_core.pc import COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, RECALL_TOP_PRIOR
 
 # Small products: on a shared 2-core machine two OpenMP threads wait on each other's time
 # slices and ran ~10x slower than one (measured).

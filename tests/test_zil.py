@@ -15,7 +15,6 @@ from torch import nn
 from memory_core.data import fashion_mnist
 from memory_core.zil import ACTIVATION_DERIVATIVES, ZILNetwork, zil_gradients
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # small matmuls (see conftest)
 
 

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Request, Response
 
 from memory_core import EmptyMemoryError
 
+from ..batching import Cue
 from ..codec import b64decode, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
 from ..errors import ApiError
 from ..kinds import LiveMemory, NotTrained, Recall
-from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
-from ..batching import Cue
 from ..registry import Registry
+from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
 from ..settings import Settings
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
