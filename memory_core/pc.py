@@ -652,7 +652,8 @@ class PCMemory:
         msg: list[Tensor | None] = [None] * (L - 1)  # bottom-up messages pi_{l+1} eps_{l+1} W_{l+1}: (B, n_l)
         # The messages multiply by W_{l+1} untransposed; oneDNN's linear reads the rows of
         # its right factor, so it gets W_{l+1}^T as a contiguous copy (once per call: the
-        # weights are fixed while relaxing), torch's matmul a free transposed view.
+        # weights are fixed while relaxing; in recall once until they change), torch's
+        # matmul a free transposed view.
         G = None
         if reuse:
             Wt, G = self._recall_weights(uses_onednn(x), with_gram=known is None and use_gram is not False)
