@@ -85,6 +85,14 @@ RECALL_HIDDEN_GAIN = 3.0
 #   width 1024: 99.6%).
 COMPLETE_TOP_PRIOR = 0.03
 RECALL_TOP_PRIOR = 0.1
+# The noisy cues' prior scaled to the stored codes (PCMemory.recall_pi): pi_0 = this times
+# the codes' precision, 1 / mean(z^2) over the stored set's top latents
+# (PCMemory.code_precision). The best fixed pi_0 grows with the width and with how closely
+# training fits: Fashion-MNIST N = 100, widths 256 / 512 / 1024 / 2048, best of 0.03 ..
+# 3: 0.1 / 0.1 / 0.3 / 1.0 at code precisions 25 / 39 / 79 / 193 (and 0.3 / 1.0 at 53 /
+# 129 for a closer fit), all within the grid's factor 3 of 0.005 x the codes' precision
+# (README). RECALL_TOP_PRIOR stays for models fit before the codes were measured.
+RECALL_PRIOR_PER_CODE_PRECISION = 0.005
 # Conjugate gradients check for convergence every this many iterations (PCConfig.complete_tol).
 CG_CHECK_EVERY = 25
 # Power-iteration rounds for ||W||_2: from a fixed start, warm from the last vector
@@ -199,9 +207,12 @@ class PCConfig:
         recall_prior_precision: pi_0 of a zero-mean Gaussian prior on the top latent in
             the recall of whole (noisy) cues and their ``energy``. None: the training
             prior's precision when there is one (``prior_precision`` > 0, around its
-            learned mean), else ``RECALL_TOP_PRIOR`` (0.1): training relaxes every
-            pattern from a zero top latent, so the stored codes lie near 0 (README). 0
-            turns it off.
+            learned mean), else ``RECALL_TOP_PRIOR`` (0.1) (training relaxes every
+            pattern from a zero top latent, so the stored codes lie near 0), which the
+            recall of noisy cues (not ``energy``) scales to the stored codes:
+            ``RECALL_PRIOR_PER_CODE_PRECISION`` x ``PCMemory.code_precision``
+            (``PCMemory.recall_pi``; a model without a code precision keeps 0.1;
+            README). 0 turns it off.
         complete_prior_precision: the same for partial cues (completion and masked
             ``energy``), scaled per cue by the fraction of entries known. None: the
             training prior's precision when there is one, else ``COMPLETE_TOP_PRIOR``
@@ -300,7 +311,9 @@ class PCConfig:
 
     @property
     def recall_pi(self) -> tuple[float, ...]:
-        """Precisions used in the recall of whole cues and their ``energy``: (pi_0, pi_1, ..., pi_{L-1})."""
+        """Precisions of the recall of whole cues and their ``energy`` (pi_0, ..., pi_{L-1}),
+        as far as the config sets them (for noisy cues ``PCMemory.recall_pi`` scales an unset
+        pi_0 to the stored codes)."""
         return (self._recall_prior(self.recall_prior_precision, RECALL_TOP_PRIOR), *self._recall_layer_pi())
 
     @property
@@ -412,6 +425,7 @@ class PCMemory:
         self.backtracks = 0
         self._power: dict[int, tuple] = {}  # l -> (W_l, its version, top eigenvector of W_l^T W_l, ||W_l||^2, cold)
         self._recall_cache: tuple | None = None  # see _recall_weights
+        self.code_precision: float | None = None  # 1 / mean(z^2) of the stored codes, set by fit
         self._init_params()
 
     # --- parameters ------------------------------------------------------------------
@@ -552,6 +566,27 @@ class PCMemory:
             G = gram(Wt[-1])  # (H, H): exactly symmetric (so f G = f G^T, what linear computes)
         self._recall_cache = (onednn, [(w, w._version) for w in W], Wt, G)
         return Wt, G
+
+    @property
+    def recall_pi(self) -> tuple[float, ...]:
+        """Precisions of the recall of noisy cues: ``config.recall_pi``, except that a top
+        prior neither the config nor a training prior sets is scaled to the stored codes,
+        ``RECALL_PRIOR_PER_CODE_PRECISION`` x ``code_precision`` (the config's
+        ``RECALL_TOP_PRIOR`` for a model fit before code precisions were kept)."""
+        cfg, pi = self.config, self.config.recall_pi
+        if cfg.recall_prior_precision is None and not cfg.prior_precision > 0 and self.code_precision is not None:
+            return (RECALL_PRIOR_PER_CODE_PRECISION * self.code_precision, *pi[1:])
+        return pi
+
+    def _code_precision(self, patterns: Tensor) -> float:
+        """1 / mean(z^2): how tightly the stored set's codes sit around the top prior's
+        mean 0. z (N, n_0) are the top latents training's energy gives the patterns
+        (``recall_steps`` relaxation steps, training's precisions), averaged over the set
+        and the units."""
+        cfg = self.config
+        square_sum = sum(float(self._relax(c, None, cfg.recall_steps, cfg.infer_lr, cfg.pi)[0].square().sum())
+                         for (c,) in self._chunks(patterns))
+        return patterns.shape[0] * self.sizes[0] / max(square_sum, 1e-30)
 
     def _masked_spectral_sq(self, known: Tensor, iters: int) -> Tensor:
         """(B, 1) ||diag(known_b) W_x||_2^2 per cue: the sensory curvature the known
@@ -1091,6 +1126,8 @@ class PCMemory:
                     break
                 tail = (epoch + 1, length, rate)
         bar.close()
+        with torch.no_grad():  # for the noisy cues' prior (recall_pi): one relaxation of the set
+            self.code_precision = self._code_precision(patterns)
         history.seconds = time.perf_counter() - start
         return history
 
@@ -1139,7 +1176,7 @@ class PCMemory:
         active = torch.arange(cue.shape[0], device=cue.device)  # rows still moving
         for _ in range(cfg.recall_iters):
             sub = current if len(active) == len(current) else current[active]
-            xs = self._relax(sub, None, cfg.recall_steps, cfg.infer_lr, cfg.recall_pi, reuse=reuse)
+            xs = self._relax(sub, None, cfg.recall_steps, cfg.infer_lr, self.recall_pi, reuse=reuse)
             out = self._predict(xs)
             moving = (out - sub).square().mean(1) > cfg.recall_tol  # (b,)
             current[active] = out
@@ -1191,6 +1228,9 @@ class PCMemory:
         for c, m in self._chunks(x, mask):
             known = None if m is None else m.to(c.dtype)
             if known is None:
+                # The config's prior, not the one scaled to the codes: that one's term grows
+                # with a code's size, and stored patterns stopped being less energetic than
+                # unseen ones (suite's 32 patches: max 1.85 against min 1.22; README).
                 pi_c = cfg.recall_pi
                 xs = self._relax(c, None, cfg.recall_steps, cfg.infer_lr, pi_c, reuse=True)
             else:
@@ -1224,6 +1264,7 @@ class PCMemory:
             "config": self.config.to_json(),
             "trained_count": str(self.trained_count),
             "epochs_done": str(self._epochs_done),
+            **({} if self.code_precision is None else {"code_precision": repr(self.code_precision)}),
             "dtype": str(self.dtype).removeprefix("torch."),
         }
         data = st_save(tensors, metadata=meta)
@@ -1284,6 +1325,8 @@ class PCMemory:
         adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
         pc.trained_count = int(meta.get("trained_count", "0"))
         pc._epochs_done = int(meta.get("epochs_done", "0"))
+        if "code_precision" in meta:  # not in checkpoints written before it was kept
+            pc.code_precision = float(meta["code_precision"])
         pc.to(device)
         pc._restore_adam(adam)  # checkpoints written before Adam's state was saved have none
         return pc

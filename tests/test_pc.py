@@ -18,7 +18,12 @@ import torch
 from memory_core import EmptyMemoryError, PCConfig, PCMemory
 from memory_core.data import fashion_mnist, flatten, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
-from memory_core.pc import COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, RECALL_TOP_PRIOR
+from memory_core.pc import (
+    COMPLETE_TOP_PRIOR,
+    RECALL_HIDDEN_GAIN,
+    RECALL_PRIOR_PER_CODE_PRECISION,
+    RECALL_TOP_PRIOR,
+)
 
 # Small products: on a shared 2-core machine two OpenMP threads wait on each other's time
 # slices and ran ~10x slower than one (measured).
@@ -243,15 +248,16 @@ def never_rises(trace: list[float], rel: float = 1e-6) -> bool:
 
 def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     """By default recall raises the hidden layers' precision RECALL_HIDDEN_GAIN (3) times and
-    puts a zero-mean prior of precision RECALL_TOP_PRIOR (0.1) on the top latent. On 100
+    puts a zero-mean prior on the top latent, scaled to the stored codes. On 100
     Fashion-MNIST images, hidden layer wider than the set, each recalls clearly more noisy
     cues, and the noisy cues' prior recalls more than the weaker one partial cues use
     (measured: equal trust 48%, the gain alone 62%, with COMPLETE_TOP_PRIOR (0.03) 74%,
-    the default 91%)."""
+    the default 96%; the fixed RECALL_TOP_PRIOR (0.1) 91%)."""
     x = fashion_vectors[:100]
     pc = PCMemory(sizes=[256, 512, 784], device="cpu", seed=0)
     pc.fit(x, progress=False)
-    assert pc.config.recall_pi == (RECALL_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
+    assert pc.config.recall_pi == (RECALL_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)  # the config alone
+    assert pc.recall_pi == (RECALL_PRIOR_PER_CODE_PRECISION * pc.code_precision, RECALL_HIDDEN_GAIN, 1.0)
     assert pc.config.complete_pi == (COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
     cue = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     trained = pc.config
@@ -269,6 +275,34 @@ def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     assert gain_only >= equal + 0.05, (gain_only, equal)
     assert weak_prior >= gain_only + 0.05, (weak_prior, gain_only)
     assert default >= weak_prior + 0.05, (default, weak_prior)
+
+
+
+def test_the_noisy_cues_prior_is_scaled_to_the_stored_codes(fashion_vectors, tmp_path):
+    """A wider hidden layer fits the set more closely, its codes sit closer to 0, and a
+    fixed prior on the top latent lets more of a cue's noise through: 100 Fashion-MNIST
+    images at width 1024 recall 72% of their noisy cues with RECALL_TOP_PRIOR, 92% with
+    the prior scaled to the codes (measured; at width 512 91% and 96%). The code precision travels with a
+    checkpoint; a model without one (fit before it was kept) recalls with the fixed prior."""
+    x = fashion_vectors[:100]
+    pc = PCMemory(sizes=[256, 1024, 784], device="cpu", seed=0)
+    pc.fit(x, progress=False)
+    z = pc._relax(x, None, pc.config.recall_steps, pc.config.infer_lr, pc.config.pi)[0]
+    assert pc.code_precision == pytest.approx(1 / float(z.square().mean()), rel=1e-5)
+    assert 50 < pc.code_precision < 200  # 25 at width 256: the prior grows with the width
+    cue = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+
+    def correct(model: PCMemory) -> float:
+        return float(((model.retrieve(cue) - x).square().mean(1) < 0.005).float().mean())
+
+    scaled = correct(pc)
+    pc.save(tmp_path / "pc.safetensors")
+    loaded = PCMemory.load(tmp_path / "pc.safetensors", device="cpu")
+    assert loaded.code_precision == pc.code_precision and loaded.recall_pi == pc.recall_pi
+    loaded.code_precision = None  # as a checkpoint written before code precisions were kept
+    assert loaded.recall_pi == loaded.config.recall_pi == (RECALL_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
+    fixed = correct(loaded)
+    assert scaled >= 0.85 and scaled >= fixed + 0.1, (scaled, fixed)
 
 
 def test_energy_falls_during_inference(stored, patches):
