@@ -1168,7 +1168,7 @@ class PCMemory:
         round has settled and leaves the batch, so how many rounds it gets does not depend
         on the other cues of its batch (the service batches concurrent requests). With one
         batch-wide stop a mildly noisy cue ran on with strongly noisy ones and came back up
-        to 3e-3 (max abs) from its answer alone (README). ``reuse``: see ``_relax`` (False
+        to 2.6e-3 (max abs) from its answer alone (README). ``reuse``: see ``_relax`` (False
         only for the benchmark's baseline).
         """
         cfg = self.config
