@@ -968,15 +968,19 @@ class PCMemory:
 
     def _energy_from(self, xs, f, eps, x, known, pi) -> Tensor:
         """(B,) E at the current state (f and eps of the free layers already computed)."""
-        e = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-        for l in range(1, len(xs)):
-            e += 0.5 * pi[l] * eps[l].square().sum(1)
         ex = x - linear(f[-1], self.weights[-1], self.biases[-1])
         if known is not None:
             ex = ex * known
-        e += 0.5 * pi[-1] * ex.square().sum(1)
+        return self._energy_of([*eps[1:], ex], xs[0], pi)
+
+    def _energy_of(self, errs: list[Tensor], x0: Tensor, pi: tuple[float, ...]) -> Tensor:
+        """(B,) E = sum_l pi_l / 2 ||eps_l||^2 (+ the top prior's term) from the errors
+        eps_1 .. eps_{L-1} ((B, n_l) each) and the top latent x0 (B, n_0)."""
+        e = torch.zeros(x0.shape[0], device=x0.device, dtype=x0.dtype)
+        for l, err in enumerate(errs, start=1):
+            e += 0.5 * pi[l] * err.square().sum(1)
         if _has_prior(pi[0]):
-            e += self._prior_energy(xs[0], pi[0])
+            e += self._prior_energy(x0, pi[0])
         return e
 
     def _errors(self, xs: list[Tensor], x: Tensor, known: Tensor | None) -> tuple[list[Tensor], list[Tensor]]:
@@ -1236,11 +1240,8 @@ class PCMemory:
             else:
                 pi_c = self._partial_pi(cfg.complete_pi, known)
                 xs = self._relax_partial(c * known, known, pi_c)
-            fs, errs = self._errors(xs, c, known)
-            e = sum(0.5 * pi_c[l + 1] * err.square().sum(1) for l, err in enumerate(errs))
-            if _has_prior(pi_c[0]):
-                e = e + self._prior_energy(xs[0], pi_c[0])
-            out.append(e)
+            _, errs = self._errors(xs, c, known)
+            out.append(self._energy_of(errs, xs[0], pi_c))
         return torch.cat(out)
 
     # --- persistence -------------------------------------------------------------------
