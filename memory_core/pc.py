@@ -175,16 +175,16 @@ class PCConfig:
             checked in the last only. ``cycles=2, epochs=300`` is a trade-off, so the
             default is 1: it completes quarter images of 50 64x64 patches at width
             1024 far more often (86% -> 96%; width 512: 94% both), but passes more of
-            a noisy cue's noise (natural patches, N = 1000, width 2048: 100% -> 59%;
-            Fashion-MNIST N = 100, width 256: 97% -> 91%; README).
+            a noisy cue's noise (natural patches, N = 1000, width 2048: 100% -> 69%;
+            Fashion-MNIST N = 100, width 256: 97% -> 87%; README).
         restart_adam: start Adam afresh (zero moments) at each cycle's restart, as a
             second ``fit`` call on a checkpoint without Adam's state does; off, the
             moments carry over.
             With ``cycles=2, epochs=300`` it fits the stored set closer still and
             completes quarter images of 50 64x64 patches at width 1024 96%, all but the
             ambiguous pair (1/8 and 1/16 too; the default 86 / 88 / 88%), but denoises
-            worse still (Fashion-MNIST N = 100, width 256: 97% -> 80%; natural patches,
-            N = 1000, width 2048: 100% -> 7%; README), so it is off by default.
+            worse (Fashion-MNIST N = 100, widths 512-2048: 92-96% -> 85-88%; natural
+            patches, N = 1000, width 2048: 100% -> 45%; README), so it is off by default.
         stop_energy: ``fit`` stops once an epoch's mean energy per pattern, divided by
             the pattern dimension, is at most this (after ``stop_anneal`` epochs).
         stop_anneal: epochs over which ``fit``, once ``stop_energy`` is reached, lowers
