@@ -76,7 +76,9 @@ RECALL_HIDDEN_GAIN = 3.0
 #   prior picks the one nearest the codes. Measured (README), with conjugate gradients:
 #   1/4 image completion (N = 50, 64x64, width 512) 92% -> 94% against no prior (80% once
 #   CG ran to 1000 iterations: the flat energy's exact minimum drifts). 0.1 costs 32
-#   patches' 1/8 and 1/16 completion (100 / 94% -> 81 / 69%).
+#   patches' 1/8 and 1/16 completion (100 / 94% -> 81 / 69%). Scaled to the codes'
+#   precision as the noisy cues' is (below), no one factor served the four models measured
+#   (32 patches at width 512; 50 64x64 patches at widths 512 / 1024 / 2048; README).
 # - Noisy whole cues (PCConfig.recall_prior_precision): their entries are not exact, so
 #   the prior may weigh more against them than against the exact entries of a partial
 #   cue. Measured (README), Fashion-MNIST N = 100 at hidden widths 256 / 512 / 1024 / 2048:
