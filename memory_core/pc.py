@@ -576,7 +576,8 @@ class PCMemory:
         ``RECALL_PRIOR_PER_CODE_PRECISION`` x ``code_precision`` (the config's
         ``RECALL_TOP_PRIOR`` for a model fit before code precisions were kept)."""
         cfg, pi = self.config, self.config.recall_pi
-        if cfg.recall_prior_precision is None and not cfg.prior_precision > 0 and self.code_precision is not None:
+        unset = cfg.recall_prior_precision is None and not cfg.prior_precision > 0  # pi_0 is the default's
+        if unset and self.code_precision is not None:
             return (RECALL_PRIOR_PER_CODE_PRECISION * self.code_precision, *pi[1:])
         return pi
 

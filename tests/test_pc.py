@@ -277,7 +277,6 @@ def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     assert default >= weak_prior + 0.05, (default, weak_prior)
 
 
-
 def test_the_noisy_cues_prior_is_scaled_to_the_stored_codes(fashion_vectors, tmp_path):
     """A wider hidden layer fits the set more closely, its codes sit closer to 0, and a
     fixed prior on the top latent lets more of a cue's noise through: 100 Fashion-MNIST
@@ -419,7 +418,6 @@ def test_a_noisy_cue_gets_its_own_rounds_of_recall_whatever_shares_its_batch(sto
     for i in range(4):
         alone = pc.retrieve(cues[i : i + 1])
         torch.testing.assert_close(together[i : i + 1], alone, rtol=0, atol=1e-10)
-
 
 
 def test_recall_keeps_the_weights_products_until_a_weight_changes(stored, patches):
