@@ -49,7 +49,7 @@ def _awaitable(op: Callable[Concatenate[Any, P], Op[R]]) -> Callable[Concatenate
 
 class Client(Operations):
     """A blocking client of the associative memory service (one connection pool; use it as a
-    context manager, or call ``close()``); safe to share between threads, as httpx's client is."""
+    context manager, or call ``close()``)."""
 
     def _open(self) -> httpx.Client:
         return httpx.Client(**self._http_kwargs())
