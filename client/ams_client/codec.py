@@ -28,6 +28,7 @@ from PIL import Image
 __all__ = [
     "array_of",
     "b64",
+    "count_of",
     "cue_fields",
     "decode_png",
     "image_array",
@@ -39,8 +40,6 @@ __all__ = [
     "picture_bytes",
     "vector_json",
 ]
-
-PathLike = str | os.PathLike
 
 
 def is_tensor(x: Any) -> bool:
