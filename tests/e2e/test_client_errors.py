@@ -192,19 +192,49 @@ def test_network_errors() -> None:
     ):
         client.create_memory("m", 4)  # a connection never opened: safe to retry even a create
     assert err.value.code == "connection_error" and err.value.status is None and time.monotonic() - start < 5
-    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        with Client(url, timeout=0.3, max_retries=1, backoff=0.01) as client:
+    silent = Silent()  # accepts connections and never answers
+    try:
+        with Client(silent.url, timeout=0.3, max_retries=1, backoff=0.01) as client:
             start = time.monotonic()
             with pytest.raises(NetworkError) as err:
                 client.get_memory("m")  # a read: retried once after its timeout
             assert err.value.code == "timeout" and time.monotonic() - start >= 0.6
-            start = time.monotonic()
+            assert silent.wait_for(2) == 2
             with pytest.raises(NetworkError) as err:
                 client.train("m")  # a write that may have happened: not repeated
-            assert err.value.code == "timeout" and time.monotonic() - start < 0.6 + 0.3
+            assert err.value.code == "timeout"
+            time.sleep(0.3)
+            assert silent.wait_for(3) == 3  # one more connection, not two
+    finally:
+        silent.close()
+
+
+class Silent:
+    """A TCP server that accepts connections, counts them, and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:  # closed
+                return
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> int:
+        deadline = time.monotonic() + timeout
+        while len(self.held) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self.held)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 # --- every error type from a real answer ---------------------------------------------------
