@@ -30,7 +30,7 @@ fi
 # 2. The virtual environment and the project, reinstalled only when the inputs change.
 venv=.venv
 stamp="$venv/.ams-installed-$purpose"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+want="$(cat pyproject.toml client/pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 for done_stamp in "$stamp" "$venv/.ams-installed-test"; do  # a test set-up covers run's
   if [ -f "$done_stamp" ] && [ "$(cat "$done_stamp")" = "$want" ]; then
     exit 0
@@ -48,6 +48,6 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "torch==2.13.0"
   fi
 fi
-echo "setup: installing the project ($extras)"
-"${pip[@]}" install -e ".[$extras]"
+echo "setup: installing the project ($extras) and its client (client/: ams_client, the ams command)"
+"${pip[@]}" install -e ".[$extras]" -e ./client
 echo "$want" > "$stamp"
