@@ -1,8 +1,12 @@
 # The two commands of the README: `make run` starts the service, `make test` runs the tests.
-# Each does its own set-up first (scripts/setup.sh: fast when nothing changed).
+# Each does its own set-up first (scripts/setup.sh: fast when nothing changed); `make run`
+# installs only what serving needs, `make test` and `make bench` add their extras.
 PY := .venv/bin/python
+# make bench BENCH=bench_pc ARGS="--threads 1": any scripts/<BENCH>.py with its arguments.
+BENCH ?= bench_hopfield
+ARGS ?= --sizes 10000 --out results/tmp/bench_hopfield.json
 
-.PHONY: run test setup
+.PHONY: run test bench setup
 run:
 	@scripts/setup.sh run
 	$(PY) -m app
@@ -10,6 +14,10 @@ run:
 test:
 	@scripts/setup.sh test
 	$(PY) -m pytest
+
+bench:
+	@scripts/setup.sh bench
+	$(PY) scripts/$(BENCH).py $(ARGS)
 
 setup:
 	@scripts/setup.sh test

@@ -88,6 +88,8 @@ def _allowed_methods(request: Request) -> list[str]:
     for regex, route_methods in getattr(request.app.state, "route_methods", ()):
         if regex.match(path):
             methods |= route_methods
+    if "GET" in methods:
+        methods.add("HEAD")  # head.py answers HEAD wherever GET is served
     return sorted(methods)
 
 

@@ -46,6 +46,7 @@ class JobRecord:
     epochs: int | None = None
     energy: float | None = None
     error: str | None = None
+    stop_reason: str | None = None  # why it ended: see schemas.Job
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -87,6 +88,7 @@ class JobRecord:
             "started_at": _utc(self.started_at),
             "finished_at": _utc(self.finished_at),
             "error": self.error,
+            "stop_reason": self.stop_reason,
         }
 
 
@@ -109,6 +111,11 @@ class JobContext:
             if energy is not None:
                 self.job.energy = float(energy)
         return not self.cancelled
+
+    def stopped(self, reason: str) -> None:
+        """Say why the work ended ("epochs", "energy"); a cancelled or failed job says so itself."""
+        with self._manager._lock:
+            self.job.stop_reason = reason
 
 
 Work = Callable[[JobContext], None]
@@ -190,6 +197,8 @@ class JobManager:
 
     def _finish(self, job: JobRecord, status: str) -> None:
         job.status, job.finished_at = status, time.time()
+        if status != "succeeded" or job.stop_reason is None:
+            job.stop_reason = {"succeeded": "done"}.get(status, status)
         if self._active.get(job.memory) == job.id:
             del self._active[job.memory]
         self._threads.pop(job.id, None)

@@ -125,7 +125,7 @@ class TrainedKind(LiveMemory):
         def work(ctx: JobContext) -> None:
             # A copy: recalls keep using the current model until the new one is whole.
             model = copy.deepcopy(start) if start is not None else self._new_model()
-            model.fit(
+            history = model.fit(
                 patterns.to(self.device),
                 epochs=total,
                 progress=False,
@@ -133,6 +133,7 @@ class TrainedKind(LiveMemory):
             )
             if ctx.cancelled:
                 return
+            ctx.stopped(getattr(history, "stopped", "epochs"))  # "epochs" or "energy" (pc)
             folder = storage.checkpoint_dir(self.record.id)
             name = f"{self.kind}-{secrets.token_hex(8)}.safetensors"
             model.save(folder / name)  # atomic: temp file, fsync, rename

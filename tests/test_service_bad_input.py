@@ -227,7 +227,7 @@ def test_unknown_things(setup):
     r = c.post("/v1/memories/nope/retrieve", json={"vector": [1, 2, 3, 4]})
     assert r.status_code == 404 and error_code(r) == "memory_not_found"
     r = c.put("/v1/memories/img")
-    assert error_code(r) == "method_not_allowed" and r.headers["allow"] == "DELETE, GET"
+    assert error_code(r) == "method_not_allowed" and r.headers["allow"] == "DELETE, GET, HEAD"
     assert error_code(c.get("/v1/memories/bad%20name")) == "validation_error"
     assert error_code(c.get("/v1/jobs/NOT-HEX")) == "validation_error"
 

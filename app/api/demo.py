@@ -122,6 +122,7 @@ class DemoStarted(BaseModel):
                         "started_at": None,
                         "finished_at": None,
                         "error": None,
+                        "stop_reason": None,
                     },
                 }
             ]
