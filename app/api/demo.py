@@ -181,12 +181,13 @@ async def create_demo(body: DemoRequest, registry: RegistryDep, service: Service
         except DatasetUnavailable as exc:
             raise ApiError(501, "dataset_unavailable", str(exc)) from None
         live = registry.create(name, body.kind, list(preset.shape), preset.text, body.config)
+        created = memory_details(live)  # as created: the load may store its first batch before we answer
         try:
             job = _start_load(registry, service, live, preset, count)
         except BaseException:
             registry.delete(name)  # never leave an empty demo memory without its load
             raise
-        return DemoStarted(memory=memory_details(live), job=Job(**job))
+        return DemoStarted(memory=created, job=Job(**job))
 
     return await run_sync(work)
 
