@@ -38,6 +38,7 @@ from .models import (
     PatternInfo,
     Recalled,
     RetrieveResult,
+    StopReason,
     StoreResult,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "Recalled",
     "RetrieveResult",
     "ServerError",
+    "StopReason",
     "StoreResult",
     "TooLarge",
     "Unauthorized",

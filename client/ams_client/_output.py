@@ -129,7 +129,7 @@ def match_rows(matches: Sequence[Match]) -> str:
 
 def job_rows(jobs: Sequence[JobState]) -> str:
     return table(
-        ["id", "memory", "kind", "status", "progress", "epoch", "energy", "eta_s"],
+        ["id", "memory", "kind", "status", "progress", "epoch", "energy", "eta_s", "stop_reason"],
         [
             [
                 j.id,
@@ -140,6 +140,7 @@ def job_rows(jobs: Sequence[JobState]) -> str:
                 f"{j.epoch}/{j.epochs or '?'}",
                 j.energy,
                 None if j.eta_seconds is None else round(j.eta_seconds, 1),
+                j.stop_reason,
             ]
             for j in jobs
         ],

@@ -294,11 +294,12 @@ def _wait(job: Any, args: argparse.Namespace) -> int:
         else f" in {(job.finished_at - job.started_at).total_seconds():.1f} s"
     )
     energy = "" if job.energy is None else f", energy {job.energy:.6g}"
+    why = "" if job.stop_reason is None else f" (stop_reason {job.stop_reason})"
     out.emit(
         args.json,
         out.job_json(job),
         f"job {job.id} ({job.kind} {job.memory}) {job.status}: "
-        f"epoch {job.epoch}/{job.epochs or '?'}{energy}{took}",
+        f"epoch {job.epoch}/{job.epochs or '?'}{energy}{took}{why}",
     )
     return out.OK
 

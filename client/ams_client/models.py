@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -34,6 +34,7 @@ __all__ = [
     "PatternInfo",
     "Recalled",
     "RetrieveResult",
+    "StopReason",
     "StoreResult",
 ]
 
@@ -361,11 +362,17 @@ class LookupResult:
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
+StopReason = Literal["epochs", "energy", "done", "cancelled", "failed"]
+"""Why a finished job ended: ``epochs`` (trained every epoch asked for), ``energy`` (training
+reached the model's stop energy and stopped early), ``done`` (a demo load stored every
+pattern), ``cancelled``, ``failed`` (see ``error``)."""
+
 
 @dataclass(eq=False)
 class JobState:
     """A background job (training, or a demo load): status (queued, running, succeeded,
-    failed, cancelled), progress 0..1, epoch of epochs, last energy, ETA in seconds."""
+    failed, cancelled), progress 0..1, epoch of epochs, last energy, ETA in seconds, and
+    once finished why it ended (``stop_reason``, a ``StopReason``; None while unfinished)."""
 
     id: str
     memory: str
@@ -381,6 +388,7 @@ class JobState:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    stop_reason: StopReason | None
 
     @property
     def done(self) -> bool:
@@ -404,6 +412,7 @@ class JobState:
             "started_at": _time(d.get("started_at")),
             "finished_at": _time(d.get("finished_at")),
             "error": d.get("error"),
+            "stop_reason": d.get("stop_reason"),
         }
 
     @classmethod

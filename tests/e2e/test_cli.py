@@ -118,9 +118,11 @@ def test_cli_end_to_end(run, fresh, pictures, tmp_path) -> None:
     assert run("store", pc, "codes.npy").returncode == 0
     trained = run("train", pc, "--wait")
     assert trained.returncode == 0, trained.stderr
-    assert "succeeded: epoch 20/20" in trained.stdout
+    assert "succeeded: epoch 20/20" in trained.stdout and "(stop_reason epochs)" in trained.stdout
     jobs = json.loads(run("jobs", "--memory", pc, "--json").stdout)["jobs"]
-    assert [j["status"] for j in jobs] == ["succeeded"]
+    assert [(j["status"], j["stop_reason"]) for j in jobs] == [("succeeded", "epochs")]
+    table = run("jobs", "--memory", pc).stdout.splitlines()
+    assert table[0].split()[-1] == "STOP_REASON" and table[1].split()[-1] == "epochs"
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

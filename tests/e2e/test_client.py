@@ -289,10 +289,12 @@ def test_train_wait_cancel_and_jobs(ams, fresh) -> None:
     job = ams.train(name)
     assert isinstance(getattr(job, "_target", job), (Job, AsyncJob))
     assert job.memory == name and job.kind == "train" and job.status in ("queued", "running")
+    assert job.stop_reason is None  # unfinished
     assert job.id in [j.id for j in ams.jobs(memory=name)]
     assert ams.job(job.id).id == job.id
     job.wait(progress=False, timeout=120)
     assert job.status == "succeeded" and job.epoch == 30 and job.progress == 1.0 and job.done
+    assert job.stop_reason == "epochs"
     assert job.energy is not None and job.finished_at >= job.started_at
     assert ams.job(job.id).status == "succeeded"
     assert job.refresh().status == "succeeded"
@@ -310,6 +312,7 @@ def test_train_wait_cancel_and_jobs(ams, fresh) -> None:
     with pytest.raises(JobFailed) as err:
         long.wait(progress=False, timeout=120)
     assert err.value.code == "job_cancelled" and long.status == "cancelled" and err.value.status is None
+    assert long.stop_reason == "cancelled" and err.value.job.stop_reason == "cancelled"
     again = ams.train(name, epochs=100_000)
     with pytest.raises(JobFailed) as err:
         again.wait(progress=False, timeout=0.05)
@@ -330,4 +333,4 @@ def test_demo_presets_and_load(ams, fresh) -> None:
     memory, job = ams.create_demo("fashion", name=name, count=20)
     assert memory.name == name and memory.count == 0 and job.kind == "demo"
     job.wait(progress=False, timeout=120)
-    assert job.status == "succeeded" and ams.get_memory(name).count == 20
+    assert job.status == "succeeded" and job.stop_reason == "done" and ams.get_memory(name).count == 20

@@ -2,13 +2,17 @@
 
 Per document, its ``sh`` blocks run in order in one bash process against a real server
 started for that document (a fresh data directory, a free port, ``AMS_URL`` pointing at
-it), in a working directory where the documented sample command has made ``samples/``.
+it), in a working directory where the documented sample command has made ``samples/``,
+with the project's ``ams`` command on PATH (as ``.venv/bin/ams``, once the venv is active).
 Its ``python`` blocks run in order in one Python process (like a notebook), with the same
 ``AMS_URL``. A comment ``# -> ...`` after a command is what that command showed in a real
-run: for ``curl``, ``# -> 201 {...}`` gives the status code and the JSON answer, of which
-every field shown with a value is checked (``...`` stands for what is left out); after a
-Python ``print``, the printed line (``...`` matches anything, numbers to 3 significant
-digits). Blocks that cannot run here (Docker, make) are fenced as ``text``.
+run (the ``#    ...`` or ``#`` lines right after it continue it): for ``curl``,
+``# -> 201 {...}`` gives the status code and the JSON answer, of which every field shown
+with a value is checked (``...`` stands for what is left out); for ``ams``, what it
+printed (stdout and stderr; runs of spaces and line breaks compare as one space), led by
+``[exit N]`` when its exit code is not 0; after a Python ``print``, the printed line. In
+printed text ``...`` matches anything and a number with a decimal point matches to the
+digits shown. Blocks that cannot run here (Docker, make) are fenced as ``text``.
 """
 
 from __future__ import annotations
@@ -29,16 +33,27 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
-# curl, wrapped: each call's status and body go to $AMS_CALLS as one JSON line (in order).
-CURL_WRAPPER = r"""
+# curl and ams, wrapped: each call's status (HTTP status; exit code) and output go to $AMS_CALLS
+# as one JSON line (in order). ams keeps its exit code, so that `set -e` stops at a failure.
+WRAPPERS = r"""
+__ams_record() {  # command status output
+  python3 -c 'import json, sys; command, status, body = sys.argv[1:]
+print(json.dumps({"command": command, "status": int(status), "body": body}))' "$@" >> "$AMS_CALLS"
+}
 curl() {
   local out status
   out="$(command curl -w '\n%{http_code}' "$@")"
   status="${out##*$'\n'}"
   out="${out%$'\n'*}"
-  python3 -c 'import json,sys; print(json.dumps({"status": int(sys.argv[1]), "body": sys.argv[2]}))' \
-      "$status" "$out" >> "$AMS_CALLS"
+  __ams_record curl "$status" "$out"
   printf '%s\n' "$out"
+}
+ams() {
+  local out status=0
+  out="$(command ams "$@" 2>&1)" || status=$?
+  __ams_record ams "$status" "$out"
+  printf '%s\n' "$out"
+  return "$status"
 }
 __ams_mark() { (test -f "$AMS_CALLS" && wc -l < "$AMS_CALLS" || echo 0) >> "$AMS_MARKS"; }
 """
@@ -52,14 +67,17 @@ def _marked(script: str) -> tuple[str, list[str]]:
     """The script with a ``__ams_mark`` before each ``# -> `` comment (it records how many curl
     calls ran so far, so that the answer shown is checked against the call just before it,
     loops included), and the expectations in order."""
-    lines, expectations = [], []
+    lines, expectations, in_answer = [], [], False
     for line in script.splitlines():
         stripped = line.strip()
         if stripped.startswith("# -> "):
             lines.append("__ams_mark")
             expectations.append(stripped[5:])
-        elif stripped.startswith("#   ") and expectations:  # an answer continued
+            in_answer = True
+        elif in_answer and (stripped == "#" or stripped.startswith("#   ")):  # the answer continued
             expectations[-1] += " " + stripped[4:]
+        else:
+            in_answer = False
         lines.append(line)
     return "\n".join(lines), expectations
 
@@ -125,6 +143,16 @@ def check_answer(expected: str, call: dict[str, Any], where: str) -> None:
             )
 
 
+def check_output(expected: str, call: dict[str, Any], where: str) -> None:
+    """An ``ams`` call: its exit code (``[exit N]`` first when not 0) and what it printed."""
+    exit_code = re.match(r"\[exit (\d+)\]\s*", expected)
+    want = int(exit_code.group(1)) if exit_code else 0
+    assert call["status"] == want, f"{where}: exit code {call['status']}, not {want}: {call['body']}"
+    shown = " ".join(expected[exit_code.end() if exit_code else 0 :].split())
+    printed = " ".join(call["body"].split())
+    assert _printed_matches(shown, printed), f"{where}: printed {call['body']!r}, the text shows {shown!r}"
+
+
 def _printed_matches(expected: str, line: str) -> bool:
     pattern = ""
     for part in re.split(r"(\.\.\.|-?\d+\.\d+(?:e-?\d+)?)", expected):
@@ -152,6 +180,8 @@ def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("examples")
     for name in (".venv", "scripts"):
         (work / name).symlink_to(ROOT / name)
+    (work / "bin").mkdir()
+    (work / "bin" / "ams").symlink_to(ROOT / ".venv" / "bin" / "ams")  # only ams: python3 stays the system's
     done = subprocess.run(
         [".venv/bin/python", "scripts/export_fashion_pngs.py", "--out", "samples"],
         cwd=work,
@@ -164,9 +194,10 @@ def workdir(tmp_path_factory) -> Path:
     return work
 
 
-def _env(url: str) -> dict[str, str]:
+def _env(url: str, workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")}
     env.update(AMS_URL=url, PYTHONUNBUFFERED="1", TORCH_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env["PATH"] = f"{workdir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
@@ -177,6 +208,8 @@ DOCS_WITH_PY = [d for d in DOCS if blocks(d, "python")]
 def test_the_documents_have_examples() -> None:
     assert ROOT / "README.md" in DOCS_WITH_SH and ROOT / "README.md" in DOCS_WITH_PY
     assert any(d.name == "rest.md" for d in DOCS_WITH_SH)
+    client = ROOT / "docs" / "client.md"  # the Python client and the ams command
+    assert len(blocks(client, "python")) >= 8 and len(blocks(client, "sh")) >= 2
 
 
 @pytest.mark.parametrize("doc", DOCS_WITH_SH, ids=lambda d: str(d.relative_to(ROOT)))
@@ -185,10 +218,10 @@ def test_shell_examples(doc: Path, workdir: Path, tmp_path: Path) -> None:
     server = LiveServer(tmp_path / "data")
     try:
         calls_file, marks_file = tmp_path / "calls.jsonl", tmp_path / "marks.txt"
-        env = _env(server.url) | {"AMS_CALLS": str(calls_file), "AMS_MARKS": str(marks_file)}
+        env = _env(server.url, workdir) | {"AMS_CALLS": str(calls_file), "AMS_MARKS": str(marks_file)}
         marked, expectations = _marked(script)
         done = subprocess.run(
-            ["bash", "-c", CURL_WRAPPER + "set -e -o pipefail\n" + marked],
+            ["bash", "-c", WRAPPERS + "set -e -o pipefail\n" + marked],
             cwd=workdir,
             env=env,
             capture_output=True,
@@ -203,8 +236,10 @@ def test_shell_examples(doc: Path, workdir: Path, tmp_path: Path) -> None:
         marks = [int(m) for m in marks_file.read_text().split()] if marks_file.exists() else []
         assert expectations and len(marks) == len(expectations), f"{doc.name}: {len(marks)} marks"
         for count, expected in zip(marks, expectations, strict=True):
-            assert count > 0, f"{doc.name}: the answer {expected!r} follows no curl call"
-            check_answer(expected, calls[count - 1], f"{doc.name}, curl call {count}")
+            assert count > 0, f"{doc.name}: the answer {expected!r} follows no curl or ams call"
+            call = calls[count - 1]
+            check = check_output if call["command"] == "ams" else check_answer
+            check(expected, call, f"{doc.name}, {call['command']} call {count}")
     finally:
         server.stop()
 
@@ -212,14 +247,14 @@ def test_shell_examples(doc: Path, workdir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("doc", DOCS_WITH_PY, ids=lambda d: str(d.relative_to(ROOT)))
 def test_python_examples(doc: Path, workdir: Path, tmp_path: Path) -> None:
     script = "\n".join(blocks(doc, "python"))
-    needs_server = "AMS_URL" in script
+    needs_server = "AMS_URL" in script or "ams_client" in script
     server = LiveServer(tmp_path / "data") if needs_server else None
     try:
         url = server.url if server else "http://127.0.0.1:9"
         done = subprocess.run(
             [sys.executable, "-c", "import torch; torch.set_num_threads(1)\n" + script],
             cwd=workdir,
-            env=_env(url),
+            env=_env(url, workdir),
             capture_output=True,
             text=True,
             check=False,
