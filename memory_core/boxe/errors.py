@@ -20,26 +20,27 @@ class BoxEError(Exception):
     """Base class of the relational memory's errors."""
 
 
-class UnknownRelationError(BoxEError, KeyError):
+class _UnknownName(BoxEError, KeyError):
+    kind = "name"
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the whole message
+        return f"unknown {self.kind} {self.name!r}"
+
+
+class UnknownRelationError(_UnknownName):
     """A query or rule names a relation the memory has never seen."""
 
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"unknown relation {self.name!r}"
+    kind = "relation"
 
 
-class UnknownEntityError(BoxEError, KeyError):
+class UnknownEntityError(_UnknownName):
     """A query names an entity the memory has never seen."""
 
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        return f"unknown entity {self.name!r}"
+    kind = "entity"
 
 
 class ArityError(BoxEError, ValueError):

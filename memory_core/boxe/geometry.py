@@ -64,8 +64,8 @@ def point_box_distance(points: Tensor, low: Tensor, high: Tensor) -> Tensor:
     Returns:
         (..., d) non-negative distances (equal on both sides of a face).
     """
-    # The two cases in one expression without a branch (half the time of torch.where's
-    # forward and backward): with h = (w - 1) / 2 the box's half-width,
+    # The two cases in one expression, without computing both and selecting (fewer passes
+    # over these large tensors, forward and backward): with h = (w - 1) / 2 the half-width,
     #   |e - c| / w + relu(|e - c| - h) * (w - 1 / w)
     # is |e - c| / w inside, and |e - c| * w - h * (w - 1 / w) = |e - c| * w - kappa outside.
     width = high - low + 1.0  # the paper's w: width plus one, >= 1

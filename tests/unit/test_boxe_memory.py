@@ -129,6 +129,12 @@ def test_incremental_growth_keeps_what_was_learned():
     assert m.trained_facts == 2 and len(m) == 4
     m.fit(2, progress=False)
     assert m.trained_facts == 4 and m.complete("trio", ["ann", "bob", None])
+    # a copy trains apart (the service's background jobs) and leaves the original as it was
+    twin, before = m.copy(), m.entity_base.clone()
+    twin.add_facts([("likes", ["dee", "eve"])])
+    twin.fit(2, progress=False)
+    assert torch.equal(m.entity_base, before) and len(m) == 4 and "eve" not in m.entities
+    assert not torch.equal(twin.entity_base[:4], before)
 
 
 def test_bad_input_is_refused_and_stores_nothing():
@@ -149,6 +155,9 @@ def test_bad_input_is_refused_and_stores_nothing():
         with pytest.raises((ValueError, ArityError)):
             m.add_facts(bad)
     assert len(m) == 1 and m.entities == ["a", "b"] and m.relations == {"r": 2}
+    with pytest.raises(ArityError):  # the check alone, as a service validates before it persists
+        m.check_facts([("s", ["a", "b"]), ("r", ["a"])])
+    assert m.check_facts([("s", ["a", "c"])]) == [("s", ("a", "c"))] and "s" not in m.relations
     with pytest.raises(UnknownRelationError, match="'nope'"):
         m.complete("nope", ["a", None])
     with pytest.raises(UnknownEntityError, match="'zed'"):
