@@ -395,10 +395,11 @@ class BoxE:
         )
 
     def _candidate_scores(
-        self, relations: Tensor, args: Tensor, position: int, chunk: int = 1 << 22
+        self, relations: Tensor, args: Tensor, position: int, chunk: int = 1 << 18
     ) -> Tensor:
         """(B, E) the score of every entity placed at ``position`` of facts (B, A) whose other
-        arguments are given; entities are taken in chunks of about ``chunk`` floats per tensor."""
+        arguments are given; entities are taken in chunks of about ``chunk`` floats per tensor
+        (1 MB: the dozen elementwise passes over a chunk then stay in the CPU's cache)."""
         low, high = self.boxes()
         low, high = low[relations], high[relations]  # (B, A, d)
         B, A = args.shape
