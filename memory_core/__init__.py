@@ -3,10 +3,12 @@
 Universal Hopfield networks (Millidge et al., ICML 2022) with their classical instances,
 (see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021),
 predictive coding on arbitrary graphs (pcgraph.py, Salvatori et al., NeurIPS 2022) and
-Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020).
+Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020), and
+BoxE relational memories that complete facts (boxe/, Abboud et al., NeurIPS 2020).
 No web code here: the service in ``app`` builds on this package, never the reverse.
 """
 
+from .boxe import BoxE, BoxEConfig
 from .checks import EmptyMemoryError, resolve_device
 from .hopfield import (
     HopfieldConfig,
@@ -26,6 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SEPARATIONS",
     "SIMILARITIES",
+    "BoxE",
+    "BoxEConfig",
     "EmptyMemoryError",
     "FitHistory",
     "HopfieldConfig",
