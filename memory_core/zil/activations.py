@@ -4,7 +4,7 @@ An activation is recognised in three spellings: a module (``nn.Tanh()``), a func
 (``torch.tanh``, ``F.leaky_relu(x, 0.1)``) and a tensor method (``x.tanh()``). The
 function and method spellings are turned into the equivalent module, so that one table,
 ``ACTIVATION_DERIVATIVES``, gives every derivative. Where f' is cheaper from the output
-y = f(x) than from the input (tanh, sigmoid, ReLU), ``derivative`` uses y.
+y = f(x) than from the input (tanh, sigmoid, ReLU), ``activation_vjp`` uses y.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = [
     "ACTIVATION_DERIVATIVES",
     "activation_from_function",
     "activation_from_method",
-    "derivative",
+    "activation_vjp",
     "is_activation",
     "non_inplace",
 ]
@@ -62,11 +62,11 @@ ACTIVATION_DERIVATIVES: dict[type[nn.Module], Callable[[nn.Module, Tensor], Tens
 }
 """f'(x) for each supported elementwise activation, given the module and its input."""
 
-# f'(x) from y = f(x) where that saves recomputing f: (module, y) -> f'.
-_FROM_OUTPUT: dict[type[nn.Module], Callable[[nn.Module, Tensor], Tensor]] = {
-    nn.Tanh: lambda m, y: 1 - y * y,
-    nn.Sigmoid: lambda m, y: y * (1 - y),
-    nn.ReLU: lambda m, y: (y > 0).to(y.dtype),
+# g * f'(x) from y = f(x) where that saves recomputing f: (module, g, y) -> g * f'.
+_VJP_FROM_OUTPUT: dict[type[nn.Module], Callable[[nn.Module, Tensor, Tensor], Tensor]] = {
+    nn.Tanh: lambda m, g, y: g * (1 - y * y),
+    nn.Sigmoid: lambda m, g, y: g * (y * (1 - y)),
+    nn.ReLU: lambda m, g, y: g * torch.sign(y),  # y >= 0, so sign(y) is 1 where x > 0, else 0
 }
 
 
@@ -82,12 +82,12 @@ def is_activation(module: nn.Module) -> bool:
     return _lookup(ACTIVATION_DERIVATIVES, module) is not None
 
 
-def derivative(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """f'(x), elementwise, for the activation ``module`` with input x and output y = f(x)."""
-    from_output = _lookup(_FROM_OUTPUT, module)
+def activation_vjp(module: nn.Module, g: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """g * f'(x), elementwise, for the activation ``module`` with input x and output y = f(x)."""
+    from_output = _lookup(_VJP_FROM_OUTPUT, module)
     if from_output is not None:
-        return from_output(module, y)
-    return _lookup(ACTIVATION_DERIVATIVES, module)(module, x)
+        return from_output(module, g, y)
+    return g * _lookup(ACTIVATION_DERIVATIVES, module)(module, x)
 
 
 def non_inplace(module: nn.Module) -> nn.Module:

@@ -8,6 +8,7 @@ order the operation's ``forward`` takes them. Anything not listed here raises
 
 from __future__ import annotations
 
+import builtins
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ __all__ = ["SUPPORTED", "Bound", "bind_function", "bind_method", "bind_module", 
 SUPPORTED = (
     "Linear, Conv2d (zero padding), RNNCell, RNN (tanh/relu, unidirectional), matmul, "
     "MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten/Unflatten/view/reshape/(un)squeeze, "
-    "transpose/permute, indexing with ints and slices, cat, stack, sum, mean, "
+    "transpose/permute/.T, indexing with ints and slices, cat, stack, sum, mean, "
     "+ - * / and negation, Identity, Dropout (eval or p=0), and the elementwise activations "
     "Tanh, Sigmoid, ReLU, ReLU6, LeakyReLU, ELU, Hardtanh, Softplus, SiLU, GELU"
 )
@@ -138,6 +139,14 @@ def _permute(x, *dims):
     return Bound(ops.Permute(dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims), [x])
 
 
+def _getattr(x, name: str) -> Bound:
+    if name == "T":
+        return Bound(ops.Permute(), [x])
+    if name == "mT":
+        return Bound(ops.Permute(swap=(-2, -1)), [x])
+    raise _unsupported(f"attribute .{name}")
+
+
 def _reduce(kind: str) -> Callable[..., Bound]:
     def bind(x, dim=None, keepdim=False, *, dtype=None):
         if dtype is not None:
@@ -169,6 +178,7 @@ _FUNCTIONS: dict[Callable, Callable[..., Bound]] = {
     torch.concat: lambda tensors, dim=0: Bound(ops.Cat(dim), list(tensors)),
     torch.stack: lambda tensors, dim=0: Bound(ops.Stack(dim), list(tensors)),
     operator.getitem: lambda x, index: Bound(ops.GetItem(index), [x]),
+    builtins.getattr: _getattr,
     torch.flatten: _reshape("flatten", torch.flatten),
     torch.reshape: _reshape("reshape", torch.reshape),
     torch.squeeze: _reshape("squeeze", torch.squeeze),

@@ -125,12 +125,15 @@ class ZILNetwork:
         loss: "sse" (0.5 x summed squared error, y shaped like the output) or
             "cross_entropy" (softmax cross-entropy summed over the batch, y class indices
             (B,), output (B, C)).
+        levelled: insert identity nodes where an edge skips levels (Z-IL's graph
+            condition). False leaves them out, to show that the result is then not exact
+            (it forces the full schedule).
     """
 
-    def __init__(self, model: nn.Module, *, loss: str = "sse") -> None:
+    def __init__(self, model: nn.Module, *, loss: str = "sse", levelled: bool = True) -> None:
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.model, self.loss_name = model, loss
+        self.model, self.loss_name, self.levelled = model, loss, levelled
         self.graph_module = trace(model)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
 
@@ -141,7 +144,7 @@ class ZILNetwork:
         key = (self.model.training, *((t.shape, t.dtype, t.device) for t in inputs))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = build_plan(self.model, self.graph_module, inputs)
+            plan = self._plans[key] = build_plan(self.model, self.graph_module, inputs, self.levelled)
             if len(self._plans) > 8:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)
@@ -238,10 +241,10 @@ class ZILNetwork:
             raise ValueError(f"step_offset must be >= 0, got {step_offset}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        zil = inference_rate == 1 and step_offset == 0
+        zil = inference_rate == 1 and step_offset == 0 and state.plan.levelled
         if schedule == "wavefront" and not zil:
             raise ValueError(
-                "schedule='wavefront' holds only under Z-IL's conditions (rate 1, no step offset)"
+                "schedule='wavefront' holds only under Z-IL's conditions (rate 1, no step offset, levelled)"
             )
         updates = (
             self._wavefront(state)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import derivative
+from .activations import activation_vjp
 
 Grads = list[Tensor | None]
 
@@ -236,7 +236,7 @@ class Activation(Op):
 
     def vjp(self, g: Tensor, ctx: Any, needs: Sequence[bool]) -> Grads:
         x, y = ctx
-        return [g * derivative(self.module, x, y)]
+        return [activation_vjp(self.module, g, x, y)]
 
 
 # --- structure: copies, shapes, joins, selections ---------------------------------------
@@ -266,7 +266,8 @@ class Reshape(Op):
 
 
 class Permute(Op):
-    """out = x.permute(dims); ``swap=(d0, d1)`` instead: x.transpose(d0, d1) (and .t())."""
+    """out = x.permute(dims); ``swap=(d0, d1)`` instead: x.transpose(d0, d1) (and .t());
+    neither: every dimension reversed (x.T)."""
 
     label = "permute"
 
@@ -274,7 +275,9 @@ class Permute(Op):
         self.dims, self.swap = None if dims is None else list(dims), swap
 
     def forward(self, x: Tensor) -> tuple[Tensor, Any]:
-        if self.swap is not None:
+        if self.swap is None and self.dims is None:
+            dims = list(range(x.dim() - 1, -1, -1))
+        elif self.swap is not None:
             dims = list(range(x.dim()))
             a, b = (d % x.dim() for d in self.swap)
             dims[a], dims[b] = dims[b], dims[a]

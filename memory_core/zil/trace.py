@@ -123,6 +123,7 @@ class Plan:
     params: dict[str, nn.Parameter]
     depth: int  # number of levels: the inference steps Z-IL takes
     output_shape: torch.Size
+    levelled: bool  # identity nodes inserted: every edge spans one level
 
     def __len__(self) -> int:
         return len(self.vertices)
@@ -306,10 +307,12 @@ class _Builder:
         )
         if module is not None:
             bound = bind_module(module, target, args, kwargs, lambda t: None if t is None else self.tensor(t))
-        elif kind == "call_function":
-            bound = bind_function(target, args, kwargs)
         else:
-            bound = bind_method(target, args, kwargs)
+            try:
+                bind = bind_function if kind == "call_function" else bind_method
+                bound = bind(target, args, kwargs)
+            except UnsupportedOperation as error:
+                raise UnsupportedOperation(f"at {node.name!r}: {error}") from None
         if bound.op is None:
             return bound.operands[0]
         return self.apply(bound.op, bound.operands, node.name)
@@ -341,7 +344,7 @@ class _Builder:
         return _RNNOut(_Stacked(steps, tdim, f"{name}.output"), _Stacked(last, 0, f"{name}.h_n"))
 
     # -- the whole graph --
-    def run(self) -> Plan:
+    def run(self, levelled: bool) -> Plan:
         env: dict[fx.Node, Any] = {}
         n_input, output = 0, None
         for node in self.gm.graph.nodes:
@@ -376,9 +379,9 @@ class _Builder:
             )
         if output.kind != "vertex" or output.chain:
             output = self.vertex("output", ops.Identity(), [output])
-        return self.finish(output.ref, output.value.shape)
+        return self.finish(output.ref, output.value.shape, levelled)
 
-    def finish(self, output: int, output_shape: torch.Size) -> Plan:
+    def finish(self, output: int, output_shape: torch.Size, levelled: bool) -> Plan:
         """Keep the value nodes the output depends on, level them and sort them by level."""
         vs = self.vertices
         keep, todo = set(), [output]
@@ -387,46 +390,46 @@ class _Builder:
             if v not in keep:
                 keep.add(v)
                 todo.extend(e.ref for e in vs[v].edges if e.kind == "vertex")
-        level = {output: 0}
+        level = {output: 0}  # the longest distance to the output
         for v in sorted(keep, reverse=True):  # creation order is topological: consumers come later
             for e in vs[v].edges:
                 if e.kind == "vertex":
                     level[e.ref] = max(level.get(e.ref, 0), level[v] + 1)
-        delays: dict[int, list[int]] = {}  # source -> identity nodes one level apart below it
-        for v in sorted(keep):
-            for k, e in enumerate(vs[v].edges):
-                gap = level[e.ref] - level[v] - 1 if e.kind == "vertex" else 0
-                if gap > 0:
-                    chain = delays.setdefault(e.ref, [])
-                    while len(chain) < gap:
-                        source = chain[-1] if chain else e.ref
-                        vs.append(
-                            Vertex(
-                                f"{vs[e.ref].name}.delay{len(chain) + 1}",
-                                ops.Identity(),
-                                [Edge("vertex", source)],
-                            )
-                        )
-                        level[len(vs) - 1] = level[e.ref] - len(chain) - 1
-                        chain.append(len(vs) - 1)
-                    vs[v].edges[k] = Edge("vertex", chain[gap - 1], e.chain)
+        if levelled:
+            self.insert_delays(sorted(keep), level)
         order = sorted(level, key=lambda v: (-level[v], v))
         new_index = {old: new for new, old in enumerate(order)}
         vertices, params = [], {}
         for old in order:
-            v = vs[old]
-            edges = [Edge(e.kind, new_index[e.ref], e.chain) if e.kind == "vertex" else e for e in v.edges]
-            vertex = Vertex(v.name, v.op, edges, level[old])
+            edges = [
+                Edge(e.kind, new_index[e.ref], e.chain) if e.kind == "vertex" else e for e in vs[old].edges
+            ]
+            vertex = Vertex(vs[old].name, vs[old].op, edges, level[old])
             vertex.finish()
             vertices.append(vertex)
-            params.update((e.ref, _param(self.model, e.ref)) for e in edges if e.kind == "param")
+            params.update((e.ref, self.model.get_parameter(e.ref)) for e in edges if e.kind == "param")
+        depth = level[order[0]] + 1
         return Plan(
-            len(self.inputs), self.n_slots, self.consts, vertices, params, level[order[0]] + 1, output_shape
+            len(self.inputs), self.n_slots, self.consts, vertices, params, depth, output_shape, levelled
         )
 
-
-def _param(model: nn.Module, name: str) -> nn.Parameter:
-    return model.get_parameter(name)
+    def insert_delays(self, nodes: list[int], level: dict[int, int]) -> None:
+        """Identity value nodes along every edge that skips levels (``level`` gets theirs)."""
+        vs = self.vertices
+        delays: dict[int, list[int]] = {}  # source -> its identity nodes, one level apart below it
+        for v in nodes:
+            for k, e in enumerate(vs[v].edges):
+                gap = level[e.ref] - level[v] - 1 if e.kind == "vertex" else 0
+                if gap <= 0:
+                    continue
+                chain = delays.setdefault(e.ref, [])
+                while len(chain) < gap:
+                    source = chain[-1] if chain else e.ref
+                    name = f"{vs[e.ref].name}.delay{len(chain) + 1}"
+                    vs.append(Vertex(name, ops.Identity(), [Edge("vertex", source)]))
+                    level[len(vs) - 1] = level[e.ref] - len(chain) - 1
+                    chain.append(len(vs) - 1)
+                vs[v].edges[k] = Edge("vertex", chain[gap - 1], e.chain)
 
 
 def _select_stacked(stacked: _Stacked, index: Any) -> Any | None:
@@ -440,7 +443,10 @@ def _select_stacked(stacked: _Stacked, index: Any) -> Any | None:
     return stacked.items[parts[d]]
 
 
-def build_plan(model: nn.Module, gm: fx.GraphModule, inputs: tuple[Tensor, ...]) -> Plan:
-    """The plan of ``model`` (traced as ``gm``) for inputs shaped like ``inputs``."""
+def build_plan(
+    model: nn.Module, gm: fx.GraphModule, inputs: tuple[Tensor, ...], levelled: bool = True
+) -> Plan:
+    """The plan of ``model`` (traced as ``gm``) for inputs shaped like ``inputs``; ``levelled``
+    False leaves out the identity nodes (to show that Z-IL needs them)."""
     with torch.no_grad():
-        return _Builder(model, gm, inputs).run()
+        return _Builder(model, gm, inputs).run(levelled)
