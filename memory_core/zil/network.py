@@ -110,10 +110,24 @@ def _send(v: Vertex, p: Prediction, eps: Tensor, needs: Sequence[bool]) -> Itera
             yield e, g
 
 
-def _accumulate(store: dict | list, key: Any, g: Tensor) -> None:
-    """store[key] += g, out of place (a VJP may hand the same tensor to two operands)."""
-    old = store[key] if isinstance(store, list) else store.get(key)
-    store[key] = g if old is None else old + g
+class _Sums:
+    """Sums of tensors by key. The first term is kept as it is (it may be shared: a VJP can
+    hand one tensor to two operands); the second makes a buffer of our own, which later
+    terms are added into in place."""
+
+    def __init__(self) -> None:
+        self.sums: dict[Any, Tensor] = {}
+        self._owned: set[Any] = set()
+
+    def add(self, key: Any, g: Tensor) -> None:
+        old = self.sums.get(key)
+        if old is None:
+            self.sums[key] = g
+        elif key in self._owned:
+            old.add_(g)
+        else:
+            self.sums[key] = old + g
+            self._owned.add(key)
 
 
 class ZILNetwork:
@@ -184,22 +198,22 @@ class ZILNetwork:
     def inference_step(self, state: PCState, eps: list[Tensor], rate: float = 1.0) -> None:
         """x_i += rate (-eps_i + sum_c (d mu_c / d x_i)^T eps_c) for every free node (in place on ``state``)."""
         vs, n = state.plan.vertices, len(state.values)
-        feedback: list[Tensor | None] = [None] * n
+        feedback = _Sums()
         for i in range(n - 1, -1, -1):
             if any(vs[i].feeds):
                 for e, g in _send(vs[i], state.predictions[i], eps[i], vs[i].feeds):
-                    _accumulate(feedback, e.ref, g)
+                    feedback.add(e.ref, g)
         for i in range(n - 1):
-            state.values[i] = state.values[i] + rate * (-eps[i] + feedback[i])
+            state.values[i] = state.values[i] + rate * (-eps[i] + feedback.sums[i])
         state.fresh = False
 
     @torch.no_grad()
-    def weight_updates(self, state: PCState, eps: list[Tensor], nodes: Sequence[int], into: dict) -> None:
+    def weight_updates(self, state: PCState, eps: list[Tensor], nodes: Sequence[int], into: _Sums) -> None:
         """into[name] += eps_i d mu_i / d theta for the parameters of the given value nodes."""
         vs = state.plan.vertices
         for i in nodes:
             for e, g in _send(vs[i], state.predictions[i], eps[i], vs[i].learns):
-                _accumulate(into, e.ref, g)
+                into.add(e.ref, g)
 
     def output_error(self, mu: Tensor, clamped: Tensor) -> Tensor:
         """eps_out = -dL/dmu_out at the output's prediction mu, the output clamped to y / onehot(y)."""
@@ -251,12 +265,12 @@ class ZILNetwork:
             if schedule != "full" and zil
             else self._full(state, inference_rate, step_offset)
         )
-        return {name: -u for name, u in updates.items()}
+        return {name: -u for name, u in updates.sums.items()}
 
-    def _full(self, state: PCState, rate: float, offset: int) -> dict[str, Tensor]:
+    def _full(self, state: PCState, rate: float, offset: int) -> _Sums:
         levels = [v.level for v in state.plan.vertices]
         last = state.plan.depth - 1 + offset
-        updates: dict[str, Tensor] = {}
+        updates = _Sums()
         for step in range(last + 1):
             eps = self.errors(state)
             learners = [
@@ -267,19 +281,18 @@ class ZILNetwork:
                 self.inference_step(state, eps, rate)
         return updates
 
-    def _wavefront(self, state: PCState) -> dict[str, Tensor]:
+    def _wavefront(self, state: PCState) -> _Sums:
         vs, values, preds = state.plan.vertices, state.values, state.predictions
         n = len(vs)
-        feedback: list[Tensor | None] = [None] * n
-        updates: dict[str, Tensor] = {}
+        feedback, updates = _Sums(), _Sums()
         for i in range(n - 1, -1, -1):  # level 0 (the output) first; within a level, as in _full
             if i == n - 1:
                 eps = self.output_error(preds[i].mu, values[i])
             else:
-                values[i] = values[i] + feedback[i]  # step l_i: x_i = mu_i + 1 * (-0 + feedback)
+                values[i] = values[i] + feedback.sums.pop(i)  # step l_i: x_i = mu_i + 1 * (-0 + feedback)
                 eps = values[i] - preds[i].mu
             for e, g in _send(vs[i], preds[i], eps, vs[i].needs):
-                _accumulate(feedback if e.kind == "vertex" else updates, e.ref, g)
+                (feedback if e.kind == "vertex" else updates).add(e.ref, g)
         state.fresh = False
         return updates
 

@@ -119,9 +119,8 @@ class RNNCell(Op):
 
     def vjp(self, g: Tensor, ctx: Any, needs: Sequence[bool]) -> Grads:
         x, h, w_ih, w_hh, out = ctx
-        d = (
-            g * (1 - out * out) if self.nonlinearity == "tanh" else g * (out > 0)
-        )  # (B, H), at the pre-activation
+        # (B, H), the error at the pre-activation: g (1 - out^2) for tanh, g [out > 0] = g sign(out) for ReLU
+        d = torch.addcmul(g, g * out, out, value=-1) if self.nonlinearity == "tanh" else g * torch.sign(out)
         db = d.sum(0) if needs[4] or needs[5] else None
         return [
             d @ w_ih if needs[0] else None,
