@@ -81,9 +81,10 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tu
     return float((predicted == labels).double().mean()), predicted
 
 
+@torch.no_grad()
 def max_weight_gap(a: nn.Module, b: nn.Module) -> tuple[float, float]:
     """(max |w_a - w_b| over all parameters, the same relative to max |w_b|)."""
-    gap = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+    gap = max(float((p - q.to(p.dtype)).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
     scale = max(float(q.abs().max()) for q in b.parameters())
     return gap, gap / scale
 
@@ -96,12 +97,40 @@ def bp_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
     return loss.item()
 
 
+def autograd_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y, reduction="sum").backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def gradient_errors(
+    probe: ZILNetwork, model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> dict[str, float]:
+    """One minibatch, the same float32 weights: Z-IL's and autograd's float32 gradients against
+    autograd's float64 gradient (max abs difference over max abs gradient, all parameters)."""
+    exact = autograd_gradients(copy.deepcopy(model).double(), x.double(), y)
+    scale = max(float(g.abs().max()) for g in exact.values())
+
+    def error(grads: dict[str, torch.Tensor]) -> float:
+        return max(float((grads[n].double() - g).abs().max()) for n, g in exact.items()) / scale
+
+    return {
+        "zil32": error(probe.learn(probe.feedforward(x, y))),
+        "bp32": error(autograd_gradients(model, x, y)),
+    }
+
+
 def sgd(model: nn.Module, name: str, batch: int) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=LEARNING_RATE[name] / batch, momentum=0.9)
 
 
-def train_side_by_side(name, dtype, order, batch, train, test, eval_every, reference=False) -> dict:
-    """Backprop and Z-IL from the same weights over the same minibatches (``order``: (steps, B))."""
+def train_side_by_side(
+    name, dtype, order, batch, train, test, eval_every, reference=False, drift_every=50
+) -> dict:
+    """Backprop and Z-IL from the same weights over the same minibatches (``order``: (steps, B));
+    ``reference``: also backprop in float64, and the weight gaps every ``drift_every`` steps."""
     (train_x, train_y), (test_x, test_y) = train, test
     train_x, test_x = train_x.to(dtype), test_x.to(dtype)
     bp_model = build(name).to(dtype)
@@ -110,7 +139,8 @@ def train_side_by_side(name, dtype, order, batch, train, test, eval_every, refer
     trainer = ZILTrainer(zil_model, sgd(zil_model, name, batch), loss="cross_entropy")
     ref_model = copy.deepcopy(bp_model).double() if reference else None  # backprop in float64
     ref_opt = sgd(ref_model, name, batch) if reference else None
-    curve, losses = [], []
+    probe = ZILNetwork(bp_model, loss="cross_entropy") if reference else None
+    curve, losses, drift = [], [], []
 
     def checkpoint(step: int) -> None:
         bp_acc, bp_pred = accuracy(bp_model, test_x, test_y)
@@ -128,6 +158,13 @@ def train_side_by_side(name, dtype, order, batch, train, test, eval_every, refer
         zil_loss = trainer.step(x, y)
         if reference:
             bp_step(ref_model, ref_opt, x.double(), y)
+            if step % drift_every == 0 or step == len(order):
+                drift.append({
+                    "step": step, "zil_vs_bp": max_weight_gap(zil_model, bp_model)[1],
+                    "bp_vs_bp64": max_weight_gap(bp_model, ref_model)[1],
+                    "zil_vs_bp64": max_weight_gap(zil_model, ref_model)[1],
+                    "gradient_error": gradient_errors(probe, bp_model, x, y),
+                })  # fmt: skip
         losses.append((bp_loss, zil_loss))
         if step % eval_every == 0 or step == len(order):
             checkpoint(step)
@@ -137,6 +174,7 @@ def train_side_by_side(name, dtype, order, batch, train, test, eval_every, refer
         "max_relative_loss_gap": max(abs(a - b) / abs(a) for a, b in losses),
     }  # fmt: skip
     if reference:
+        result["drift"] = drift  # relative weight gaps: max |w_a - w_b| / max |w_b|
         result["bp32_vs_bp64"] = dict(
             zip(("max_weight_gap", "relative_weight_gap"), max_weight_gap(bp_model, ref_model))
         )
@@ -320,6 +358,28 @@ def report(r: dict) -> str:
             f"{end['predictions_that_differ']} | {run['bp32_vs_bp64']['relative_weight_gap']:.1e} | "
             f"{run['bp32_predictions_that_differ_from_bp64']} |"
         )
+    lines += [
+        "",
+        (
+            "How the gaps grow along the epoch: the weights (max abs(W_a - W_b) / max abs(W_b); Z-IL "
+            "float32 against backprop float32, backprop float32 against backprop float64), and one "
+            "minibatch's gradient at backprop's float32 weights of that step (Z-IL float32 and autograd "
+            "float32 against autograd float64, max abs error / max abs gradient):"
+        ),
+        "",
+        (
+            "| model | step | weights: Z-IL vs BP | weights: BP32 vs BP64 | gradient error: Z-IL float32 "
+            "| gradient error: autograd float32 |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
+    for m in names:
+        for point in f32[m]["drift"]:
+            g = point["gradient_error"]
+            lines.append(
+                f"| {m} | {point['step']} | {point['zil_vs_bp']:.1e} | {point['bp_vs_bp64']:.1e} | "
+                f"{g['zil32']:.1e} | {g['bp32']:.1e} |"
+            )
     lines += [
         "",
         "## Cost per minibatch",
