@@ -3,7 +3,8 @@
 Universal Hopfield networks (Millidge et al., ICML 2022) with their classical instances,
 (see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021),
 predictive coding on arbitrary graphs (pcgraph.py, Salvatori et al., NeurIPS 2022) and
-Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020).
+Z-IL, inference learning that equals backprop exactly on any traced graph (zil/, Song et
+al. 2020, Salvatori et al. 2021).
 No web code here: the service in ``app`` builds on this package, never the reverse.
 """
 
@@ -19,7 +20,7 @@ from .pc import FitHistory, PCConfig, PCMemory
 from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
-from .zil import zil_gradients
+from .zil import ZILTrainer, zil_gradients
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "PCMemory",
     "SparseDistributedMemory",
     "UniversalHopfield",
+    "ZILTrainer",
     "__version__",
     "get_similarity",
     "make_separation",

@@ -215,6 +215,7 @@ class _Builder:
         self.vertices: list[Vertex] = []
         self.consts: list[ConstStep] = []
         self.n_slots = len(inputs)
+        self.calls: dict[str, int] = {}  # module name -> times called so far
 
     # -- kinds of values --
     def tensor(self, obj: Any) -> Any:
@@ -294,7 +295,7 @@ class _Builder:
                 if item is not None:
                     return item
         if isinstance(module, nn.RNN):
-            return self.rnn(module, target, args, kwargs)
+            return self.rnn(module, self.call_name(target), args, kwargs)
         args, kwargs = map_aggregate((args, kwargs), self.materialize)
         trainable = module is not None and any(p.requires_grad for p in module.parameters())
         if not trainable and not any(isinstance(a, _Sym) for a in _leaves((args, kwargs))):
@@ -315,7 +316,12 @@ class _Builder:
                 raise UnsupportedOperation(f"at {node.name!r}: {error}") from None
         if bound.op is None:
             return bound.operands[0]
-        return self.apply(bound.op, bound.operands, node.name)
+        return self.apply(bound.op, bound.operands, node.name if module is None else self.call_name(target))
+
+    def call_name(self, module_name: str) -> str:
+        """A value node's name: the module's, then name_1, name_2, ... for later calls of it."""
+        k = self.calls[module_name] = self.calls.get(module_name, -1) + 1
+        return module_name if k == 0 else f"{module_name}_{k}"
 
     def rnn(self, rnn: nn.RNN, name: str, args: tuple, kwargs: dict) -> _RNNOut:
         """Unroll an nn.RNN over time: one RNN-cell value node per layer and step, weights shared."""

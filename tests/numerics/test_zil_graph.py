@@ -296,7 +296,7 @@ def test_trainer_follows_backprop(batch):
         bp_optimizer.step()
         assert zil_loss == pytest.approx(bp_loss.item(), rel=1e-12)
     for (name, a), b in zip(zil_model.named_parameters(), bp_model.parameters()):
-        assert float((a - b).abs().max()) < 1e-12, name
+        assert (a - b).abs().max().item() < 1e-12, name
 
 
 # --- what is refused ----------------------------------------------------------------------
