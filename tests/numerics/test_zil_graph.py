@@ -205,6 +205,38 @@ def test_float32_stays_close_to_autograd(batch):
         assert float((zil[name] - g).abs().max()) <= 1e-4 * float(g.abs().max()), name
 
 
+class Options(nn.Module):
+    """Pooling with padding, ceil_mode, count_include_pad and divisor_override; a grouped,
+    dilated, strided convolution; an in-place activation; slicing with a step; permute,
+    view, (un)squeeze, Unflatten; a batched matmul broadcasting a parameter; a division by
+    a parameter; sums and means over several dimensions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 6, 3, stride=2, dilation=2, groups=3, padding=2)
+        self.c2 = nn.Conv2d(6, 4, 1, bias=False)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.w = nn.Parameter(torch.randn(2, 5, 7) * 0.3)
+        self.scale = nn.Parameter(torch.rand(4, 1, 1) + 0.5)
+        self.unflatten = nn.Unflatten(1, (3, 10))
+
+    def forward(self, x):
+        h = self.act(self.c1(x.expand(-1, 3, -1, -1)))  # (B, 6, 14, 14)
+        a = F.max_pool2d(h, 3, stride=2, padding=1, ceil_mode=True)  # (B, 6, 8, 8)
+        b = F.avg_pool2d(h, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        c = F.avg_pool2d(h, 2, padding=1, divisor_override=3)  # (B, 6, 8, 8)
+        h = self.c2(torch.cat([a, b], 1)[:, ::2]) / self.scale - c[:, :4]  # (B, 4, 8, 8)
+        g = F.gelu(h, approximate="tanh").permute(0, 2, 3, 1).reshape(x.shape[0], -1)[:, :35].view(-1, 5, 7)
+        m = torch.matmul(g.unsqueeze(1), self.w.transpose(1, 2))  # (B, 2, 5, 5)
+        out = m.sum(dim=-1, keepdim=True).squeeze(-1).mean(1) - (-m).mean((1, 2))  # (B, 5)
+        return self.unflatten(torch.cat([out, out * 2, F.softplus(out), out, out, out], 1))[:, 0, :]
+
+
+def test_operation_options_views_and_broadcasting(batch):
+    images, labels = batch
+    assert_equal_to_autograd(make(Options), images, labels, "cross_entropy")
+
+
 # --- the mechanism ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["residual", "rnn", "cnn_pooling"])
 def test_wavefront_gives_the_full_networks_numbers(name, batch):
