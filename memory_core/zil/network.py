@@ -12,8 +12,9 @@ Inference moves the free nodes down the energy, x_i += gamma (-eps_i + sum over 
 nodes c that i feeds of (d mu_c / d x_i)^T eps_c), and learning moves a parameter theta
 of node i along eps_i d mu_i / d theta (so dE/dtheta = -eps_i d mu_i / d theta).
 
-Z-IL's three conditions (Song et al. 2020; Salvatori et al. 2021, for CNNs, RNNs and
-any computational graph) make these updates exactly backprop's:
+Z-IL's conditions (Song et al. 2020; Salvatori et al. 2021, for CNNs, RNNs and any
+computational graph) make these updates exactly backprop's, on a graph levelled by
+``trace`` (every path from a node to the output equally long):
 
 1. zero initial errors: every x_i starts at its prediction (the feed-forward pass);
 2. inference rate gamma = 1;
@@ -25,8 +26,8 @@ every node's prediction, error and feedback are recomputed. ``"wavefront"`` comp
 what changes: under the conditions, eps_i is exactly 0 before step l_i and the nodes of
 level l_i move first at step l_i, so at step l only the nodes of level l need their
 value x_i = mu_i + feedback, error and updates; everything else is unchanged or never
-read again. Both give the same numbers (the tests check it); the wavefront costs what
-backprop costs, the full network (depth) times more.
+read again. Both give the same numbers (the tests check it); the wavefront does the work
+of one backward pass, the full network that work at each of its (depth) steps.
 """
 
 from __future__ import annotations
