@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from memory_core.data import fashion_mnist
 from memory_core.zil import ZILNetwork, ZILTrainer
 
-LEARNING_RATE = {"MLP": 0.05, "CNN": 0.05, "RNN": 0.02}  # for the mean loss; divided by the batch size
+LEARNING_RATE = {"MLP": 0.05, "CNN": 0.05, "RNN": 0.005}  # for the mean loss; divided by the batch size
+# (the tanh RNN with momentum 0.9 and no clipping is unstable over an epoch at 0.02 in float64)
 
 
 class RowRNN(nn.Module):
@@ -127,7 +128,7 @@ def sgd(model: nn.Module, name: str, batch: int) -> torch.optim.Optimizer:
 
 
 def train_side_by_side(
-    name, dtype, order, batch, train, test, eval_every, reference=False, drift_every=50
+    name, dtype, order, batch, train, test, eval_every, reference=False, drift_every=100
 ) -> dict:
     """Backprop and Z-IL from the same weights over the same minibatches (``order``: (steps, B));
     ``reference``: also backprop in float64, and the weight gaps every ``drift_every`` steps."""
@@ -348,15 +349,18 @@ def report(r: dict) -> str:
             "over the same minibatches."
         ),
         "",
-        "| model | BP accuracy | Z-IL accuracy | max abs(W_ZIL - W_BP) / max abs(W_BP) | test predictions that differ | BP float32 vs BP float64: relative weight gap | predictions that differ |",
-        "|---|---|---|---|---|---|---|",
+        (
+            "| model | BP accuracy | Z-IL accuracy | max abs(W_ZIL - W_BP) / max abs(W_BP) | test predictions that differ "
+            "| BP float64 accuracy | BP float32 vs BP float64: relative weight gap | predictions that differ |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in names:
         end, run = f32[m]["curve"][-1], f32[m]
         lines.append(
             f"| {m} | {end['bp_accuracy']:.4f} | {end['zil_accuracy']:.4f} | {end['relative_weight_gap']:.1e} | "
-            f"{end['predictions_that_differ']} | {run['bp32_vs_bp64']['relative_weight_gap']:.1e} | "
-            f"{run['bp32_predictions_that_differ_from_bp64']} |"
+            f"{end['predictions_that_differ']} | {run['bp64_accuracy']:.4f} | "
+            f"{run['bp32_vs_bp64']['relative_weight_gap']:.1e} | {run['bp32_predictions_that_differ_from_bp64']} |"
         )
     lines += [
         "",
