@@ -222,7 +222,7 @@ def cost(name: str, dtype: torch.dtype, x: torch.Tensor, y: torch.Tensor, reps: 
             run()
     ms = {k: 1e3 * statistics.median(v[warm:]) for k, v in times.items()}
     full = []
-    for _ in range(max(3, reps // 20)):  # the whole network at every step: (depth) times the work
+    for _ in range(max(5, reps // 6)):  # the whole network at every step: (depth) times the work
         state = network.feedforward(x, y)
         t0 = time.perf_counter()
         network.learn(state, schedule="full")
