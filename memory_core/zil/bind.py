@@ -121,6 +121,12 @@ def _conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)
     return Bound(ops.Conv2d(pair(stride), pair(padding), pair(dilation), groups), [input, weight, bias])
 
 
+def _dropout(input, p=0.5, training=True, inplace=False):
+    if p and training:
+        raise _unsupported("F.dropout in training mode (it is random)")
+    return Bound(None, [input])
+
+
 def _div(a, b, *, rounding_mode=None):
     if rounding_mode is not None:
         raise _unsupported(f"division with rounding_mode={rounding_mode!r}")
@@ -192,9 +198,7 @@ _FUNCTIONS: dict[Callable, Callable[..., Bound]] = {
     torch.max_pool2d: _max_pool2d,
     F.avg_pool2d: _avg_pool2d,
     F.adaptive_avg_pool2d: lambda input, output_size: Bound(ops.AdaptiveAvgPool2d(output_size), [input]),
-    F.dropout: lambda input, p=0.5, training=True, inplace=False: (
-        Bound(None, [input]) if p == 0 or not training else _raise(_unsupported("F.dropout in training mode"))
-    ),
+    F.dropout: _dropout,
 }
 
 _METHODS: dict[str, Callable[..., Bound]] = {
@@ -217,10 +221,6 @@ _METHODS: dict[str, Callable[..., Bound]] = {
     "sum": _reduce("sum"),
     "mean": _reduce("mean"),
 }
-
-
-def _raise(error: Exception):
-    raise error
 
 
 def _name(fn: Callable) -> str:
