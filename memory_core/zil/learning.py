@@ -20,6 +20,7 @@ def zil_gradients(
     loss: str = "sse",
     inference_rate: float = 1.0,
     step_offset: int = 0,
+    value_nodes: str = "layers",
 ) -> dict[str, Tensor]:
     """The gradients of the loss by zero-divergence inference learning (Z-IL).
 
@@ -37,13 +38,14 @@ def zil_gradients(
         inference_rate: the inference rate gamma (Z-IL: 1).
         step_offset: take the weight update of the value nodes l steps from the output at
             inference step l + step_offset (Z-IL: 0).
+        value_nodes: "layers" (mu = W f(x)) or "operations" (a value node per operation).
 
     Returns:
         {name: dLoss/dparameter} for every trainable parameter of ``model.named_parameters``
         (zeros for one the output does not depend on), summed over the batch. The PC
         weight change is its negative.
     """
-    network = ZILNetwork(model, loss=loss)
+    network = ZILNetwork(model, loss=loss, value_nodes=value_nodes)
     state = network.feedforward(x, y)
     grads = network.learn(state, inference_rate=inference_rate, step_offset=step_offset)
     return {
@@ -67,11 +69,19 @@ class ZILTrainer:
         optimizer: any torch optimizer over the model's parameters.
         loss: "sse" or "cross_entropy" (summed over the batch: scale the learning rate
             by 1 / batch size to match a mean-reduced loss).
+        value_nodes: "layers" or "operations", as for ``ZILNetwork``.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss: str = "sse") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        loss: str = "sse",
+        value_nodes: str = "layers",
+    ) -> None:
         self.model, self.optimizer = model, optimizer
-        self.network = ZILNetwork(model, loss=loss)
+        self.network = ZILNetwork(model, loss=loss, value_nodes=value_nodes)
         self._trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def gradients(self, x: Tensor | Sequence[Tensor], y: Tensor) -> tuple[dict[str, Tensor], float]:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx.node import map_aggregate
 
-from .trace import HOLE, Edge, Plan, Slot, Vertex, build_plan, trace
+from .trace import HOLE, VALUE_NODES, Edge, Plan, Slot, Vertex, build_plan, trace
 
 __all__ = ["LOSSES", "PCState", "Prediction", "ZILNetwork"]
 
@@ -140,15 +140,22 @@ class ZILNetwork:
         loss: "sse" (0.5 x summed squared error, y shaped like the output) or
             "cross_entropy" (softmax cross-entropy summed over the batch, y class indices
             (B,), output (B, C)).
+        value_nodes: "layers" (a value node per weight layer and per join, the parameter-free
+            single-operand operations folded into the predictions: mu = W f(x)) or
+            "operations" (a value node per operation). Both are exact.
         levelled: insert identity nodes where an edge skips levels (Z-IL's graph
             condition). False leaves them out, to show that the result is then not exact
             (it forces the full schedule).
     """
 
-    def __init__(self, model: nn.Module, *, loss: str = "sse", levelled: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, *, loss: str = "sse", value_nodes: str = "layers", levelled: bool = True
+    ) -> None:
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        self.model, self.loss_name, self.levelled = model, loss, levelled
+        if value_nodes not in VALUE_NODES:
+            raise ValueError(f"value_nodes must be one of {VALUE_NODES}, got {value_nodes!r}")
+        self.model, self.loss_name, self.levelled, self.value_nodes = model, loss, levelled, value_nodes
         self.graph_module = trace(model)
         self._plans: OrderedDict[tuple, Plan] = OrderedDict()
 
@@ -159,7 +166,8 @@ class ZILNetwork:
         key = (self.model.training, *((t.shape, t.dtype, t.device) for t in inputs))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = build_plan(self.model, self.graph_module, inputs, self.levelled)
+            plan = build_plan(self.model, self.graph_module, inputs, self.levelled, self.value_nodes)
+            self._plans[key] = plan
             if len(self._plans) > 8:
                 self._plans.popitem(last=False)
         self._plans.move_to_end(key)

@@ -10,7 +10,8 @@ known) and sorts every result into one of three kinds:
 - a parameter-derived value, carried as (source, chain): a value node or a trainable
   parameter followed by the parameter-free single-operand operations applied to it
   (activations, pooling, reshapes, ...). The chain is folded into the prediction of the
-  value node that consumes it, as in mu_l = W_l f(x_{l-1}).
+  value node that consumes it, as in mu_l = W_l f(x_{l-1}) (``value_nodes="layers"``;
+  with ``"operations"`` each of these operations is a value node of its own).
 - a value node (``Vertex``): the output of a weight layer (Linear, Conv2d, an RNN cell,
   matmul) or of an operation that joins two or more value nodes or parameters (an
   addition of a residual branch, a concatenation). Its prediction mu is that operation
@@ -39,7 +40,9 @@ from . import ops
 from .bind import bind_function, bind_method, bind_module
 from .ops import UnsupportedOperation
 
-__all__ = ["Edge", "Plan", "Slot", "Step", "Vertex", "build_plan", "trace"]
+__all__ = ["VALUE_NODES", "Edge", "Plan", "Slot", "Step", "Vertex", "build_plan", "trace"]
+
+VALUE_NODES = ("layers", "operations")
 
 
 class _Hole:
@@ -209,8 +212,8 @@ def _refs(tree: Any) -> Any:
 
 
 class _Builder:
-    def __init__(self, model: nn.Module, gm: fx.GraphModule, inputs: tuple[Tensor, ...]) -> None:
-        self.model, self.gm, self.inputs = model, gm, inputs
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, inputs: tuple[Tensor, ...], fold: bool) -> None:
+        self.model, self.gm, self.inputs, self.fold = model, gm, inputs, fold
         self.names = {id(p): n for n, p in model.named_parameters()}
         self.vertices: list[Vertex] = []
         self.consts: list[ConstStep] = []
@@ -254,7 +257,7 @@ class _Builder:
         or a constant."""
         operands = [self.materialize(o) for o in operands]
         syms = [i for i, o in enumerate(operands) if isinstance(o, _Sym)]
-        if op.vertex or len(syms) >= 2:
+        if op.vertex or len(syms) >= 2 or (syms and not self.fold):
             return self.vertex(name, op, operands)
         if not syms:
             return self.constant(lambda *a: op.forward(*a)[0], tuple(operands), {}, name)
@@ -450,9 +453,22 @@ def _select_stacked(stacked: _Stacked, index: Any) -> Any | None:
 
 
 def build_plan(
-    model: nn.Module, gm: fx.GraphModule, inputs: tuple[Tensor, ...], levelled: bool = True
+    model: nn.Module,
+    gm: fx.GraphModule,
+    inputs: tuple[Tensor, ...],
+    levelled: bool = True,
+    value_nodes: str = "layers",
 ) -> Plan:
-    """The plan of ``model`` (traced as ``gm``) for inputs shaped like ``inputs``; ``levelled``
-    False leaves out the identity nodes (to show that Z-IL needs them)."""
+    """The plan of ``model`` (traced as ``gm``) for inputs shaped like ``inputs``.
+
+    Arguments:
+        levelled: False leaves out the identity nodes (to show that Z-IL needs them).
+        value_nodes: "layers" folds the parameter-free single-operand operations into the
+            prediction of their consumer (mu = W f(x), the papers' layered networks);
+            "operations" gives every operation on a value node or parameter its own value
+            node (the computational graphs of Salvatori et al. 2022).
+    """
+    if value_nodes not in VALUE_NODES:
+        raise ValueError(f"value_nodes must be one of {VALUE_NODES}, got {value_nodes!r}")
     with torch.no_grad():
-        return _Builder(model, gm, inputs).run(levelled)
+        return _Builder(model, gm, inputs, fold=value_nodes == "layers").run(levelled)

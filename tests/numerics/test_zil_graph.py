@@ -46,9 +46,9 @@ def autograd_gradients(model: nn.Module, x, y, loss: str) -> dict[str, torch.Ten
     return grads
 
 
-def assert_equal_to_autograd(model: nn.Module, x, labels, loss: str, rel: float = 1e-10) -> None:
+def assert_equal_to_autograd(model: nn.Module, x, labels, loss: str, rel: float = 1e-10, **options) -> None:
     y = target(labels, loss)
-    zil = zil_gradients(model, x, y, loss=loss)
+    zil = zil_gradients(model, x, y, loss=loss, **options)
     bp = autograd_gradients(model, x, y, loss)
     assert list(zil) == [n for n, p in model.named_parameters() if p.requires_grad]
     for name, g in bp.items():
@@ -161,6 +161,27 @@ def test_gradients_equal_autograd(name, loss, batch):
     assert_equal_to_autograd(MODELS[name](), images, labels, loss)
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn_pooling", "residual", "rnn", "rnn_cell_loop"])
+def test_a_value_node_per_operation_is_exact_too(name, batch):
+    """value_nodes="operations": activations, pooling, reshapes each get a value node (the
+    computational graphs of Salvatori et al. 2022) instead of being folded into mu = W f(x)."""
+    images, labels = batch
+    model = MODELS[name]()
+    assert_equal_to_autograd(model, images, labels, "cross_entropy", value_nodes="operations")
+    layers = ZILNetwork(model).plan(images)
+    operations = ZILNetwork(model, value_nodes="operations").plan(images)
+    # an RNN is its cells either way (out[:, -1] picks the last cell's node)
+    assert len(operations) == len(layers) if name.startswith("rnn") else len(operations) > len(layers)
+    if name == "mlp":  # Flatten acts on the input: a constant, not a value node
+        assert [(v.name, v.level) for v in operations.vertices] == [
+            ("1", 4),
+            ("2", 3),
+            ("3", 2),
+            ("4", 1),
+            ("5", 0),
+        ]
+
+
 def test_a_layer_used_twice_sums_its_two_updates(batch):
     images, labels = batch
     torch.manual_seed(0)
@@ -238,12 +259,14 @@ def test_operation_options_views_and_broadcasting(batch):
 
 
 # --- the mechanism ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["residual", "rnn", "cnn_pooling"])
-def test_wavefront_gives_the_full_networks_numbers(name, batch):
+@pytest.mark.parametrize(
+    ("name", "value_nodes"), [("residual", "layers"), ("rnn", "layers"), ("cnn_pooling", "operations")]
+)
+def test_wavefront_gives_the_full_networks_numbers(name, value_nodes, batch):
     """The wavefront computes only the nodes that change; the full network recomputes every
     prediction, error and feedback at every step. Same updates, to the last bits."""
     images, labels = batch
-    net = ZILNetwork(MODELS[name](), loss="cross_entropy")
+    net = ZILNetwork(MODELS[name](), loss="cross_entropy", value_nodes=value_nodes)
     full = net.learn(net.feedforward(images, labels), schedule="full")
     wave = net.learn(net.feedforward(images, labels), schedule="wavefront")
     assert full.keys() == wave.keys()
