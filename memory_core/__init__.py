@@ -21,7 +21,7 @@ from .pc import FitHistory, PCConfig, PCMemory
 from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
-from .zil import zil_gradients
+from .zil import ZILTrainer, zil_gradients
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "PCMemory",
     "SparseDistributedMemory",
     "UniversalHopfield",
+    "ZILTrainer",
     "__version__",
     "get_similarity",
     "make_separation",

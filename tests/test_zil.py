@@ -112,7 +112,6 @@ def test_errors_move_down_one_layer_per_step_and_equal_backprop_deltas(fmnist):
     images, targets = fmnist
     model = make_mlp()
     net = ZILNetwork(model)
-    depth = len(net)  # 3 value nodes: outputs of the three Linear layers
 
     # backprop's deltas at each Linear output
     outputs, h = [], images.clone()
@@ -124,18 +123,18 @@ def test_errors_move_down_one_layer_per_step_and_equal_backprop_deltas(fmnist):
     (0.5 * ((h - targets) ** 2).sum()).backward()
     deltas = [o.grad.detach() for o in outputs]
 
-    with torch.no_grad():
-        values = net.feedforward(images)
-        values[-1] = targets
-        for step in range(depth):
-            eps, cache = net.errors(values)
-            for layer in range(depth):
-                distance = depth - 1 - layer
-                if distance > step:
-                    assert float(eps[layer].abs().max()) == 0.0  # the error has not arrived yet
-                elif distance == step:
-                    assert torch.allclose(eps[layer], -deltas[layer], rtol=0, atol=1e-14)
-            values = net.inference_step(values, eps, cache, rate=1.0)
+    state = net.feedforward(images, targets)
+    depth = len(state.plan)  # 3 value nodes: outputs of the three Linear layers
+    assert depth == 3 and [v.level for v in state.plan.vertices] == [2, 1, 0]
+    for step in range(depth):
+        eps = net.errors(state)
+        for layer in range(depth):
+            distance = depth - 1 - layer
+            if distance > step:
+                assert float(eps[layer].abs().max()) == 0.0  # the error has not arrived yet
+            elif distance == step:
+                assert torch.allclose(eps[layer], -deltas[layer], rtol=0, atol=1e-14)
+        net.inference_step(state, eps, rate=1.0)
 
 
 # --- the conditions -----------------------------------------------------------------------
@@ -176,11 +175,11 @@ def test_update_at_the_wrong_step_is_not_backprop(make, fmnist):
 # --- bad input ----------------------------------------------------------------------------
 def test_bad_models_and_inputs_are_refused(fmnist):
     images, targets = fmnist
-    with pytest.raises(TypeError, match="nn.Sequential"):
-        zil_gradients(nn.Linear(784, 10).double(), images.flatten(1), targets)
+    with pytest.raises(TypeError, match="nn.Module"):
+        zil_gradients(lambda t: t, images.flatten(1), targets)
     with pytest.raises(TypeError, match="BatchNorm1d"):
         zil_gradients(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.BatchNorm1d(10)).double(), images, targets)
-    with pytest.raises(ValueError, match="no Linear or Conv2d"):
+    with pytest.raises(ValueError, match="does not depend on any trainable parameter"):
         zil_gradients(nn.Sequential(nn.Flatten(), nn.Tanh()), images, images.flatten(1))
     with pytest.raises(ValueError, match="y has shape"):
         zil_gradients(make_mlp(), images, targets[:, :5])
@@ -193,6 +192,5 @@ def test_bad_models_and_inputs_are_refused(fmnist):
     reflect = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten()).double()
     with pytest.raises(ValueError, match="padding_mode"):
         zil_gradients(reflect, images, torch.zeros(16, 2 * 28 * 28, dtype=torch.float64))
-    shared = nn.Linear(10, 10).double()
-    with pytest.raises(ValueError, match="used twice"):
-        zil_gradients(nn.Sequential(shared, nn.Tanh(), shared), targets, targets)
+    # A layer used twice is a shared weight now (memory_core.zil sums its two updates):
+    # tests/numerics/test_zil_graph.py checks it against autograd.
