@@ -3,7 +3,7 @@
 Universal Hopfield networks (Millidge et al., ICML 2022) with their classical instances,
 (see pc.py) hierarchical predictive-coding memories (Salvatori et al., NeurIPS 2021),
 predictive coding on arbitrary graphs (pcgraph.py, Salvatori et al., NeurIPS 2022) and
-Z-IL, inference learning that equals backprop exactly (zil.py, Song et al. 2020), and
+Z-IL, inference learning that equals backprop exactly (zil/, Song et al. 2020; Salvatori et al. 2021), and
 BoxE relational memories that complete facts (boxe/, Abboud et al., NeurIPS 2020).
 No web code here: the service in ``app`` builds on this package, never the reverse.
 """
