@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from memory_core import PCConfig, PCGraph, PCGraphConfig, PCMemory, UniversalHopfield
+from memory_core.pcgraph import upgrade_keys
 from memory_core.text import EMBEDDING_DIM
 
 from .jobs import JobContext
@@ -231,15 +232,13 @@ class PCGraphKind(TrainedKind):
     @classmethod
     def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
         allowed = [f.name for f in fields(PCGraphConfig) if f.name != "dim"]
+        config = upgrade_keys(config)  # the old names of knobs (LEGACY_KEYS) too
         _check_keys(cls.kind, config, allowed)
         resolved = {**asdict(PCGraphConfig(dim=1)), **config, "dim": _stored_dim(shape, text)}
         if resolved["topology"] == "custom":
             raise ValueError("topology 'custom' needs an adjacency, which only the Python API takes")
-        if isinstance(resolved["hidden"], list):
-            resolved["hidden"] = tuple(resolved["hidden"])
         try:
-            checked = PCGraphConfig(**resolved)
-            checked.validate()
+            checked = PCGraphConfig.from_dict(resolved)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config: {exc}") from None
         if checked.n_vertices > cls.MAX_VERTICES:
@@ -252,5 +251,6 @@ class PCGraphKind(TrainedKind):
         return json.loads(json.dumps(out))
 
     def _new_model(self) -> PCGraph:
-        return PCGraph(dim=_stored_dim(self.record.shape, self.record.text), device=self.device,
-                       **self.record.config)
+        dim = _stored_dim(self.record.shape, self.record.text)
+        config = PCGraphConfig.from_dict({**self.record.config, "dim": dim})  # old key names too
+        return PCGraph(**asdict(config), device=self.device)

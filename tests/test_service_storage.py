@@ -10,7 +10,8 @@ import pytest
 
 from app.jobs import JobConflict, JobManager
 from app.rwlock import RWLock
-from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage, atomic_write
+from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage
+from memory_core.files import atomic_write
 
 
 @pytest.fixture
