@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .exceptions import MemoryExists, PatternExists  # raised here, answered as 409
+
 __all__ = [
     "MemoryExists",
     "MemoryRecord",
@@ -41,14 +43,6 @@ __all__ = [
     "SQLiteStorage",
     "Storage",
 ]
-
-
-class MemoryExists(Exception):
-    """A memory of that name exists already."""
-
-
-class PatternExists(Exception):
-    """A pattern id exists already in that memory; ``args[0]`` is the id."""
 
 
 @dataclass(frozen=True)
@@ -326,7 +320,7 @@ class SQLiteStorage(Storage):
                         row,
                     )
                 except sqlite3.IntegrityError:
-                    raise PatternExists(row[1]) from None
+                    raise PatternExists(f"#{memory_id}", [row[1]]) from None
                 seqs.append(int(cur.lastrowid))
             return seqs
 

@@ -58,7 +58,7 @@ def _same(got: Recall, want: Recall) -> None:
 def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_vectors):
     stored = fashion_vectors[:N]
     live = _memory(stored)
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=64, max_wait_ms=50, metrics=metrics)
     gen = torch.Generator().manual_seed(0)
     picks = torch.randperm(N, generator=gen)[:40]
@@ -88,7 +88,7 @@ def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_
 
 def test_batches_are_cut_at_max_batch(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=4, max_wait_ms=1000, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -106,7 +106,7 @@ def test_batches_are_cut_at_max_batch(fashion_vectors):
 
 def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=2, max_wait_ms=10_000, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -123,7 +123,7 @@ def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
 
 def test_batching_off_with_max_batch_one(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=1, max_wait_ms=0, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -168,7 +168,7 @@ def test_an_empty_memory_fails_every_caller_with_its_own_error(fashion_vectors):
 
 def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=8, max_wait_ms=100, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -288,7 +288,7 @@ def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
 
 def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
     threads: set[str] = set()
 
@@ -315,7 +315,7 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
 
 def test_cues_decoded_on_the_batch_thread_and_a_bad_one_fails_its_caller_only(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
     threads: set[str] = set()
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-import json
-
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
