@@ -79,6 +79,10 @@ class HopfieldConfig:
     k: int = 5
     radius: float = 0.0
 
+    def __post_init__(self) -> None:
+        get_similarity(self.similarity)  # ValueError naming the known ones
+        make_separation(self.separation, beta=self.beta, n=self.n, k=self.k, radius=self.radius)
+
 
 class UniversalHopfield:
     """A universal Hopfield network: similarity, separation, projection.

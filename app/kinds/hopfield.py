@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from memory_core import HopfieldConfig, UniversalHopfield, get_similarity, make_separation
+from memory_core import HopfieldConfig, UniversalHopfield
 
 from ..storage import MemoryRecord
 from .base import LiveMemory, check_keys, check_number
@@ -44,14 +44,7 @@ class HopfieldMemory(LiveMemory):
             check_number(key, resolved[key])
             resolved[key] = float(resolved[key])
         check_number("k", resolved["k"], integer=True)
-        get_similarity(resolved["similarity"])  # ValueError naming the known ones
-        make_separation(
-            resolved["separation"],
-            beta=resolved["beta"],
-            n=resolved["n"],
-            k=resolved["k"],
-            radius=resolved["radius"],
-        )
+        HopfieldConfig(**resolved)  # ValueError naming the known similarities / separations
         return resolved
 
     @property
