@@ -200,7 +200,7 @@ def reduce_over_memories(
         exact = torch.zeros(batch, dtype=torch.bool) if sparse is None else sparse[2].cpu()  # (B,)
         if not bool(exact.all()):
             dense_rows = None if not bool(exact.any()) else (~exact).nonzero().squeeze(1).to(keys.device)
-            pick = (lambda t: t) if dense_rows is None else (lambda t: t.index_select(0, dense_rows))
+            pick = (lambda t: t) if dense_rows is None else (lambda t, rows=dense_rows: t.index_select(0, rows))
             scores = sim.finish(pick(ranks), pick(cue), None if mask is None else pick(mask))  # (b, n)
             if sim.name == "euclidean":
                 _exact_nearest(keys[start : start + rows], pick(ranks), scores, pick(cue),
@@ -208,14 +208,14 @@ def reduce_over_memories(
             # (Gathering only the values with non-zero weight was measured slower than this
             # memory-bound matmul even at 11% non-zero: torch's row gathers run at ~1 GB/s.)
             state.merge(dense_rows, sep.logits(scores, sim.is_distance),
-                        lambda expo: (expo.to(values.dtype) @ chunk_values).to(acc))  # (b, Dv)
+                        lambda expo, v=chunk_values: (expo.to(values.dtype) @ v).to(acc))  # (b, Dv)
         if bool(exact.any()):
             sparse_rows = None if bool(exact.all()) else exact.nonzero().squeeze(1).to(keys.device)
-            pick = (lambda t: t) if sparse_rows is None else (lambda t: t.index_select(0, sparse_rows))
+            pick = (lambda t: t) if sparse_rows is None else (lambda t, rows=sparse_rows: t.index_select(0, rows))
             logits, picked = pick(sparse[0]), pick(sparse[1])  # (b, m)
 
-            def gathered_sum(expo: Tensor, picked: Tensor = picked) -> Tensor:
-                rows_ = chunk_values.index_select(0, picked.flatten()).view(*picked.shape, -1)  # (b, m, Dv)
+            def gathered_sum(expo: Tensor, picked: Tensor = picked, v: Tensor = chunk_values) -> Tensor:
+                rows_ = v.index_select(0, picked.flatten()).view(*picked.shape, -1)  # (b, m, Dv)
                 return torch.bmm(expo[:, None, :], rows_.to(acc))[:, 0]  # (b, Dv)
 
             state.merge(sparse_rows, logits, gathered_sum)
