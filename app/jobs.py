@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JobConflict", "JobContext", "JobManager", "JobRecord"]
+from .exceptions import JobRunning
+
+__all__ = ["JobContext", "JobManager", "JobRecord"]
 
 log = logging.getLogger("app.jobs")
-
-
-class JobConflict(Exception):
-    """The memory has an unfinished job already; ``args[0]`` is that job's id."""
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -147,7 +145,7 @@ class JobManager:
         epochs: int | None = None,
         on_finish: Callable[[str], None] | None = None,
     ) -> JobRecord:
-        """Start ``work`` for ``memory``; raises JobConflict if that memory has an unfinished job.
+        """Start ``work`` for ``memory``; raises JobRunning if that memory has an unfinished job.
 
         ``on_finish(status)`` runs once the job has ended, however it ended (even when it
         was cancelled before it started).
@@ -156,7 +154,8 @@ class JobManager:
             if self._closed:
                 raise RuntimeError("the job manager is shut down")
             if memory in self._active:
-                raise JobConflict(self._active[memory])
+                job_id = self._active[memory]
+                raise JobRunning(f"memory {memory!r} has an unfinished job ({job_id})", job_id)
             job = JobRecord(
                 id=secrets.token_hex(8), memory=memory, kind=kind, patterns=patterns, epochs=epochs
             )

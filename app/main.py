@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
@@ -35,7 +34,6 @@ from .settings import Settings, get_settings
 # Request bodies that routes parse themselves (JSON or multipart on one path): their
 # schemas are added to the OpenAPI components so that the requestBody $refs resolve.
 _EXTRA_SCHEMAS = (StorePatterns, CompleteRequest, LookupRequest, RetrieveRequest)
-_ROUTERS = (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo)
 
 DESCRIPTION = """Associative memories over HTTP: store patterns (vectors, images), recall them from
 noisy, corrupted or partly masked cues. Errors have the shape
@@ -72,20 +70,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app)
-    for module in _ROUTERS:
-        app.include_router(module.router)
+    for router in api.ROUTERS:
+        app.include_router(router)
+    # The API's routes as their routers hold them (paths with the prefixes), for the fast
+    # path, which matches requests against them.
+    app.state.api_routes = [route for router in api.ROUTERS for route in router.routes]
     # Added innermost first: HEAD is routed as GET, metrics see every request, the body limit
     # runs before routing, and the recall endpoints are answered past FastAPI's routing
     # (fastpath.py).
     app.add_middleware(HeadAsGetMiddleware)
     if settings.fast_recall:
-        app.add_middleware(RecallFastPath, routes=[*api.recall.router.routes, *api.lookup.router.routes])
+        app.add_middleware(RecallFastPath, routes=app.state.api_routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     install_page(app)  # the demo page at /
-    # Which methods each path serves, for the Allow header of a 405 (errors.py).
-    routes = [*app.routes, *(r for m in _ROUTERS for r in m.router.routes)]  # page and docs, then /v1
-    app.state.route_methods = [(r.path_regex, set(r.methods)) for r in routes if isinstance(r, APIRoute)]
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

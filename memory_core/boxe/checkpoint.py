@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_bytes
+from ..files import atomic_write
 from .model import PARAM_NAMES as _PARAMS
 from .model import BoxE, BoxEConfig
 
@@ -44,7 +44,7 @@ def save(model: BoxE, path: str | os.PathLike) -> None:
         "trained_facts": str(model.trained_facts),
         "growths": str(model._growths),
     }
-    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+    atomic_write(path, st_save(tensors, metadata=meta))
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "auto") -> BoxE:

@@ -21,6 +21,14 @@ from memory_core import EmptyMemoryError
 N = 300
 
 
+def run_async(coroutine):
+    """Run a coroutine to completion on a fresh event loop in a thread of its own: the same
+    whether or not a loop runs in this thread (pytest-playwright's sync API keeps one running
+    in the main thread while its session's browser is open, for every test after the e2e tier's)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def _memory(vectors: torch.Tensor, config: dict | None = None) -> HopfieldMemory:
     record = MemoryRecord(
         id=1,
@@ -58,7 +66,7 @@ def _same(got: Recall, want: Recall) -> None:
 def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_vectors):
     stored = fashion_vectors[:N]
     live = _memory(stored)
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=64, max_wait_ms=50, metrics=metrics)
     gen = torch.Generator().manual_seed(0)
     picks = torch.randperm(N, generator=gen)[:40]
@@ -74,7 +82,7 @@ def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_
     async def main() -> list[Recall]:
         return await asyncio.gather(*(batcher.recall(live, (c, m), k, s) for c, m, k, s in asks))
 
-    got = asyncio.run(main())
+    got = run_async(main())
     for (cue, mask, k, steps), rec, pick in zip(asks, got, picks.tolist(), strict=True):
         want = live.recall(cue, mask, k, steps)  # alone, unbatched
         assert len(rec.matches) == k
@@ -88,14 +96,14 @@ def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_
 
 def test_batches_are_cut_at_max_batch(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=4, max_wait_ms=1000, metrics=metrics)
 
     async def main() -> list[Recall]:
         return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(10)))
 
     start = time.perf_counter()
-    got = asyncio.run(main())
+    got = run_async(main())
     # 4 + 4 are cut when full; the last 2 wait out max_wait (1 s) for company that never comes.
     assert time.perf_counter() - start < 30
     assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(10)]
@@ -106,7 +114,7 @@ def test_batches_are_cut_at_max_batch(fashion_vectors):
 
 def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=2, max_wait_ms=10_000, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -116,20 +124,20 @@ def test_a_recall_waits_for_company_up_to_max_wait(fashion_vectors):
         second = batcher.recall(live, (fashion_vectors[1], None), 1, 1)
         return await asyncio.gather(first, second)
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert [r.matches[0][0] for r in got] == ["p0", "p1"]
     assert _batches(metrics) == (1.0, 2.0)  # one call answered both
 
 
 def test_batching_off_with_max_batch_one(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=1, max_wait_ms=0, metrics=metrics)
 
     async def main() -> list[Recall]:
         return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 2, 1) for i in range(6)))
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(6)]
     assert _batches(metrics) == (6.0, 6.0)
 
@@ -147,7 +155,7 @@ def test_a_bad_cue_fails_its_caller_only(fashion_vectors):
             *(batcher.recall(live, (c, m), 1, 1) for c, m in cues), return_exceptions=True
         )
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert isinstance(got[2], ValueError) and "no known entr" in str(got[2])
     assert [r.matches[0][0] for i, r in enumerate(got) if i != 2] == [f"p{i}" for i in range(5)]
 
@@ -161,14 +169,14 @@ def test_an_empty_memory_fails_every_caller_with_its_own_error(fashion_vectors):
             *(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(3)), return_exceptions=True
         )
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert all(isinstance(e, EmptyMemoryError) for e in got)
     assert len({id(e) for e in got}) == 3  # one exception object per caller
 
 
 def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=8, max_wait_ms=100, metrics=metrics)
 
     async def main() -> list[Recall]:
@@ -178,7 +186,7 @@ def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
         gone.cancel()
         return await asyncio.gather(*rest)
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert [r.matches[0][0] for r in got] == ["p0", "p1", "p2"]
     assert _batches(metrics) == (1.0, 3.0)  # the cancelled one was left out of the call
 
@@ -282,13 +290,13 @@ def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
         queue.task.cancel()
         return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert all(isinstance(e, RuntimeError) and "shutting down" in str(e) for e in got)
 
 
 def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
     threads: set[str] = set()
 
@@ -306,7 +314,7 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
             return_exceptions=True,
         )
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert isinstance(got[2], KeyError)
     assert [g for i, g in enumerate(got) if i != 2] == ["0:p0", "1:p1", "3:p3", "4:p4"]
     assert _batches(metrics) == (1.0, 5.0)  # one call; the failing finish did not rerun the batch
@@ -315,7 +323,7 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
 
 def test_cues_decoded_on_the_batch_thread_and_a_bad_one_fails_its_caller_only(fashion_vectors):
     live = _memory(fashion_vectors[:N])
-    metrics = Metrics(None)
+    metrics = Metrics()
     batcher = Batcher(max_batch=16, max_wait_ms=50, metrics=metrics)
     threads: set[str] = set()
 
@@ -330,7 +338,7 @@ def test_cues_decoded_on_the_batch_thread_and_a_bad_one_fails_its_caller_only(fa
     async def main() -> list:
         return await asyncio.gather(*(batcher.recall(live, decode(i), 1, 1) for i in range(4)), return_exceptions=True)
 
-    got = asyncio.run(main())
+    got = run_async(main())
     assert isinstance(got[1], ValueError)
     assert [g.matches[0][0] for i, g in enumerate(got) if i != 1] == ["p0", "p2", "p3"]
     assert _batches(metrics) == (1.0, 3.0)

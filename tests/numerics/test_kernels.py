@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from memory_core import UniversalHopfield, hopfield, kernels, similarity
+from memory_core import UniversalHopfield, chunked, kernels, similarity
 from memory_core.data import fashion_mnist
 from memory_core.kernels import kernel_available, l1_distances, l1_distances_torch, l1_softmax
 from memory_core.masks import pixel_mask_to_vector, random_known_pixels
@@ -168,7 +168,7 @@ def test_sparse_accumulation_gathers_only_weighted_rows(fashion_vectors):
 def test_sparse_softmax_path_is_taken_only_when_exact(sim, fashion_vectors):
     """Sharp beta: the m best patterns are taken and every other weight is exactly 0 in
     float32; soft beta: the check refuses and the dense path runs."""
-    from memory_core.hopfield import _sparse_candidates
+    from memory_core.chunked import _sparse_candidates
     from memory_core.separation import Softmax
 
     keys, cue = fashion_vectors[:500], fashion_vectors[10:14] + 0.05
@@ -193,7 +193,7 @@ def test_softmax_retrieve_mixes_sparse_and_dense_cues(fashion_vectors):
     """One batch where some cues have a clear best pattern (sparse path) and others sit
     among many near-equal ones (dense path, here cues far from everything): each cue's
     output still equals the dense formula."""
-    from memory_core.hopfield import _sparse_candidates
+    from memory_core.chunked import _sparse_candidates
 
     keys = fashion_vectors[:600]
     near = fashion_vectors[[3, 70, 150]] + 0.01
@@ -226,11 +226,11 @@ def label_values(fashion_vectors) -> torch.Tensor:
 
 
 class _Spy:
-    """Wraps the real ``l1_softmax`` in memory_core.hopfield and records what it returned."""
+    """Wraps the real ``l1_softmax`` in memory_core.chunked and records what it returned."""
 
     def __init__(self, monkeypatch):
         self.results = []
-        monkeypatch.setattr(hopfield, "l1_softmax", self)
+        monkeypatch.setattr(chunked, "l1_softmax", self)
 
     def __call__(self, *args):
         result = l1_softmax(*args)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 BIN = Path(sys.executable).parent
@@ -64,7 +64,7 @@ def _runtime_stage() -> tuple[dict[str, str], list[str], list[str], str]:
 
 
 def test_image_runs_as_numeric_non_root_user_with_data_volume():
-    env, entrypoint, health, user = _runtime_stage()
+    env, _, _, user = _runtime_stage()
     uid, gid = user.split(":")
     assert uid.isdigit() and gid.isdigit() and int(uid) > 0
     assert env["AMS_DATA_DIR"] == "/data" and env["AMS_HOST"] == "0.0.0.0"

@@ -1,9 +1,9 @@
 """PCGraph (memory_core.pcgraph): predictive coding on arbitrary graphs.
 
-Tiers: graph helpers; numerics (hand-written dE/dx and weight gradients against autograd,
-inference descends the energy); end to end on scikit-learn digits ([image ; one-hot
-label] patterns, one trained graph per topology: classification, completion, generation,
-denoising, energy); the API (callback, determinism, save/load, devices); bad input.
+Graph helpers; inference descends the energy; end to end on scikit-learn digits ([image ;
+one-hot label] patterns, one trained graph per topology: classification, completion,
+generation, denoising, energy); the API (callback, determinism, save/load, old config
+keys, devices); bad input. The gradients against autograd: tests/numerics/test_pcgraph_numerics.py.
 """
 
 from __future__ import annotations
@@ -11,16 +11,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import json
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from memory_core import EmptyMemoryError
 from memory_core.data import digits, flatten
-from memory_core.pcgraph import ACTIVATIONS, PCGraph, as_adjacency, fully_connected, layered, random_sparse
+from memory_core.pcgraph import (
+    LEGACY_KEYS,
+    PCGraph,
+    PCGraphConfig,
+    as_adjacency,
+    fully_connected,
+    layered,
+    random_sparse,
+)
 
 PIXELS, CLASSES = 64, 10
 DIM = PIXELS + CLASSES
@@ -39,7 +49,7 @@ def data() -> dict[str, torch.Tensor]:
 
 def make(topology: str, **kw) -> PCGraph:
     hidden = 32 if topology != "layered" else (32,)
-    args = dict(lr=3e-3, batch_size=100, seed=0, device="cpu") | kw
+    args = dict(weight_lr=3e-3, batch_size=100, seed=0, device="cpu") | kw
     return PCGraph(DIM, hidden, topology, **args)
 
 
@@ -94,32 +104,6 @@ def test_sparse_adjacency_is_accepted():
         as_adjacency(dense.float() * 2)
     with pytest.raises(ValueError, match="square"):
         as_adjacency(torch.ones(3, 4))
-
-
-# --- numerics --------------------------------------------------------------------------------
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_hand_written_gradients_equal_autograd(activation):
-    """dE/dx and dE/dW, dE/db of the hot loop are the exact gradients of E on a cyclic graph."""
-    torch.manual_seed(0)
-    g = PCGraph(5, 7, "random", density=0.4, activation=activation, device="cpu", dtype=torch.float64)
-    g.weights = torch.randn(12, 12, dtype=torch.float64) * g.adjacency
-    g.bias = torch.randn(12, dtype=torch.float64)
-    x = torch.randn(4, 12, dtype=torch.float64) * 1.5  # (B, N); kinks hit with probability 0
-
-    fx, eps, grad_x = g.energy_gradient(x)
-    grad_w, grad_b = g.weight_gradients(fx, eps)
-
-    xa = x.clone().requires_grad_(True)
-    w = g.weights.clone().requires_grad_(True)
-    b = g.bias.clone().requires_grad_(True)
-    f = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-         "hardtanh": lambda v: v.clamp(-1, 1), "linear": lambda v: v}[activation]
-    energy = 0.5 * ((xa - (f(xa) @ (w * g.adjacency) + b)) ** 2).sum()
-    ax, aw, ab = torch.autograd.grad(energy, (xa, w, b))
-    assert torch.allclose(grad_x, ax, atol=1e-12)
-    assert torch.allclose(grad_w * 4, aw * g.adjacency, atol=1e-12)  # the batch mean, on edges
-    assert torch.allclose(grad_b * 4, ab, atol=1e-12)
-    assert torch.allclose(g.state_energy(x).sum(), energy.detach())
 
 
 def test_inference_descends_the_energy_and_keeps_clamped_vertices(trained, data):
@@ -231,9 +215,41 @@ def test_save_and_load_round_trip(trained, data, tmp_path):
         PCGraph.load(tmp_path / "missing.safetensors")
 
 
+def test_configs_and_checkpoints_with_the_old_key_names_still_load(data, tmp_path):
+    """PCGraphConfig took PCMemory's names for the same knobs; what was stored under the old
+    ones (service configs, checkpoints) still loads, and the old keywords still work."""
+    old = {"dim": 5, "hidden": 7, "inference_steps": 9, "inference_lr": 0.05, "inference_momentum": 0.5, "lr": 1e-3}
+    config = PCGraphConfig.from_dict(old)
+    assert (config.train_steps, config.infer_lr, config.momentum, config.weight_lr) == (9, 0.05, 0.5, 1e-3)
+    assert set(LEGACY_KEYS.values()) <= set(dataclasses.asdict(config))
+    with pytest.raises(ValueError, match="old name of 'weight_lr'"):
+        PCGraphConfig.from_dict({"dim": 5, "lr": 1e-3, "weight_lr": 1e-3})
+    with pytest.raises(ValueError, match="unknown"):
+        PCGraphConfig.from_dict({"dim": 5, "inference_rate": 0.1})
+    with pytest.warns(DeprecationWarning, match="old names"):
+        assert PCGraph(5, 7, lr=1e-3, inference_steps=4, device="cpu").config.train_steps == 4
+    with pytest.raises(TypeError, match="unknown"):
+        PCGraph(5, 7, rate=1e-3, device="cpu")
+
+    g = make("layered")
+    g.fit(data["train"][:200], epochs=1, progress=False)
+    path = tmp_path / "old.safetensors"
+    g.save(path)
+    with safe_open(str(path), framework="pt") as fh:  # the metadata as written before the rename
+        meta = fh.metadata()
+    stored = json.loads(meta["config"])
+    for old_key, new_key in LEGACY_KEYS.items():
+        stored[old_key] = stored.pop(new_key)
+    save_file(load_file(str(path)), str(path), metadata=meta | {"config": json.dumps(stored)})
+    loaded = PCGraph.load(path, device="cpu")
+    assert loaded.config == g.config
+    cue = data["test"][:4]
+    assert torch.equal(loaded.retrieve(cue, image_known(4)), g.retrieve(cue, image_known(4)))
+
+
 def test_custom_topology_float64_and_to(data):
     adj = layered([DIM, 16], "both").to_sparse()  # cycles between the two layers
-    g = PCGraph(DIM, 16, "custom", adjacency=adj, lr=3e-3, batch_size=100, device="cpu", dtype=torch.float64)
+    g = PCGraph(DIM, 16, "custom", adjacency=adj, weight_lr=3e-3, batch_size=100, device="cpu", dtype=torch.float64)
     g.fit(data["train"][:300], epochs=2, progress=False)
     assert g.weights.dtype == torch.float64 and float(g.weights[~g.adjacency].abs().max()) == 0.0
     out = g.to("cpu").retrieve(data["test"][:5].double(), image_known(5))
@@ -264,10 +280,10 @@ def test_bad_input_is_refused(trained, data):
         PCGraph(DIM, 8, adjacency=fully_connected(DIM + 8))
     with pytest.raises(ValueError, match="vertices"):
         PCGraph(DIM, 8, "custom", adjacency=fully_connected(DIM))
-    with pytest.raises(ValueError, match="inference_lr"):
-        PCGraph(DIM, 8, inference_lr=0)
-    with pytest.raises(ValueError, match="inference_momentum"):
-        PCGraph(DIM, 8, inference_momentum=1.0)
+    with pytest.raises(ValueError, match="infer_lr"):
+        PCGraph(DIM, 8, infer_lr=0)
+    with pytest.raises(ValueError, match="momentum"):
+        PCGraph(DIM, 8, momentum=1.0)
     with pytest.raises(ValueError, match="init_sweeps"):
         PCGraph(DIM, 8, init_sweeps=-1)
     with pytest.raises(ValueError, match="epochs"):

@@ -8,9 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from app.jobs import JobConflict, JobManager
+from app.exceptions import JobRunning
+from app.jobs import JobManager
 from app.rwlock import RWLock
-from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage, atomic_write
+from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage
+from memory_core.files import atomic_write
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_job_manager_progress_conflict_cancel_and_failure():
                 release.wait(5)
 
     job = jobs.submit("m", "train", work, patterns=3)
-    with pytest.raises(JobConflict):
+    with pytest.raises(JobRunning):
         jobs.submit("m", "train", work)
     deadline = time.monotonic() + 5
     while jobs.get(job.id)["epoch"] < 2 and time.monotonic() < deadline:

@@ -183,7 +183,7 @@ def test_errors_are_clear(fashion_vectors):
         m.retrieve(torch.full((1, 784), float("nan")))
     with pytest.raises(TypeError, match="float tensor"):
         m.store(torch.ones(1, 784, dtype=torch.long))
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         m.retrieve([[0.0] * 784])
     with pytest.raises(TypeError, match="bool"):
         m.retrieve(fashion_vectors[:1], mask=torch.ones(1, 784))

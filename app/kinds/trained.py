@@ -1,4 +1,4 @@
-"""The trained kinds: predictive-coding memories that learn in background jobs.
+"""``TrainedKind``: the base of the kinds whose recall model learns in a background job.
 
 ``TrainedKind`` holds what they share: a store is durable at once and does not train;
 ``POST .../train`` starts a job that fits a copy of the current model (a warm start
@@ -16,44 +16,30 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
-import math
 import secrets
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, fields
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from memory_core import PCConfig, PCGraph, PCGraphConfig, PCMemory, UniversalHopfield
-from memory_core.text import EMBEDDING_DIM
+from memory_core import UniversalHopfield
 
-from .jobs import JobContext
-from .kinds import LiveMemory, NotTrained
-from .storage import MemoryRecord, Storage
+from ..exceptions import NotTrained
+from ..jobs import JobContext
+from ..storage import MemoryRecord, Storage
+from .base import LiveMemory
 
-__all__ = ["PCGraphKind", "PCKind", "TrainedKind"]
+__all__ = ["TrainedKind"]
 
-log = logging.getLogger("app.trained")
+log = logging.getLogger("app.kinds.trained")
 
 
 def _fingerprint(seqs: list[int]) -> str:
     """Names a set of stored patterns (their storage sequence numbers, in order)."""
     return hashlib.sha256(",".join(map(str, seqs)).encode()).hexdigest()[:20]
-
-
-def _stored_dim(shape: tuple[int, ...], text: bool) -> int:
-    """Length of a stored vector: D, plus the caption embedding in a text memory."""
-    return int(math.prod(shape)) + (EMBEDDING_DIM if text else 0)
-
-
-def _check_keys(kind: str, config: dict[str, Any], allowed: list[str]) -> None:
-    unknown = sorted(set(config) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for kind {kind}; known: {allowed}")
 
 
 class TrainedKind(LiveMemory):
@@ -172,86 +158,3 @@ class TrainedKind(LiveMemory):
         for leftover in folder.glob(f"{self.kind}-*.safetensors"):  # written, never switched to
             if leftover.name != name:
                 leftover.unlink(missing_ok=True)
-
-
-class PCKind(TrainedKind):
-    """A hierarchical predictive-coding memory (``memory_core.PCMemory``).
-
-    Config keys are ``PCConfig``'s fields (PCMemory's constructor arguments): ``sizes``
-    (top latent ... sensory; the last must be the stored dimension: D, or D + 384 in a
-    text memory; default [256, 512, D]), ``activation``, ``seed``, ``epochs``, ...
-    """
-
-    kind = "pc"
-    model_class = PCMemory
-    DEFAULT_HIDDEN: ClassVar[tuple[int, int]] = (256, 512)
-
-    @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
-        dim = _stored_dim(shape, text)
-        _check_keys(cls.kind, config, [f.name for f in fields(PCConfig)])
-        resolved = {**asdict(PCConfig()), "sizes": [*cls.DEFAULT_HIDDEN, dim], **config}
-        sizes = resolved["sizes"]
-        if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
-            raise TypeError(f"config.sizes must be a list of integers, got {sizes!r}")
-        if not sizes or sizes[-1] != dim:
-            raise ValueError(
-                f"config.sizes must end with the pattern dimension {dim}"
-                f"{' (D + 384 for the caption)' if text else ''}, got {sizes}"
-            )
-        try:
-            checked = PCConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: {exc}") from None
-        return json.loads(checked.to_json())  # plain JSON types, as stored
-
-    @classmethod
-    def default_config(cls) -> dict[str, Any]:
-        resolved = cls.resolve_config({}, (1,))
-        resolved["sizes"] = [*cls.DEFAULT_HIDDEN, "D"]  # the memory's own dimension
-        return resolved
-
-    def _new_model(self) -> PCMemory:
-        return PCMemory(device=self.device, **self.record.config)
-
-
-class PCGraphKind(TrainedKind):
-    """Predictive coding on a graph (``memory_core.PCGraph``): the pattern's entries are the
-    sensory vertices, plus ``hidden`` hidden vertices wired by ``topology``.
-
-    Config keys are ``PCGraphConfig``'s fields but ``dim`` (the stored dimension): ``hidden``,
-    ``topology`` (fully_connected, layered, random; a custom adjacency is Python-only),
-    ``density``, ``activation``, ``epochs``, ... The weights are a dense N x N matrix over
-    all N vertices, so N is capped at MAX_VERTICES.
-    """
-
-    kind = "pcgraph"
-    model_class = PCGraph
-    MAX_VERTICES: ClassVar[int] = 8192  # 8192^2 float32 weights = 256 MiB
-
-    @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
-        allowed = [f.name for f in fields(PCGraphConfig) if f.name != "dim"]
-        _check_keys(cls.kind, config, allowed)
-        resolved = {**asdict(PCGraphConfig(dim=1)), **config, "dim": _stored_dim(shape, text)}
-        if resolved["topology"] == "custom":
-            raise ValueError("topology 'custom' needs an adjacency, which only the Python API takes")
-        if isinstance(resolved["hidden"], list):
-            resolved["hidden"] = tuple(resolved["hidden"])
-        try:
-            checked = PCGraphConfig(**resolved)
-            checked.validate()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: {exc}") from None
-        if checked.n_vertices > cls.MAX_VERTICES:
-            raise ValueError(
-                f"a graph of {checked.n_vertices} vertices (D = {checked.dim} sensory + hidden) is over "
-                f"{cls.MAX_VERTICES}: its dense weights would take {4 * checked.n_vertices ** 2 / 2 ** 30:.1f} GiB"
-            )
-        out = asdict(checked)
-        del out["dim"]  # the memory's shape says it
-        return json.loads(json.dumps(out))
-
-    def _new_model(self) -> PCGraph:
-        return PCGraph(dim=_stored_dim(self.record.shape, self.record.text), device=self.device,
-                       **self.record.config)

@@ -15,7 +15,7 @@ def scores(fashion_vectors):
 
 
 def test_softmax_is_softmax_of_beta_scores(scores):
-    dist, dot = scores
+    _, dot = scores
     for beta in (0.01, 0.5, 3.0):
         sep = make_separation("softmax", beta=beta)
         assert torch.allclose(sep(dot), torch.softmax(beta * dot, dim=1), atol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from service_helpers import decode_png, error_code, wait_job
 
-import app.demo
+import app.presets
 from app.page import STATIC_DIR
 from memory_core.captions import photo_caption_pairs
 from memory_core.data import FASHION_MNIST_CLASSES, fashion_mnist
@@ -105,7 +105,7 @@ def test_bad_requests_create_nothing(client, monkeypatch, tmp_path):
     r = client.post("/v1/demo", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and error_code(r) == "invalid_json"
     # Data missing on this machine: 501 naming what to install, before anything is created.
-    monkeypatch.setattr(app.demo, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(app.presets, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     r = client.post("/v1/demo", json={"preset": "fashion"})
     assert r.status_code == 501 and error_code(r) == "dataset_unavailable"
     assert "dataset-fashion-mnist" in r.json()["error"]["message"]

@@ -124,7 +124,7 @@ def test_hopfield_retrieval_equals_the_cpu(sim, sep, kw, fashion_vectors):
 def test_pcgraph_training_follows_the_cpu_in_float64():
     images, labels = digits()
     data = torch.cat([flatten(images), F.one_hot(labels, 10).float()], dim=1)[:200].double()
-    args = {"lr": 3e-3, "batch_size": 50, "seed": 0, "dtype": torch.float64}
+    args = {"weight_lr": 3e-3, "batch_size": 50, "seed": 0, "dtype": torch.float64}
     cpu = PCGraph(74, 32, "fully_connected", device="cpu", **args)
     acc = PCGraph(74, 32, "fully_connected", device=ACCEL, **args)
     cpu.fit(data, epochs=2, progress=False)

@@ -9,6 +9,7 @@ extended with an unknown caption part, and results are cut back to D.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -16,9 +17,9 @@ import torch
 from torch import Tensor
 
 from memory_core.crossmodal import JointLayout
-from memory_core.text import EMBEDDING_DIM, TextEncoderUnavailable, encode_texts
+from memory_core.text import EMBEDDING_DIM, encode_texts
 
-from .errors import ApiError
+from .exceptions import ApiError
 from .storage import MemoryRecord, NewPattern
 
 __all__ = ["TEXT_WEIGHT", "embed", "layout_of", "stored_dim", "with_captions"]
@@ -42,18 +43,15 @@ def layout_of(record: MemoryRecord) -> JointLayout:
     return _layout(record.dim)
 
 
-def stored_dim(record: MemoryRecord) -> int:
-    """Length of the vectors a memory stores: D, or D + 384 for a text memory."""
-    return record.dim + EMBEDDING_DIM if record.text else record.dim
+def stored_dim(shape: tuple[int, ...], text: bool) -> int:
+    """Length of the vectors a memory of this shape stores: D, or D + 384 for a text memory."""
+    return math.prod(shape) + (EMBEDDING_DIM if text else 0)
 
 
 def embed(texts: list[str], device: torch.device) -> Tensor:
-    """(n, 384) unit caption embeddings. A missing text model is a broken deployment,
-    reported as 501 text_model_unavailable rather than a bare 500."""
-    try:
-        return encode_texts(texts, device=device).float()
-    except TextEncoderUnavailable as exc:
-        raise ApiError(501, "text_model_unavailable", str(exc)) from None
+    """(n, 384) unit caption embeddings. A missing text model (``TextEncoderUnavailable``) is a
+    broken deployment, answered as 501 text_model_unavailable (``errors.LIBRARY_ERRORS``)."""
+    return encode_texts(texts, device=device).float()
 
 
 def with_captions(

@@ -55,7 +55,7 @@ def test_layout_joins_and_splits(photos, embedded):
     assert joint.shape == (len(photos), layout.dim)
     assert torch.equal(layout.image_part(joint), images)
     assert torch.allclose(layout.text_part(joint), captions)
-    cue, mask = layout.text_cue(captions[:2])
+    _, mask = layout.text_cue(captions[:2])
     assert mask[:, layout.image_dim :].all() and not mask[:, : layout.image_dim].any()
 
 

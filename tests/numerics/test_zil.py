@@ -76,7 +76,7 @@ def test_zil_equals_backprop_to_round_off(make, fmnist):
     assert max_gap(zil, bp) < 1e-13 * scale(bp)
 
 
-@pytest.mark.parametrize("activation", [m for m in ACTIVATION_DERIVATIVES], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("activation", list(ACTIVATION_DERIVATIVES), ids=lambda m: m.__name__)
 def test_every_supported_activation_is_exact(activation, fmnist):
     images, targets = fmnist
     torch.manual_seed(1)

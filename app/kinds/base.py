@@ -1,4 +1,4 @@
-"""The kinds of memory the service holds, each a small subclass of ``LiveMemory``.
+"""``LiveMemory``: one memory in RAM, the base class of every kind (``app.kinds``).
 
 A ``LiveMemory`` is one memory in RAM: its stored patterns (in a ``UniversalHopfield``
 index, which also names the stored patterns nearest a result), their ids in storage
@@ -11,37 +11,31 @@ order, and the locks that make concurrent use safe:
 
 A kind says what its ``config`` means (``resolve_config``: the constructor's
 arguments with defaults filled in), how a cue becomes a result (``_output``), and
-its state. Adding a kind = one subclass + one line in ``KINDS``.
+its state. Adding a kind = one module with a subclass + one line in ``app.kinds.KINDS``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from memory_core import EmptyMemoryError, HopfieldConfig, UniversalHopfield, get_similarity, make_separation
+from memory_core import UniversalHopfield
 from memory_core.crossmodal import nearest_captions
 
-from .captions import layout_of
-from .jobs import JobContext
-from .rwlock import RWLock
-from .storage import MemoryRecord, Storage
+from ..exceptions import MemoryEmpty
+from ..jobs import JobContext
+from ..rwlock import RWLock
+from ..storage import MemoryRecord, Storage
+from ..text_memory import layout_of
 
-__all__ = ["KINDS", "CaptionLookup", "HopfieldMemory", "LiveMemory", "NotTrained", "PCKind", "Recall", "TextLookup"]
-
-log = logging.getLogger("app.kinds")
-
-
-class NotTrained(RuntimeError):
-    """A memory that needs training has no trained model yet."""
+__all__ = ["CaptionLookup", "LiveMemory", "Recall", "TextLookup", "check_keys", "check_number"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +114,11 @@ class LiveMemory(ABC):
 
         ``text``: a cross-modal memory, whose stored vectors also hold a caption embedding.
         """
+
+    @classmethod
+    def stored_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config as stored by an earlier version, in today's form (renamed keys); as is by default."""
+        return config
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -202,7 +201,7 @@ class LiveMemory(ABC):
         """Recall from cues (B, D) with optional masks (B, D) bool (an all-True row = no mask).
 
         One pass for the whole batch, under one read lock: what a micro-batcher of
-        concurrent recalls calls. Raises ``EmptyMemoryError`` on an empty memory,
+        concurrent recalls calls. Raises ``MemoryEmpty`` on an empty memory,
         ``NotTrained`` when the kind needs a trained model and has none. In a text
         memory the caption part of each cue is unknown, and results are the pattern
         part (D,) of what the memory completes.
@@ -242,7 +241,7 @@ class LiveMemory(ABC):
 
     def _check_recallable(self) -> None:
         if self.count == 0:
-            raise EmptyMemoryError(f"memory {self.name!r} is empty: store patterns first")
+            raise MemoryEmpty(f"memory {self.name!r} is empty: store patterns first")
 
     def lookup_text(self, embeddings: Tensor, k: int) -> TextLookup:
         """Text -> pattern in a text memory: captions (B, 384) known, patterns completed.
@@ -296,65 +295,15 @@ class LiveMemory(ABC):
             return {"count": self.count, "state": self.state, "trained_count": self.trained_count}
 
 
-def _check_number(key: str, value: Any, integer: bool = False) -> None:
+def check_number(key: str, value: Any, integer: bool = False) -> None:
+    """ValueError unless ``value`` is a finite number (an integer when ``integer``; never a bool)."""
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or not math.isfinite(value):
-        raise ValueError(
-            f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
-        )
+        raise ValueError(f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}")
 
 
-class HopfieldMemory(LiveMemory):
-    """A universal Hopfield network (``memory_core.UniversalHopfield``): a store is learned at once.
-
-    Config keys are UniversalHopfield's constructor arguments: similarity, separation,
-    beta, n, k, radius. ``{}`` resolves to the library's defaults (``HopfieldConfig``:
-    mask-aware euclidean similarity, softmax at beta = 100), chosen from the capacity
-    experiment (scripts/capacity.py) and the beta sweep of scripts/measure_default_beta.py
-    (see the README).
-    """
-
-    kind = "hopfield"
-    DEFAULTS: ClassVar[dict[str, Any]] = asdict(HopfieldConfig())
-
-    def __init__(self, record: MemoryRecord, device: torch.device) -> None:
-        super().__init__(record, device)
-        self.model = UniversalHopfield(**record.config, device=device)
-
-    @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
-        allowed = [f.name for f in fields(HopfieldConfig)]
-        unknown = sorted(set(config) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown} for kind hopfield; known: {allowed}")
-        resolved = {**cls.DEFAULTS, **config}
-        for key in ("similarity", "separation"):
-            if not isinstance(resolved[key], str):
-                raise TypeError(f"config.{key} must be a string, got {resolved[key]!r}")
-        for key in ("beta", "n", "radius"):
-            _check_number(key, resolved[key])
-            resolved[key] = float(resolved[key])
-        _check_number("k", resolved["k"], integer=True)
-        get_similarity(resolved["similarity"])  # ValueError naming the known ones
-        make_separation(
-            resolved["separation"],
-            beta=resolved["beta"],
-            n=resolved["n"],
-            k=resolved["k"],
-            radius=resolved["radius"],
-        )
-        return resolved
-
-    @property
-    def index(self) -> UniversalHopfield:
-        return self.model
-
-    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        out = self.model.retrieve(cue, mask=mask, steps=steps)  # (B, D)
-        return out, self.model.energy(out)  # (B,)
-
-
-# The trained kinds build on LiveMemory above; their module imports this one.
-from .trained import PCGraphKind, PCKind
-
-KINDS: dict[str, type[LiveMemory]] = {"hopfield": HopfieldMemory, "pc": PCKind, "pcgraph": PCGraphKind}
+def check_keys(kind: str, config: dict[str, Any], allowed: list[str]) -> None:
+    """ValueError naming the keys of ``config`` that ``allowed`` lacks."""
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} for kind {kind}; known: {allowed}")
