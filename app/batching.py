@@ -244,7 +244,9 @@ class Batcher:
             except TimeoutError:
                 return
 
-    def _record(self, live: LiveMemory, batch: list[_Waiting], start: float, timings: list[tuple[int, float]]) -> None:
+    def _record(
+        self, live: LiveMemory, batch: list[_Waiting], start: float, timings: list[tuple[int, float]]
+    ) -> None:
         if self._metrics is None:
             return
         for w in batch:
@@ -319,8 +321,10 @@ def _call(live: LiveMemory, group: list[_Ready]) -> list[Answer]:
     # largest k are exactly what each caller's own k would have given.
     if op == "recall":
         recalls = live.recall_batch(cues, masks, k, steps)
-        return [rec if len(rec.matches) <= kb else replace(rec, matches=rec.matches[:kb])
-                for rec, kb in zip(recalls, ks, strict=True)]
+        return [
+            rec if len(rec.matches) <= kb else replace(rec, matches=rec.matches[:kb])
+            for rec, kb in zip(recalls, ks, strict=True)
+        ]
     if op == "lookup_text":
         found = live.lookup_text(cues, k)
         return [

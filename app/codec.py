@@ -205,7 +205,9 @@ def parse_cue(
     alpha = None
     if image is not None:
         if not is_image(record):
-            raise ApiError(422, "not_an_image_memory", f"memory {record.name!r} stores vectors: send 'vector'")
+            raise ApiError(
+                422, "not_an_image_memory", f"memory {record.name!r} stores vectors: send 'vector'"
+            )
         cue, alpha = cue_image(b64decode(image, "image"), record.shape, settings.max_image_pixels, "image")
     else:
         cue = vector_tensor(vector, record.dim, "vector")

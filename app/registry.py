@@ -132,7 +132,9 @@ class Registry:
         for s in shape:
             dim *= s
         if dim > self.settings.max_dim:
-            raise DimensionTooLarge(f"shape {shape} has D = {dim}; the limit is {self.settings.max_dim} (AMS_MAX_DIM)")
+            raise DimensionTooLarge(
+                f"shape {shape} has D = {dim}; the limit is {self.settings.max_dim} (AMS_MAX_DIM)"
+            )
         return tuple(shape)
 
     def delete(self, name: str) -> None:
@@ -160,7 +162,9 @@ class Registry:
             taken = [p.id for p in patterns if live.has(p.id)]
             if taken:
                 raise PatternExists(name, taken)
-            seqs = self.storage.add_patterns(live.record.id, patterns)  # PatternExists too (should not happen)
+            seqs = self.storage.add_patterns(
+                live.record.id, patterns
+            )  # PatternExists too (should not happen)
             ids = [p.id for p in patterns]
             with live.rw.write():
                 live.add(seqs, ids, vectors)

@@ -464,7 +464,8 @@ class LookupRequest(_Model):
     )
     vector: list[float] | None = Field(None, description="D numbers (vector memories)")
     mask: list[bool] | str | None = Field(
-        None, description="for image/vector queries, True = known: D (or H*W) booleans, or a base64 mask picture"
+        None,
+        description="for image/vector queries, True = known: D (or H*W) booleans, or a base64 mask picture",
     )
     k: int = Field(5, ge=1, description="how many patterns or captions to return (at most AMS_MAX_K)")
 
@@ -494,8 +495,15 @@ class LookupResult(BaseModel):
                 {
                     "query": "text",
                     "completion": {"vector": None, "image": _PNG_1x1},
-                    "patterns": [{"id": "motorcycle", "text": "a red motorcycle parked in a garage",
-                                  "score": -510.3, "image": _PNG_1x1, "vector": None}],
+                    "patterns": [
+                        {
+                            "id": "motorcycle",
+                            "text": "a red motorcycle parked in a garage",
+                            "score": -510.3,
+                            "image": _PNG_1x1,
+                            "vector": None,
+                        }
+                    ],
                     "captions": None,
                     "energy": 503.2,
                     "state": "ready",

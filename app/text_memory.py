@@ -79,6 +79,7 @@ def with_captions(
     joint = layout_of(record).join(vectors.float(), emb)  # (n, D + 384)
     arrays = joint.numpy().astype(np.float32)
     joined = [
-        NewPattern(id=p.id, vector=arrays[i], text=p.text, metadata=p.metadata) for i, p in enumerate(patterns)
+        NewPattern(id=p.id, vector=arrays[i], text=p.text, metadata=p.metadata)
+        for i, p in enumerate(patterns)
     ]
     return joined, joint

@@ -53,7 +53,13 @@ _SPARSE_CANDIDATES = 16
 
 
 def _sparse_candidates(
-    keys: Tensor, ranks: Tensor, cue: Tensor, mask: Tensor | None, sim: Similarity, sep: Separation, run_max: Tensor
+    keys: Tensor,
+    ranks: Tensor,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    sep: Separation,
+    run_max: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Each cue's m best logits in this chunk, and whether they are all that matters.
 
@@ -200,18 +206,32 @@ def reduce_over_memories(
         exact = torch.zeros(batch, dtype=torch.bool) if sparse is None else sparse[2].cpu()  # (B,)
         if not bool(exact.all()):
             dense_rows = None if not bool(exact.any()) else (~exact).nonzero().squeeze(1).to(keys.device)
-            pick = (lambda t: t) if dense_rows is None else (lambda t, rows=dense_rows: t.index_select(0, rows))
+            pick = (
+                (lambda t: t) if dense_rows is None else (lambda t, rows=dense_rows: t.index_select(0, rows))
+            )
             scores = sim.finish(pick(ranks), pick(cue), None if mask is None else pick(mask))  # (b, n)
             if sim.name == "euclidean":
-                _exact_nearest(keys[start : start + rows], pick(ranks), scores, pick(cue),
-                               None if mask is None else pick(mask))
+                _exact_nearest(
+                    keys[start : start + rows],
+                    pick(ranks),
+                    scores,
+                    pick(cue),
+                    None if mask is None else pick(mask),
+                )
             # (Gathering only the values with non-zero weight was measured slower than this
             # memory-bound matmul even at 11% non-zero: torch's row gathers run at ~1 GB/s.)
-            state.merge(dense_rows, sep.logits(scores, sim.is_distance),
-                        lambda expo, v=chunk_values: (expo.to(values.dtype) @ v).to(acc))  # (b, Dv)
+            state.merge(
+                dense_rows,
+                sep.logits(scores, sim.is_distance),
+                lambda expo, v=chunk_values: (expo.to(values.dtype) @ v).to(acc),
+            )  # (b, Dv)
         if bool(exact.any()):
             sparse_rows = None if bool(exact.all()) else exact.nonzero().squeeze(1).to(keys.device)
-            pick = (lambda t: t) if sparse_rows is None else (lambda t, rows=sparse_rows: t.index_select(0, rows))
+            pick = (
+                (lambda t: t)
+                if sparse_rows is None
+                else (lambda t, rows=sparse_rows: t.index_select(0, rows))
+            )
             logits, picked = pick(sparse[0]), pick(sparse[1])  # (b, m)
 
             def gathered_sum(expo: Tensor, picked: Tensor = picked, v: Tensor = chunk_values) -> Tensor:
@@ -326,7 +346,9 @@ def _direct_euclidean(keys: Tensor, idx: Tensor, cue: Tensor, mask: Tensor | Non
             continue
         known = mask[b : b + step]
         d2 = diff.square_().mul_(known[:, None, :]).sum(dim=2)  # (b, k)
-        out.append(d2.mul_(dim / known.sum(dim=1, keepdim=True).to(d2.dtype)).sqrt_().neg_())  # D / k in d2's dtype
+        out.append(
+            d2.mul_(dim / known.sum(dim=1, keepdim=True).to(d2.dtype)).sqrt_().neg_()
+        )  # D / k in d2's dtype
     return torch.cat(out)
 
 

@@ -31,14 +31,29 @@ __all__ = [
 
 FASHION_MNIST_DIR = Path(os.environ.get("AMS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 # The colour photographs bundled inside scikit-image's wheel (no download needed).
 PHOTO_NAMES = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-    "immunohistochemistry", "retina", "motorcycle_left", "motorcycle_right",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle_left",
+    "motorcycle_right",
 )
 
 
@@ -110,10 +125,15 @@ def _photo_arrays() -> dict[str, np.ndarray]:
         raise DatasetUnavailable("natural photos need scikit-image: pip install scikit-image") from exc
     left, right, _ = skd.stereo_motorcycle()
     found = {
-        "astronaut": skd.astronaut(), "chelsea": skd.chelsea(), "coffee": skd.coffee(),
-        "rocket": skd.rocket(), "hubble_deep_field": skd.hubble_deep_field(),
-        "immunohistochemistry": skd.immunohistochemistry(), "retina": skd.retina(),
-        "motorcycle_left": left, "motorcycle_right": right,
+        "astronaut": skd.astronaut(),
+        "chelsea": skd.chelsea(),
+        "coffee": skd.coffee(),
+        "rocket": skd.rocket(),
+        "hubble_deep_field": skd.hubble_deep_field(),
+        "immunohistochemistry": skd.immunohistochemistry(),
+        "retina": skd.retina(),
+        "motorcycle_left": left,
+        "motorcycle_right": right,
     }
     return {name: np.ascontiguousarray(found[name][..., :3]) for name in PHOTO_NAMES}
 

@@ -46,6 +46,7 @@ __all__ = [
     "topk_over_memories",
 ]
 
+
 @dataclass(frozen=True)
 class HopfieldConfig:
     """Constructor arguments of ``UniversalHopfield`` (what the service stores as config).
@@ -191,8 +192,12 @@ class UniversalHopfield:
         rows = rows.to(self.device, self.dtype)
         need = self._count + rows.shape[0]
         if buf is None or buf.shape[0] < need:
-            grown = torch.empty(max(need, 2 * (0 if buf is None else buf.shape[0]), 16), *rows.shape[1:],
-                                dtype=self.dtype, device=self.device)
+            grown = torch.empty(
+                max(need, 2 * (0 if buf is None else buf.shape[0]), 16),
+                *rows.shape[1:],
+                dtype=self.dtype,
+                device=self.device,
+            )
             advise_huge_pages(grown)  # before the first write: scans stream through it
             if buf is not None:
                 grown[: self._count] = buf[: self._count]
@@ -239,9 +244,7 @@ class UniversalHopfield:
             mask = check_mask(mask, cue.shape).to(self.device)
         return cue, mask
 
-    def retrieve(
-        self, cue: Tensor, mask: Tensor | None = None, steps: int = 1, tol: float = 1e-6
-    ) -> Tensor:
+    def retrieve(self, cue: Tensor, mask: Tensor | None = None, steps: int = 1, tol: float = 1e-6) -> Tensor:
         """Recall from a corrupted or partial cue.
 
         Arguments:
@@ -262,9 +265,16 @@ class UniversalHopfield:
             raise ValueError("iterated retrieval needs an auto-associative memory (values = keys)")
         state = cue
         for step in range(steps):
-            out, _ = reduce_over_memories(self.keys, self.values, state, mask if step == 0 else None,
-                                          self.sim, self.sep, chunk_size=self.chunk_size,
-                                          key_sq=self._live(self._key_sq))
+            out, _ = reduce_over_memories(
+                self.keys,
+                self.values,
+                state,
+                mask if step == 0 else None,
+                self.sim,
+                self.sep,
+                chunk_size=self.chunk_size,
+                key_sq=self._live(self._key_sq),
+            )
             out = out.to(self.dtype)
             converged = step > 0 and float((out - state).abs().max()) <= tol
             state = out
@@ -282,8 +292,9 @@ class UniversalHopfield:
         cue, mask = self._prepare(cue, mask)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        return topk_over_memories(self.keys, cue, mask, self.sim, k=k, chunk_size=self.chunk_size,
-                                  key_sq=self._live(self._key_sq))
+        return topk_over_memories(
+            self.keys, cue, mask, self.sim, k=k, chunk_size=self.chunk_size, key_sq=self._live(self._key_sq)
+        )
 
     def energy(self, state: Tensor, mask: Tensor | None = None) -> Tensor:
         """Energy (B,) of states (B, D): ``R(q) - Phi(sim(keys, q))``.
@@ -296,9 +307,17 @@ class UniversalHopfield:
         lower = closer to what is stored.
         """
         state, mask = self._prepare(state, mask)
-        _, phi = reduce_over_memories(self.keys, None, state, mask, self.sim, self.sep,
-                                      chunk_size=self.chunk_size, potential=True,
-                                      key_sq=self._live(self._key_sq))
+        _, phi = reduce_over_memories(
+            self.keys,
+            None,
+            state,
+            mask,
+            self.sim,
+            self.sep,
+            chunk_size=self.chunk_size,
+            potential=True,
+            key_sq=self._live(self._key_sq),
+        )
         if self.sim.name == "dot":
             return 0.5 * (state.to(phi.dtype) ** 2).sum(dim=1) - phi
         return -phi
@@ -432,7 +451,9 @@ class SparseDistributedMemory:
         self.device = resolve_device(device)
         self.dim, self.value_dim = dim, value_dim or dim
         gen = torch.Generator().manual_seed(seed)
-        self.addresses = (torch.randint(0, 2, (locations, dim), generator=gen) * 2 - 1).float().to(self.device)
+        self.addresses = (
+            (torch.randint(0, 2, (locations, dim), generator=gen) * 2 - 1).float().to(self.device)
+        )
         self.counters = torch.zeros(locations, self.value_dim, device=self.device)  # (L, Dv)
         self.radius = _binomial_quantile(dim, activation) if radius is None else int(radius)
         self.sim = get_similarity("hamming")

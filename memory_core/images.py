@@ -64,14 +64,18 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             img = Image.open(io.BytesIO(data))  # lazy: reads the header only
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+                raise ImageTooLarge(
+                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+                )
             img.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageError("not a readable image: the bytes are no picture format Pillow knows (PNG, JPEG, ...)") from None
+        raise ImageError(
+            "not a readable image: the bytes are no picture format Pillow knows (PNG, JPEG, ...)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise ImageError(f"corrupt image data: {exc}") from None
     return img
@@ -113,7 +117,9 @@ def _centre_crop_box(width: int, height: int, target_w: int, target_h: int) -> t
     return 0, top, width, top + new_h
 
 
-def fit_to_shape(img: Image.Image, shape: tuple[int, int, int], resample: int = Image.Resampling.BICUBIC) -> Tensor:
+def fit_to_shape(
+    img: Image.Image, shape: tuple[int, int, int], resample: int = Image.Resampling.BICUBIC
+) -> Tensor:
     """Centre-crop to the aspect ratio of ``shape`` = (C, H, W), resize, convert channels.
 
     Returns:
@@ -159,7 +165,9 @@ def tensor_to_png(image: Tensor) -> bytes:
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be (1|3, H, W), got shape {tuple(image.shape)}")
     arr = (image.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    pil = Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+    pil = (
+        Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+    )
     buf = io.BytesIO()
     pil.save(buf, format="PNG")
     return buf.getvalue()

@@ -77,7 +77,10 @@ def _cpu_flags() -> set[str]:
 
 # Each vector width: the CPU flags it needs, and the compiler flags that use them.
 _ISAS = {
-    "avx512": ({"avx512f", "avx512vl", "avx2", "fma"}, ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-DW=16"]),
+    "avx512": (
+        {"avx512f", "avx512vl", "avx2", "fma"},
+        ["-mavx512f", "-mavx512vl", "-mavx2", "-mfma", "-DW=16"],
+    ),
     "avx2": ({"avx2", "fma"}, ["-mavx2", "-mfma", "-DW=8"]),
     "baseline": (set(), ["-DW=4"]),
 }
@@ -109,8 +112,12 @@ def prebuild(folder: str | os.PathLike) -> list[Path]:
     built = []
     for isa, (_, cflags) in _ISAS.items():
         target = out / f"l1_distance-{isa}.so"
-        run = subprocess.run([cc, *_BASE_FLAGS, *cflags, str(_SOURCE), *_LIBS, "-o", str(target)],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [cc, *_BASE_FLAGS, *cflags, str(_SOURCE), *_LIBS, "-o", str(target)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if run.returncode != 0:
             raise RuntimeError(f"{cc} failed to build the {isa} kernel:\n{run.stderr[-2000:]}")
         built.append(target)
@@ -151,7 +158,9 @@ def _build() -> ctypes.CDLL:
     vec_flags, isa = _vector_flags()
     flags = [*_BASE_FLAGS, *vec_flags]
     source = _SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join([*flags, *_LIBS]).encode() + _compiler_version(cc).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        source + " ".join([*flags, *_LIBS]).encode() + _compiler_version(cc).encode()
+    ).hexdigest()[:16]
     target = _cache_dir() / f"l1_distance-{isa}-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +187,24 @@ def _load(path: Path, isa: str, compiler: str) -> ctypes.CDLL:
     fn.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, i64, ptr, i64, i64, i64, ctypes.c_int]
     fn.restype = None
     fused = lib.ams_l1_softmax
-    fused.argtypes = [ptr, i64, ptr, i64, ptr, i64, ptr, i64, ptr, ctypes.c_double, i64,
-                      ptr, ptr, ptr, i64, ctypes.c_int]
+    fused.argtypes = [
+        ptr,
+        i64,
+        ptr,
+        i64,
+        ptr,
+        i64,
+        ptr,
+        i64,
+        ptr,
+        ctypes.c_double,
+        i64,
+        ptr,
+        ptr,
+        ptr,
+        i64,
+        ctypes.c_int,
+    ]
     fused.restype = ctypes.c_int
     _info.update(path=str(path), isa=isa, compiler=compiler)
     return lib
@@ -374,11 +399,22 @@ def l1_softmax(
     # A lone cue is one memory-bound stream: one thread (as for l1_distances).
     threads = 1 if b == 1 else torch.get_num_threads()
     status = _lib.ams_l1_softmax(
-        keys.data_ptr(), n,
-        None if values is None else values.data_ptr(), dv,
-        cue.data_ptr(), b, bits.data_ptr(), stride, factors.data_ptr(), float(beta), d,
-        None if out is None else out.data_ptr(), lmax.data_ptr(), lsum.data_ptr(),
-        _fused_rows(d, dv), threads,
+        keys.data_ptr(),
+        n,
+        None if values is None else values.data_ptr(),
+        dv,
+        cue.data_ptr(),
+        b,
+        bits.data_ptr(),
+        stride,
+        factors.data_ptr(),
+        float(beta),
+        d,
+        None if out is None else out.data_ptr(),
+        lmax.data_ptr(),
+        lsum.data_ptr(),
+        _fused_rows(d, dv),
+        threads,
     )
     if status != 0:
         raise MemoryError("the one-pass L1 softmax kernel could not allocate its running sums")

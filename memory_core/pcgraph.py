@@ -58,8 +58,6 @@ __all__ = [
 TOPOLOGIES = ("fully_connected", "layered", "random", "custom")
 
 
-
-
 # --- the model ------------------------------------------------------------------------------
 # PCGraphConfig's keys before it took PCMemory's names for the same knobs: configs stored
 # with them (checkpoints, the service's memories) still load (``PCGraphConfig.from_dict``).
@@ -264,25 +262,43 @@ class PCGraph:
     ) -> None:
         hidden = int(hidden) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         config = PCGraphConfig(
-            dim=int(dim), hidden=hidden, topology=topology, density=float(density), activation=activation,
-            train_steps=int(train_steps), infer_lr=float(infer_lr), momentum=float(momentum),
-            init_sweeps=int(init_sweeps), recall_steps=int(recall_steps), weight_lr=float(weight_lr),
-            weight_decay=float(weight_decay), batch_size=int(batch_size), epochs=int(epochs),
-            init_std=float(init_std), seed=int(seed),
+            dim=int(dim),
+            hidden=hidden,
+            topology=topology,
+            density=float(density),
+            activation=activation,
+            train_steps=int(train_steps),
+            infer_lr=float(infer_lr),
+            momentum=float(momentum),
+            init_sweeps=int(init_sweeps),
+            recall_steps=int(recall_steps),
+            weight_lr=float(weight_lr),
+            weight_decay=float(weight_decay),
+            batch_size=int(batch_size),
+            epochs=int(epochs),
+            init_std=float(init_std),
+            seed=int(seed),
         )
         if legacy:
             unknown = sorted(set(legacy) - set(LEGACY_KEYS))
             if unknown:
                 raise TypeError(f"unknown PCGraph arguments: {unknown}")
-            warnings.warn(f"PCGraph: {sorted(legacy)} are the old names of "
-                          f"{[LEGACY_KEYS[k] for k in sorted(legacy)]}", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                f"PCGraph: {sorted(legacy)} are the old names of {[LEGACY_KEYS[k] for k in sorted(legacy)]}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             config = replace(config, **{LEGACY_KEYS[k]: v for k, v in legacy.items()})
         if (adjacency is not None) != (topology == "custom"):
             raise ValueError("pass an adjacency exactly when topology='custom'")
-        adj = as_adjacency(adjacency, config.n_vertices) if adjacency is not None else _build_adjacency(config)
+        adj = (
+            as_adjacency(adjacency, config.n_vertices) if adjacency is not None else _build_adjacency(config)
+        )
         self._setup(config, adj, device, dtype)
 
-    def _setup(self, config: PCGraphConfig, adj: Tensor, device: str | torch.device, dtype: torch.dtype) -> None:
+    def _setup(
+        self, config: PCGraphConfig, adj: Tensor, device: str | torch.device, dtype: torch.dtype
+    ) -> None:
         """Fresh weights N(0, init_std^2 / in-degree) on the edges, zero biases."""
         self.config = config
         self.device = resolve_device(device)
@@ -316,13 +332,17 @@ class PCGraph:
         self.weights = self.weights.to(self.device)
         self.bias = self.bias.to(self.device)
         self._edge_mask = self._edge_mask.to(self.device)
-        self._opt.moments = {k: (m.to(self.device), v.to(self.device)) for k, (m, v) in self._opt.moments.items()}
+        self._opt.moments = {
+            k: (m.to(self.device), v.to(self.device)) for k, (m, v) in self._opt.moments.items()
+        }
         return self
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"PCGraph(dim={c.dim}, hidden={c.hidden!r}, topology={c.topology!r}, "
-                f"edges={int(self.adjacency.sum())}, device={str(self.device)!r}, trained={self.trained_count})")
+        return (
+            f"PCGraph(dim={c.dim}, hidden={c.hidden!r}, topology={c.topology!r}, "
+            f"edges={int(self.adjacency.sum())}, device={str(self.device)!r}, trained={self.trained_count})"
+        )
 
     # --- the energy and its gradient (the hot loop) -----------------------------------------
     def errors(self, x: Tensor) -> Tensor:
@@ -558,6 +578,8 @@ class PCGraph:
         graph._opt.step = int(meta["adam_step"])
         for name in ("weights", "bias"):
             if f"adam.{name}.m" in tensors:
-                graph._opt.moments[name] = (tensors[f"adam.{name}.m"].to(graph.device, dtype),
-                                            tensors[f"adam.{name}.v"].to(graph.device, dtype))
+                graph._opt.moments[name] = (
+                    tensors[f"adam.{name}.m"].to(graph.device, dtype),
+                    tensors[f"adam.{name}.v"].to(graph.device, dtype),
+                )
         return graph

@@ -193,8 +193,14 @@ _REGISTRY: dict[str, Similarity] = {
     for s in (
         Similarity("dot", _dot, is_distance=False),
         Similarity("cosine", _cosine, is_distance=False, temporaries="masked"),
-        Similarity("euclidean", _euclidean, is_distance=True, rank_fn=_euclidean_rank,
-                   finish_fn=_euclidean_finish, temporaries="masked"),
+        Similarity(
+            "euclidean",
+            _euclidean,
+            is_distance=True,
+            rank_fn=_euclidean_rank,
+            finish_fn=_euclidean_finish,
+            temporaries="masked",
+        ),
         Similarity("manhattan", _manhattan, is_distance=True),
         Similarity("hamming", _hamming, is_distance=True, temporaries="always"),
     )

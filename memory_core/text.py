@@ -79,6 +79,11 @@ def encode_texts(texts: Sequence[str], device: str | torch.device = "auto", batc
     dev = resolve_device(device)
     model = _model(dev)
     with _encode_lock, torch.inference_mode():
-        emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
-                           normalize_embeddings=True, show_progress_bar=False)
+        emb = model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
     return emb.to(dev, torch.float32).clone()  # clone: leave inference mode's tensor behind

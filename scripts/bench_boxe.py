@@ -174,7 +174,7 @@ def bench_dataset(name: str, args, seed: int, transe: bool) -> dict:
     if transe:
         runners["pykeen_transe"] = PyKEENRunner("transe", dataset, args, seed)
     epochs = {key: [] for key in ("ours", *runners)}
-    walls = {key: 0.0 for key in epochs}
+    walls = dict.fromkeys(epochs, 0.0)
     done = 0
     while done < args.epochs:
         block = min(args.block, args.epochs - done)

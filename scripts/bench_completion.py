@@ -54,8 +54,14 @@ def iterations(pc: PCMemory, trained, change: dict, x: torch.Tensor, mask: torch
         return cfg.complete_steps
     known = mask.to(x.dtype)
     trace: list[float] = []
-    pc._relax_cg(x * known, known, cfg.complete_steps, pc._partial_pi(cfg.complete_pi, known),
-                 trace=trace, tol=cfg.complete_tol)
+    pc._relax_cg(
+        x * known,
+        known,
+        cfg.complete_steps,
+        pc._partial_pi(cfg.complete_pi, known),
+        trace=trace,
+        tol=cfg.complete_tol,
+    )
     return len(trace) - 1
 
 
@@ -94,24 +100,44 @@ def main() -> None:
                     torch.cuda.synchronize(device)
                 best[name] = min(best[name], time.perf_counter() - start)
                 err = (out - x).square().mean(1).cpu()
-                quality[name] = {"correct": float((err < PARTIAL_OK).float().mean()),
-                                 "median_mse": float(err.median())}
+                quality[name] = {
+                    "correct": float((err < PARTIAL_OK).float().mean()),
+                    "median_mse": float(err.median()),
+                }
                 bar.update()
         for name in VARIANTS:
-            rows.append({"fraction": frac, "variant": name, "seconds": best[name],
-                         "vs_heavy_ball": best["heavy-ball"] / best[name],
-                         "iterations": iterations(pc, trained, VARIANTS[name], x, mask), **quality[name]})
+            rows.append(
+                {
+                    "fraction": frac,
+                    "variant": name,
+                    "seconds": best[name],
+                    "vs_heavy_ball": best["heavy-ball"] / best[name],
+                    "iterations": iterations(pc, trained, VARIANTS[name], x, mask),
+                    **quality[name],
+                }
+            )
     bar.close()
     pc.config = trained
-    print(f"\nN = {args.n}, width {args.width}, fit {len(history)} epochs in {history.seconds:.0f} s; "
-          f"{device}, {torch.get_num_threads()} threads, best of {args.repeats}\n")
+    print(
+        f"\nN = {args.n}, width {args.width}, fit {len(history)} epochs in {history.seconds:.0f} s; "
+        f"{device}, {torch.get_num_threads()} threads, best of {args.repeats}\n"
+    )
     print("| given | variant | iterations | seconds | speed vs heavy-ball | correct | median MSE |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| 1/{round(1 / r['fraction'])} | {r['variant']} | {r['iterations']} | {r['seconds']:.1f} | "
-              f"{r['vs_heavy_ball']:.2f}x | {r['correct']:.0%} | {r['median_mse']:.5f} |")
-    meta = {"device": str(device), "threads": torch.get_num_threads(), "n": args.n, "width": args.width,
-            "repeats": args.repeats, "torch": torch.__version__, "machine": platform.machine()}
+        print(
+            f"| 1/{round(1 / r['fraction'])} | {r['variant']} | {r['iterations']} | {r['seconds']:.1f} | "
+            f"{r['vs_heavy_ball']:.2f}x | {r['correct']:.0%} | {r['median_mse']:.5f} |"
+        )
+    meta = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "n": args.n,
+        "width": args.width,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -195,7 +195,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.tables:  # the rows of --metrics only, so that a full run lines up with an L1-only one
         keep = set(args.metrics.split(","))
-        print(table([[r for r in json.loads(p.read_text())["results"] if r["metric"] in keep] for p in args.tables]))
+        print(
+            table(
+                [
+                    [r for r in json.loads(p.read_text())["results"] if r["metric"] in keep]
+                    for p in args.tables
+                ]
+            )
+        )
         return
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

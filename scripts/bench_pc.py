@@ -109,7 +109,9 @@ def plain_linear(x, w, b):
 
 
 # --- the autograd baselines ----------------------------------------------------------------------
-def autograd_relax(pc: PCMemory, x: torch.Tensor, steps: int, lr: float, lin=plain_linear) -> list[torch.Tensor]:
+def autograd_relax(
+    pc: PCMemory, x: torch.Tensor, steps: int, lr: float, lin=plain_linear
+) -> list[torch.Tensor]:
     """The same relaxation as PCMemory._relax, with gradients from autograd."""
     pi, act = pc.config.pi, torch.tanh
     lrs = pc._step_sizes(pi, lr)
@@ -160,8 +162,9 @@ def gram_strips(H: int, D: int, onednn: bool, strips: int = 4) -> list[tuple[int
     return [(min(i + step, H) - i, D, H - i) for i in range(0, H, step)]
 
 
-def gemm_shapes(sizes: tuple[int, ...], batch: int, steps: int, gram: bool, train: bool,
-                onednn: bool) -> list[tuple[int, int, int]]:
+def gemm_shapes(
+    sizes: tuple[int, ...], batch: int, steps: int, gram: bool, train: bool, onednn: bool
+) -> list[tuple[int, int, int]]:
     """(m, k, n) of every matrix product the hand-written loop performs, in order."""
     L, shapes = len(sizes), []
     H, D = sizes[-2], sizes[-1]
@@ -201,8 +204,10 @@ def replay_mm(shapes, device, dtype):
 
 def replay_onednn(shapes, device, dtype):
     """Only these products, through oneDNN's linear (which allocates its outputs)."""
-    ops = [(torch.randn(m, k, device=device, dtype=dtype), torch.randn(n, k, device=device, dtype=dtype))
-           for m, k, n in shapes]
+    ops = [
+        (torch.randn(m, k, device=device, dtype=dtype), torch.randn(n, k, device=device, dtype=dtype))
+        for m, k, n in shapes
+    ]
 
     def run():
         for a, w in ops:
@@ -244,17 +249,23 @@ def main() -> None:
             if task == "train":
                 pc._opt = pc._optimizer(0.0)  # lr 0: the weights stay put
                 opt_plain = torch.optim.Adam(pc.weights + pc.biases, lr=0.0)  # torch's defaults
-                opt_fast = torch.optim.Adam(pc.weights + pc.biases, lr=0.0, fused=device.type in ("cpu", "cuda"))
+                opt_fast = torch.optim.Adam(
+                    pc.weights + pc.biases, lr=0.0, fused=device.type in ("cpu", "cuda")
+                )
                 fns["hand"] = lambda: pc._train_batch(x)
                 fns["autograd"] = lambda: autograd_train(pc, x, opt_plain)
                 if onednn:
                     fns["autograd_onednn"] = lambda: autograd_train(pc, x, opt_fast, lin_fast)
             else:
                 fns["hand"] = lambda: pc._predict(pc._relax(x, None, steps, cfg.infer_lr, cfg.pi))
-                fns["direct"] = lambda: pc._predict(pc._relax(x, None, steps, cfg.infer_lr, cfg.pi, use_gram=False))
+                fns["direct"] = lambda: pc._predict(
+                    pc._relax(x, None, steps, cfg.infer_lr, cfg.pi, use_gram=False)
+                )
                 fns["autograd"] = lambda: pc._predict(autograd_relax(pc, x, steps, cfg.infer_lr))
                 if onednn:
-                    fns["autograd_onednn"] = lambda: pc._predict(autograd_relax(pc, x, steps, cfg.infer_lr, lin_fast))
+                    fns["autograd_onednn"] = lambda: pc._predict(
+                        autograd_relax(pc, x, steps, cfg.infer_lr, lin_fast)
+                    )
             shapes = gemm_shapes(sizes, batch, steps, gram, task == "train", onednn)
             direct_shapes = gemm_shapes(sizes, batch, steps, False, task == "train", onednn)
             fns["peak_mm"] = replay_mm(shapes, device, dtype)
@@ -268,7 +279,11 @@ def main() -> None:
             t = interleaved(fns, device, args.repeats)
             peak = min(t["peak_mm"], t.get("peak_onednn", float("inf")))
             row = {
-                "task": task, "batch": batch, "steps": steps, "gram": gram, "flops": flops(shapes),
+                "task": task,
+                "batch": batch,
+                "steps": steps,
+                "gram": gram,
+                "flops": flops(shapes),
                 **{f"t_{k}": v for k, v in t.items()},
                 "hand_gflops": flops(shapes) / t["hand"] / 1e9,
                 "peak_mm_gflops": flops(shapes) / t["peak_mm"] / 1e9,
@@ -279,47 +294,71 @@ def main() -> None:
                 "hand_restarts": pc.restarts,
             }
             if "autograd_onednn" in t:
-                row.update({
-                    "autograd_onednn_gflops": flops(direct_shapes) / t["autograd_onednn"] / 1e9,
-                    "speedup_vs_autograd_onednn": t["autograd_onednn"] / t["hand"],
-                    "autograd_onednn_speedup_vs_autograd": t["autograd"] / t["autograd_onednn"],
-                })
+                row.update(
+                    {
+                        "autograd_onednn_gflops": flops(direct_shapes) / t["autograd_onednn"] / 1e9,
+                        "speedup_vs_autograd_onednn": t["autograd_onednn"] / t["hand"],
+                        "autograd_onednn_speedup_vs_autograd": t["autograd"] / t["autograd_onednn"],
+                    }
+                )
             if "direct" in t:
                 peak_direct = min(t["peak_direct_mm"], t.get("peak_direct_onednn", float("inf")))
-                row.update({
-                    "direct_gflops": flops(direct_shapes) / t["direct"] / 1e9,
-                    "direct_peak_gflops": flops(direct_shapes) / peak_direct / 1e9,
-                    "direct_pct_of_peak": 100.0 * peak_direct / t["direct"],
-                    "direct_speedup_vs_autograd": t["autograd"] / t["direct"],
-                })
+                row.update(
+                    {
+                        "direct_gflops": flops(direct_shapes) / t["direct"] / 1e9,
+                        "direct_peak_gflops": flops(direct_shapes) / peak_direct / 1e9,
+                        "direct_pct_of_peak": 100.0 * peak_direct / t["direct"],
+                        "direct_speedup_vs_autograd": t["autograd"] / t["direct"],
+                    }
+                )
                 if "autograd_onednn" in t:
                     row["direct_speedup_vs_autograd_onednn"] = t["autograd_onednn"] / t["direct"]
             rows.append(row)
-            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            print(
+                json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+                flush=True,
+            )
 
     na = "n/a"
-    print(f"\nPCMemory hot loop, sizes {list(sizes)}, {device} ({torch.get_num_threads()} threads), float32, "
-          f"oneDNN {'on' if onednn else 'off'}")
-    print("| task | batch | steps | message | GFLOP/s hand | matmul peak GFLOP/s: torch.mm / oneDNN | % of peak "
-          "| GFLOP/s autograd / autograd-oneDNN | speed-up vs autograd | vs autograd-oneDNN |")
+    print(
+        f"\nPCMemory hot loop, sizes {list(sizes)}, {device} ({torch.get_num_threads()} threads), float32, "
+        f"oneDNN {'on' if onednn else 'off'}"
+    )
+    print(
+        "| task | batch | steps | message | GFLOP/s hand | matmul peak GFLOP/s: torch.mm / oneDNN | % of peak "
+        "| GFLOP/s autograd / autograd-oneDNN | speed-up vs autograd | vs autograd-oneDNN |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+
         def g(key, fmt="{:.1f}"):
             return fmt.format(r[key]) if key in r else na
+
         one = r["flops"] / r["t_peak_onednn"] / 1e9 if "t_peak_onednn" in r else None
-        print(f"| {r['task']} | {r['batch']} | {r['steps']} | {'Gram' if r['gram'] else 'direct'} | "
-              f"{r['hand_gflops']:.1f} | {r['peak_mm_gflops']:.1f} / {na if one is None else f'{one:.1f}'} | "
-              f"{r['pct_of_peak']:.0f}% | {r['autograd_gflops']:.1f} / {g('autograd_onednn_gflops')} | "
-              f"{r['speedup_vs_autograd']:.1f}x | {g('speedup_vs_autograd_onednn', '{:.1f}x')} |")
+        print(
+            f"| {r['task']} | {r['batch']} | {r['steps']} | {'Gram' if r['gram'] else 'direct'} | "
+            f"{r['hand_gflops']:.1f} | {r['peak_mm_gflops']:.1f} / {na if one is None else f'{one:.1f}'} | "
+            f"{r['pct_of_peak']:.0f}% | {r['autograd_gflops']:.1f} / {g('autograd_onednn_gflops')} | "
+            f"{r['speedup_vs_autograd']:.1f}x | {g('speedup_vs_autograd_onednn', '{:.1f}x')} |"
+        )
         if "t_direct" in r:
-            print(f"| {r['task']} | {r['batch']} | {r['steps']} | direct (forced) | {r['direct_gflops']:.1f} | "
-                  f"(best {r['direct_peak_gflops']:.1f}) | {r['direct_pct_of_peak']:.0f}% | | "
-                  f"{r['direct_speedup_vs_autograd']:.1f}x | {g('direct_speedup_vs_autograd_onednn', '{:.1f}x')} |")
+            print(
+                f"| {r['task']} | {r['batch']} | {r['steps']} | direct (forced) | {r['direct_gflops']:.1f} | "
+                f"(best {r['direct_peak_gflops']:.1f}) | {r['direct_pct_of_peak']:.0f}% | | "
+                f"{r['direct_speedup_vs_autograd']:.1f}x | {g('direct_speedup_vs_autograd_onednn', '{:.1f}x')} |"
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"sizes": list(sizes), "device": str(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "onednn": onednn, "repeats": args.repeats,
-            "machine": platform.machine(), "processor": platform.processor()}
+    meta = {
+        "sizes": list(sizes),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "onednn": onednn,
+        "repeats": args.repeats,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {out}")
 

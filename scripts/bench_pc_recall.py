@@ -70,8 +70,11 @@ def main() -> None:
 
         for batch in args.batches:
             cue = x[:batch] + 0.2 * noise[:batch]
-            variants = {"kept": lambda c=cue, pc=pc: pc.retrieve(c), "first": lambda c=cue: first(c),
-                        "previous": lambda c=cue, pc=pc: pc._denoise(c, reuse=False)}
+            variants = {
+                "kept": lambda c=cue, pc=pc: pc.retrieve(c),
+                "first": lambda c=cue: first(c),
+                "previous": lambda c=cue, pc=pc: pc._denoise(c, reuse=False),
+            }
             for fn in variants.values():  # warm-up
                 fn()
             best = {name: float("inf") for name in variants}
@@ -79,19 +82,37 @@ def main() -> None:
                 for name, fn in variants.items():
                     best[name] = min(best[name], timed(fn, device))
             same = float((pc.retrieve(cue) - pc._denoise(cue, reuse=False)).abs().max())
-            rows.append({"width": width, "batch": batch, **{f"t_{k}": v for k, v in best.items()},
-                         "speedup_kept": best["previous"] / best["kept"],
-                         "speedup_first": best["previous"] / best["first"], "max_abs_diff": same})
+            rows.append(
+                {
+                    "width": width,
+                    "batch": batch,
+                    **{f"t_{k}": v for k, v in best.items()},
+                    "speedup_kept": best["previous"] / best["kept"],
+                    "speedup_first": best["previous"] / best["first"],
+                    "max_abs_diff": same,
+                }
+            )
             bar.update()
     bar.close()
-    print("| width | batch | previous ms | first ms | kept ms | speed-up first | speed-up kept | max abs diff |")
+    print(
+        "| width | batch | previous ms | first ms | kept ms | speed-up first | speed-up kept | max abs diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['width']} | {r['batch']} | {1000 * r['t_previous']:.0f} | {1000 * r['t_first']:.0f} | "
-              f"{1000 * r['t_kept']:.0f} | {r['speedup_first']:.2f}x | {r['speedup_kept']:.2f}x | "
-              f"{r['max_abs_diff']:.1e} |")
-    meta = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "machine": platform.machine(), "epochs": args.epochs, "repeats": args.repeats, "sizes": [256, "H", 3072]}
+        print(
+            f"| {r['width']} | {r['batch']} | {1000 * r['t_previous']:.0f} | {1000 * r['t_first']:.0f} | "
+            f"{1000 * r['t_kept']:.0f} | {r['speedup_first']:.2f}x | {r['speedup_kept']:.2f}x | "
+            f"{r['max_abs_diff']:.1e} |"
+        )
+    meta = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "sizes": [256, "H", 3072],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {args.out}")

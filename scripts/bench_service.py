@@ -80,8 +80,18 @@ def start_server(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen,
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")}
     environ.update(AMS_DATA_DIR=str(data_dir), AMS_DEVICE="cpu", **env)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     log = open(data_dir.parent / f"server-{port}.log", "wb")  # noqa: SIM115 (lives with the process)
     proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = Path(log.name)  # type: ignore[attr-defined]
@@ -118,7 +128,9 @@ class Connection:
         self.h11 = h11.Connection(h11.CLIENT)
         self.used = time.monotonic()
 
-    async def request(self, method: str, target: str, body: bytes, ctype: str = "application/json") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, target: str, body: bytes, ctype: str = "application/json"
+    ) -> tuple[int, bytes]:
         # uvicorn closes a keep-alive connection idle for 5 s: open a new one first, as
         # HTTP clients do, rather than race the server's close.
         if time.monotonic() - self.used > 4.0:
@@ -195,15 +207,33 @@ async def batch_stats(port: int) -> tuple[float, float]:
 def _summary(latencies: list[float], done: int, elapsed: float, cpu: float) -> dict:
     lat = np.asarray(latencies) * 1000.0  # ms
     p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-    return {"requests": done, "seconds": elapsed, "throughput": done / elapsed, "cpu_seconds": cpu,
-            "per_cpu_second": done / cpu, "p50_ms": p50, "p99_ms": p99, "p99_over_p50": p99 / p50}
+    return {
+        "requests": done,
+        "seconds": elapsed,
+        "throughput": done / elapsed,
+        "cpu_seconds": cpu,
+        "per_cpu_second": done / cpu,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "p99_over_p50": p99 / p50,
+    }
 
 
-async def _http_cell(port: int, pid: int, log: Path, target: str, bodies: list[bytes], c: int, min_requests: int,
-                     seconds: float) -> tuple[dict, dict[int, bytes]]:
+async def _http_cell(
+    port: int,
+    pid: int,
+    log: Path,
+    target: str,
+    bodies: list[bytes],
+    c: int,
+    min_requests: int,
+    seconds: float,
+) -> tuple[dict, dict[int, bytes]]:
     conns = [await Connection.open(port) for _ in range(c)]
     # Warm: one untimed request per connection, all at once.
-    await asyncio.gather(*(conn.request("POST", target, body) for conn, body in zip(conns, itertools.cycle(bodies))))
+    await asyncio.gather(
+        *(conn.request("POST", target, body) for conn, body in zip(conns, itertools.cycle(bodies)))
+    )
     before = await batch_stats(port)
     latencies: list[float] = []
     answers: dict[int, bytes] = {}  # cue index -> first answer (for checking)
@@ -241,8 +271,14 @@ async def _http_cell(port: int, pid: int, log: Path, target: str, bodies: list[b
     return result, answers
 
 
-def http_cell(server: tuple[subprocess.Popen, int], target: str, bodies: list[bytes], c: int,
-              min_requests: int, seconds: float):
+def http_cell(
+    server: tuple[subprocess.Popen, int],
+    target: str,
+    bodies: list[bytes],
+    c: int,
+    min_requests: int,
+    seconds: float,
+):
     proc, port = server
     return asyncio.run(_http_cell(port, proc.pid, proc.log_path, target, bodies, c, min_requests, seconds))
 
@@ -296,7 +332,9 @@ def check_answers(answers: dict[int, bytes], want_top: list[int], ids: list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=["hopfield", "pc"], choices=["hopfield", "pc"])
-    parser.add_argument("--n", type=int, default=10_000, help="Fashion-MNIST images stored in the hopfield memory")
+    parser.add_argument(
+        "--n", type=int, default=10_000, help="Fashion-MNIST images stored in the hopfield memory"
+    )
     parser.add_argument("--pc-n", type=int, default=100, help="Fashion-MNIST images stored in the PC memory")
     parser.add_argument("--pc-epochs", type=int, default=150, help="training epochs of the PC memory")
     parser.add_argument("--cues", type=int, default=256, help="distinct noisy cues, cycled")
@@ -305,12 +343,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="least time per measurement")
     parser.add_argument("--reps", type=int, default=2, help="interleaved repeats of each cell (medians kept)")
     parser.add_argument("--config", default="{}", help="the memory's config, JSON ({} = service defaults)")
-    parser.add_argument("--batch-max", type=int, default=None, help="AMS_RECALL_BATCH_MAX (default: the service's)")
+    parser.add_argument(
+        "--batch-max", type=int, default=None, help="AMS_RECALL_BATCH_MAX (default: the service's)"
+    )
     parser.add_argument("--batch-wait-ms", type=float, default=None, help="AMS_RECALL_BATCH_WAIT_MS")
-    parser.add_argument("--no-fast-recall", action="store_true",
-                        help="AMS_FAST_RECALL=false: recalls through FastAPI's routing (app/fastpath.py off)")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="torch intra-op threads, here and in the server (AMS_TORCH_THREADS); 0 = torch's default")
+    parser.add_argument(
+        "--no-fast-recall",
+        action="store_true",
+        help="AMS_FAST_RECALL=false: recalls through FastAPI's routing (app/fastpath.py off)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads, here and in the server (AMS_TORCH_THREADS); 0 = torch's default",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench_service.json"))
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench stops its servers too
@@ -334,7 +381,9 @@ def main() -> None:
             info = call(port, "GET", "/v1/info")
             twins, configs = [], {}
             if "hopfield" in args.kinds:
-                twin, configs["fashion"] = setup_hopfield(port, args.n, json.loads(args.config), args.cues, gen)
+                twin, configs["fashion"] = setup_hopfield(
+                    port, args.n, json.loads(args.config), args.cues, gen
+                )
                 twins.append(twin)
             if "pc" in args.kinds:
                 twin, configs["pc"] = setup_pc(port, data, args.pc_n, args.pc_epochs, args.cues, gen)
@@ -352,21 +401,36 @@ def main() -> None:
             proc.wait(60)
 
     for twin in twins:
-        print(f"\n{twin.name}: {len(twin.ids)} Fashion-MNIST images, {configs[twin.name]}, torch threads "
-              f"{torch.get_num_threads()}, server batching: max {env.get('AMS_RECALL_BATCH_MAX', 'default')}, "
-              f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms, fast recall path "
-              f"{env.get('AMS_FAST_RECALL', 'on')}")
+        print(
+            f"\n{twin.name}: {len(twin.ids)} Fashion-MNIST images, {configs[twin.name]}, torch threads "
+            f"{torch.get_num_threads()}, server batching: max {env.get('AMS_RECALL_BATCH_MAX', 'default')}, "
+            f"wait {env.get('AMS_RECALL_BATCH_WAIT_MS', 'default')} ms, fast recall path "
+            f"{env.get('AMS_FAST_RECALL', 'on')}"
+        )
         print_table(results[twin.name])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "memories": {t.name: {"n": len(t.ids), "config": configs[t.name], "rows": results[t.name]} for t in twins},
-        "env": env, "device": info["device"], "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "memories": {
+                    t.name: {"n": len(t.ids), "config": configs[t.name], "rows": results[t.name]}
+                    for t in twins
+                },
+                "env": env,
+                "device": info["device"],
+                "torch_threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+                "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 
-def _noisy_cues(images: torch.Tensor, count: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _noisy_cues(
+    images: torch.Tensor, count: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Noisy copies of stored images (std 0.2, clipped, 8 bits): (picks, cues (M, D), bodies)."""
     picks = torch.randint(0, images.shape[0], (count,), generator=gen)
     noisy = (images[picks] + 0.2 * torch.randn(images[picks].shape, generator=gen)).clamp(0, 1)
@@ -374,7 +438,9 @@ def _noisy_cues(images: torch.Tensor, count: int, gen: torch.Generator) -> tuple
     cues = flatten(noisy)  # (M, 784)
     bodies = {
         "json": [json.dumps({"vector": v.tolist(), "k": K}).encode() for v in cues],
-        "png": [json.dumps({"image": base64.b64encode(tensor_to_png(x)).decode(), "k": K}).encode() for x in noisy],
+        "png": [
+            json.dumps({"image": base64.b64encode(tensor_to_png(x)).decode(), "k": K}).encode() for x in noisy
+        ],
     }
     return picks, cues, bodies
 
@@ -391,8 +457,12 @@ def setup_hopfield(port: int, n: int, config: dict, count: int, gen: torch.Gener
     """A hopfield memory of n images on the server, and its twin here."""
     images = fashion_mnist("train", limit=n)[0]  # (N, 1, 28, 28)
     patterns = flatten(images)  # (N, 784)
-    details = call(port, "POST", "/v1/memories",
-                   {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "config": config})
+    details = call(
+        port,
+        "POST",
+        "/v1/memories",
+        {"name": "fashion", "kind": "hopfield", "shape": [1, 28, 28], "config": config},
+    )
     ids = _store(port, "fashion", patterns)
     m = UniversalHopfield(**details["config"], device="cpu")
     m.store(patterns)
@@ -400,13 +470,19 @@ def setup_hopfield(port: int, n: int, config: dict, count: int, gen: torch.Gener
     return Twin("fashion", m, m, cues, bodies, ids), details["config"]
 
 
-def setup_pc(port: int, data: Path, n: int, epochs: int, count: int, gen: torch.Generator) -> tuple[Twin, dict]:
+def setup_pc(
+    port: int, data: Path, n: int, epochs: int, count: int, gen: torch.Generator
+) -> tuple[Twin, dict]:
     """A PC memory of n images on the server, trained there (a job); its twin here loads the
     checkpoint the server wrote, so both sides recall with the same weights."""
     images = fashion_mnist("train", limit=n)[0]
     patterns = flatten(images)
-    details = call(port, "POST", "/v1/memories",
-                   {"name": "pc", "kind": "pc", "shape": [1, 28, 28], "config": {"epochs": epochs}})
+    details = call(
+        port,
+        "POST",
+        "/v1/memories",
+        {"name": "pc", "kind": "pc", "shape": [1, 28, 28], "config": {"epochs": epochs}},
+    )
     ids = _store(port, "pc", patterns)
     job = call(port, "POST", "/v1/memories/pc/train", {})
     with tqdm(total=epochs, desc="train pc (server job)") as bar:
@@ -425,17 +501,21 @@ def setup_pc(port: int, data: Path, n: int, epochs: int, count: int, gen: torch.
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ("| c | payload | HTTP req/s | p50 ms | p99 ms | p99/p50 | mean batch | HTTP unbatched req/s | "
-            "in-process req/s: batch of c / one by one | HTTP / best in-process | same, per CPU second | same top |")
+    head = (
+        "| c | payload | HTTP req/s | p50 ms | p99 ms | p99/p50 | mean batch | HTTP unbatched req/s | "
+        "in-process req/s: batch of c / one by one | HTTP / best in-process | same, per CPU second | same top |"
+    )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         h, b, s, u = r["http"], r["inprocess_batch"], r["inprocess_single"], r["http_unbatched"]
         mb = "-" if h["mean_batch"] is None else f"{h['mean_batch']:.1f}"
         ut = "-" if u is None else f"{u['throughput']:.1f}"
-        print(f"| {r['concurrency']} | {r['payload']} | {h['throughput']:.1f} | {h['p50_ms']:.0f} | "
-              f"{h['p99_ms']:.0f} | {h['p99_over_p50']:.2f} | {mb} | {ut} | {b['throughput']:.1f} / "
-              f"{s['throughput']:.1f} | {r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['same_top']:.3f} |")
+        print(
+            f"| {r['concurrency']} | {r['payload']} | {h['throughput']:.1f} | {h['p50_ms']:.0f} | "
+            f"{h['p99_ms']:.0f} | {h['p99_over_p50']:.2f} | {mb} | {ut} | {b['throughput']:.1f} / "
+            f"{s['throughput']:.1f} | {r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {r['same_top']:.3f} |"
+        )
 
 
 def _median(runs: list[dict]) -> dict:
@@ -453,7 +533,12 @@ def run_cells(args, server, plain, twin: Twin) -> list[dict]:
     for c, payload in tqdm(cells, desc=f"{twin.name} cells"):
         need = max(2 * c, 32)
         bodies = twin.bodies[payload]
-        runs: dict[str, list[dict]] = {"http": [], "http_unbatched": [], "inprocess_batch": [], "inprocess_single": []}
+        runs: dict[str, list[dict]] = {
+            "http": [],
+            "http_unbatched": [],
+            "inprocess_batch": [],
+            "inprocess_single": [],
+        }
         same = []
         for _ in range(args.reps):
             http, answers = http_cell(server, target, bodies, c, need, args.seconds)
@@ -470,10 +555,12 @@ def run_cells(args, server, plain, twin: Twin) -> list[dict]:
             row[key] = row["http"][unit] / best
         rows.append(row)
         h = row["http"]
-        tqdm.write(f"{twin.name} c={c} {payload}: HTTP {h['throughput']:.1f}/s ({h['per_cpu_second']:.1f}/CPU s, "
-                   f"p50 {h['p50_ms']:.0f} ms, p99 {h['p99_ms']:.0f} ms, mean batch {h['mean_batch']}); in-process "
-                   f"B=c {row['inprocess_batch']['throughput']:.1f}/s, B=1 {row['inprocess_single']['throughput']:.1f}/s;"
-                   f" HTTP/best {row['ratio']:.2f} (per CPU s {row['ratio_cpu']:.2f})")
+        tqdm.write(
+            f"{twin.name} c={c} {payload}: HTTP {h['throughput']:.1f}/s ({h['per_cpu_second']:.1f}/CPU s, "
+            f"p50 {h['p50_ms']:.0f} ms, p99 {h['p99_ms']:.0f} ms, mean batch {h['mean_batch']}); in-process "
+            f"B=c {row['inprocess_batch']['throughput']:.1f}/s, B=1 {row['inprocess_single']['throughput']:.1f}/s;"
+            f" HTTP/best {row['ratio']:.2f} (per CPU s {row['ratio_cpu']:.2f})"
+        )
     return rows
 
 

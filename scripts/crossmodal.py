@@ -73,8 +73,9 @@ class JointPC:
 
     def store(self, images: torch.Tensor, texts: torch.Tensor) -> None:
         joint = self.layout.join(images, texts)
-        self.memory = PCMemory(sizes=[*self.config.pop("hidden", (256, 512)), joint.shape[1]],
-                               device="cpu", **self.config)
+        self.memory = PCMemory(
+            sizes=[*self.config.pop("hidden", (256, 512)), joint.shape[1]], device="cpu", **self.config
+        )
         self.memory.fit(joint, progress=True)
         self.images = images
 
@@ -115,17 +116,22 @@ def methods(image_dim: int) -> dict[str, Callable[[], object]]:
     """Every memory method compared, by name."""
     return {
         "hopfield joint, defaults (euclidean softmax beta 100)": lambda: JointHopfield(
-            JointLayout(image_dim), **asdict(HopfieldConfig())),
+            JointLayout(image_dim), **asdict(HopfieldConfig())
+        ),
         "hopfield joint, manhattan softmax": lambda: JointHopfield(
-            JointLayout(image_dim), similarity="manhattan", separation="softmax", beta=50.0),
+            JointLayout(image_dim), similarity="manhattan", separation="softmax", beta=50.0
+        ),
         "hopfield joint, cosine softmax": lambda: JointHopfield(
-            JointLayout(image_dim), similarity="cosine", separation="softmax", beta=200.0),
+            JointLayout(image_dim), similarity="cosine", separation="softmax", beta=200.0
+        ),
         "hopfield hetero, cosine keys / manhattan keys": lambda: HeteroHopfield(
             dict(similarity="cosine", separation="softmax", beta=200.0),
-            dict(similarity="manhattan", separation="softmax", beta=50.0)),
+            dict(similarity="manhattan", separation="softmax", beta=50.0),
+        ),
         # The service's text weight (app/captions.py): the caption part is 384 of D + 384 entries.
         "pc joint, sizes [256, 512, D + 384], w = 10": lambda: JointPC(
-            JointLayout(image_dim, text_weight=10.0)),
+            JointLayout(image_dim, text_weight=10.0)
+        ),
     }
 
 
@@ -134,7 +140,9 @@ def hits_at_k(ranked: torch.Tensor, truth: torch.Tensor, k: int) -> float:
     return (ranked[:, :k] == truth[:, None]).any(dim=1).float().mean().item()
 
 
-def evaluate(name: str, make, data: CaptionedImages, captions: torch.Tensor, paraphrases: torch.Tensor) -> dict:
+def evaluate(
+    name: str, make, data: CaptionedImages, captions: torch.Tensor, paraphrases: torch.Tensor
+) -> dict:
     images = flatten(data.images)
     n = len(data)
     # Labels: the pair's own index for photos; the class for Fashion-MNIST (per-class captions).
@@ -157,7 +165,9 @@ def evaluate(name: str, make, data: CaptionedImages, captions: torch.Tensor, par
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("results/crossmodal.json"))
     parser.add_argument("--photo-size", type=int, default=64)
     parser.add_argument("--only", default="", help="run only the methods whose name contains this text")
@@ -175,14 +185,23 @@ def main() -> None:
         captions = encode_texts(data.captions, "cpu")
         paraphrases = encode_texts(data.paraphrases, "cpu")
         make = methods(flatten(data.images).shape[1])[method_name]
-        results.append({"data": set_name, "method": method_name,
-                        **evaluate(method_name, make, data, captions, paraphrases)})
+        results.append(
+            {
+                "data": set_name,
+                "method": method_name,
+                **evaluate(method_name, make, data, captions, paraphrases),
+            }
+        )
 
     columns = [k for k in results[0] if k not in ("data", "method")]
     print(f"\n| data | method | {' | '.join(columns)} |")
     print("|---|---|" + "---|" * len(columns))
     for row in results:
-        print(f"| {row['data']} | {row['method']} | " + " | ".join(f"{100 * row[c]:.1f}%" for c in columns) + " |")
+        print(
+            f"| {row['data']} | {row['method']} | "
+            + " | ".join(f"{100 * row[c]:.1f}%" for c in columns)
+            + " |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"results": results, "seconds": time.perf_counter() - started}, indent=1))
     print(f"\nwrote {args.out} in {time.perf_counter() - started:.0f} s")

@@ -70,7 +70,9 @@ def main() -> None:
     nn_half = float((m.search(half, k=1, mask=mask)[1][:, 0] == right).float().mean())
     nn_noisy = float((m.search(noisy, k=1)[1][:, 0] == right).float().mean())
 
-    print(f"N = {args.stored} stored Fashion-MNIST images, {args.cues} cues; {args.similarity} + softmax(beta)")
+    print(
+        f"N = {args.stored} stored Fashion-MNIST images, {args.cues} cues; {args.similarity} + softmax(beta)"
+    )
     print(f"{'beta':>8} | {'half ok':>8} | {'half med MSE':>12} | {'noisy ok':>8} | {'noisy med MSE':>13}")
     for r in rows:
         print(

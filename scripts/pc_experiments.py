@@ -104,9 +104,16 @@ def run_noisy(data: str, n: int, width: int, latent: int, device, seed: int, ove
     out = pc.retrieve(cue).cpu()
     recall_s = time.perf_counter() - start
     res = {
-        "experiment": "noisy", "data": data, "n": n, "width": width, "latent": latent,
-        "epochs": len(hist), "stopped": hist.stopped, "fit_s": round(hist.seconds, 1),
-        "recall_s": round(recall_s, 1), "final_energy": hist[-1],
+        "experiment": "noisy",
+        "data": data,
+        "n": n,
+        "width": width,
+        "latent": latent,
+        "epochs": len(hist),
+        "stopped": hist.stopped,
+        "fit_s": round(hist.seconds, 1),
+        "recall_s": round(recall_s, 1),
+        "final_energy": hist[-1],
         "pc": summary(mse(out, x), NOISY_OK),
         "pc+nearest": summary(mse(nearest(out, x), x), NOISY_OK),
         "mhn": summary(mse(hopfield("mhn", x, cue, None, device), x), NOISY_OK),
@@ -132,16 +139,27 @@ def run_partial(n: int, width: int, latent: int, fractions, device, seed: int, o
         start = time.perf_counter()
         out = pc.retrieve(cue, mask=mask).cpu()
         err = mse(out, x)
-        rows.append({
-            "experiment": "partial", "data": "patches64", "n": n, "width": width, "latent": latent,
-            "fraction": frac, "epochs": len(hist), "stopped": hist.stopped, "fit_s": round(hist.seconds, 1),
-            "recall_s": round(time.perf_counter() - start, 1), "final_energy": hist[-1],
-            "pc": summary(err, PARTIAL_OK),
-            "pc_missed": (err >= PARTIAL_OK).nonzero().flatten().tolist(),  # which stored patterns
-            "pc+nearest": summary(mse(nearest(out, x), x), PARTIAL_OK),
-            "mhn": summary(mse(hopfield("mhn", x, cue, mask, device), x), PARTIAL_OK),
-            "uhn": summary(mse(hopfield("uhn", x, cue, mask, device), x), PARTIAL_OK),
-        } | ({"config": overrides} if overrides else {}))
+        rows.append(
+            {
+                "experiment": "partial",
+                "data": "patches64",
+                "n": n,
+                "width": width,
+                "latent": latent,
+                "fraction": frac,
+                "epochs": len(hist),
+                "stopped": hist.stopped,
+                "fit_s": round(hist.seconds, 1),
+                "recall_s": round(time.perf_counter() - start, 1),
+                "final_energy": hist[-1],
+                "pc": summary(err, PARTIAL_OK),
+                "pc_missed": (err >= PARTIAL_OK).nonzero().flatten().tolist(),  # which stored patterns
+                "pc+nearest": summary(mse(nearest(out, x), x), PARTIAL_OK),
+                "mhn": summary(mse(hopfield("mhn", x, cue, mask, device), x), PARTIAL_OK),
+                "uhn": summary(mse(hopfield("uhn", x, cue, mask, device), x), PARTIAL_OK),
+            }
+            | ({"config": overrides} if overrides else {})
+        )
     return rows
 
 
@@ -149,22 +167,29 @@ def table(rows: list[dict]) -> str:
     lines = []
     noisy = [r for r in rows if r["experiment"] == "noisy"]
     if noisy:
-        lines += ["| data | N | width | pc | pc median MSE | pc+nearest | MHN | UHN | PCA best k | epochs | fit s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| data | N | width | pc | pc median MSE | pc+nearest | MHN | UHN | PCA best k | epochs | fit s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in noisy:
             lines.append(
                 f"| {r['data']} | {r['n']} | {r['width']} | {r['pc']['correct']:.0%} | {r['pc']['median_mse']:.4f} | "
                 f"{r['pc+nearest']['correct']:.0%} | {r['mhn']['correct']:.0%} | {r['uhn']['correct']:.0%} | "
-                f"{r['pca']['correct']:.0%} (k={r['pca']['k']}) | {r['epochs']} | {r['fit_s']} |")
+                f"{r['pca']['correct']:.0%} (k={r['pca']['k']}) | {r['epochs']} | {r['fit_s']} |"
+            )
     partial = [r for r in rows if r["experiment"] == "partial"]
     if partial:
-        lines += ["", "| given | N | width | pc | pc median MSE | pc+nearest | MHN | UHN | fit s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| given | N | width | pc | pc median MSE | pc+nearest | MHN | UHN | fit s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in partial:
             lines.append(
                 f"| 1/{round(1 / r['fraction'])} | {r['n']} | {r['width']} | {r['pc']['correct']:.0%} | "
                 f"{r['pc']['median_mse']:.5f} | {r['pc+nearest']['correct']:.0%} | {r['mhn']['correct']:.0%} | "
-                f"{r['uhn']['correct']:.0%} | {r['fit_s']} |")
+                f"{r['uhn']['correct']:.0%} | {r['fit_s']} |"
+            )
     return "\n".join(lines)
 
 
@@ -192,21 +217,39 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--latent", type=int, default=256, help="top-layer width")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None, help="JSON lines file (default results/pc_experiments[_full].jsonl)")
+    ap.add_argument(
+        "--out", default=None, help="JSON lines file (default results/pc_experiments[_full].jsonl)"
+    )
     ap.add_argument("--only", choices=["noisy", "partial"], default=None)
-    ap.add_argument("--settings", nargs="+", default=None, metavar="DATA:N:WIDTH",
-                    help="run only these noisy-recall settings, e.g. patches32:1000:1024 (no partial)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is faster on a loaded machine)")
-    ap.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="PCConfig overrides (JSON values), e.g. epochs=300 cycles=2; with --out, to keep them apart")
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=None,
+        metavar="DATA:N:WIDTH",
+        help="run only these noisy-recall settings, e.g. patches32:1000:1024 (no partial)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is faster on a loaded machine)"
+    )
+    ap.add_argument(
+        "--fit",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="PCConfig overrides (JSON values), e.g. epochs=300 cycles=2; with --out, to keep them apart",
+    )
     args = ap.parse_args()
     overrides = parse_overrides(args.fit)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     if args.full:
-        noisy = [(d, n, w) for d in ("patches32", "fashion") for w in (256, 512, 1024, 2048)
-                 for n in (100, 250, 500, 1000)]
+        noisy = [
+            (d, n, w)
+            for d in ("patches32", "fashion")
+            for w in (256, 512, 1024, 2048)
+            for n in (100, 250, 500, 1000)
+        ]
         partial_width, fractions = 1024, (1 / 2, 1 / 4, 1 / 8, 1 / 16)
     else:
         noisy = [(d, n, 512) for d in ("patches32", "fashion") for n in (100, 250)]
@@ -220,7 +263,9 @@ def main() -> None:
     if out.exists():  # resume: settings already measured are kept
         done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     # A setting is done when measured with the same overrides (none = fit's defaults).
-    have = {(r["experiment"], r["data"], r["n"], r["width"]) for r in done if r.get("config", {}) == overrides}
+    have = {
+        (r["experiment"], r["data"], r["n"], r["width"]) for r in done if r.get("config", {}) == overrides
+    }
     jobs = []
     if args.only in (None, "noisy"):
         jobs += [("noisy", d, n, w) for d, n, w in noisy if ("noisy", d, n, w) not in have]
@@ -238,7 +283,9 @@ def main() -> None:
                 fh.write(json.dumps(r) + "\n")
         done += new
         tqdm.write(table(new))
-    print(f"\nwall time {time.perf_counter() - start:.0f} s on {device} ({torch.get_num_threads()} threads)\n")
+    print(
+        f"\nwall time {time.perf_counter() - start:.0f} s on {device} ({torch.get_num_threads()} threads)\n"
+    )
     print(table(done))
 
 

@@ -54,13 +54,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--test", type=int, default=1000, help="test images (first N of the test split)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--hidden", type=int, default=256, help="hidden vertices of the fully connected graph")
-    p.add_argument("--layers", type=str, default="256,64", help="hidden layer sizes of the hierarchical graph")
+    p.add_argument(
+        "--layers", type=str, default="256,64", help="hidden layer sizes of the hierarchical graph"
+    )
     p.add_argument("--recall-steps", type=int, default=200, help="inference steps at test time")
     p.add_argument("--noise", type=float, default=0.2, help="std of the denoising noise")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; 1 is fastest on a shared 2-core machine (OpenMP hand-offs "
-                        "between busy cores cost more than they give at these sizes)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 is fastest on a shared 2-core machine (OpenMP hand-offs "
+        "between busy cores cost more than they give at these sizes)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("results/pcgraph.json"))
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
@@ -77,7 +83,9 @@ def patterns(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([flatten(images), F.one_hot(labels, CLASSES).float()], dim=1)
 
 
-def chunked(graph: PCGraph, cue: torch.Tensor, mask: torch.Tensor | None, steps: int, desc: str) -> torch.Tensor:
+def chunked(
+    graph: PCGraph, cue: torch.Tensor, mask: torch.Tensor | None, steps: int, desc: str
+) -> torch.Tensor:
     """graph.retrieve over chunks of 250, with a progress bar."""
     outs = []
     for start in tqdm(range(0, len(cue), 250), desc=desc, leave=False):
@@ -86,8 +94,13 @@ def chunked(graph: PCGraph, cue: torch.Tensor, mask: torch.Tensor | None, steps:
     return torch.cat(outs)
 
 
-def evaluate(graph: PCGraph, test: torch.Tensor, labels: torch.Tensor, class_means: torch.Tensor,
-             args: argparse.Namespace) -> tuple[dict, dict]:
+def evaluate(
+    graph: PCGraph,
+    test: torch.Tensor,
+    labels: torch.Tensor,
+    class_means: torch.Tensor,
+    args: argparse.Namespace,
+) -> tuple[dict, dict]:
     """The four tasks; returns (metrics, a few outputs for the picture)."""
     n, steps = len(test), args.recall_steps
     image_known = torch.zeros(n, DIM, dtype=torch.bool)
@@ -113,12 +126,18 @@ def evaluate(graph: PCGraph, test: torch.Tensor, labels: torch.Tensor, class_mea
         "completion_mse": float(((completed[:, bottom] - test[:, bottom]) ** 2).mean()),
         "denoising_mse": float(((denoised[:, :PIXELS] - test[:, :PIXELS]) ** 2).mean()),
         "noisy_mse": float(((noisy[:, :PIXELS] - test[:, :PIXELS]) ** 2).mean()),
-        "generation_hits": int((torch.cdist(generated, class_means).argmin(1) == torch.arange(CLASSES)).sum()),
+        "generation_hits": int(
+            (torch.cdist(generated, class_means).argmin(1) == torch.arange(CLASSES)).sum()
+        ),
         "test_energy": float(graph.energy(test[:250], steps=steps).mean()),
         "recall_seconds": recall_s,
     }
-    samples = {"completed": completed[:8, :PIXELS], "denoised": denoised[:8, :PIXELS],
-               "noisy": noisy[:8, :PIXELS], "generated": generated}
+    samples = {
+        "completed": completed[:8, :PIXELS],
+        "denoised": denoised[:8, :PIXELS],
+        "noisy": noisy[:8, :PIXELS],
+        "generated": generated,
+    }
     return metrics, samples
 
 
@@ -144,6 +163,7 @@ def references(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, t
 
 def save_picture(path: Path, test: torch.Tensor, samples: dict[str, dict]) -> None:
     """Rows per topology: 8 completions, 8 denoisings, 10 generated images (one per class)."""
+
     def row(images: torch.Tensor) -> np.ndarray:
         tiles = images.clamp(0, 1).reshape(-1, 28, 28).numpy()
         return np.concatenate(list(tiles), axis=1)
@@ -152,8 +172,12 @@ def save_picture(path: Path, test: torch.Tensor, samples: dict[str, dict]) -> No
     cue[:, HALF:] = 0.0
     rows = [row(test[:8, :PIXELS]), row(cue)]
     for name in samples:
-        rows += [row(samples[name]["completed"]), row(samples[name]["noisy"]), row(samples[name]["denoised"]),
-                 row(samples[name]["generated"])]
+        rows += [
+            row(samples[name]["completed"]),
+            row(samples[name]["noisy"]),
+            row(samples[name]["denoised"]),
+            row(samples[name]["generated"]),
+        ]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]))) for r in rows]
     Image.fromarray((np.concatenate(rows) * 255).astype(np.uint8)).save(path)
@@ -188,9 +212,15 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         metrics, samples[name] = evaluate(graph, test, test_y, class_means, args)
         results[name] = {
-            "topology": setup["topology"], "hidden": setup["hidden"], "vertices": graph.n_vertices,
-            "edges": int(graph.adjacency.sum()), "config": asdict(graph.config), "train_seconds": train_s,
-            "final_train_energy": history[-1]["energy"], "history": history, **metrics,
+            "topology": setup["topology"],
+            "hidden": setup["hidden"],
+            "vertices": graph.n_vertices,
+            "edges": int(graph.adjacency.sum()),
+            "config": asdict(graph.config),
+            "train_seconds": train_s,
+            "final_train_energy": history[-1]["energy"],
+            "history": history,
+            **metrics,
         }
         print(json.dumps({k: v for k, v in results[name].items() if k != "history"}))
 
@@ -199,23 +229,37 @@ def main() -> None:
     out = {
         "command": " ".join(["python", *sys.argv]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": results, "references": refs, "wall_seconds": wall,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": args.device},
+        "results": results,
+        "references": refs,
+        "wall_seconds": wall,
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": args.device,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     save_picture(args.out.with_name(args.out.stem + "_samples.png"), test, samples)
 
-    print(f"\n{args.train} training / {args.test} test images, {args.epochs} epochs; wall time {wall / 60:.1f} min\n")
-    print("| topology | vertices | edges | train | classification accuracy | completion MSE (bottom half) "
-          f"| denoising MSE (cue {results['fully connected']['noisy_mse']:.4f}) | generation (nearest class mean) |")
+    print(
+        f"\n{args.train} training / {args.test} test images, {args.epochs} epochs; wall time {wall / 60:.1f} min\n"
+    )
+    print(
+        "| topology | vertices | edges | train | classification accuracy | completion MSE (bottom half) "
+        f"| denoising MSE (cue {results['fully connected']['noisy_mse']:.4f}) | generation (nearest class mean) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['vertices']} | {r['edges']} | {r['train_seconds'] / 60:.1f} min | {r['accuracy']:.3f} "
-              f"| {r['completion_mse']:.4f} | {r['denoising_mse']:.4f} | {r['generation_hits']}/10 |")
-    print(f"| mean image / ridge regression (reference) | | | | {refs['ridge_classifier_accuracy']:.3f} "
-          f"| {refs['mean_image_completion_mse']:.4f} / {refs['ridge_completion_mse']:.4f} | | |")
+        print(
+            f"| {name} | {r['vertices']} | {r['edges']} | {r['train_seconds'] / 60:.1f} min | {r['accuracy']:.3f} "
+            f"| {r['completion_mse']:.4f} | {r['denoising_mse']:.4f} | {r['generation_hits']}/10 |"
+        )
+    print(
+        f"| mean image / ridge regression (reference) | | | | {refs['ridge_classifier_accuracy']:.3f} "
+        f"| {refs['mean_image_completion_mse']:.4f} / {refs['ridge_completion_mse']:.4f} | | |"
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,21 @@ from memory_core.zil import zil_gradients
 
 def models() -> dict[str, nn.Sequential]:
     torch.manual_seed(0)
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.Tanh(), nn.Linear(128, 64), nn.Sigmoid(),
-                        nn.Linear(64, 10))
-    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ELU(), nn.Conv2d(8, 16, 3, stride=2), nn.SiLU(),
-                        nn.Conv2d(16, 16, 3, padding="same", groups=4), nn.Tanh(), nn.Flatten(),
-                        nn.Linear(16 * 13 * 13, 32), nn.LeakyReLU(0.1), nn.Linear(32, 10))
+    mlp = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 128), nn.Tanh(), nn.Linear(128, 64), nn.Sigmoid(), nn.Linear(64, 10)
+    )
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ELU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.SiLU(),
+        nn.Conv2d(16, 16, 3, padding="same", groups=4),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(16 * 13 * 13, 32),
+        nn.LeakyReLU(0.1),
+        nn.Linear(32, 10),
+    )
     return {"MLP (3 Linear)": mlp.double(), "CNN (3 Conv2d + 2 Linear)": cnn.double()}
 
 

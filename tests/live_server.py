@@ -43,8 +43,18 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")}
         environ.update(AMS_DATA_DIR=str(self.data_dir), AMS_DEVICE="cpu", **self.env)
-        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                "--port", str(self.port), "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         self.starts += 1
         self.log_path = self.log_dir / f"server-{self.starts}-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (lives as long as the process)

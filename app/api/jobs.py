@@ -18,6 +18,7 @@ TrainBody = Annotated[
     Body(description="optional; {} trains with the model's defaults", examples=[{"epochs": 300}, {}]),
 ]
 
+
 @router.post(
     "/v1/memories/{name}/train",
     status_code=202,

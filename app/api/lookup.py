@@ -93,7 +93,9 @@ def _by_pattern(live: LiveMemory, found: CaptionLookup, storage) -> LookupResult
     openapi_extra=LOOKUP_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
-async def lookup(request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam) -> Response:
+async def lookup(
+    request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
+) -> Response:
     """Cross-modal lookup in a memory created with `text: true`.
 
     - `{"text": "...", "k": 5}`: the caption part is given and the pattern completed;
@@ -130,7 +132,9 @@ async def lookup_response(request: Request, service: Service, registry: Registry
             image, mask_data, k = image_form(fields, "lookup", default_k=5)
             check_limits(k, 1, settings)
             if not is_image(record):
-                raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'")
+                raise ApiError(
+                    422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'"
+                )
             cue, mask = picture_cue(record, settings, image, mask_data)
             return "pattern", cue, mask, k
         req = parse_json(body, LookupRequest)
@@ -140,7 +144,8 @@ async def lookup_response(request: Request, service: Service, registry: Registry
                 raise ApiError(422, "invalid_cue", "a text query takes no 'image', 'vector' or 'mask'")
             if len(req.text) > settings.max_text_chars:
                 raise ApiError(
-                    422, "text_too_long",
+                    422,
+                    "text_too_long",
                     f"text has {len(req.text)} characters; the limit is {settings.max_text_chars}",
                 )
             if not req.text.strip():

@@ -13,6 +13,7 @@ from .params import NameParam
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
+
 def memory_details(live: LiveMemory) -> MemoryDetails:
     """A memory's description, with count/state/trained_count read together (takes the
     memory's read lock: call it on a worker thread, not on the event loop)."""

@@ -10,7 +10,15 @@ from ..exceptions import ApiError
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
 
-__all__ = ["JobIdParam", "NameParam", "PatternIdParam", "body_kind", "check_limits", "image_form", "read_form"]
+__all__ = [
+    "JobIdParam",
+    "NameParam",
+    "PatternIdParam",
+    "body_kind",
+    "check_limits",
+    "image_form",
+    "read_form",
+]
 
 NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples=["fashion"])
 PatternIdParam = Path(pattern=ID_PATTERN, description="the pattern's id", examples=["shoe-1"])

@@ -122,13 +122,17 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
             )
         else:
             pattern = RecalledPattern(vector=rec.output.tolist())
-        return RetrieveResult(
-            pattern=pattern,
-            matches=_matches(rec),
-            energy=rec.energy,
-            state=rec.state,
-            trained_count=rec.trained_count,
-        ).model_dump_json().encode()
+        return (
+            RetrieveResult(
+                pattern=pattern,
+                matches=_matches(rec),
+                energy=rec.energy,
+                state=rec.state,
+                trained_count=rec.trained_count,
+            )
+            .model_dump_json()
+            .encode()
+        )
 
     result = await _recall(service, live, cue, 1, 1, answer)  # k, steps: from the body
     service.metrics.recalls.labels(live.kind, "retrieve").inc()

@@ -109,7 +109,9 @@ class LiveMemory(ABC):
     # --- what a kind defines ----------------------------------------------------------
     @classmethod
     @abstractmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
+    def resolve_config(
+        cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False
+    ) -> dict[str, Any]:
         """Validate a create request's config and fill in the defaults; ValueError if bad.
 
         ``text``: a cross-modal memory, whose stored vectors also hold a caption embedding.
@@ -272,8 +274,9 @@ class LiveMemory(ABC):
         layout = layout_of(self.record)
         with self.rw.read():
             self._check_recallable()
-            cue, mask = layout.image_cue(cues.to(self.device, torch.float32),
-                                         None if masks is None else masks.to(self.device))
+            cue, mask = layout.image_cue(
+                cues.to(self.device, torch.float32), None if masks is None else masks.to(self.device)
+            )
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
             stored = layout.text_part(self.index.keys)  # (N, 384)
             scores, rows = nearest_captions(layout.text_part(out), stored, k=min(k, self.count))
@@ -287,7 +290,9 @@ class LiveMemory(ABC):
     def _named(self, scores: Tensor, rows: Tensor) -> list[list[tuple[str, float]]]:
         """(B, k) scores and rows -> per cue, [(pattern id, score)] best first."""
         scores_l = (scores.float().cpu() + 0.0).tolist()
-        return [[(self.ids[r], s) for s, r in zip(sc, rw, strict=True)] for sc, rw in zip(scores_l, rows.tolist())]
+        return [
+            [(self.ids[r], s) for s, r in zip(sc, rw, strict=True)] for sc, rw in zip(scores_l, rows.tolist())
+        ]
 
     def details(self) -> dict[str, Any]:
         """Count, state and trained_count, read together."""
@@ -299,7 +304,9 @@ def check_number(key: str, value: Any, integer: bool = False) -> None:
     """ValueError unless ``value`` is a finite number (an integer when ``integer``; never a bool)."""
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok or not math.isfinite(value):
-        raise ValueError(f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+        raise ValueError(
+            f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
+        )
 
 
 def check_keys(kind: str, config: dict[str, Any], allowed: list[str]) -> None:

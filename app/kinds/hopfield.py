@@ -34,7 +34,9 @@ class HopfieldMemory(LiveMemory):
         self.model = UniversalHopfield(**record.config, device=device)
 
     @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
+    def resolve_config(
+        cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False
+    ) -> dict[str, Any]:
         check_keys(cls.kind, config, [f.name for f in fields(HopfieldConfig)])
         resolved = {**cls.DEFAULTS, **config}
         for key in ("similarity", "separation"):
@@ -54,4 +56,3 @@ class HopfieldMemory(LiveMemory):
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
         out = self.model.retrieve(cue, mask=mask, steps=steps)  # (B, D)
         return out, self.model.energy(out)  # (B,)
-

@@ -29,7 +29,9 @@ class PCKind(TrainedKind):
     DEFAULT_HIDDEN: ClassVar[tuple[int, int]] = (256, 512)
 
     @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
+    def resolve_config(
+        cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False
+    ) -> dict[str, Any]:
         dim = stored_dim(shape, text)
         check_keys(cls.kind, config, [f.name for f in fields(PCConfig)])
         resolved = {**asdict(PCConfig()), "sizes": [*cls.DEFAULT_HIDDEN, dim], **config}
@@ -42,7 +44,9 @@ class PCKind(TrainedKind):
                 f"{' (D + 384 for the caption)' if text else ''}, got {sizes}"
             )
         try:
-            checked = PCConfig.from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()})
+            checked = PCConfig.from_dict(
+                {k: tuple(v) if isinstance(v, list) else v for k, v in resolved.items()}
+            )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config: {exc}") from None
         return json.loads(checked.to_json())  # plain JSON types, as stored

@@ -36,7 +36,9 @@ class PCGraphKind(TrainedKind):
         return upgrade_keys(config)  # PCGraphConfig's keys before it took PCMemory's names
 
     @classmethod
-    def resolve_config(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False) -> dict[str, Any]:
+    def resolve_config(
+        cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False
+    ) -> dict[str, Any]:
         allowed = [f.name for f in fields(PCGraphConfig) if f.name != "dim"]
         config = upgrade_keys(config)  # the old names of knobs (LEGACY_KEYS) too
         check_keys(cls.kind, config, allowed)
@@ -50,7 +52,7 @@ class PCGraphKind(TrainedKind):
         if checked.n_vertices > cls.MAX_VERTICES:
             raise ValueError(
                 f"a graph of {checked.n_vertices} vertices (D = {checked.dim} sensory + hidden) is over "
-                f"{cls.MAX_VERTICES}: its dense weights would take {4 * checked.n_vertices ** 2 / 2 ** 30:.1f} GiB"
+                f"{cls.MAX_VERTICES}: its dense weights would take {4 * checked.n_vertices**2 / 2**30:.1f} GiB"
             )
         out = asdict(checked)
         del out["dim"]  # the memory's shape says it

@@ -149,7 +149,9 @@ class TrainedKind(LiveMemory):
             try:
                 self.model = self.model_class.load(path, device=self.device)
             except (OSError, ValueError) as exc:  # storage names it, so this is damage
-                log.error("memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, path, exc)
+                log.error(
+                    "memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, path, exc
+                )
                 name = None
             else:
                 self._trained_fingerprint = extra.get("fingerprint")

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
 from ..files import atomic_write
-from .model import PARAM_NAMES as _PARAMS
-from .model import BoxE, BoxEConfig
+from .config import PARAM_NAMES as _PARAMS
+from .config import BoxEConfig
+
+_Model = TypeVar("_Model")  # BoxE, which this module does not import (model.py imports it)
 
 __all__ = ["load", "save"]
 
@@ -24,8 +27,8 @@ FORMAT = "ams-boxe/1"
 _ADAM = ("exp_avg", "exp_avg_sq", "step")
 
 
-def save(model: BoxE, path: str | os.PathLike) -> None:
-    """Write ``model`` to ``path`` atomically (temp file, fsync, rename, fsync the folder)."""
+def save(model: Any, path: str | os.PathLike) -> None:
+    """Write ``model`` (a ``BoxE``) to ``path`` atomically (temp file, fsync, rename, fsync the folder)."""
     from safetensors.torch import save as st_save
 
     tensors = {name: getattr(model, name).detach().cpu().contiguous() for name in _PARAMS}
@@ -47,8 +50,9 @@ def save(model: BoxE, path: str | os.PathLike) -> None:
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "auto") -> BoxE:
-    """Read a memory written by ``save``; ValueError for a file that is not one."""
+def load(path: str | os.PathLike, device: str | torch.device, model_class: type[_Model]) -> _Model:
+    """Read a memory written by ``save`` as a ``model_class`` (``BoxE``, passed in so that this
+    module does not import the model); ValueError for a file that is not one."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
@@ -87,7 +91,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "auto") -> BoxE:
                 f"{path}: {name} has shape {tuple(tensors[name].shape)}, the metadata needs {shape}"
             )
 
-    model = BoxE(config=config, device="cpu")
+    model = model_class(config=config, device="cpu")
     # vocabulary and rules exactly as saved (the rules re-create nothing: relations exist first)
     model._entities = list(entities)
     model._entity_index = {name: i for i, name in enumerate(entities)}

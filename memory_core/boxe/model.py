@@ -18,69 +18,24 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import Tensor
 
 from ..checks import resolve_device
+from .checkpoint import load as _load
+from .checkpoint import save as _save
+from .config import PARAM_NAMES, BoxEConfig
 from .errors import ArityError, UnknownEntityError, UnknownRelationError
 from .evaluate import filtered_ranks, rank_metrics
 from .facts import FactIndex, FactStore
 from .geometry import box_bounds, fact_scores
 from .rules import Rule, RulePlan, compile_rules, excluded_by, parse_rule, required_arity
+from .training import fit as _fit
 
 __all__ = ["PARAM_NAMES", "BoxE", "BoxEConfig", "Fact"]
 
 Fact = tuple[str, Sequence[str]] | Mapping  # (relation, args) or {"relation": .., "args": [..]}
-
-PARAM_NAMES = ("entity_base", "entity_bump", "box_centre", "box_shape", "box_scale", "separators")
-
-
-@dataclass
-class BoxEConfig:
-    """Model and training settings. Defaults: the authors' reference code (``ModelOptions``)
-    except ``batch_size`` and ``epochs``, which are the benchmark's (results/bench_boxe.md:
-    on Nations and UMLS they match PyKEEN's BoxE trained alike)."""
-
-    dim: int = 64  # d, embedding dimension
-    norm: int = 2  # p of the distance's norm over dimensions (1 or 2)
-    tanh: bool = True  # map points and boxes through tanh (bounded space)
-    margin: float = 3.0  # gamma of the self-adversarial loss
-    adversarial_temperature: float = 1.0  # alpha: weight of a negative ~ softmax(alpha * score)
-    negatives: int = 25  # corrupted facts per true fact
-    batch_size: int = 256
-    lr: float = 1e-2  # Adam's learning rate
-    epochs: int = 100  # default passes of fit()
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("dim", "batch_size", "epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.norm not in (1, 2):
-            raise ValueError(f"norm must be 1 or 2, got {self.norm!r}")
-        if not isinstance(self.negatives, int) or self.negatives < 0:
-            raise ValueError(f"negatives must be an integer >= 0, got {self.negatives!r}")
-        for name in ("margin", "adversarial_temperature", "lr"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise ValueError("lr must be > 0")
-        if not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an integer, got {self.seed!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> BoxEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown BoxE settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def _parse_fact(fact: Fact) -> tuple[str, tuple[str, ...]]:
@@ -541,19 +496,13 @@ class BoxE:
     ):
         """Train on every stored fact; resumes from the current embeddings. See
         ``training.fit`` for the arguments; returns its ``FitHistory``."""
-        from .training import fit
-
-        return fit(self, epochs, progress=progress, callback=callback, should_stop=should_stop)
+        return _fit(self, epochs, progress=progress, callback=callback, should_stop=should_stop)
 
     def save(self, path) -> None:
         """Write the whole memory (see ``checkpoint.save``)."""
-        from .checkpoint import save
-
-        save(self, path)
+        _save(self, path)
 
     @classmethod
     def load(cls, path, device: str | torch.device = "auto") -> BoxE:
         """Read a memory written by ``save`` (see ``checkpoint.load``)."""
-        from .checkpoint import load
-
-        return load(path, device)
+        return _load(path, device, cls)

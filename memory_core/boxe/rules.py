@@ -26,7 +26,7 @@ such sets with a ``RuleConflictError`` naming the relation and the chain of rule
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -392,6 +392,136 @@ def _longest_path(n: int, edges: Iterable[tuple[int, int]]) -> int | None:
     return max(depth, default=0) if seen == n else None
 
 
+def _check_rule_arities(rules: Sequence[Rule], relations: Mapping[str, int], arities: Sequence[int]) -> None:
+    """Every rule names known relations of one arity (binary where the rule needs it)."""
+    for rule in rules:
+        for name in rule.relations:
+            if name not in relations:
+                raise UnknownRelationError(name)
+        ar = {arities[relations[n]] for n in rule.relations}
+        need = required_arity(rule)
+        if need is not None and ar != {need}:
+            raise ArityError(
+                f"{rule.to_dict()}: {type(rule).__name__.lower()} needs binary relations, "
+                f"got arities {sorted(ar)}"
+            )
+        if len(ar) != 1:
+            raise ArityError(f"{rule.to_dict()}: its relations have different arities {sorted(ar)}")
+
+
+def _tie_slots(
+    rules: Sequence[Rule], slot: Callable[[str, int], int], n_slots: int
+) -> tuple[list[int], list[int]]:
+    """Box slots tied by symmetry and inversion: each slot's class, and each class's first slot."""
+    ties = _UnionFind(n_slots)
+    for rule in rules:
+        if isinstance(rule, Symmetry):
+            ties.union(slot(rule.relation, 0), slot(rule.relation, 1))
+        elif isinstance(rule, Inversion):
+            ties.union(slot(rule.relation, 0), slot(rule.inverse, 1))
+            ties.union(slot(rule.relation, 1), slot(rule.inverse, 0))
+    roots = sorted({ties.find(s) for s in range(n_slots)})
+    class_of_root = {r: c for c, r in enumerate(roots)}
+    return [class_of_root[ties.find(s)] for s in range(n_slots)], roots
+
+
+def _containments(
+    rules: Sequence[Rule], arity_of: Mapping[str, int], cls: Callable[[str, int], int]
+) -> tuple[list[tuple[int, int]], list[tuple[list[int], int]], list[tuple[int, int]]]:
+    """Hierarchy hulls (child class, parent class), intersection meets (operand classes, target
+    class) and the "below" edges (x, y): whatever clips y clips x too."""
+    hull: list[tuple[int, int]] = []
+    meets: list[tuple[list[int], int]] = []
+    below_edges: list[tuple[int, int]] = []
+    for rule in rules:
+        for p in range(arity_of[rule.relations[0]]):
+            if isinstance(rule, Hierarchy) and cls(rule.premise, p) != cls(rule.conclusion, p):
+                hull.append((cls(rule.premise, p), cls(rule.conclusion, p)))
+                below_edges.append(hull[-1])
+            elif isinstance(rule, Intersection):
+                operands = [cls(r, p) for r in rule.premises]
+                meets.append((operands, cls(rule.conclusion, p)))
+                # the intersection must obey the conclusion's clips: its first operand does
+                if operands[0] != cls(rule.conclusion, p):
+                    below_edges.append((operands[0], cls(rule.conclusion, p)))
+    return hull, meets, below_edges
+
+
+def _below(below_edges: Sequence[tuple[int, int]]) -> Callable[[int], set[int]]:
+    """c -> every class at or below c along the "below" edges."""
+    preds: dict[int, set[int]] = {}
+    for x, y in below_edges:
+        preds.setdefault(y, set()).add(x)
+
+    def down(c: int) -> set[int]:
+        out, stack = {c}, [c]
+        while stack:
+            for x in preds.get(stack.pop(), ()):
+                if x not in out:
+                    out.add(x)
+                    stack.append(x)
+        return out
+
+    return down
+
+
+def _place_exclusions(
+    exclusions: Sequence[Exclusion],
+    arity_of: Mapping[str, int],
+    cls: Callable[[str, int], int],
+    down: Callable[[int], set[int]],
+    dim: int,
+) -> tuple[list[tuple[int, int, bool]], list[tuple[int, int]]]:
+    """A separator per exclusion: the clips (class * dim + coordinate, separator, below) and
+    each exclusion's site (argument position, coordinate)."""
+    side: dict[tuple[int, int], bool] = {}  # (class, coordinate) -> below?
+    clips: list[tuple[int, int, bool]] = []
+    sites: list[tuple[int, int]] = []
+    for e, rule in enumerate(exclusions):
+        site = _exclusion_site(e, rule, arity_of, cls, down, side, dim)
+        if site is None:
+            raise RuleConflictError(
+                f"{rule.to_dict()}: cannot be enforced with the other rules: every argument position and "
+                f"coordinate would put one box on both sides of a separator (too many exclusions for dim "
+                f"{dim}, or an exclusion that holds only through an intersection rule)"
+            )
+        p, k, low_side, high_side = site
+        sites.append((p, k))
+        for x in sorted(low_side):
+            side[(x, k)] = True
+            clips.append((x * dim + k, e, True))
+        for y in sorted(high_side):
+            side[(y, k)] = False
+            clips.append((y * dim + k, e, False))
+    return clips, sites
+
+
+def _exclusion_site(
+    e: int,
+    rule: Exclusion,
+    arity_of: Mapping[str, int],
+    cls: Callable[[str, int], int],
+    down: Callable[[int], set[int]],
+    side: Mapping[tuple[int, int], bool],
+    dim: int,
+) -> tuple[int, int, set[int], set[int]] | None:
+    """The first (position, coordinate) where exclusion ``e`` can put its two relations' boxes
+    (and all below them) on the two sides of a separator without contradicting earlier
+    exclusions; None where there is none."""
+    a, b = rule.relations
+    for p in range(arity_of[a]):
+        low_side, high_side = down(cls(a, p)), down(cls(b, p))
+        if low_side & high_side:
+            continue
+        for j in range(dim):
+            k = (e + j) % dim
+            if all(side.get((x, k), True) for x in low_side) and all(
+                not side.get((y, k), False) for y in high_side
+            ):
+                return p, k, low_side, high_side
+    return None
+
+
 def compile_rules(
     rules: Sequence[Rule], relations: Mapping[str, int], arities: Sequence[int], max_arity: int, dim: int
 ) -> RulePlan:
@@ -411,104 +541,22 @@ def compile_rules(
         RuleConflictError: the rules force a relation to be empty, or an exclusion cannot
             be placed (e.g. more exclusions than coordinates on one relation).
     """
-    for rule in rules:
-        for name in rule.relations:
-            if name not in relations:
-                raise UnknownRelationError(name)
-        ar = {arities[relations[n]] for n in rule.relations}
-        need = required_arity(rule)
-        if need is not None and ar != {need}:
-            raise ArityError(
-                f"{rule.to_dict()}: {type(rule).__name__.lower()} needs binary relations, "
-                f"got arities {sorted(ar)}"
-            )
-        if len(ar) != 1:
-            raise ArityError(f"{rule.to_dict()}: its relations have different arities {sorted(ar)}")
+    _check_rule_arities(rules, relations, arities)
     arity_of = {name: arities[i] for name, i in relations.items()}
     _check_consistent(rules, arity_of)
 
     def slot(name: str, position: int) -> int:
         return relations[name] * max_arity + position
 
-    n_slots = len(arities) * max_arity
-    ties = _UnionFind(n_slots)
-    for rule in rules:
-        if isinstance(rule, Symmetry):
-            ties.union(slot(rule.relation, 0), slot(rule.relation, 1))
-        elif isinstance(rule, Inversion):
-            ties.union(slot(rule.relation, 0), slot(rule.inverse, 1))
-            ties.union(slot(rule.relation, 1), slot(rule.inverse, 0))
-    roots = sorted({ties.find(s) for s in range(n_slots)})
-    class_of_root = {r: c for c, r in enumerate(roots)}
-    slot_class = [class_of_root[ties.find(s)] for s in range(n_slots)]
+    slot_class, roots = _tie_slots(rules, slot, len(arities) * max_arity)
 
     def cls(name: str, position: int) -> int:
         return slot_class[slot(name, position)]
 
-    hull: list[tuple[int, int]] = []
-    meets: list[tuple[list[int], int]] = []
-    below_edges: list[tuple[int, int]] = []  # (x, y): whatever clips y clips x too
-    for rule in rules:
-        n = arity_of[rule.relations[0]]
-        for p in range(n):
-            if isinstance(rule, Hierarchy) and cls(rule.premise, p) != cls(rule.conclusion, p):
-                hull.append((cls(rule.premise, p), cls(rule.conclusion, p)))
-                below_edges.append(hull[-1])
-            elif isinstance(rule, Intersection):
-                operands = [cls(r, p) for r in rule.premises]
-                meets.append((operands, cls(rule.conclusion, p)))
-                # the intersection must obey the conclusion's clips: its first operand does
-                if operands[0] != cls(rule.conclusion, p):
-                    below_edges.append((operands[0], cls(rule.conclusion, p)))
-
+    hull, meets, below_edges = _containments(rules, arity_of, cls)
     n_classes = len(roots)
-    preds: dict[int, set[int]] = {}
-    for x, y in below_edges:
-        preds.setdefault(y, set()).add(x)
-
-    def down(c: int) -> set[int]:
-        out, stack = {c}, [c]
-        while stack:
-            for x in preds.get(stack.pop(), ()):
-                if x not in out:
-                    out.add(x)
-                    stack.append(x)
-        return out
-
-    side: dict[tuple[int, int], bool] = {}  # (class, coordinate) -> below?
-    clips: list[tuple[int, int, bool]] = []  # (class * dim + coordinate, separator, below)
-    sites: list[tuple[int, int]] = []
     exclusions = [r for r in rules if isinstance(r, Exclusion)]
-    for e, rule in enumerate(exclusions):
-        a, b = rule.relations
-        site = None
-        for p in range(arity_of[a]):
-            low_side, high_side = down(cls(a, p)), down(cls(b, p))
-            if low_side & high_side:
-                continue
-            for j in range(dim):
-                k = (e + j) % dim
-                if all(side.get((x, k), True) for x in low_side) and all(
-                    not side.get((y, k), False) for y in high_side
-                ):
-                    site = (p, k, low_side, high_side)
-                    break
-            if site:
-                break
-        if site is None:
-            raise RuleConflictError(
-                f"{rule.to_dict()}: cannot be enforced with the other rules: every argument position and "
-                f"coordinate would put one box on both sides of a separator (too many exclusions for dim "
-                f"{dim}, or an exclusion that holds only through an intersection rule)"
-            )
-        p, k, low_side, high_side = site
-        sites.append((p, k))
-        for x in sorted(low_side):
-            side[(x, k)] = True
-            clips.append((x * dim + k, e, True))
-        for y in sorted(high_side):
-            side[(y, k)] = False
-            clips.append((y * dim + k, e, False))
+    clips, sites = _place_exclusions(exclusions, arity_of, cls, _below(below_edges), dim)
 
     depth = _longest_path(n_classes, hull + [(o, t) for ops, t in meets for o in ops])
     width = max((len(ops) for ops, _ in meets), default=1)

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,7 @@ from torch import Tensor
 
 from ..checks import EmptyMemoryError
 
-if TYPE_CHECKING:
-    from .model import BoxE
+BoxE = Any  # the model (model.py imports this module, so this one does not import it)
 
 __all__ = ["FitHistory", "corrupt", "fit", "nssa_loss"]
 

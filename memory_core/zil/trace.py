@@ -379,7 +379,7 @@ class _Builder:
         if n_input < len(self.inputs):
             raise TypeError(f"the model takes {n_input} inputs, {len(self.inputs)} were given")
         if isinstance(output, _Const):
-            raise ValueError(  # noqa: TRY004 (a model, not a type, is wrong)
+            raise ValueError(
                 "the model's output does not depend on any trainable parameter: nothing to learn"
             )
         if not isinstance(output, _Sym):

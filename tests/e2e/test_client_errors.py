@@ -316,7 +316,7 @@ class NotReadyServer(LiveServer):
             try:
                 if self.client(timeout=5).get("/livez").status_code == 200:
                     return
-            except Exception:  # noqa: BLE001 (not up yet)
+            except Exception:
                 time.sleep(0.05)
         raise AssertionError(self.log_tail())
 

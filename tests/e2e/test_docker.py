@@ -21,14 +21,19 @@ BIN = Path(sys.executable).parent
 
 
 def test_dockerfile_passes_hadolint():
-    result = subprocess.run([BIN / "hadolint", "--failure-threshold", "warning", DOCKERFILE],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [BIN / "hadolint", "--failure-threshold", "warning", DOCKERFILE], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _compose_config(*args: str) -> dict:
-    result = subprocess.run([BIN / "docker-compose", "-f", COMPOSE, *args, "config", "--format", "json"],
-                            capture_output=True, text=True, env={**os.environ, "AMS_API_KEY": ""})
+    result = subprocess.run(
+        [BIN / "docker-compose", "-f", COMPOSE, *args, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AMS_API_KEY": ""},
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -85,11 +90,17 @@ def test_image_command_serves_outside_docker(tmp_path):
     port are moved, so the test neither writes to / nor collides with another server."""
     env, entrypoint, health, _ = _runtime_stage()
     port = _free_port()
-    env.update(AMS_DATA_DIR=str(tmp_path / "data"), AMS_PORT=str(port), AMS_HOST="127.0.0.1",
-               XDG_CACHE_HOME=str(Path.home() / ".cache"))
+    env.update(
+        AMS_DATA_DIR=str(tmp_path / "data"),
+        AMS_PORT=str(port),
+        AMS_HOST="127.0.0.1",
+        XDG_CACHE_HOME=str(Path.home() / ".cache"),
+    )
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"  # python = this virtual environment's
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AMS_")} | env
-    proc = subprocess.Popen(entrypoint, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        entrypoint, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 120
         while subprocess.run(health, cwd=ROOT, env=full_env).returncode != 0:
@@ -102,8 +113,10 @@ def test_image_command_serves_outside_docker(tmp_path):
         # It serves for real, and keeps what it stores in the configured data directory.
         created = httpx.post(f"{base}/v1/memories", json={"name": "v", "kind": "hopfield", "shape": [3]})
         assert created.status_code == 201
-        stored = httpx.post(f"{base}/v1/memories/v/patterns",
-                            json={"patterns": [{"id": "a", "vector": [1, 0, 1]}, {"id": "b", "vector": [0, 1, 0]}]})
+        stored = httpx.post(
+            f"{base}/v1/memories/v/patterns",
+            json={"patterns": [{"id": "a", "vector": [1, 0, 1]}, {"id": "b", "vector": [0, 1, 0]}]},
+        )
         assert stored.status_code == 201
         recalled = httpx.post(f"{base}/v1/memories/v/retrieve", json={"vector": [0.9, 0.2, 0.8]}).json()
         assert recalled["matches"][0]["id"] == "a"

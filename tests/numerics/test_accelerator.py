@@ -69,8 +69,14 @@ def test_pc_recall_figures_hold_on_the_accelerator(stored, patches):
 def test_pc_training_follows_the_cpu_in_float64(patches):
     """Same seed, same data: the accelerator's fit, recall and energy are the CPU's."""
     x = patches[:16].double()
-    args = {"sizes": [32, 64, 3072], "dtype": torch.float64, "seed": 0, "epochs": 6, "batch_size": 8,
-            "stop_energy": 0.0}
+    args = {
+        "sizes": [32, 64, 3072],
+        "dtype": torch.float64,
+        "seed": 0,
+        "epochs": 6,
+        "batch_size": 8,
+        "stop_energy": 0.0,
+    }
     cpu, acc = PCMemory(device="cpu", **args), PCMemory(device=ACCEL, **args)
     h_cpu, h_acc = cpu.fit(x, progress=False), acc.fit(x.to(ACCEL), progress=False)
     # Summation order differs between devices; a real difference (a step, a rate, a
@@ -79,9 +85,15 @@ def test_pc_training_follows_the_cpu_in_float64(patches):
     for p, q in zip(acc.parameters(), cpu.parameters()):
         torch.testing.assert_close(on_cpu(p), q, rtol=1e-6, atol=1e-8)
     mask = pixel_mask_to_vector(bottom_half_unknown(32, 32), 3).expand_as(x)
-    torch.testing.assert_close(on_cpu(acc.retrieve(x.to(ACCEL), mask=mask.to(ACCEL))),
-                               cpu.retrieve(x, mask=mask), rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(on_cpu(acc.retrieve(x.to(ACCEL) + 0.1)), cpu.retrieve(x + 0.1), rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        on_cpu(acc.retrieve(x.to(ACCEL), mask=mask.to(ACCEL))),
+        cpu.retrieve(x, mask=mask),
+        rtol=1e-6,
+        atol=1e-8,
+    )
+    torch.testing.assert_close(
+        on_cpu(acc.retrieve(x.to(ACCEL) + 0.1)), cpu.retrieve(x + 0.1), rtol=1e-6, atol=1e-8
+    )
     torch.testing.assert_close(on_cpu(acc.energy(x.to(ACCEL))), cpu.energy(x), rtol=1e-7, atol=1e-12)
 
 
@@ -102,10 +114,16 @@ def test_pc_checkpoints_and_adam_move_between_devices(tmp_path, patches):
 # --- universal Hopfield ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sim, sep, kw", [
-    ("dot", "softmax", {"beta": 0.05}), ("cosine", "max", {}), ("euclidean", "polynomial", {"n": 3.0}),
-    ("manhattan", "softmax", {"beta": 1.0}), ("dot", "identity", {}),
-])
+@pytest.mark.parametrize(
+    "sim, sep, kw",
+    [
+        ("dot", "softmax", {"beta": 0.05}),
+        ("cosine", "max", {}),
+        ("euclidean", "polynomial", {"n": 3.0}),
+        ("manhattan", "softmax", {"beta": 1.0}),
+        ("dot", "identity", {}),
+    ],
+)
 def test_hopfield_retrieval_equals_the_cpu(sim, sep, kw, fashion_vectors):
     keys, cue = fashion_vectors[:300].double(), fashion_vectors[:8].double() + 0.1
     cpu = UniversalHopfield(sim, sep, device="cpu", dtype=torch.float64, **kw)
@@ -132,8 +150,12 @@ def test_pcgraph_training_follows_the_cpu_in_float64():
     torch.testing.assert_close(on_cpu(acc.weights), cpu.weights, rtol=1e-6, atol=1e-9)
     mask = torch.zeros(20, 74, dtype=torch.bool)
     mask[:, :64] = True
-    torch.testing.assert_close(on_cpu(acc.retrieve(data[:20].to(ACCEL), mask.to(ACCEL), steps=30)),
-                               cpu.retrieve(data[:20], mask, steps=30), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        on_cpu(acc.retrieve(data[:20].to(ACCEL), mask.to(ACCEL), steps=30)),
+        cpu.retrieve(data[:20], mask, steps=30),
+        rtol=1e-6,
+        atol=1e-9,
+    )
 
 
 def test_zil_equals_backprop_on_the_accelerator(fashion_vectors):
@@ -154,16 +176,24 @@ def test_service_trains_and_recalls_on_the_accelerator(make_client, fashion):
     client = make_client(device=ACCEL)
     assert client.get("/v1/info").json()["device"].startswith(torch.device(ACCEL).type)
     for name, kind, config in [("h", "hopfield", {}), ("p", "pc", {"sizes": [64, 256, 784], "epochs": 60})]:
-        r = client.post("/v1/memories", json={"name": name, "kind": kind, "shape": [1, 28, 28], "config": config})
+        r = client.post(
+            "/v1/memories", json={"name": name, "kind": kind, "shape": [1, 28, 28], "config": config}
+        )
         assert r.status_code == 201, r.json()
-        r = client.post(f"/v1/memories/{name}/patterns", json={"patterns": [
-            {"id": f"f{i}", "image": png_b64(img)} for i, img in enumerate(fashion[:8])]})
+        r = client.post(
+            f"/v1/memories/{name}/patterns",
+            json={"patterns": [{"id": f"f{i}", "image": png_b64(img)} for i, img in enumerate(fashion[:8])]},
+        )
         assert r.status_code == 201, r.json()
     job = wait_job(client, client.post("/v1/memories/p/train", json={}).json()["id"])
     assert job["status"] == "succeeded", job
     vectors = flatten(fashion[:8])
     for name in ("h", "p"):
         known = [True] * 392 + [False] * 392
-        hits = [client.post(f"/v1/memories/{name}/retrieve", json={"vector": v.tolist(), "mask": known})
-                .json()["matches"][0]["id"] for v in vectors]
+        hits = [
+            client.post(f"/v1/memories/{name}/retrieve", json={"vector": v.tolist(), "mask": known}).json()[
+                "matches"
+            ][0]["id"]
+            for v in vectors
+        ]
         assert hits == [f"f{i}" for i in range(8)], (name, hits)

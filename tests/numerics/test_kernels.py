@@ -256,7 +256,9 @@ def _fused_cues(fashion_vectors, batch: int, masked: bool):
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("hetero", [False, True])
 @pytest.mark.parametrize("beta", [0.01, 1.0, 50.0])
-def test_fused_softmax_equals_two_pass(batch, masked, hetero, beta, monkeypatch, fashion_vectors, label_values):
+def test_fused_softmax_equals_two_pass(
+    batch, masked, hetero, beta, monkeypatch, fashion_vectors, label_values
+):
     """Retrieval and energy from the one-pass kernel = the two-pass chunked path
     (distances, then weights @ values) = float64 softmax(beta s) @ values, for soft
     (every weight counts), capacity-tuned and very sharp betas (all but the best
@@ -363,18 +365,29 @@ def test_prebuilt_kernels_load_without_a_compiler(tmp_path, monkeypatch, fashion
     from memory_core.kernels import prebuild
 
     built = prebuild(tmp_path / "kernels")
-    assert sorted(p.name for p in built) == ["l1_distance-avx2.so", "l1_distance-avx512.so", "l1_distance-baseline.so"]
+    assert sorted(p.name for p in built) == [
+        "l1_distance-avx2.so",
+        "l1_distance-avx512.so",
+        "l1_distance-baseline.so",
+    ]
     keys, cue = fashion_vectors[:200], fashion_vectors[300:303]
     probe = (
         "import torch, json; from memory_core.kernels import kernel_info, l1_distances, l1_softmax;"
         f"k = torch.load({str(tmp_path / 'k.pt')!r}); q = torch.load({str(tmp_path / 'q.pt')!r});"
         "out, lmax, lsum = l1_softmax(k, k, q, None, -torch.ones(3), 0.1);"
-        "torch.save((l1_distances(k, q), out), " + repr(str(tmp_path / "out.pt")) + "); print(json.dumps(kernel_info()))"
+        "torch.save((l1_distances(k, q), out), "
+        + repr(str(tmp_path / "out.pt"))
+        + "); print(json.dumps(kernel_info()))"
     )
     torch.save(keys, tmp_path / "k.pt")
     torch.save(cue, tmp_path / "q.pt")
-    env = {"PATH": "/nonexistent", "CC": "/nonexistent/gcc", "AMS_KERNEL_PREBUILT": str(tmp_path / "kernels"),
-           "AMS_KERNEL_CACHE": str(tmp_path / "empty-cache"), "HOME": str(tmp_path)}
+    env = {
+        "PATH": "/nonexistent",
+        "CC": "/nonexistent/gcc",
+        "AMS_KERNEL_PREBUILT": str(tmp_path / "kernels"),
+        "AMS_KERNEL_CACHE": str(tmp_path / "empty-cache"),
+        "HOME": str(tmp_path),
+    }
     run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     info = json.loads(run.stdout.strip().splitlines()[-1])
@@ -418,8 +431,12 @@ def test_without_compiler_or_prebuilt_kernel_torch_answers(tmp_path, fashion_vec
         f"torch.save((out, energy, idx), {str(tmp_path / 'out.pt')!r})\n"
         "print(json.dumps(dict(info=kernels.kernel_info(), warnings=[str(w.message) for w in caught])))\n"
     )
-    env = {"PATH": "/nonexistent", "CC": "/nonexistent/gcc", "AMS_KERNEL_CACHE": str(tmp_path / "empty-cache"),
-           "HOME": str(tmp_path)}
+    env = {
+        "PATH": "/nonexistent",
+        "CC": "/nonexistent/gcc",
+        "AMS_KERNEL_CACHE": str(tmp_path / "empty-cache"),
+        "HOME": str(tmp_path),
+    }
     run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])

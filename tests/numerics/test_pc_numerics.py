@@ -30,10 +30,14 @@ def patches() -> torch.Tensor:
 # --- a plain autograd reference of the same model ---------------------------------------
 
 
-def reference_energy(pc: PCMemory, xs: list[torch.Tensor], x: torch.Tensor, known=None, pi=None) -> torch.Tensor:
+def reference_energy(
+    pc: PCMemory, xs: list[torch.Tensor], x: torch.Tensor, known=None, pi=None
+) -> torch.Tensor:
     """(B,) E written the obvious way, differentiable in everything."""
     pi = pi or pc.config.pi
-    f = {"tanh": torch.tanh, "linear": lambda v: v, "sigmoid": torch.sigmoid, "relu": torch.relu}[pc.config.activation]
+    f = {"tanh": torch.tanh, "linear": lambda v: v, "sigmoid": torch.sigmoid, "relu": torch.relu}[
+        pc.config.activation
+    ]
     layers = list(xs) + [x]
     e = 0.5 * pi[0] * (layers[0] - pc.prior_mean).square().sum(1)
     for l in range(1, len(layers)):
@@ -130,7 +134,9 @@ def residuals(pc: PCMemory, xs: list[torch.Tensor], x: torch.Tensor, known, pi) 
     return torch.cat(parts, 1)
 
 
-@pytest.mark.parametrize("sizes, precisions, prior", [((5, 9, 13), None, 0.0), ((4, 7, 8, 11), (2.0, 0.5, 3.0), 0.7)])
+@pytest.mark.parametrize(
+    "sizes, precisions, prior", [((5, 9, 13), None, 0.0), ((4, 7, 8, 11), (2.0, 0.5, 3.0), 0.7)]
+)
 def test_conjugate_gradient_step_equals_autograd(sizes, precisions, prior):
     # The first iteration of _relax_cg from the top-down start is a Gauss-Newton step
     # along the preconditioned gradient: x <- x - alpha P g, alpha = g.Pg / |J Pg|^2,
@@ -145,8 +151,9 @@ def test_conjugate_gradient_step_equals_autograd(sizes, precisions, prior):
     grads = torch.autograd.grad(reference_energy(pc, start, x, known, pi).sum(), start)
     P = pc._step_sizes(pi, 1.0, known)
     pg = [Pl * g for Pl, g in zip(P, grads)]
-    _, jp = torch.autograd.functional.jvp(lambda *v: residuals(pc, list(v), x, known, pi),
-                                         tuple(s.detach() for s in start), tuple(pg))
+    _, jp = torch.autograd.functional.jvp(
+        lambda *v: residuals(pc, list(v), x, known, pi), tuple(s.detach() for s in start), tuple(pg)
+    )
     alpha = sum((g * q).sum(1) for g, q in zip(grads, pg)) / jp.square().sum(1)
     for s, q, a in zip(start, pg, after):
         torch.testing.assert_close(a, s.detach() - alpha[:, None] * q, rtol=1e-9, atol=1e-11)

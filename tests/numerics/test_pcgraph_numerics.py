@@ -24,8 +24,13 @@ def test_hand_written_gradients_equal_autograd(activation):
     xa = x.clone().requires_grad_(True)
     w = g.weights.clone().requires_grad_(True)
     b = g.bias.clone().requires_grad_(True)
-    f = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
-         "hardtanh": lambda v: v.clamp(-1, 1), "linear": lambda v: v}[activation]
+    f = {
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "relu": torch.relu,
+        "hardtanh": lambda v: v.clamp(-1, 1),
+        "linear": lambda v: v,
+    }[activation]
     energy = 0.5 * ((xa - (f(xa) @ (w * g.adjacency) + b)) ** 2).sum()
     ax, aw, ab = torch.autograd.grad(energy, (xa, w, b))
     assert torch.allclose(grad_x, ax, atol=1e-12)

@@ -58,10 +58,12 @@ def test_mask_compares_only_known_entries_rescaled(name, pairs):
         k, d = int(known.sum()), cues.shape[1]
         scale = 1.0 if name == "cosine" else d / k
         if name == "euclidean":  # the rescale applies to the squared distance
-            want = [-((_reference(name, m[known], cues[b, known]) ** 2) * scale) ** 0.5 for m in memories]
+            want = [-(((_reference(name, m[known], cues[b, known]) ** 2) * scale) ** 0.5) for m in memories]
         else:
             want = [_reference(name, m[known], cues[b, known]) * scale for m in memories]
-        assert torch.allclose(got[b].double(), torch.tensor(want, dtype=torch.float64), rtol=1e-4, atol=1e-3), name
+        assert torch.allclose(
+            got[b].double(), torch.tensor(want, dtype=torch.float64), rtol=1e-4, atol=1e-3
+        ), name
 
 
 def test_unknown_entries_do_not_matter(pairs):
@@ -72,8 +74,9 @@ def test_unknown_entries_do_not_matter(pairs):
     garbage = cues.clone()
     garbage[~mask] = torch.rand(int((~mask).sum()))
     for name in SIMILARITIES:
-        assert torch.allclose(similarity(name, memories, cues, mask), similarity(name, memories, garbage, mask),
-                              atol=1e-4), name
+        assert torch.allclose(
+            similarity(name, memories, cues, mask), similarity(name, memories, garbage, mask), atol=1e-4
+        ), name
 
 
 def test_masks_put_cues_on_one_scale(fashion_vectors):

@@ -111,8 +111,12 @@ def _writer(server: LiveServer, ledger: Ledger, rnd: int, t: int, rng: random.Ra
             try:
                 if memory in VECTOR_MEMORIES:
                     body = [
-                        {"id": pid, "vector": np.frombuffer(s.raw, np.float32).tolist(), "text": s.text,
-                         "metadata": s.metadata}
+                        {
+                            "id": pid,
+                            "vector": np.frombuffer(s.raw, np.float32).tolist(),
+                            "text": s.text,
+                            "metadata": s.metadata,
+                        }
                         for pid, s in zip(ids, items, strict=True)
                     ]
                     r = c.post(f"/v1/memories/{memory}/patterns", json={"patterns": body})
@@ -120,16 +124,28 @@ def _writer(server: LiveServer, ledger: Ledger, rnd: int, t: int, rng: random.Ra
                     for s in items:  # multipart carries no metadata
                         s.metadata = None
                     files = [
-                        ("images", (f"{pid}.png", _png(np.frombuffer(s.raw, np.uint8).reshape(SIDE, SIDE)),
-                                    "image/png"))
+                        (
+                            "images",
+                            (
+                                f"{pid}.png",
+                                _png(np.frombuffer(s.raw, np.uint8).reshape(SIDE, SIDE)),
+                                "image/png",
+                            ),
+                        )
                         for pid, s in zip(ids, items, strict=True)
                     ]
                     data = {"ids": ids, "texts": [s.text for s in items]}
                     r = c.post("/v1/memories/img/patterns", files=files, data=data)
                 else:  # JSON with base64 pictures
                     body = [
-                        {"id": pid, "text": s.text, "metadata": s.metadata,
-                         "image": base64.b64encode(_png(np.frombuffer(s.raw, np.uint8).reshape(SIDE, SIDE))).decode()}
+                        {
+                            "id": pid,
+                            "text": s.text,
+                            "metadata": s.metadata,
+                            "image": base64.b64encode(
+                                _png(np.frombuffer(s.raw, np.uint8).reshape(SIDE, SIDE))
+                            ).decode(),
+                        }
                         for pid, s in zip(ids, items, strict=True)
                     ]
                     r = c.post("/v1/memories/img/patterns", json={"patterns": body})
@@ -219,9 +235,12 @@ def _verify(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) ->
                 ledger.deletes_sent.discard(pid)
             else:
                 ledger.deleted.add(pid)
-        torn = [b for b, ids in ledger.batches.items()
-                if 0 < len(stored & set(ids)) + len(ledger.deleted & set(ids)) < len(ids)
-                and not set(ids) & ledger.deletes_sent]
+        torn = [
+            b
+            for b, ids in ledger.batches.items()
+            if 0 < len(stored & set(ids)) + len(ledger.deleted & set(ids)) < len(ids)
+            and not set(ids) & ledger.deletes_sent
+        ]
         assert not torn, f"{where}: batches stored in part: {torn[:5]}"
         # Byte for byte: every pattern acknowledged this round (and still there).
         for pid, r in ledger.acked.items():
@@ -251,11 +270,15 @@ def _verify(server: LiveServer, ledger: Ledger, rnd: int, rng: random.Random) ->
 def _verify_pc(c: httpx.Client, server: LiveServer, ledger: Ledger, where: str) -> None:
     """The PC memory after a restart: a whole model if a training ever finished, else none."""
     details = c.get("/v1/memories/pcm").json()
-    assert details["state"] in ("untrained", "ready", "stale"), f"{where}: {details}"  # jobs end with the process
+    assert details["state"] in ("untrained", "ready", "stale"), (
+        f"{where}: {details}"
+    )  # jobs end with the process
     files = sorted(p.name for p in server.data_dir.glob("checkpoints/*/pc-*.safetensors"))
     assert len(files) <= 1, f"{where}: checkpoints left over: {files}"
     if ledger.trained:
-        assert details["state"] != "untrained" and details["trained_count"] >= ledger.trained, f"{where}: {details}"
+        assert details["state"] != "untrained" and details["trained_count"] >= ledger.trained, (
+            f"{where}: {details}"
+        )
     assert (details["state"] == "untrained") == (not files), f"{where}: {details}, {files}"
     cue = np.zeros(DIM, np.float32).tolist()
     r = c.post("/v1/memories/pcm/retrieve", json={"vector": cue, "k": 1})
@@ -298,18 +321,26 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
     server = LiveServer(tmp_path / "data", AMS_RECALL_BATCH_WAIT_MS="1")
     try:
         with server.client() as c:
-            for body in ({"name": "vec", "kind": "hopfield", "shape": [DIM], "config": {"beta": 100}},
-                         {"name": "img", "kind": "hopfield", "shape": [1, SIDE, SIDE]},
-                         {"name": "pcm", "kind": "pc", "shape": [DIM], "config": PC_CONFIG}):
+            for body in (
+                {"name": "vec", "kind": "hopfield", "shape": [DIM], "config": {"beta": 100}},
+                {"name": "img", "kind": "hopfield", "shape": [1, SIDE, SIDE]},
+                {"name": "pcm", "kind": "pc", "shape": [DIM], "config": PC_CONFIG},
+            ):
                 assert c.post("/v1/memories", json=body).status_code == 201
         compared = 0
         trainings = {"finished": 0, "interrupted": 0}
         for rnd in range(ROUNDS):
             stop = threading.Event()
-            threads = [threading.Thread(target=_writer, args=(server, ledger, rnd, t, random.Random(rng.random())))
-                       for t in range(WRITERS)]
-            threads.append(threading.Thread(target=_deleter, args=(server, ledger, rnd, random.Random(rng.random()))))
-            threads.append(threading.Thread(target=_reader, args=(server, ledger, stop, random.Random(rng.random()))))
+            threads = [
+                threading.Thread(target=_writer, args=(server, ledger, rnd, t, random.Random(rng.random())))
+                for t in range(WRITERS)
+            ]
+            threads.append(
+                threading.Thread(target=_deleter, args=(server, ledger, rnd, random.Random(rng.random())))
+            )
+            threads.append(
+                threading.Thread(target=_reader, args=(server, ledger, stop, random.Random(rng.random())))
+            )
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 60
@@ -333,9 +364,11 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
         assert compared == len(ledger.acked)
         if ROUNDS >= 2 * TRAIN_EVERY:
             assert trainings["finished"] >= 1 and trainings["interrupted"] >= 1 and ledger.trained > 0
-        print(f"{ROUNDS} kills: {len(ledger.acked)} stores and {len(ledger.deleted)} deletes acknowledged, "
-              f"{len(ledger.sent) - len(ledger.acked)} stores in flight at a kill; {compared} compared byte for "
-              f"byte; PC trainings finished before a kill {trainings['finished']}, killed mid-job "
-              f"{trainings['interrupted']}")
+        print(
+            f"{ROUNDS} kills: {len(ledger.acked)} stores and {len(ledger.deleted)} deletes acknowledged, "
+            f"{len(ledger.sent) - len(ledger.acked)} stores in flight at a kill; {compared} compared byte for "
+            f"byte; PC trainings finished before a kill {trainings['finished']}, killed mid-job "
+            f"{trainings['interrupted']}"
+        )
     finally:
         server.stop()

@@ -83,4 +83,3 @@ def test_no_server_error_and_every_answer_matches_its_schema(case, server):
     case.call_and_validate(base_url=server.url, excluded_checks=[positive_data_acceptance])
     if case.method == "DELETE":  # a fuzzed delete may have hit a fixture: put it back
         ensure_fixtures(server)
-

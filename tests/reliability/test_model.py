@@ -69,8 +69,9 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @rule(name=NAMES, dim=DIMS)
     def create(self, name: str, dim: int) -> None:
-        r = self.c.post("/v1/memories", json={"name": name, "kind": "hopfield", "shape": [dim],
-                                              "config": {"beta": 1000}})
+        r = self.c.post(
+            "/v1/memories", json={"name": name, "kind": "hopfield", "shape": [dim], "config": {"beta": 1000}}
+        )
         if name in self.model:
             assert r.status_code == 409 and r.json()["error"]["code"] == "memory_exists", r.text
             return

@@ -56,7 +56,9 @@ class Soak:
         self.done: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def expect(self, what: str, r: httpx.Response, status: int, check: Callable[[dict], bool] | None = None) -> None:
+    def expect(
+        self, what: str, r: httpx.Response, status: int, check: Callable[[dict], bool] | None = None
+    ) -> None:
         ok = r.status_code == status and (check is None or check(r.json()))
         with self.lock:
             self.done[what] += 1
@@ -84,7 +86,9 @@ class Soak:
 def _retrieve_vectors(s: Soak) -> Callable:
     def step(c: httpx.Client, rng: random.Random, i: int) -> None:
         j = rng.randrange(len(s.vectors))
-        cue = s.vectors[j] + np.float32(0.05) * np.random.default_rng(i).standard_normal(DIM, dtype=np.float32)
+        cue = s.vectors[j] + np.float32(0.05) * np.random.default_rng(i).standard_normal(
+            DIM, dtype=np.float32
+        )
         r = c.post("/v1/memories/vec/retrieve", json={"vector": cue.tolist(), "k": 3})
         s.expect("retrieve vector", r, 200, lambda b: b["matches"][0]["id"] == f"v{j}")
 
@@ -103,7 +107,10 @@ def _retrieve_pictures(s: Soak) -> Callable:
             s.expect("retrieve picture", r, 200, lambda b: b["matches"][0]["id"] == f"i{j}")
         else:
             half = s.images[j] * known
-            r = c.post("/v1/memories/img/complete", files={"image": ("c.png", _png(half)), "mask": ("m.png", mask_png)})
+            r = c.post(
+                "/v1/memories/img/complete",
+                files={"image": ("c.png", _png(half)), "mask": ("m.png", mask_png)},
+            )
             s.expect("complete", r, 200, lambda b: b["matches"][0]["id"] == f"i{j}")
 
     return step
@@ -128,7 +135,9 @@ def _store_and_delete(s: Soak) -> Callable:
     def step(c: httpx.Client, rng: random.Random, i: int) -> None:
         ids = [f"w{i}-{k}" for k in range(4)]
         vecs = np.random.default_rng(10_000 + i).random((4, DIM), dtype=np.float32) + 2  # far from the v's
-        body = {"patterns": [{"id": pid, "vector": v.tolist(), "metadata": {"i": i}} for pid, v in zip(ids, vecs)]}
+        body = {
+            "patterns": [{"id": pid, "vector": v.tolist(), "metadata": {"i": i}} for pid, v in zip(ids, vecs)]
+        }
         s.expect("store", c.post("/v1/memories/vec/patterns", json=body), 201)
         live.extend(ids)
         while len(live) > 40:  # the memory stays the same size
@@ -140,7 +149,9 @@ def _store_and_delete(s: Soak) -> Callable:
 def _churn(s: Soak) -> Callable:
     def step(c: httpx.Client, rng: random.Random, i: int) -> None:
         name = f"tmp{i % 3}"
-        s.expect("create", c.post("/v1/memories", json={"name": name, "kind": "hopfield", "shape": [DIM]}), 201)
+        s.expect(
+            "create", c.post("/v1/memories", json={"name": name, "kind": "hopfield", "shape": [DIM]}), 201
+        )
         body = {"patterns": [{"id": f"x{k}", "vector": s.vectors[k].tolist()} for k in range(20)]}
         s.expect("store batch", c.post(f"/v1/memories/{name}/patterns", json=body), 201)
         r = c.post(f"/v1/memories/{name}/retrieve", json={"vector": s.vectors[7].tolist()})
@@ -168,8 +179,13 @@ def _reads(s: Soak) -> Callable:
 
 def _bad_requests(s: Soak) -> Callable:
     def step(c: httpx.Client, rng: random.Random, i: int) -> None:
-        s.expect("bad json", c.post("/v1/memories/vec/retrieve", content=b"{nope",
-                                    headers={"Content-Type": "application/json"}), 400)
+        s.expect(
+            "bad json",
+            c.post(
+                "/v1/memories/vec/retrieve", content=b"{nope", headers={"Content-Type": "application/json"}
+            ),
+            400,
+        )
         s.expect("wrong dim", c.post("/v1/memories/vec/retrieve", json={"vector": [1.0, 2.0]}), 422)
         s.expect("unknown memory", c.post("/v1/memories/nope/retrieve", json={"vector": [1.0]}), 404)
         s.expect("bad picture", c.post("/v1/memories/img/retrieve", json={"image": _b64(b"not a png")}), 422)
@@ -185,21 +201,37 @@ def test_two_minutes_of_mixed_traffic_no_error_bounded_memory(tmp_path):
     server = LiveServer(tmp_path / "data")
     try:
         with server.client() as c:
-            for body in ({"name": "vec", "kind": "hopfield", "shape": [DIM]},
-                         {"name": "img", "kind": "hopfield", "shape": [1, 28, 28]},
-                         {"name": "txt", "kind": "hopfield", "shape": [1, 28, 28], "text": True}):
+            for body in (
+                {"name": "vec", "kind": "hopfield", "shape": [DIM]},
+                {"name": "img", "kind": "hopfield", "shape": [1, 28, 28]},
+                {"name": "txt", "kind": "hopfield", "shape": [1, 28, 28], "text": True},
+            ):
                 assert c.post("/v1/memories", json=body).status_code == 201
             for at in range(0, 500, 250):
-                body = {"patterns": [{"id": f"v{k}", "vector": vectors[k].tolist()} for k in range(at, at + 250)]}
+                body = {
+                    "patterns": [{"id": f"v{k}", "vector": vectors[k].tolist()} for k in range(at, at + 250)]
+                }
                 assert c.post("/v1/memories/vec/patterns", json=body).status_code == 201
             body = {"patterns": [{"id": f"i{k}", "image": _b64(_png(images[k]))} for k in range(300)]}
             assert c.post("/v1/memories/img/patterns", json=body).status_code == 201
-            body = {"patterns": [{"id": f"t{k}", "image": _b64(_png(images[k])), "text": f"garment number {k}"}
-                                 for k in range(20)]}
+            body = {
+                "patterns": [
+                    {"id": f"t{k}", "image": _b64(_png(images[k])), "text": f"garment number {k}"}
+                    for k in range(20)
+                ]
+            }
             assert c.post("/v1/memories/txt/patterns", json=body).status_code == 201
         soak = Soak(server, images, vectors)
-        steps = [_retrieve_vectors, _retrieve_vectors, _retrieve_pictures, _lookups, _store_and_delete,
-                 _churn, _reads, _bad_requests]
+        steps = [
+            _retrieve_vectors,
+            _retrieve_vectors,
+            _retrieve_pictures,
+            _lookups,
+            _store_and_delete,
+            _churn,
+            _reads,
+            _bad_requests,
+        ]
         start = time.monotonic()
         threads = [soak.run(f"{make.__name__}-{n}", make(soak)) for n, make in enumerate(steps)]
         samples: list[tuple[float, int]] = []  # (seconds since start, RSS bytes)
@@ -218,14 +250,29 @@ def test_two_minutes_of_mixed_traffic_no_error_bounded_memory(tmp_path):
         with server.client() as c:
             metrics = c.get("/metrics").text
         # No 5xx (the /readyz 503 of the start-up wait is the documented "not ready yet").
-        assert not [line for line in metrics.splitlines() if line.startswith("ams_requests_total")
-                    and 'status="5' in line and 'route="/readyz"' not in line]
+        assert not [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("ams_requests_total") and 'status="5' in line and 'route="/readyz"' not in line
+        ]
         total = sum(soak.done.values())
-        print(f"soak {DURATION:.0f} s: {total} requests ({total / DURATION:.0f}/s), "
-              f"RSS {statistics.median(warm) / 2**20:.0f} -> {statistics.median(end) / 2**20:.0f} MiB "
-              f"({100 * growth:+.1f}%); {dict(soak.done)}")
-        assert all(soak.done[what] > 0 for what in ("retrieve vector", "complete", "lookup text", "store",
-                                                     "delete memory", "get png", "bad json"))
+        print(
+            f"soak {DURATION:.0f} s: {total} requests ({total / DURATION:.0f}/s), "
+            f"RSS {statistics.median(warm) / 2**20:.0f} -> {statistics.median(end) / 2**20:.0f} MiB "
+            f"({100 * growth:+.1f}%); {dict(soak.done)}"
+        )
+        assert all(
+            soak.done[what] > 0
+            for what in (
+                "retrieve vector",
+                "complete",
+                "lookup text",
+                "store",
+                "delete memory",
+                "get png",
+                "bad json",
+            )
+        )
         assert growth < 0.10, f"RSS grew {100 * growth:.1f}% after warm-up: {samples}"
     finally:
         server.stop()

@@ -74,10 +74,7 @@ def test_concurrent_recalls_share_one_call_and_each_gets_its_own_answer(fashion_
     half = torch.zeros(784, dtype=torch.bool)
     half[:392] = True  # top half known
     # Mixed requests: plain and masked cues, several k and steps, as concurrent HTTP calls send.
-    asks = [
-        (noisy[i], half if i % 3 == 0 else None, 1 + i % 5, 1 + (i % 4 == 1))
-        for i in range(40)
-    ]
+    asks = [(noisy[i], half if i % 3 == 0 else None, 1 + i % 5, 1 + (i % 4 == 1)) for i in range(40)]
 
     async def main() -> list[Recall]:
         return await asyncio.gather(*(batcher.recall(live, (c, m), k, s) for c, m, k, s in asks))
@@ -100,7 +97,9 @@ def test_batches_are_cut_at_max_batch(fashion_vectors):
     batcher = Batcher(max_batch=4, max_wait_ms=1000, metrics=metrics)
 
     async def main() -> list[Recall]:
-        return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(10)))
+        return await asyncio.gather(
+            *(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(10))
+        )
 
     start = time.perf_counter()
     got = run_async(main())
@@ -135,7 +134,9 @@ def test_batching_off_with_max_batch_one(fashion_vectors):
     batcher = Batcher(max_batch=1, max_wait_ms=0, metrics=metrics)
 
     async def main() -> list[Recall]:
-        return await asyncio.gather(*(batcher.recall(live, (fashion_vectors[i], None), 2, 1) for i in range(6)))
+        return await asyncio.gather(
+            *(batcher.recall(live, (fashion_vectors[i], None), 2, 1) for i in range(6))
+        )
 
     got = run_async(main())
     assert [r.matches[0][0] for r in got] == [f"p{i}" for i in range(6)]
@@ -166,7 +167,8 @@ def test_an_empty_memory_fails_every_caller_with_its_own_error(fashion_vectors):
 
     async def main() -> list:
         return await asyncio.gather(
-            *(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(3)), return_exceptions=True
+            *(batcher.recall(live, (fashion_vectors[i], None), 1, 1) for i in range(3)),
+            return_exceptions=True,
         )
 
     got = run_async(main())
@@ -181,7 +183,9 @@ def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
 
     async def main() -> list[Recall]:
         gone = asyncio.ensure_future(batcher.recall(live, (fashion_vectors[9], None), 1, 1))
-        rest = [asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)]
+        rest = [
+            asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)
+        ]
         await asyncio.sleep(0)
         gone.cancel()
         return await asyncio.gather(*rest)
@@ -197,7 +201,10 @@ def test_over_http_concurrent_retrieves_are_batched(make_client, fashion):
     from service_helpers import png_b64
 
     client = make_client(recall_batch_max=64, recall_batch_wait_ms=200)
-    assert client.post("/v1/memories", json={"name": "f", "kind": "hopfield", "shape": [1, 28, 28]}).status_code == 201
+    assert (
+        client.post("/v1/memories", json={"name": "f", "kind": "hopfield", "shape": [1, 28, 28]}).status_code
+        == 201
+    )
     r = client.post(
         "/v1/memories/f/patterns",
         json={"patterns": [{"id": f"i{i}", "image": png_b64(fashion[i])} for i in range(100)]},
@@ -239,10 +246,21 @@ def test_over_http_concurrent_lookups_and_recalls_are_batched(make_client):
     n = 16
     pairs = photo_caption_pairs(64)  # 64x64 photos and their captions
     client = make_client(recall_batch_max=64, recall_batch_wait_ms=200)
-    assert client.post("/v1/memories", json={"name": "p", "kind": "hopfield", "shape": [3, 64, 64],
-                                             "text": True}).status_code == 201
-    r = client.post("/v1/memories/p/patterns", json={"patterns": [
-        {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]} for i in range(n)]})
+    assert (
+        client.post(
+            "/v1/memories", json={"name": "p", "kind": "hopfield", "shape": [3, 64, 64], "text": True}
+        ).status_code
+        == 201
+    )
+    r = client.post(
+        "/v1/memories/p/patterns",
+        json={
+            "patterns": [
+                {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]}
+                for i in range(n)
+            ]
+        },
+    )
     assert r.status_code == 201, r.text
     known = bottom_half_unknown(64, 64)
     mask = png_b64(known.float()[None])
@@ -262,8 +280,11 @@ def test_over_http_concurrent_lookups_and_recalls_are_batched(make_client):
     with ThreadPoolExecutor(len(asks)) as pool:
         together = list(pool.map(ask, asks))
     text = client.get("/metrics").text
-    calls = sum(float(line.split(" ")[1]) for line in text.splitlines()
-                if line.startswith("ams_recall_batch_size_count"))
+    calls = sum(
+        float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("ams_recall_batch_size_count")
+    )
     assert calls < len(asks)
     for item, got in zip(asks, together, strict=True):
         alone = ask(item, wait=False)
@@ -284,7 +305,9 @@ def test_callers_are_answered_when_the_queue_task_is_cancelled(fashion_vectors):
     batcher = Batcher(max_batch=8, max_wait_ms=10_000)
 
     async def main() -> list:
-        calls = [asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)]
+        calls = [
+            asyncio.ensure_future(batcher.recall(live, (fashion_vectors[i], None), 1, 1)) for i in range(3)
+        ]
         await asyncio.sleep(0.05)  # all three wait for company
         (queue,) = [q for _, q in batcher._queues.items()]
         queue.task.cancel()
@@ -306,6 +329,7 @@ def test_finish_builds_each_callers_response_and_its_errors_stay_its_own(fashion
             if i == 2:
                 raise KeyError("caller 2's own trouble")
             return f"{i}:{rec.matches[0][0]}"
+
         return build
 
     async def main() -> list:
@@ -333,10 +357,13 @@ def test_cues_decoded_on_the_batch_thread_and_a_bad_one_fails_its_caller_only(fa
             if i == 1:
                 raise ValueError("caller 1's picture does not decode")
             return fashion_vectors[i], None
+
         return cue
 
     async def main() -> list:
-        return await asyncio.gather(*(batcher.recall(live, decode(i), 1, 1) for i in range(4)), return_exceptions=True)
+        return await asyncio.gather(
+            *(batcher.recall(live, decode(i), 1, 1) for i in range(4)), return_exceptions=True
+        )
 
     got = run_async(main())
     assert isinstance(got[1], ValueError)

@@ -29,55 +29,124 @@ CAPTIONS = ["a red shoe on grass", "a blue bag on a table", "a green shirt on a 
 def _setup(client, images: torch.Tensor) -> None:
     """Identical memories on each service: 20 pictures; 3 captioned vectors; one empty."""
     key = {"Authorization": f"Bearer {FULL}"}
-    assert client.post("/v1/memories", headers=key, json={"name": "img", "kind": "hopfield",
-                                                           "shape": [1, 28, 28]}).status_code == 201
-    r = client.post("/v1/memories/img/patterns", headers=key, json={"patterns": [
-        {"id": f"f{i}", "image": png_b64(images[i])} for i in range(20)]})
+    assert (
+        client.post(
+            "/v1/memories", headers=key, json={"name": "img", "kind": "hopfield", "shape": [1, 28, 28]}
+        ).status_code
+        == 201
+    )
+    r = client.post(
+        "/v1/memories/img/patterns",
+        headers=key,
+        json={"patterns": [{"id": f"f{i}", "image": png_b64(images[i])} for i in range(20)]},
+    )
     assert r.status_code == 201, r.json()
-    assert client.post("/v1/memories", headers=key, json={"name": "cap", "kind": "hopfield", "shape": [4],
-                                                           "text": True}).status_code == 201
-    r = client.post("/v1/memories/cap/patterns", headers=key, json={"patterns": [
-        {"id": f"c{i}", "vector": torch.eye(4)[i].tolist(), "text": t} for i, t in enumerate(CAPTIONS)]})
+    assert (
+        client.post(
+            "/v1/memories", headers=key, json={"name": "cap", "kind": "hopfield", "shape": [4], "text": True}
+        ).status_code
+        == 201
+    )
+    r = client.post(
+        "/v1/memories/cap/patterns",
+        headers=key,
+        json={
+            "patterns": [
+                {"id": f"c{i}", "vector": torch.eye(4)[i].tolist(), "text": t} for i, t in enumerate(CAPTIONS)
+            ]
+        },
+    )
     assert r.status_code == 201, r.json()
-    assert client.post("/v1/memories", headers=key, json={"name": "empty", "kind": "hopfield",
-                                                          "shape": [4]}).status_code == 201
+    assert (
+        client.post(
+            "/v1/memories", headers=key, json={"name": "empty", "kind": "hopfield", "shape": [4]}
+        ).status_code
+        == 201
+    )
 
 
 def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
     """(method, path, httpx keyword arguments) of every request compared."""
     read, full = {"Authorization": f"Bearer {READ}"}, {"X-API-Key": FULL}
-    noisy = (images[3] + 0.2 * torch.randn(images[3].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    noisy = (
+        images[3] + 0.2 * torch.randn(images[3].shape, generator=torch.Generator().manual_seed(0))
+    ).clamp(0, 1)
     known = ~bottom_half_unknown(28, 28)  # (28, 28): top half known
     partial = images[5] * known
     return [
         # retrieve
-        ("POST", "/v1/memories/img/retrieve", {"headers": read, "json": {"vector": noisy.flatten().tolist(), "k": 2}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": full, "json": {"image": png_b64(noisy),
-                                                                        "include_vector": True}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": read, "content": b"{not json",
-                                               "headers_extra": {"Content-Type": "application/json"}}),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "json": {"vector": noisy.flatten().tolist(), "k": 2}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": full, "json": {"image": png_b64(noisy), "include_vector": True}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "content": b"{not json", "headers_extra": {"Content-Type": "application/json"}},
+        ),
         ("POST", "/v1/memories/img/retrieve", {"headers": read, "json": {"vector": [0.5] * 10}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": read, "json": {"vector": [0.5] * 784, "k": 10_000}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": read, "content": b"0.5",
-                                               "headers_extra": {"Content-Type": "text/plain"}}),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "json": {"vector": [0.5] * 784, "k": 10_000}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "content": b"0.5", "headers_extra": {"Content-Type": "text/plain"}},
+        ),
         ("POST", "/v1/memories/nothing/retrieve", {"headers": read, "json": {"vector": [0.5] * 784}}),
         ("POST", "/v1/memories/bad%20name!/retrieve", {"headers": read, "json": {"vector": [0.5] * 784}}),
         ("POST", "/v1/memories/empty/retrieve", {"headers": read, "json": {"vector": [0.5] * 4}}),
         ("GET", "/v1/memories/img/retrieve", {"headers": read}),
         # the API key: none, wrong, the read key as X-API-Key, a Basic scheme
         ("POST", "/v1/memories/img/retrieve", {"json": {"vector": [0.5] * 784}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": {"Authorization": "Bearer wrong"},
-                                               "json": {"vector": [0.5] * 784}}),
-        ("POST", "/v1/memories/img/retrieve", {"headers": {"X-API-Key": READ}, "json": {"vector": [0.5] * 784}}),
-        ("POST", "/v1/memories/img/complete", {"headers": {"Authorization": "Basic Zm9vOmJhcg=="},
-                                               "json": {"image": png_b64(partial)}}),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": {"Authorization": "Bearer wrong"}, "json": {"vector": [0.5] * 784}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": {"X-API-Key": READ}, "json": {"vector": [0.5] * 784}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/complete",
+            {"headers": {"Authorization": "Basic Zm9vOmJhcg=="}, "json": {"image": png_b64(partial)}},
+        ),
         # complete: JSON (RGBA alpha), multipart (mask picture), raw PNG answer, errors
-        ("POST", "/v1/memories/img/complete", {"headers": read, "json": {
-            "image": base64.b64encode(rgba_png(partial, known)).decode(), "k": 2}}),
-        ("POST", "/v1/memories/img/complete", {"headers": read, "files": {
-            "image": ("p.png", png(partial), "image/png"), "mask": ("m.png", mask_png(known), "image/png")}}),
-        ("POST", "/v1/memories/img/complete", {"headers": {**read, "Accept": "image/png"}, "json": {
-            "image": base64.b64encode(rgba_png(partial, known)).decode()}}),
+        (
+            "POST",
+            "/v1/memories/img/complete",
+            {"headers": read, "json": {"image": base64.b64encode(rgba_png(partial, known)).decode(), "k": 2}},
+        ),
+        (
+            "POST",
+            "/v1/memories/img/complete",
+            {
+                "headers": read,
+                "files": {
+                    "image": ("p.png", png(partial), "image/png"),
+                    "mask": ("m.png", mask_png(known), "image/png"),
+                },
+            },
+        ),
+        (
+            "POST",
+            "/v1/memories/img/complete",
+            {
+                "headers": {**read, "Accept": "image/png"},
+                "json": {"image": base64.b64encode(rgba_png(partial, known)).decode()},
+            },
+        ),
         ("POST", "/v1/memories/img/complete", {"headers": read, "json": {"image": png_b64(partial)}}),
         ("POST", "/v1/memories/cap/complete", {"headers": read, "json": {"image": png_b64(partial)}}),
         # lookup: caption -> pattern, pattern -> caption, not a text memory, blank text
@@ -98,7 +167,11 @@ def _meaning(response) -> tuple:
     """What a caller can tell apart: status, media type, body, the meaningful headers."""
     ctype = response.headers.get("content-type", "")
     body = response.json() if ctype.startswith("application/json") else response.content
-    headers = {k: v for k, v in response.headers.items() if k in ("www-authenticate", "allow") or k.startswith("x-ams-")}
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k in ("www-authenticate", "allow") or k.startswith("x-ams-")
+    }
     return response.status_code, ctype, body, headers
 
 
@@ -114,7 +187,9 @@ def _fast_path(client) -> RecallFastPath | None:
 
 def _recall_request_metrics(client) -> list[str]:
     lines = client.get("/metrics").text.splitlines()
-    return sorted(line for line in lines if line.startswith("ams_requests_total") and "/v1/memories/{name}/" in line)
+    return sorted(
+        line for line in lines if line.startswith("ams_requests_total") and "/v1/memories/{name}/" in line
+    )
 
 
 @pytest.fixture
@@ -153,7 +228,10 @@ def test_fast_path_answers_as_fastapi_does(services, fashion_images):
     # Request metrics are labelled by route template alike on both.
     fast_lines, plain_lines = _recall_request_metrics(fast), _recall_request_metrics(plain)
     assert fast_lines == plain_lines
-    assert 'ams_requests_total{method="POST",route="/v1/memories/{name}/retrieve",status="200"} 3.0' in fast_lines
+    assert (
+        'ams_requests_total{method="POST",route="/v1/memories/{name}/retrieve",status="200"} 3.0'
+        in fast_lines
+    )
 
 
 def test_fast_path_behind_a_root_path(tmp_path):
@@ -162,7 +240,10 @@ def test_fast_path_behind_a_root_path(tmp_path):
     app = create_app(Settings(data_dir=tmp_path / "data", device="cpu"))
     with TestClient(app, root_path="/ams") as client:
         wait_ready(client)
-        assert client.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}).status_code == 201
+        assert (
+            client.post("/v1/memories", json={"name": "m", "kind": "hopfield", "shape": [3]}).status_code
+            == 201
+        )
         stored = client.post("/v1/memories/m/patterns", json={"patterns": [{"id": "a", "vector": [1, 0, 0]}]})
         assert stored.status_code == 201
         layer = _fast_path(client)

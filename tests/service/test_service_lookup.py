@@ -21,11 +21,20 @@ def pairs():
 
 @pytest.fixture
 def text_memory(client, pairs):
-    created = client.post("/v1/memories", json={"name": "photos", "kind": "hopfield", "shape": [3, 64, 64],
-                                                "text": True, "config": {}})
+    created = client.post(
+        "/v1/memories",
+        json={"name": "photos", "kind": "hopfield", "shape": [3, 64, 64], "text": True, "config": {}},
+    )
     assert created.status_code == 201 and created.json()["text"] is True
-    stored = client.post("/v1/memories/photos/patterns", json={"patterns": [
-        {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]} for i in range(N)]})
+    stored = client.post(
+        "/v1/memories/photos/patterns",
+        json={
+            "patterns": [
+                {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]}
+                for i in range(N)
+            ]
+        },
+    )
     assert stored.status_code == 201, stored.json()
     return client
 
@@ -53,27 +62,39 @@ def test_half_picture_finds_its_caption_json_and_multipart(text_memory, pairs):
     known = bottom_half_unknown(64, 64)
     for i in range(0, N, 3):
         cue = pairs.images[i] * known  # the bottom half blacked out, and said so in the mask
-        r = text_memory.post("/v1/memories/photos/lookup",
-                             json={"image": png_b64(cue), "mask": png_b64(known.float()[None]), "k": 2})
+        r = text_memory.post(
+            "/v1/memories/photos/lookup",
+            json={"image": png_b64(cue), "mask": png_b64(known.float()[None]), "k": 2},
+        )
         assert r.status_code == 200, r.json()
         body = r.json()
         assert body["query"] == "image" and body["patterns"] is None
-        assert body["captions"][0] == {"id": pairs.ids[i], "text": pairs.captions[i],
-                                       "score": pytest.approx(1.0, abs=1e-3)}
+        assert body["captions"][0] == {
+            "id": pairs.ids[i],
+            "text": pairs.captions[i],
+            "score": pytest.approx(1.0, abs=1e-3),
+        }
         # Multipart, with the unknown half marked by alpha instead of a mask picture.
-        r = text_memory.post("/v1/memories/photos/lookup", files={"image": ("c.png", rgba_png(pairs.images[i], known))})
+        r = text_memory.post(
+            "/v1/memories/photos/lookup", files={"image": ("c.png", rgba_png(pairs.images[i], known))}
+        )
         assert r.status_code == 200 and r.json()["captions"][0]["id"] == pairs.ids[i]
         # Multipart image + mask picture.
-        r = text_memory.post("/v1/memories/photos/lookup",
-                             files={"image": ("c.png", png(cue)), "mask": ("m.png", mask_png(known))}, data={"k": "1"})
+        r = text_memory.post(
+            "/v1/memories/photos/lookup",
+            files={"image": ("c.png", png(cue)), "mask": ("m.png", mask_png(known))},
+            data={"k": "1"},
+        )
         assert r.status_code == 200 and [c["id"] for c in r.json()["captions"]] == [pairs.ids[i]]
 
 
 def test_text_memory_recall_and_pattern_endpoints_speak_of_the_picture(text_memory, pairs):
     """Retrieve/complete/get in a text memory work on the picture alone (D entries)."""
     known = bottom_half_unknown(64, 64)
-    r = text_memory.post("/v1/memories/photos/complete",
-                         files={"image": ("c.png", png(pairs.images[4] * known)), "mask": ("m.png", mask_png(known))})
+    r = text_memory.post(
+        "/v1/memories/photos/complete",
+        files={"image": ("c.png", png(pairs.images[4] * known)), "mask": ("m.png", mask_png(known))},
+    )
     assert r.status_code == 200 and r.json()["matches"][0]["id"] == pairs.ids[4]
     got = text_memory.get(f"/v1/memories/photos/patterns/{pairs.ids[4]}", headers={"Accept": "image/png"})
     assert torch.equal(decode_png(got.content), pairs.images[4])
@@ -83,8 +104,15 @@ def test_text_memory_recall_and_pattern_endpoints_speak_of_the_picture(text_memo
 def test_lookup_survives_a_restart(make_client, tmp_path, pairs):
     client = make_client()
     client.post("/v1/memories", json={"name": "p", "kind": "hopfield", "shape": [3, 64, 64], "text": True})
-    client.post("/v1/memories/p/patterns", json={"patterns": [
-        {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]} for i in range(6)]})
+    client.post(
+        "/v1/memories/p/patterns",
+        json={
+            "patterns": [
+                {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]}
+                for i in range(6)
+            ]
+        },
+    )
     make_client.stop(client)
     again = make_client()
     r = again.post("/v1/memories/p/lookup", json={"text": pairs.captions[2], "k": 1})
@@ -93,11 +121,19 @@ def test_lookup_survives_a_restart(make_client, tmp_path, pairs):
 
 def test_vector_text_memory(client):
     client.post("/v1/memories", json={"name": "v", "kind": "hopfield", "shape": [4], "text": True})
-    r = client.post("/v1/memories/v/patterns", json={"patterns": [
-        {"id": "cat", "vector": [1, 0, 0, 0], "text": "a small cat sleeping on a sofa"},
-        {"id": "car", "vector": [0, 0, 1, 1], "text": "a fast red sports car on a road"}]})
+    r = client.post(
+        "/v1/memories/v/patterns",
+        json={
+            "patterns": [
+                {"id": "cat", "vector": [1, 0, 0, 0], "text": "a small cat sleeping on a sofa"},
+                {"id": "car", "vector": [0, 0, 1, 1], "text": "a fast red sports car on a road"},
+            ]
+        },
+    )
     assert r.status_code == 201
-    found = client.post("/v1/memories/v/lookup", json={"text": "an automobile driving quickly", "k": 2}).json()
+    found = client.post(
+        "/v1/memories/v/lookup", json={"text": "an automobile driving quickly", "k": 2}
+    ).json()
     assert found["query"] == "text" and found["patterns"][0]["id"] == "car"
     assert found["patterns"][0]["vector"] == [0, 0, 1, 1]
     captions = client.post("/v1/memories/v/lookup", json={"vector": [0.9, 0.1, 0, 0], "k": 1}).json()
@@ -122,12 +158,20 @@ def test_lookup_errors(client, text_memory, pairs):
     assert r.status_code == 422 and error_code(r) == "invalid_image"
     # A text memory needs a caption with every pattern, and stores nothing otherwise.
     before = client.get("/v1/memories/photos").json()["count"]
-    r = client.post("/v1/memories/photos/patterns", json={"patterns": [
-        {"id": "x1", "image": png_b64(pairs.images[30]), "text": "a caption"},
-        {"id": "x2", "image": png_b64(pairs.images[31])}]})
+    r = client.post(
+        "/v1/memories/photos/patterns",
+        json={
+            "patterns": [
+                {"id": "x1", "image": png_b64(pairs.images[30]), "text": "a caption"},
+                {"id": "x2", "image": png_b64(pairs.images[31])},
+            ]
+        },
+    )
     assert r.status_code == 422 and error_code(r) == "text_required"
     assert client.get("/v1/memories/photos").json()["count"] == before
-    empty = client.post("/v1/memories", json={"name": "empty", "kind": "hopfield", "shape": [4], "text": True})
+    empty = client.post(
+        "/v1/memories", json={"name": "empty", "kind": "hopfield", "shape": [4], "text": True}
+    )
     assert empty.status_code == 201
     r = client.post("/v1/memories/empty/lookup", json={"text": "a cat"})
     assert r.status_code == 409 and error_code(r) == "memory_empty"
@@ -140,11 +184,26 @@ def test_pc_text_memory_looks_up_both_ways(make_client):
     pairs32 = photo_caption_pairs(32)
     n = 12
     client = make_client()
-    created = client.post("/v1/memories", json={"name": "pcp", "kind": "pc", "shape": [3, 32, 32], "text": True,
-                                                "config": {"sizes": [64, 256, 3 * 32 * 32 + 384], "epochs": 100}})
+    created = client.post(
+        "/v1/memories",
+        json={
+            "name": "pcp",
+            "kind": "pc",
+            "shape": [3, 32, 32],
+            "text": True,
+            "config": {"sizes": [64, 256, 3 * 32 * 32 + 384], "epochs": 100},
+        },
+    )
     assert created.status_code == 201, created.json()
-    stored = client.post("/v1/memories/pcp/patterns", json={"patterns": [
-        {"id": pairs32.ids[i], "image": png_b64(pairs32.images[i]), "text": pairs32.captions[i]} for i in range(n)]})
+    stored = client.post(
+        "/v1/memories/pcp/patterns",
+        json={
+            "patterns": [
+                {"id": pairs32.ids[i], "image": png_b64(pairs32.images[i]), "text": pairs32.captions[i]}
+                for i in range(n)
+            ]
+        },
+    )
     assert stored.status_code == 201, stored.json()
     r = client.post("/v1/memories/pcp/lookup", json={"text": pairs32.captions[0]})
     assert r.status_code == 409 and error_code(r) == "not_trained"
@@ -161,7 +220,9 @@ def test_pc_text_memory_looks_up_both_ways(make_client):
         picture = decode_png(base64.b64decode(exact["completion"]["image"]))  # (3, 32, 32)
         distances = ((pairs32.images[:n] - picture[None]) ** 2).flatten(1).mean(1)  # (n,)
         completion_hits += int(distances.argmin()) == i
-        half = client.post("/v1/memories/pcp/lookup", files={"image": ("c.png", rgba_png(pairs32.images[i], known))})
+        half = client.post(
+            "/v1/memories/pcp/lookup", files={"image": ("c.png", rgba_png(pairs32.images[i], known))}
+        )
         assert half.status_code == 200, half.json()
         caption_hits += half.json()["captions"][0]["id"] == pairs32.ids[i]
     assert para_hits >= n - 1, para_hits

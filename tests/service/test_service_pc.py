@@ -17,8 +17,10 @@ CONFIG = {"sizes": [64, 256, 784], "epochs": 80}
 
 
 def _store(client, name: str, images: torch.Tensor, start: int = 0) -> None:
-    r = client.post(f"/v1/memories/{name}/patterns", json={"patterns": [
-        {"id": f"f{start + i}", "image": png_b64(img)} for i, img in enumerate(images)]})
+    r = client.post(
+        f"/v1/memories/{name}/patterns",
+        json={"patterns": [{"id": f"f{start + i}", "image": png_b64(img)} for i, img in enumerate(images)]},
+    )
     assert r.status_code == 201, r.json()
 
 
@@ -29,8 +31,12 @@ def _state(client, name: str) -> dict:
 @pytest.fixture
 def trained(make_client, fashion):
     client = make_client()
-    assert client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
-                                              "config": CONFIG}).status_code == 201
+    assert (
+        client.post(
+            "/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28], "config": CONFIG}
+        ).status_code
+        == 201
+    )
     _store(client, "pc", fashion[:N])
     assert _state(client, "pc")["state"] == "untrained"
     r = client.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[0])})
@@ -56,8 +62,10 @@ def test_trained_memory_recalls_noisy_and_partial_cues(trained, fashion):
         assert r.status_code == 200 and r.json()["state"] == "ready"
         noisy_ok += r.json()["matches"][0]["id"] == f"f{i}"
         known = [True] * 392 + [False] * 392  # top half
-        r = trained.post("/v1/memories/pc/retrieve", json={"vector": vectors[i].tolist(), "mask": known,
-                                                           "include_vector": True})
+        r = trained.post(
+            "/v1/memories/pc/retrieve",
+            json={"vector": vectors[i].tolist(), "mask": known, "include_vector": True},
+        )
         out = torch.tensor(r.json()["pattern"]["vector"])
         assert torch.equal(out[:392], vectors[i][:392])  # known entries come back as given
         half_ok += r.json()["matches"][0]["id"] == f"f{i}"
@@ -71,10 +79,17 @@ def test_concurrent_recalls_are_batched_and_each_gets_its_answer_alone(make_clie
     settles after one round (it moves by 2e-5, a strongly noisy one by 0.1), and when F
     stopped batch-wide it was held back for the others' rounds (1.7e-2 from its answer alone)."""
     client = make_client(recall_batch_max=64, recall_batch_wait_ms=300)
-    assert client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
-                                              "config": {**CONFIG, "recall_tol": 1e-4}}).status_code == 201
+    assert (
+        client.post(
+            "/v1/memories",
+            json={"name": "pc", "kind": "pc", "shape": [1, 28, 28], "config": {**CONFIG, "recall_tol": 1e-4}},
+        ).status_code
+        == 201
+    )
     _store(client, "pc", fashion[:N])
-    assert wait_job(client, client.post("/v1/memories/pc/train", json={}).json()["id"])["status"] == "succeeded"
+    assert (
+        wait_job(client, client.post("/v1/memories/pc/train", json={}).json()["id"])["status"] == "succeeded"
+    )
     vectors = flatten(fashion[:N])
     gen = torch.Generator().manual_seed(1)
     half = [True] * 392 + [False] * 392
@@ -95,22 +110,30 @@ def test_concurrent_recalls_are_batched_and_each_gets_its_answer_alone(make_clie
 
     with ThreadPoolExecutor(len(asks)) as pool:
         together = list(pool.map(ask, asks))
-    samples = {line.split(" ")[0]: float(line.split(" ")[1])
-               for line in client.get("/metrics").text.splitlines() if line.startswith("ams_recall_batch_size")}
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("ams_recall_batch_size")
+    }
     assert samples['ams_recall_batch_size_sum{kind="pc"}'] == len(asks)
     assert samples['ams_recall_batch_size_count{kind="pc"}'] < len(asks) / 2
     for body, got in zip(asks, together, strict=True):
         alone = ask(body, wait=False)
         assert [m["id"] for m in got["matches"]] == [m["id"] for m in alone["matches"]]
         # float32 rounding differs between batch sizes (measured up to 6.1e-6)
-        torch.testing.assert_close(torch.tensor(got["pattern"]["vector"]), torch.tensor(alone["pattern"]["vector"]),
-                                   rtol=0, atol=5e-5)
+        torch.testing.assert_close(
+            torch.tensor(got["pattern"]["vector"]),
+            torch.tensor(alone["pattern"]["vector"]),
+            rtol=0,
+            atol=5e-5,
+        )
         assert got["energy"] == pytest.approx(alone["energy"], rel=1e-3, abs=1e-4)
 
 
 def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, make_client, fashion, tmp_path):
-    before = trained.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]),
-                                                            "include_vector": True}).json()
+    before = trained.post(
+        "/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]), "include_vector": True}
+    ).json()
     _store(trained, "pc", fashion[N : N + 4], start=N)
     details = _state(trained, "pc")
     assert details["state"] == "stale" and details["trained_count"] == N and details["count"] == N + 4
@@ -118,9 +141,12 @@ def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, mak
     again = make_client()
     details = _state(again, "pc")
     assert details["state"] == "stale" and details["trained_count"] == N  # the checkpoint was reloaded
-    after = again.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]), "include_vector": True}).json()
-    assert torch.allclose(torch.tensor(after["pattern"]["vector"]), torch.tensor(before["pattern"]["vector"]),
-                          atol=1e-5)  # the same model, restored
+    after = again.post(
+        "/v1/memories/pc/retrieve", json={"image": png_b64(fashion[3]), "include_vector": True}
+    ).json()
+    assert torch.allclose(
+        torch.tensor(after["pattern"]["vector"]), torch.tensor(before["pattern"]["vector"]), atol=1e-5
+    )  # the same model, restored
     job = wait_job(again, again.post("/v1/memories/pc/train", json={"epochs": 5}).json()["id"])
     assert job["status"] == "succeeded" and job["epochs"] == 5
     details = _state(again, "pc")
@@ -131,8 +157,15 @@ def test_state_goes_stale_survives_restart_and_retraining_refreshes(trained, mak
 
 def test_cancelled_training_changes_nothing_and_one_job_at_a_time(make_client, fashion):
     client = make_client()
-    client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
-                                      "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0}})
+    client.post(
+        "/v1/memories",
+        json={
+            "name": "pc",
+            "kind": "pc",
+            "shape": [1, 28, 28],
+            "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0},
+        },
+    )
     _store(client, "pc", fashion[:N])
     job = client.post("/v1/memories/pc/train", json={}).json()
     second = client.post("/v1/memories/pc/train", json={})
@@ -144,8 +177,15 @@ def test_cancelled_training_changes_nothing_and_one_job_at_a_time(make_client, f
 
 def test_deleting_a_memory_while_it_trains(make_client, fashion, tmp_path):
     client = make_client()
-    client.post("/v1/memories", json={"name": "pc", "kind": "pc", "shape": [1, 28, 28],
-                                      "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0}})
+    client.post(
+        "/v1/memories",
+        json={
+            "name": "pc",
+            "kind": "pc",
+            "shape": [1, 28, 28],
+            "config": {**CONFIG, "epochs": 5000, "stop_energy": 0.0},
+        },
+    )
     _store(client, "pc", fashion[:N])
     job = client.post("/v1/memories/pc/train", json={}).json()
     assert client.delete("/v1/memories/pc").status_code == 204
@@ -156,10 +196,14 @@ def test_deleting_a_memory_while_it_trains(make_client, fashion, tmp_path):
 
 def test_pc_config_is_checked(client):
     def create(config):
-        return client.post("/v1/memories", json={"name": "x", "kind": "pc", "shape": [1, 28, 28], "config": config})
+        return client.post(
+            "/v1/memories", json={"name": "x", "kind": "pc", "shape": [1, 28, 28], "config": config}
+        )
 
     r = create({"sizes": [64, 100]})
-    assert r.status_code == 422 and error_code(r) == "invalid_config" and "784" in r.json()["error"]["message"]
+    assert (
+        r.status_code == 422 and error_code(r) == "invalid_config" and "784" in r.json()["error"]["message"]
+    )
     r = create({"beta": 3})
     assert r.status_code == 422 and error_code(r) == "invalid_config"
     r = create({"epochs": 0})
@@ -172,7 +216,9 @@ def test_pc_config_is_checked(client):
     assert "pc" in info["kinds"] and info["default_configs"]["pc"]["sizes"][-1] == "D"
     ok = create({})
     assert ok.status_code == 201 and ok.json()["config"]["sizes"] == [256, 512, 784]
-    text = client.post("/v1/memories", json={"name": "t", "kind": "pc", "shape": [4], "text": True, "config": {}})
+    text = client.post(
+        "/v1/memories", json={"name": "t", "kind": "pc", "shape": [4], "text": True, "config": {}}
+    )
     assert text.status_code == 201 and text.json()["config"]["sizes"][-1] == 4 + 384
 
 
@@ -180,8 +226,9 @@ def test_pcgraph_kind_trains_and_recalls(make_client, fashion, tmp_path):
     """Kind pcgraph: the same store / train / recall cycle, on a fully connected graph."""
     client = make_client()
     config = {"hidden": 64, "topology": "fully_connected", "epochs": 50, "batch_size": 16, "lr": 3e-3}
-    created = client.post("/v1/memories", json={"name": "g", "kind": "pcgraph", "shape": [1, 28, 28],
-                                                "config": config})
+    created = client.post(
+        "/v1/memories", json={"name": "g", "kind": "pcgraph", "shape": [1, 28, 28], "config": config}
+    )
     assert created.status_code == 201 and created.json()["state"] == "untrained"
     _store(client, "g", fashion[:N])
     job = wait_job(client, client.post("/v1/memories/g/train", json={}).json()["id"])
@@ -191,8 +238,10 @@ def test_pcgraph_kind_trains_and_recalls(make_client, fashion, tmp_path):
     known = [True] * 392 + [False] * 392
     hits = 0
     for i in range(N):
-        r = client.post("/v1/memories/g/retrieve", json={"vector": vectors[i].tolist(), "mask": known,
-                                                         "include_vector": True}).json()
+        r = client.post(
+            "/v1/memories/g/retrieve",
+            json={"vector": vectors[i].tolist(), "mask": known, "include_vector": True},
+        ).json()
         assert torch.equal(torch.tensor(r["pattern"]["vector"])[:392], vectors[i][:392])
         hits += r["matches"][0]["id"] == f"f{i}"
     assert hits >= 0.9 * N

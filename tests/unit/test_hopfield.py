@@ -16,7 +16,13 @@ from memory_core import (
 )
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector
 
-SEPS = {"identity": {}, "softmax": {"beta": 0.05}, "polynomial": {"n": 3.0}, "max": {}, "topk": {"k": 4, "beta": 0.1}}
+SEPS = {
+    "identity": {},
+    "softmax": {"beta": 0.05},
+    "polynomial": {"n": 3.0},
+    "max": {},
+    "topk": {"k": 4, "beta": 0.1},
+}
 
 
 # --- equivalence: chunked == dense ------------------------------------------------------------
@@ -113,8 +119,9 @@ def test_energy_of_softmax_dot_decreases_under_iteration(fashion_vectors):
     """Ramsauer's energy never increases along the iterated update, on real noisy cues."""
     m = modern_hopfield(beta=0.002, device="cpu", dtype=torch.float64)
     m.store(fashion_vectors[:500].double())
-    state = fashion_vectors[:64].double() + 0.3 * torch.randn(64, 784, generator=torch.Generator().manual_seed(1),
-                                                               dtype=torch.float64)
+    state = fashion_vectors[:64].double() + 0.3 * torch.randn(
+        64, 784, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     energies = [m.energy(state)]
     for _ in range(8):
         state = m.retrieve(state)
@@ -258,7 +265,9 @@ def test_classical_capacity_falls_off_near_0_14_d():
     assert curve[0.05] == 1.0
     assert curve[0.10] > 0.99
     assert curve[0.20] < 0.95 and curve[0.30] < 0.85
-    assert all(curve[a] >= curve[b] - 0.01 for a, b in [(0.05, 0.10), (0.10, 0.14), (0.14, 0.20), (0.20, 0.30)])
+    assert all(
+        curve[a] >= curve[b] - 0.01 for a, b in [(0.05, 0.10), (0.10, 0.14), (0.14, 0.20), (0.20, 0.30)]
+    )
 
 
 # --- sparse distributed memory (Kanerva 1988) ------------------------------------------------

@@ -167,8 +167,10 @@ def test_energy_falls_during_inference(stored, patches):
     noisy = x + 0.2 * torch.randn(32, 3072, generator=torch.Generator().manual_seed(4))
     known = pixel_mask_to_vector(bottom_half_unknown(32, 32), 3).expand_as(x).to(x.dtype)
     # (The noisy cues keep their noise's energy, about 0.04 * 3072 / 2 = 61 of 158.)
-    cases = [(noisy, None, cfg.recall_steps, cfg.infer_lr, cfg.momentum, 0.5),
-             (x * known, known, 300, cfg.complete_lr, cfg.complete_momentum, 0.01)]
+    cases = [
+        (noisy, None, cfg.recall_steps, cfg.infer_lr, cfg.momentum, 0.5),
+        (x * known, known, 300, cfg.complete_lr, cfg.complete_momentum, 0.01),
+    ]
     for cue, mask, steps, lr, momentum, fall in cases:
         pc.restarts = pc.backtracks = 0
         trace: list[float] = []
@@ -217,7 +219,9 @@ def test_conjugate_gradients_stop_once_the_outputs_settle(stored, patches):
     known = pixel_mask_to_vector(pix, 3).expand_as(x).to(x.dtype)
     pi = pc._partial_pi(cfg.complete_pi, known)
     stopped: list[float] = []
-    out = pc._predict(pc._relax_cg(x * known, known, cfg.complete_steps, pi, trace=stopped, tol=cfg.complete_tol))
+    out = pc._predict(
+        pc._relax_cg(x * known, known, cfg.complete_steps, pi, trace=stopped, tol=cfg.complete_tol)
+    )
     used = len(stopped) - 1
     assert used % 25 == 0 and used < cfg.complete_steps
     full: list[float] = []
@@ -277,8 +281,9 @@ def test_recall_keeps_the_weights_products_until_a_weight_changes(stored, patche
     # answers are those computed afresh (the direct message, as the old default took for
     # one cue), and a weight written in place or replaced is seen by the next recall.
     pc = float64_copy(stored[0])
-    cue = patches[:2].double() + 0.2 * torch.randn(2, 3072, generator=torch.Generator().manual_seed(2),
-                                                   dtype=torch.float64)
+    cue = patches[:2].double() + 0.2 * torch.randn(
+        2, 3072, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     first = pc.retrieve(cue)
     kept = pc._recall_cache[3]
     assert kept is not None and pc.retrieve(cue).equal(first) and pc._recall_cache[3] is kept
@@ -389,8 +394,9 @@ def test_fit_stops_early_once_the_energy_is_low(small):
 def test_fit_anneals_the_weight_rate_before_stopping_early(small):
     pc = quick(stop_energy=1e9)  # met after the first epoch
     cfg, rates = pc.config, []
-    history = pc.fit(small, epochs=100, progress=False,
-                     callback=lambda info: rates.append(pc._opt.param_groups[0]["lr"]))
+    history = pc.fit(
+        small, epochs=100, progress=False, callback=lambda info: rates.append(pc._opt.param_groups[0]["lr"])
+    )
     assert history.stopped == "energy" and len(history) == 1 + cfg.stop_anneal
     assert rates[0] == cfg.weight_lr  # the first epoch ran at the schedule's start
     assert all(a > b for a, b in itertools.pairwise(rates))  # then it falls every epoch
@@ -402,8 +408,9 @@ def test_fit_anneals_the_weight_rate_before_stopping_early(small):
 def test_fit_restarts_the_weight_rate_every_cycle(small):
     pc = quick(cycles=2, stop_energy=1e9, stop_anneal=0)  # the energy is met at once
     cfg, rates = pc.config, []
-    history = pc.fit(small, epochs=10, progress=False,
-                     callback=lambda info: rates.append(pc._opt.param_groups[0]["lr"]))
+    history = pc.fit(
+        small, epochs=10, progress=False, callback=lambda info: rates.append(pc._opt.param_groups[0]["lr"])
+    )
     # only the last cycle may stop early: the first runs whole, the second stops at once
     assert len(history) == 6 and history.stopped == "energy"
     assert rates[0] == rates[5] == cfg.weight_lr  # each cycle starts at the top
@@ -482,14 +489,20 @@ def test_load_refuses_other_files(tmp_path):
         PCMemory.load(bad)
 
 
-@pytest.mark.parametrize("edit, error", [
-    (lambda t: t.pop("b2"), r"lacks tensors \['b2'\]"),
-    (lambda t: t.update(prior_mean=torch.zeros(17)), r"prior_mean has shape \(17,\), the config needs \(16,\)"),
-    (lambda t: t.update(W1=torch.zeros(32, 17)), r"W1 has shape \(32, 17\)"),
-    (lambda t: t.update({"adam.W2.v": torch.zeros(3)}), r"adam.W2.v has shape \(3,\)"),
-    (lambda t: t.update({"adam.W9.m": torch.zeros(3)}), r"does not know: \['adam.W9.m'\]"),
-    (lambda t: t.update(extra=torch.zeros(1)), r"does not know: \['extra'\]"),
-])
+@pytest.mark.parametrize(
+    "edit, error",
+    [
+        (lambda t: t.pop("b2"), r"lacks tensors \['b2'\]"),
+        (
+            lambda t: t.update(prior_mean=torch.zeros(17)),
+            r"prior_mean has shape \(17,\), the config needs \(16,\)",
+        ),
+        (lambda t: t.update(W1=torch.zeros(32, 17)), r"W1 has shape \(32, 17\)"),
+        (lambda t: t.update({"adam.W2.v": torch.zeros(3)}), r"adam.W2.v has shape \(3,\)"),
+        (lambda t: t.update({"adam.W9.m": torch.zeros(3)}), r"does not know: \['adam.W9.m'\]"),
+        (lambda t: t.update(extra=torch.zeros(1)), r"does not know: \['extra'\]"),
+    ],
+)
 def test_load_refuses_checkpoints_that_do_not_fit_the_config(tmp_path, small, edit, error):
     from safetensors.torch import save_file
 

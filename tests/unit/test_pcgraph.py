@@ -44,7 +44,12 @@ def data() -> dict[str, torch.Tensor]:
     """Digits as [64 pixels ; one-hot label] patterns: 1000 to train on, 797 held out."""
     images, labels = digits()
     patterns = torch.cat([flatten(images), F.one_hot(labels, CLASSES).float()], dim=1)  # (1797, 74)
-    return {"train": patterns[:1000], "test": patterns[1000:], "train_y": labels[:1000], "test_y": labels[1000:]}
+    return {
+        "train": patterns[:1000],
+        "test": patterns[1000:],
+        "train_y": labels[:1000],
+        "test_y": labels[1000:],
+    }
 
 
 def make(topology: str, **kw) -> PCGraph:
@@ -113,7 +118,9 @@ def test_inference_descends_the_energy_and_keeps_clamped_vertices(trained, data)
     cue = data["test"][:50]
     mask = image_known(50)
     for graph in (g, cold):
-        energies = [float(graph.state_energy(graph.infer(cue, mask, steps=s)).mean()) for s in (0, 1, 5, 20, 100)]
+        energies = [
+            float(graph.state_energy(graph.infer(cue, mask, steps=s)).mean()) for s in (0, 1, 5, 20, 100)
+        ]
         assert all(b < a for a, b in itertools.pairwise(energies)), energies
         if graph is cold:
             assert energies[-1] < 0.8 * energies[0]
@@ -175,8 +182,9 @@ def test_fully_connected_graph_denoises(trained, data):
 def test_fit_history_callback_and_determinism(data):
     seen = []
     g = make("layered")
-    history = g.fit(data["train"][:200], epochs=4, progress=False,
-                    callback=lambda r: seen.append(r) or r["epoch"] < 2)
+    history = g.fit(
+        data["train"][:200], epochs=4, progress=False, callback=lambda r: seen.append(r) or r["epoch"] < 2
+    )
     assert [r["epoch"] for r in history] == [1, 2] and history == seen  # stopped after epoch 2
     assert all(r["epochs"] == 4 and r["energy"] > 0 for r in history)
     same = make("layered")
@@ -218,7 +226,14 @@ def test_save_and_load_round_trip(trained, data, tmp_path):
 def test_configs_and_checkpoints_with_the_old_key_names_still_load(data, tmp_path):
     """PCGraphConfig took PCMemory's names for the same knobs; what was stored under the old
     ones (service configs, checkpoints) still loads, and the old keywords still work."""
-    old = {"dim": 5, "hidden": 7, "inference_steps": 9, "inference_lr": 0.05, "inference_momentum": 0.5, "lr": 1e-3}
+    old = {
+        "dim": 5,
+        "hidden": 7,
+        "inference_steps": 9,
+        "inference_lr": 0.05,
+        "inference_momentum": 0.5,
+        "lr": 1e-3,
+    }
     config = PCGraphConfig.from_dict(old)
     assert (config.train_steps, config.infer_lr, config.momentum, config.weight_lr) == (9, 0.05, 0.5, 1e-3)
     assert set(LEGACY_KEYS.values()) <= set(dataclasses.asdict(config))
@@ -249,7 +264,9 @@ def test_configs_and_checkpoints_with_the_old_key_names_still_load(data, tmp_pat
 
 def test_custom_topology_float64_and_to(data):
     adj = layered([DIM, 16], "both").to_sparse()  # cycles between the two layers
-    g = PCGraph(DIM, 16, "custom", adjacency=adj, weight_lr=3e-3, batch_size=100, device="cpu", dtype=torch.float64)
+    g = PCGraph(
+        DIM, 16, "custom", adjacency=adj, weight_lr=3e-3, batch_size=100, device="cpu", dtype=torch.float64
+    )
     g.fit(data["train"][:300], epochs=2, progress=False)
     assert g.weights.dtype == torch.float64 and float(g.weights[~g.adjacency].abs().max()) == 0.0
     out = g.to("cpu").retrieve(data["test"][:5].double(), image_known(5))

@@ -39,7 +39,7 @@ def test_polynomial_weights_are_normalised_powers(scores):
     assert torch.allclose(sep(dot, False), want / want.sum(1, keepdim=True), rtol=1e-4)
     # distances: w ~ (1/d)^3; the cues not stored have no zero distance
     d = -dist[2:]
-    want = d ** -3.0
+    want = d**-3.0
     assert torch.allclose(sep(dist[2:], True), want / want.sum(1, keepdim=True), rtol=1e-4)
 
 
@@ -55,7 +55,9 @@ def test_max_is_one_hot_at_argmax(scores):
     dist, _ = scores
     w = make_separation("max")(dist, True)
     assert torch.equal(w.argmax(1), dist.argmax(1))
-    assert torch.equal(w.sum(1), torch.ones(4)) and torch.equal((w > 0).sum(1), torch.ones(4, dtype=torch.long))
+    assert torch.equal(w.sum(1), torch.ones(4)) and torch.equal(
+        (w > 0).sum(1), torch.ones(4, dtype=torch.long)
+    )
 
 
 def test_topk_weights_k_best_with_softmax(scores):

@@ -78,7 +78,13 @@ def test_no_import_cycles(graph):
 def test_the_cycle_check_finds_a_cycle():
     """The check above can fail: a graph with a cycle of three and one of a module's own."""
     g = grimp.ImportGraph()
-    for importer, imported in [("p.a", "p.b"), ("p.b", "p.c"), ("p.c", "p.a"), ("p.d", "p.a"), ("p.e", "p.e")]:
+    for importer, imported in [
+        ("p.a", "p.b"),
+        ("p.b", "p.c"),
+        ("p.c", "p.a"),
+        ("p.d", "p.a"),
+        ("p.e", "p.e"),
+    ]:
         g.add_import(importer=importer, imported=imported)
     assert import_cycles(g) == [("p.a", "p.b", "p.c", "p.a"), ("p.e", "p.e")]
 
