@@ -154,6 +154,7 @@ def build(base: str, scratch: Path) -> dict:
     start = time.monotonic()
     tail: list[str] = []
     steps = cached = 0
+    began: list[tuple[float, str]] = []  # (seconds into the build, step) for every step
     BUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
     with (
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc,
@@ -167,7 +168,10 @@ def build(base: str, scratch: Path) -> dict:
             cached += line.startswith("--> Using cache")
             if re.match(r"\[\d+/\d+\] (STEP|COMMIT)", line):
                 log(f"build {stamped[:120]}")
+                began.append((time.monotonic() - start, " ".join(line.split())[:70]))
     build_s = time.monotonic() - start
+    # Where the time went: each step until the next began; the last span is podman's clean-up.
+    spans = [(step, round(end - at, 1)) for (at, step), (end, _) in zip(began, [*began[1:], (build_s, "")])]
     log(f"build log: {BUILD_LOG}")
     _expect(proc.returncode == 0, "podman build failed:\n" + "\n".join(tail))
     info = json.loads(podman("image", "inspect", IMAGE))[0]
@@ -181,6 +185,7 @@ def build(base: str, scratch: Path) -> dict:
         "seconds": round(build_s, 1),
         "steps": steps,
         "steps_from_cache": cached,
+        "slow_steps_s": {step: s for step, s in spans if s >= 5},
         "image": IMAGE,
         "image_id": info["Id"][:12],
         "size_bytes": info["Size"],
