@@ -8,7 +8,7 @@ PY := .venv/bin/python
 BENCH ?= bench_hopfield
 ARGS ?= --sizes 10000 --out results/tmp/bench_hopfield.json
 
-.PHONY: run test bench setup lint
+.PHONY: run test bench setup lint container-check
 run:
 	@scripts/setup.sh run
 	$(PY) -m app
@@ -28,3 +28,9 @@ lint:
 	@scripts/setup.sh test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The Docker image built and run for real with podman (scripts/container_check.sh):
+# results/container.json and the figures of results/container.md.
+container-check:
+	@scripts/setup.sh test
+	scripts/container_check.sh
