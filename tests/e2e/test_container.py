@@ -31,7 +31,7 @@ def _cannot_run() -> str | None:
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.container  # run by `make test-container` (its own CI step), not by `make test`
 @pytest.mark.timeout(1500)  # a cold machine builds the image from nothing (results/container.md)
 def test_image_builds_serves_keeps_data_and_stops_cleanly(tmp_path):
     reason = _cannot_run()
