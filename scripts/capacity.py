@@ -354,7 +354,8 @@ def run_paper_protocol(args) -> None:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     pools = {"mnist": load_pool("mnist")[0].double(), "fashion": load_pool("fashion")[0][:5000].double()}
-    rows = capacity_paper.experiments(pools)
+    only = None if args.paper_experiments is None else tuple(args.paper_experiments.split(","))
+    rows = capacity_paper.experiments(pools, only)
     print(capacity_paper.markdown(rows))
     out = (
         args.out
@@ -391,6 +392,11 @@ def main() -> None:
         choices=("project", "paper"),
         default="project",
         help="paper: Millidge et al.'s own protocol on MNIST and Fashion-MNIST (capacity_paper.py)",
+    )
+    parser.add_argument(
+        "--paper-experiments",
+        default=None,
+        help="with --protocol paper: only these, comma-separated (similarity, plain_noise, separation, noise, mask)",
     )
     args = parser.parse_args()
     if args.protocol == "paper":

@@ -133,7 +133,7 @@ def run_cell(block: Tensor, n: int, sim: str, separation: str, kind: str, level:
     return row
 
 
-def experiments(pools: dict[str, Tensor]) -> list[dict]:
+def experiments(pools: dict[str, Tensor], only: tuple[str, ...] | None = None) -> list[dict]:
     """The paper's four capacity experiments on each data set, 5 runs each.
 
     - similarity: N in SIZES, noise sigma 0.5, max separation, three similarities (and
@@ -141,7 +141,8 @@ def experiments(pools: dict[str, Tensor]) -> list[dict]:
     - separation: N in SIZES, halved images, manhattan, the nine separations;
     - noise: N = 100, sigma in SIGMAS, max separation;
     - mask: N = 50, a fraction of the rows zeroed, max separation.
-    The project's default runs on every similarity / noise / mask cell's cues as a row too."""
+    The project's default runs on every similarity / noise / mask cell's cues as a row too.
+    ``only``: run just these experiments (their names above; "plain_noise" the contrast)."""
     from tqdm.auto import tqdm
 
     jobs = []
@@ -153,7 +154,7 @@ def experiments(pools: dict[str, Tensor]) -> list[dict]:
                 for sim in ("euclidean", "manhattan", "dot")
             ]
             jobs += [
-                (data, run, "similarity, plain noise", n, sim, "max", "plain noise", 0.5)
+                (data, run, "plain_noise", n, sim, "max", "plain noise", 0.5)
                 for n in SIZES
                 for sim in ("euclidean", "manhattan", "dot")
             ]
@@ -172,6 +173,7 @@ def experiments(pools: dict[str, Tensor]) -> list[dict]:
                 for f in MASK_FRACTIONS
                 for sim in ("euclidean", "manhattan", "dot")
             ]
+    jobs = [j for j in jobs if only is None or j[2] in only]
     rows = []
     for data, run, experiment, n, sim, sep, kind, level in tqdm(jobs, desc="paper protocol", unit="cell"):
         block = pools[data][run * BLOCK : (run + 1) * BLOCK]
@@ -214,6 +216,8 @@ def experiments(pools: dict[str, Tensor]) -> list[dict]:
 def mean_table(rows: list[dict], experiment: str, x_key: str, key: str = "correct") -> str:
     """Markdown: mean (and spread over runs) of ``key`` per data set, config and x."""
     mine = [r for r in rows if r["experiment"] == experiment]
+    if not mine:
+        return "(not run)"
     xs = sorted({r[x_key] for r in mine})
     configs = list(dict.fromkeys((r["dataset"], r["similarity"], r["separation"]) for r in mine))
     lines = [
@@ -240,7 +244,7 @@ def markdown(rows: list[dict]) -> str:
     for experiment, x_key, title in (
         ("similarity", "n", "Capacity by similarity (noise |x + N(0, 0.5)| clipped, max separation)"),
         (
-            "similarity, plain noise",
+            "plain_noise",
             "n",
             "The same with zero-mean noise of std 0.5, not clipped (not the paper's)",
         ),
