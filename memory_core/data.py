@@ -209,17 +209,23 @@ def _cache_dir() -> Path:
 @lru_cache(maxsize=4)
 def _all_patches(size: int) -> np.ndarray:
     """All patches of one size, computed once per machine (about 15 s) and cached on disk."""
-    import hashlib
-
     import PIL
 
-    recipe = repr((size, PHOTO_NAMES, _PATCH_SCALES, _MIN_PATCH_STD, _MIN_PATCH_MSE, PIL.__version__, 2))
-    path = _cache_dir() / f"natural-patches-{size}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npy"
+    recipe = (size, PHOTO_NAMES, _PATCH_SCALES, _MIN_PATCH_STD, _MIN_PATCH_MSE, PIL.__version__, 2)
+    return _cached_pool("natural-patches", size, recipe, _cut_patches)
+
+
+def _cached_pool(name: str, size: int, recipe: tuple, cut) -> np.ndarray:
+    """``cut(size)`` (uint8 patches) as float32 in [0, 1], cached on disk under a hash of
+    ``recipe`` (what the patches depend on), written atomically."""
+    import hashlib
+
+    path = _cache_dir() / f"{name}-{size}-{hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]}.npy"
     try:
         return np.load(path).astype(np.float32) / 255.0
     except (OSError, ValueError):
         pass  # not cached yet (or unreadable): compute
-    pool = _cut_patches(size)  # uint8
+    pool = cut(size)  # uint8
     try:  # atomic: a reader never sees half a file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -327,37 +333,10 @@ def _cut_distinct(size: int) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _all_distinct(size: int) -> np.ndarray:
-    import hashlib
-
     import PIL
 
-    recipe = repr(
-        (
-            size,
-            PHOTO_NAMES,
-            _GREY_NAMES,
-            _DISTINCT_SCALES,
-            _DISTINCT_STD,
-            _DISTINCT_MIN_MSE,
-            PIL.__version__,
-            1,
-        )
-    )
-    path = _cache_dir() / f"distinct-patches-{size}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}.npy"
-    try:
-        return np.load(path).astype(np.float32) / 255.0
-    except (OSError, ValueError):
-        pass
-    pool = _cut_distinct(size)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, pool)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return pool.astype(np.float32) / 255.0
+    recipe = (size, PHOTO_NAMES, _GREY_NAMES, _DISTINCT_SCALES, _DISTINCT_STD, _DISTINCT_MIN_MSE, PIL.__version__, 1)
+    return _cached_pool("distinct-patches", size, recipe, _cut_distinct)
 
 
 def distinct_patches(size: int = 32, count: int | None = None) -> Tensor:
