@@ -40,7 +40,9 @@ SSE_matched <= (1 + ``noise_margin``) x that + ``fit_margin`` x (the stored set'
 fit MSE) x k, k the known entries. Measured on that model: stored patterns under noise of
 std 0.2 score 0.96-1.07 of the noise estimate (10th-90th percentile), unseen images
 1.25-1.89; a partial cue's known entries are exact, so there the fit margin decides.
-A cue that fails is taken for something not stored and gets the pure variant's
+The runner-up candidate must fail the same test: a cue that two stored patterns explain
+(a quarter of a Fashion-MNIST image is often mostly background) singles none out. A cue
+that fails is taken for something not stored and gets the pure variant's
 reconstruction (what a generative model offers for unseen images;
 results/pc_real_images.md). At strong noise (variance 0.2) an unseen image close to a
 stored one cannot always be told from it (unseen 1.05-1.23 there).
@@ -107,8 +109,11 @@ class IndexRecall:
             units of the codes' median neighbour distance.
         evidence: (B,) SSE_matched / ((1 + noise_margin) x the cue's estimated noise + fit
             allowance) on the cue's known entries: <= 1 passes the stored-pattern test.
-        stored: (B,) bool: the output is that stored pattern's reconstruction (else the
-            pure variant's reconstruction of something not stored).
+        runner_up: (B,) the same for the second-best candidate: > 1 makes the answer unique.
+        stored: (B,) bool: the output is that stored pattern's reconstruction: the cue
+            passes the test and its runner-up does not (else the pure variant's
+            reconstruction: something not stored, or a cue that several stored patterns
+            explain, as a quarter image often is).
         rounds: (B,) int64 rounds of F each cue took (1 for partial cues).
     """
 
@@ -116,6 +121,7 @@ class IndexRecall:
     nearest: Tensor
     distance: Tensor
     evidence: Tensor
+    runner_up: Tensor
     stored: Tensor
     rounds: Tensor
 
@@ -194,9 +200,10 @@ class PCIndex:
 
     def _separate(
         self, latents: list[Tensor], cue: Tensor, mask: Tensor | None
-    ) -> tuple[list[Tensor], Tensor, Tensor]:
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
         """The stored latent state a cue lands on: (its latents, its row (B,), the distance
-        (B,) of the cue's top latent to its code, in units of d_nn)."""
+        (B,) of the cue's top latent to its code in units of d_nn, and the known entries'
+        SSE (B, 2) at it and at the runner-up candidate (inf when there is none))."""
         k = min(self.config.candidates, len(self))
         scores, rows = self._lookup.search(latents[0], k=k)  # (B, k), euclidean: -distance
         known = None if mask is None else mask.to(cue.dtype)
@@ -204,9 +211,12 @@ class PCIndex:
         for j in range(k):  # one (B, D) candidate at a time: bounded memory at any batch
             err = cue - self.predictions[rows[:, j]]
             energy[:, j] = (err if known is None else err * known).square().sum(1)
-        pick = energy.argmin(1, keepdim=True)  # (B, 1)
+        best, order = energy.topk(min(2, k), dim=1, largest=False)  # (B, 2): the best two, lowest first
+        if k == 1:
+            best = torch.cat([best, torch.full_like(best, float("inf"))], dim=1)
+        pick = order[:, :1]
         nearest = rows.gather(1, pick)[:, 0]
-        return [c[nearest] for c in self.codes], nearest, -scores.gather(1, pick)[:, 0] / self.spacing
+        return [c[nearest] for c in self.codes], nearest, -scores.gather(1, pick)[:, 0] / self.spacing, best
 
     def _recall_noisy(self, cue: Tensor) -> IndexRecall:
         cfg = self.config
@@ -217,44 +227,44 @@ class PCIndex:
         for step in range(cfg.max_rounds):
             sub = current[active]
             latents = self.pc.infer_latents(sub)
-            matched, near, dist = self._separate(latents, sub, None)
+            matched, near, dist, sse = self._separate(latents, sub, None)
             out = self.pc.predict_sensory(matched)
             if step == 0:  # the cue itself: is it a stored pattern?
                 nearest, distance = near, dist
-                evidence = self._evidence(cue, None, out, self.pc.predict_sensory(latents))
+                evidence = self._evidence(cue, None, sse, self.pc.predict_sensory(latents))
             moving = (out - sub).square().mean(1) > cfg.tol
             current[active] = out
             rounds[active] += 1
             active = active[moving]
             if len(active) == 0:
                 break
-        stored = evidence <= 1.0
+        stored = (evidence[:, 0] <= 1.0) & (evidence[:, 1] > 1.0)
         far = (~stored).nonzero().squeeze(1)
         if len(far):  # not a stored pattern: the pure variant's reconstruction
             current[far] = self.pc.retrieve(cue[far])
-        return IndexRecall(current, nearest, distance, evidence, stored, rounds)
+        return IndexRecall(current, nearest, distance, evidence[:, 0], evidence[:, 1], stored, rounds)
 
     def _recall_partial(self, cue: Tensor, mask: Tensor) -> IndexRecall:
         latents = self.pc.infer_latents(cue, mask=mask)
-        matched, nearest, distance = self._separate(latents, cue, mask)
+        matched, nearest, distance, sse = self._separate(latents, cue, mask)
         pred, free = self.pc.predict_sensory(matched), self.pc.predict_sensory(latents)
-        evidence = self._evidence(cue, mask, pred, free)
-        stored = evidence <= 1.0
+        evidence = self._evidence(cue, mask, sse, free)
+        stored = (evidence[:, 0] <= 1.0) & (evidence[:, 1] > 1.0)
         out = torch.where(
             mask, cue, torch.where(stored.unsqueeze(1), pred, free)
         )  # free: completion's answer
         rounds = torch.ones(cue.shape[0], dtype=torch.long, device=cue.device)
-        return IndexRecall(out, nearest, distance, evidence, stored, rounds)
+        return IndexRecall(out, nearest, distance, evidence[:, 0], evidence[:, 1], stored, rounds)
 
-    def _evidence(self, cue: Tensor, mask: Tensor | None, matched: Tensor, free: Tensor) -> Tensor:
-        """(B,) SSE_matched / ((1 + noise_margin) SSE_free / (1 - absorbed) + fit_margin fit_mse k)
-        on the known entries: <= 1 passes the stored-pattern test."""
+    def _evidence(self, cue: Tensor, mask: Tensor | None, sse: Tensor, free: Tensor) -> Tensor:
+        """(B, 2) SSE / ((1 + noise_margin) SSE_free / (1 - absorbed) + fit_margin fit_mse k) on
+        the known entries, for the landed-on pattern and the runner-up (sse (B, 2)): <= 1
+        passes the stored-pattern test."""
         cfg = self.config
-        if cfg.noise_margin is None:
-            return torch.zeros(cue.shape[0], dtype=cue.dtype, device=cue.device)
+        if cfg.noise_margin is None:  # always the stored pattern
+            return torch.stack([torch.zeros_like(sse[:, 0]), torch.full_like(sse[:, 0], float("inf"))], dim=1)
         known = torch.ones_like(cue) if mask is None else mask.to(cue.dtype)
-        sse_matched = ((cue - matched) * known).square().sum(1)
         sse_free = ((cue - free) * known).square().sum(1)
-        allowance = cfg.fit_margin * self.fit_mse * known.sum(1)
         noise = sse_free / (1.0 - self.absorbed)  # the cue's noise, estimated
-        return sse_matched / ((1.0 + cfg.noise_margin) * noise + allowance).clamp_min(1e-30)
+        allowance = cfg.fit_margin * self.fit_mse * known.sum(1)
+        return sse / ((1.0 + cfg.noise_margin) * noise + allowance).clamp_min(1e-30).unsqueeze(1)

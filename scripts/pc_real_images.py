@@ -184,11 +184,14 @@ def run_setting(data: str, n: int, width: int, args) -> dict:
                 "distance_median": float(got.distance.median()),
                 "distance_q90": float(got.distance.quantile(0.9)),
                 "evidence_median": float(got.evidence.median()),
+                "runner_up_passes": float((got.runner_up <= 1).float().mean()),
                 "evidence_q10_q90": [float(got.evidence.quantile(0.1)), float(got.evidence.quantile(0.9))],
                 "rounds_max": int(got.rounds.max()),
             }
             if group == "stored":
-                cell["index"]["nearest_right"] = float((got.nearest.cpu() == sample).float().mean())
+                right = got.nearest.cpu() == sample
+                cell["index"]["nearest_right"] = float(right.float().mean())
+                cell["index"]["called_stored_wrongly"] = float((got.stored.cpu() & ~right).float().mean())
             out, cell["hopfield s"] = timed(hopfield.retrieve, cue, mask=mask)
             cell["hopfield"] = summary(out, images, ok)
             row[group][name] = cell

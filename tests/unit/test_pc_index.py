@@ -91,3 +91,21 @@ def test_the_index_refuses_what_it_cannot_do(fashion_vectors):
         PCIndexConfig(candidates=0)
     with pytest.raises(ValueError):
         PCIndex(pc).build(fashion_vectors[:10, :100])  # wrong dimension
+
+
+def test_a_cue_that_several_stored_patterns_explain_is_not_called_stored(fit):
+    """A quarter of a Fashion-MNIST image is often mostly background: several stored images
+    explain it. The index must not claim one of them (its runner-up passes the test too);
+    such cues get the pure completion."""
+    pc, index, stored = fit
+    pix = torch.zeros(28, 28, dtype=torch.bool)
+    pix[:7] = True
+    x = stored[:100]
+    mask = pixel_mask_to_vector(pix, 1).expand(len(x), -1)
+    cue = torch.where(mask, x, torch.zeros(()))
+    got = index.recall(cue, mask=mask)
+    wrongly = got.stored & (got.nearest != torch.arange(len(x)))
+    assert float(wrongly.float().mean()) <= 0.05
+    unsure = ~got.stored
+    assert bool(unsure.any()) and bool((got.runner_up[unsure & (got.evidence <= 1)] <= 1).all())
+    assert torch.allclose(got.output[unsure], pc.retrieve(cue[unsure], mask=mask[unsure]), atol=1e-5)
