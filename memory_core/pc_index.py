@@ -40,10 +40,10 @@ SSE_matched <= (1 + ``noise_margin``) x that + ``fit_margin`` x (the stored set'
 fit MSE) x k, k the known entries. Measured on that model: stored patterns under noise of
 std 0.2 score 0.96-1.07 of the noise estimate (10th-90th percentile), unseen images
 1.25-1.89; a partial cue's known entries are exact, so there the fit margin decides.
-The runner-up candidate must fail the same test: a cue that two stored patterns explain
-(a quarter of a Fashion-MNIST image is often mostly background) singles none out. A cue
-that fails is taken for something not stored and gets the pure variant's
-reconstruction (what a generative model offers for unseen images;
+When the runner-up candidate passes the test too, two stored patterns explain the cue
+(a quarter of a Fashion-MNIST image is often mostly background, two near-copies under
+strong noise): the answer is still the better one, flagged not ``unique``. A cue that
+fails is taken for something not stored and gets the pure variant's reconstruction (what a generative model offers for unseen images;
 results/pc_real_images.md). At strong noise (variance 0.2) an unseen image close to a
 stored one cannot always be told from it (unseen 1.05-1.23 there).
 """
@@ -109,11 +109,11 @@ class IndexRecall:
             units of the codes' median neighbour distance.
         evidence: (B,) SSE_matched / ((1 + noise_margin) x the cue's estimated noise + fit
             allowance) on the cue's known entries: <= 1 passes the stored-pattern test.
-        runner_up: (B,) the same for the second-best candidate: > 1 makes the answer unique.
-        stored: (B,) bool: the output is that stored pattern's reconstruction: the cue
-            passes the test and its runner-up does not (else the pure variant's
-            reconstruction: something not stored, or a cue that several stored patterns
-            explain, as a quarter image often is).
+        runner_up: (B,) the same for the second-best candidate.
+        stored: (B,) bool: the output is that stored pattern's reconstruction (the cue
+            passes the test; else the pure variant's reconstruction of something not stored).
+        unique: (B,) bool: stored, and the runner-up fails the test: no other stored
+            pattern explains the cue (a quarter of an image often does not single one out).
         rounds: (B,) int64 rounds of F each cue took (1 for partial cues).
     """
 
@@ -123,6 +123,7 @@ class IndexRecall:
     evidence: Tensor
     runner_up: Tensor
     stored: Tensor
+    unique: Tensor
     rounds: Tensor
 
 
@@ -238,23 +239,25 @@ class PCIndex:
             active = active[moving]
             if len(active) == 0:
                 break
-        stored = (evidence[:, 0] <= 1.0) & (evidence[:, 1] > 1.0)
+        stored = evidence[:, 0] <= 1.0
         far = (~stored).nonzero().squeeze(1)
         if len(far):  # not a stored pattern: the pure variant's reconstruction
             current[far] = self.pc.retrieve(cue[far])
-        return IndexRecall(current, nearest, distance, evidence[:, 0], evidence[:, 1], stored, rounds)
+        unique = stored & (evidence[:, 1] > 1.0)
+        return IndexRecall(current, nearest, distance, evidence[:, 0], evidence[:, 1], stored, unique, rounds)
 
     def _recall_partial(self, cue: Tensor, mask: Tensor) -> IndexRecall:
         latents = self.pc.infer_latents(cue, mask=mask)
         matched, nearest, distance, sse = self._separate(latents, cue, mask)
         pred, free = self.pc.predict_sensory(matched), self.pc.predict_sensory(latents)
         evidence = self._evidence(cue, mask, sse, free)
-        stored = (evidence[:, 0] <= 1.0) & (evidence[:, 1] > 1.0)
+        stored = evidence[:, 0] <= 1.0
         out = torch.where(
             mask, cue, torch.where(stored.unsqueeze(1), pred, free)
         )  # free: completion's answer
         rounds = torch.ones(cue.shape[0], dtype=torch.long, device=cue.device)
-        return IndexRecall(out, nearest, distance, evidence[:, 0], evidence[:, 1], stored, rounds)
+        unique = stored & (evidence[:, 1] > 1.0)
+        return IndexRecall(out, nearest, distance, evidence[:, 0], evidence[:, 1], stored, unique, rounds)
 
     def _evidence(self, cue: Tensor, mask: Tensor | None, sse: Tensor, free: Tensor) -> Tensor:
         """(B, 2) SSE / ((1 + noise_margin) SSE_free / (1 - absorbed) + fit_margin fit_mse k) on

@@ -184,7 +184,7 @@ def run_setting(data: str, n: int, width: int, args) -> dict:
                 "distance_median": float(got.distance.median()),
                 "distance_q90": float(got.distance.quantile(0.9)),
                 "evidence_median": float(got.evidence.median()),
-                "runner_up_passes": float((got.runner_up <= 1).float().mean()),
+                "called_unique": float(got.unique.float().mean()),
                 "evidence_q10_q90": [float(got.evidence.quantile(0.1)), float(got.evidence.quantile(0.9))],
                 "rounds_max": int(got.rounds.max()),
             }
@@ -192,6 +192,7 @@ def run_setting(data: str, n: int, width: int, args) -> dict:
                 right = got.nearest.cpu() == sample
                 cell["index"]["nearest_right"] = float(right.float().mean())
                 cell["index"]["called_stored_wrongly"] = float((got.stored.cpu() & ~right).float().mean())
+                cell["index"]["called_unique_wrongly"] = float((got.unique.cpu() & ~right).float().mean())
             out, cell["hopfield s"] = timed(hopfield.retrieve, cue, mask=mask)
             cell["hopfield"] = summary(out, images, ok)
             row[group][name] = cell
