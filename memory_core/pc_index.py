@@ -36,8 +36,8 @@ white noise? The free reconstruction (the pure variant's prediction from the sam
 latents) absorbs a fraction ``absorbed`` of white noise, measured at ``build`` on noisy
 copies of stored patterns (44% for 1000 Fashion-MNIST images, width 1024), so
 SSE_free / (1 - absorbed) estimates the cue's noise; the test passes when
-SSE_matched <= (1 + ``noise_margin``) x that + ``fit_margin`` x (the stored set's median
-fit MSE) x k, k the known entries. Measured on that model: stored patterns under noise of
+SSE_matched <= (1 + ``noise_margin``) x that + ``fit_margin`` x (that pattern's own fit
+MSE) x k, k the known entries. Measured on that model: stored patterns under noise of
 std 0.2 score 0.96-1.07 of the noise estimate (10th-90th percentile), unseen images
 1.25-1.89; a partial cue's known entries are exact, so there the fit margin decides.
 When the runner-up candidate passes the test too, two stored patterns explain the cue
@@ -70,7 +70,7 @@ class PCIndexConfig:
         candidates: stored codes, nearest the cue's top latent, whose energy is compared.
         noise_margin, fit_margin: the stored-pattern test (module docstring): the matched
             prediction's SSE on the known entries may exceed the cue's estimated noise by
-            this fraction, plus this many times the stored set's median fit MSE per entry.
+            this fraction, plus this many times that stored pattern's own fit MSE per entry.
             ``noise_margin=None``: always the stored pattern (a pure lookup memory).
         calibration_std: the white noise ``build`` measures the absorbed fraction with.
         max_rounds: at most this many rounds of F for a whole (noisy) cue.
@@ -145,6 +145,7 @@ class PCIndex:
         self.codes: list[Tensor] | None = None  # per latent layer: (N, n_l)
         self.spacing = 1.0  # d_nn: median distance from a top code to its nearest other code
         self.fit_mse = 0.0  # median MSE between a stored pattern and its code's prediction
+        self.fit_errors: Tensor | None = None  # (N,) each stored pattern's own fit MSE
         self.predictions: Tensor | None = None  # (N, D) the network's prediction from each code
         self.absorbed = 0.0  # fraction of white noise the free reconstruction absorbs
         self._lookup: UniversalHopfield | None = None
@@ -166,7 +167,8 @@ class PCIndex:
         self.codes = [torch.cat(layer) for layer in zip(*parts, strict=True)]
         top = self.codes[0]
         self.predictions = self.pc.predict_sensory(self.codes)
-        self.fit_mse = float((self.predictions - patterns).square().mean(1).median())
+        self.fit_errors = (self.predictions - patterns).square().mean(1)
+        self.fit_mse = float(self.fit_errors.median())
         if len(top) > 1:
             d = torch.cdist(top, top)
             d.fill_diagonal_(float("inf"))
@@ -201,10 +203,11 @@ class PCIndex:
 
     def _separate(
         self, latents: list[Tensor], cue: Tensor, mask: Tensor | None
-    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    ) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor]:
         """The stored latent state a cue lands on: (its latents, its row (B,), the distance
         (B,) of the cue's top latent to its code in units of d_nn, and the known entries'
-        SSE (B, 2) at it and at the runner-up candidate (inf when there is none))."""
+        SSE (B, 2) at it and at the runner-up candidate (inf when there is none), and those
+        two candidates' rows (B, 2))."""
         k = min(self.config.candidates, len(self))
         scores, rows = self._lookup.search(latents[0], k=k)  # (B, k), euclidean: -distance
         known = None if mask is None else mask.to(cue.dtype)
@@ -213,11 +216,19 @@ class PCIndex:
             err = cue - self.predictions[rows[:, j]]
             energy[:, j] = (err if known is None else err * known).square().sum(1)
         best, order = energy.topk(min(2, k), dim=1, largest=False)  # (B, 2): the best two, lowest first
+        two = rows.gather(1, order)
         if k == 1:
             best = torch.cat([best, torch.full_like(best, float("inf"))], dim=1)
+            two = torch.cat([two, two], dim=1)
         pick = order[:, :1]
-        nearest = rows.gather(1, pick)[:, 0]
-        return [c[nearest] for c in self.codes], nearest, -scores.gather(1, pick)[:, 0] / self.spacing, best
+        nearest = two[:, 0]
+        return (
+            [c[nearest] for c in self.codes],
+            nearest,
+            -scores.gather(1, pick)[:, 0] / self.spacing,
+            best,
+            two,
+        )
 
     def _recall_noisy(self, cue: Tensor) -> IndexRecall:
         cfg = self.config
@@ -228,11 +239,11 @@ class PCIndex:
         for step in range(cfg.max_rounds):
             sub = current[active]
             latents = self.pc.infer_latents(sub)
-            matched, near, dist, sse = self._separate(latents, sub, None)
+            matched, near, dist, sse, two = self._separate(latents, sub, None)
             out = self.pc.predict_sensory(matched)
             if step == 0:  # the cue itself: is it a stored pattern?
                 nearest, distance = near, dist
-                evidence = self._evidence(cue, None, sse, self.pc.predict_sensory(latents))
+                evidence = self._evidence(cue, None, sse, two, self.pc.predict_sensory(latents))
             moving = (out - sub).square().mean(1) > cfg.tol
             current[active] = out
             rounds[active] += 1
@@ -248,9 +259,9 @@ class PCIndex:
 
     def _recall_partial(self, cue: Tensor, mask: Tensor) -> IndexRecall:
         latents = self.pc.infer_latents(cue, mask=mask)
-        matched, nearest, distance, sse = self._separate(latents, cue, mask)
+        matched, nearest, distance, sse, two = self._separate(latents, cue, mask)
         pred, free = self.pc.predict_sensory(matched), self.pc.predict_sensory(latents)
-        evidence = self._evidence(cue, mask, sse, free)
+        evidence = self._evidence(cue, mask, sse, two, free)
         stored = evidence[:, 0] <= 1.0
         out = torch.where(
             mask, cue, torch.where(stored.unsqueeze(1), pred, free)
@@ -259,15 +270,15 @@ class PCIndex:
         unique = stored & (evidence[:, 1] > 1.0)
         return IndexRecall(out, nearest, distance, evidence[:, 0], evidence[:, 1], stored, unique, rounds)
 
-    def _evidence(self, cue: Tensor, mask: Tensor | None, sse: Tensor, free: Tensor) -> Tensor:
-        """(B, 2) SSE / ((1 + noise_margin) SSE_free / (1 - absorbed) + fit_margin fit_mse k) on
-        the known entries, for the landed-on pattern and the runner-up (sse (B, 2)): <= 1
-        passes the stored-pattern test."""
+    def _evidence(self, cue: Tensor, mask: Tensor | None, sse: Tensor, rows: Tensor, free: Tensor) -> Tensor:
+        """(B, 2) SSE / ((1 + noise_margin) SSE_free / (1 - absorbed) + fit_margin fit_i k) on
+        the known entries, for the landed-on pattern and the runner-up (sse and rows (B, 2);
+        fit_i is that pattern's own fit MSE): <= 1 passes the stored-pattern test."""
         cfg = self.config
         if cfg.noise_margin is None:  # always the stored pattern
             return torch.stack([torch.zeros_like(sse[:, 0]), torch.full_like(sse[:, 0], float("inf"))], dim=1)
         known = torch.ones_like(cue) if mask is None else mask.to(cue.dtype)
         sse_free = ((cue - free) * known).square().sum(1)
         noise = sse_free / (1.0 - self.absorbed)  # the cue's noise, estimated
-        allowance = cfg.fit_margin * self.fit_mse * known.sum(1)
-        return sse / ((1.0 + cfg.noise_margin) * noise + allowance).clamp_min(1e-30).unsqueeze(1)
+        allowance = cfg.fit_margin * self.fit_errors[rows] * known.sum(1, keepdim=True)  # (B, 2)
+        return sse / ((1.0 + cfg.noise_margin) * noise.unsqueeze(1) + allowance).clamp_min(1e-30)
