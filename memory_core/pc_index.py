@@ -79,7 +79,7 @@ class PCIndexConfig:
 
     candidates: int = 16
     noise_margin: float | None = 0.15
-    fit_margin: float = 4.0
+    fit_margin: float = 2.0
     calibration_std: float = 0.2
     max_rounds: int = 10
     tol: float = 1e-6
