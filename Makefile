@@ -1,8 +1,14 @@
 # The two commands of the README: `make run` starts the service, `make test` runs the tests.
-# Each does its own set-up first (scripts/setup.sh: fast when nothing changed).
+# Each does its own set-up first (scripts/setup.sh: fast when nothing changed); `make run`
+# installs only what serving needs, `make test` and `make bench` add their extras.
+# `make lint`: ruff's checks (pyproject.toml), its formatting, and complexity <= 15 in
+# memory_core and app; CI runs it before the tests.
 PY := .venv/bin/python
+# make bench BENCH=bench_pc ARGS="--threads 1": any scripts/<BENCH>.py with its arguments.
+BENCH ?= bench_hopfield
+ARGS ?= --sizes 10000 --out results/tmp/bench_hopfield.json
 
-.PHONY: run test setup
+.PHONY: run test bench setup lint
 run:
 	@scripts/setup.sh run
 	$(PY) -m app
@@ -11,5 +17,14 @@ test:
 	@scripts/setup.sh test
 	$(PY) -m pytest
 
+bench:
+	@scripts/setup.sh bench
+	$(PY) scripts/$(BENCH).py $(ARGS)
+
 setup:
 	@scripts/setup.sh test
+
+lint:
+	@scripts/setup.sh test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

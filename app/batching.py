@@ -41,7 +41,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 import torch
@@ -49,16 +49,16 @@ from torch import Tensor
 
 from memory_core import EmptyMemoryError
 
-from .kinds import CaptionLookup, LiveMemory, NotTrained, Recall, TextLookup
-
-if TYPE_CHECKING:
-    from .metrics import Metrics
+from .exceptions import NotTrained
+from .kinds import CaptionLookup, LiveMemory, Recall, TextLookup
+from .metrics import Metrics
 
 __all__ = ["Batcher", "Cue"]
 
 log = logging.getLogger("app.batching")
 
-# Errors that say something about the memory, not about one cue: every caller gets them.
+# Errors that say something about the memory, not about one cue: every caller gets them
+# (MemoryEmpty is an EmptyMemoryError too).
 _MEMORY_ERRORS = (EmptyMemoryError, NotTrained)
 
 T = TypeVar("T")

@@ -34,11 +34,12 @@ from memory_core.images import (
 )
 from memory_core.masks import pixel_mask_to_vector
 
-from .captions import with_captions
-from .errors import ApiError, clean_validation_errors
+from .errors import clean_validation_errors
+from .exceptions import ApiError
 from .schemas import ID_PATTERN, PatternIn
 from .settings import Settings
 from .storage import MemoryRecord, NewPattern
+from .text_memory import with_captions
 
 __all__ = [
     "RawPattern",

@@ -1,10 +1,11 @@
-"""The service's error shape and the handlers that give every 4xx that shape.
+"""The service's error shape, and the one place where errors become responses.
 
 Every error response is ``{"error": {"code": str, "message": str, "details": any}}``.
-``ApiError`` is raised by the service's own code; the handlers below translate
-FastAPI's validation errors and Starlette's HTTP errors (404 route, 405 method) to
-the same shape. Anything else is a bug: it is logged and answered with a 500 of the
-same shape.
+The service's own errors (``exceptions.ServiceError``: each carries its status and
+code) and memory_core's (``LIBRARY_ERRORS``) are answered by ``service_error_response``,
+which the app's handlers and the recall fast path share; the handlers also translate
+FastAPI's validation errors and Starlette's HTTP errors (404 route, 405 method) to the
+same shape. Anything else is a bug: it is logged and answered with a 500 of the same shape.
 """
 
 from __future__ import annotations
@@ -16,29 +17,33 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
-__all__ = ["ApiError", "clean_validation_errors", "error_response", "install_error_handlers"]
+from memory_core import EmptyMemoryError
+from memory_core.data import DatasetUnavailable
+from memory_core.text import TextEncoderUnavailable
+
+from .exceptions import ServiceError
+
+__all__ = [
+    "HANDLED_ERRORS",
+    "LIBRARY_ERRORS",
+    "clean_validation_errors",
+    "error_response",
+    "install_error_handlers",
+    "service_error_response",
+]
 
 log = logging.getLogger("app")
 
 
-class ApiError(Exception):
-    """An error with an HTTP status, a stable machine-readable code and a message for people.
-
-    Arguments:
-        status: HTTP status (4xx; 503 only while not ready).
-        code: stable snake_case code, e.g. "memory_not_found".
-        message: what was wrong, naming the offending input.
-        details: optional structured details (e.g. validation errors).
-        headers: extra response headers (e.g. WWW-Authenticate).
-    """
-
-    def __init__(
-        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
-        self.headers = headers
+# memory_core's errors that say something about the memory or the deployment, not a bug.
+LIBRARY_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    EmptyMemoryError: (409, "memory_empty"),
+    TextEncoderUnavailable: (501, "text_model_unavailable"),
+    DatasetUnavailable: (501, "dataset_unavailable"),
+}
+HANDLED_ERRORS = (ServiceError, *LIBRARY_ERRORS)
 
 
 def error_response(
@@ -48,6 +53,14 @@ def error_response(
     return JSONResponse(
         {"error": {"code": code, "message": message, "details": details}}, status_code=status, headers=headers
     )
+
+
+def service_error_response(exc: Exception) -> JSONResponse:
+    """The response for one of ``HANDLED_ERRORS``."""
+    if isinstance(exc, ServiceError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    status, code = next(v for cls, v in LIBRARY_ERRORS.items() if isinstance(exc, cls))
+    return error_response(status, code, str(exc))
 
 
 def clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -81,22 +94,26 @@ _HTTP_CODES = {
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on this request's path (``app.state.route_methods``:
-    (path regex, methods) pairs that create_app records from its routers)."""
-    path = request.url.path
+    """Every method some route of the app (API, page, docs) serves on this request's path, by
+    the routes' own matching: a route whose path matches but whose method does not matches
+    partly."""
     methods: set[str] = set()
-    for regex, route_methods in getattr(request.app.state, "route_methods", ()):
-        if regex.match(path):
-            methods |= route_methods
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")  # head.py answers HEAD wherever GET is served
     return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Give ApiError, validation errors, HTTP errors and unexpected ones the error shape."""
+    """Give the service's errors, validation errors, HTTP errors and unexpected ones the error shape."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+        return service_error_response(exc)
+
+    for cls in HANDLED_ERRORS:
+        app.add_exception_handler(cls, _service_error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

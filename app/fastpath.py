@@ -6,8 +6,10 @@ spent more time in FastAPI's middleware, routing and dependency solving than in 
 answer. ``RecallFastPath`` is pure ASGI middleware that answers ``POST
 /v1/memories/{name}/{retrieve,complete,lookup}`` itself, with the very functions the FastAPI
 routes call (``retrieve_response`` etc.) after the same checks in the same order
-(``read_access``: API key, then readiness). Everything else, including a name that does not
-match the route's pattern (422 from FastAPI), goes on to FastAPI unchanged.
+(``read_access``: API key, then readiness). A request is the fast path's when one of those
+routes matches it fully by the route's own matching (``APIRoute.matches``: path and method,
+as FastAPI's router decides). Everything else, including a name that does not match the
+route's pattern (422 from FastAPI), goes on to FastAPI unchanged.
 
 It sits inside the metrics and body-limit middleware, so request metrics (labelled with the
 FastAPI route it stands in for) and the body limit apply as before; an unexpected exception
@@ -21,14 +23,14 @@ import re
 from collections.abc import Awaitable, Callable
 
 from fastapi.routing import APIRoute
-from starlette._utils import get_route_path  # the path Starlette's router matches (root_path removed)
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api import lookup, recall
 from .api.deps import read_access
-from .errors import ApiError, error_response
+from .errors import HANDLED_ERRORS, service_error_response
 from .registry import Registry
 from .schemas import NAME_PATTERN
 from .service import Service
@@ -37,13 +39,12 @@ __all__ = ["RecallFastPath"]
 
 Handler = Callable[[Request, Service, Registry, str], Awaitable[Response]]
 
-# The endpoint's last path segment -> (the FastAPI route function, the shared handler).
-_HANDLERS: dict[str, tuple[Callable, Handler]] = {
-    "retrieve": (recall.retrieve, recall.retrieve_response),
-    "complete": (recall.complete, recall.complete_response),
-    "lookup": (lookup.lookup, lookup.lookup_response),
+# The FastAPI route function -> the handler it and the fast path share.
+_HANDLERS: dict[Callable, Handler] = {
+    recall.retrieve: recall.retrieve_response,
+    recall.complete: recall.complete_response,
+    lookup.lookup: lookup.lookup_response,
 }
-_PATH = re.compile(r"/v1/memories/(?P<name>[^/]+)/(?P<endpoint>retrieve|complete|lookup)")
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -52,32 +53,36 @@ class RecallFastPath:
 
     Arguments:
         app: the rest of the application (FastAPI's own stack).
-        routes: the recall routers' routes, to find the APIRoute each endpoint stands in for
-            (the metrics middleware labels requests with ``scope["route"]``'s path template).
+        routes: the app's routes; those of the recall endpoints are served here (the
+            metrics middleware labels requests with ``scope["route"]``'s path template).
     """
 
     def __init__(self, app: ASGIApp, routes: list) -> None:
         self.app = app
-        by_endpoint = {route.endpoint: route for route in routes if isinstance(route, APIRoute)}
-        self._routes = {
-            endpoint: (by_endpoint[route_fn], handler) for endpoint, (route_fn, handler) in _HANDLERS.items()
-        }
+        self._routes = [
+            (route, _HANDLERS[route.endpoint])
+            for route in routes
+            if isinstance(route, APIRoute) and route.endpoint in _HANDLERS
+        ]
+        if len(self._routes) != len(_HANDLERS):
+            raise ValueError("the recall fast path needs the retrieve, complete and lookup routes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PATH.fullmatch(get_route_path(scope))
-        if match is None or not _NAME.fullmatch(match["name"]):
-            await self.app(scope, receive, send)
-            return
-        route, handler = self._routes[match["endpoint"]]
-        scope["route"] = route
-        scope["path_params"] = {"name": match["name"]}
+            for route, handler in self._routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL and _NAME.fullmatch(child_scope["path_params"]["name"]):
+                    scope.update(child_scope)  # as FastAPI's router does: route, endpoint, path_params
+                    await self._serve(scope, receive, send, handler)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
         request = Request(scope, receive)
         service: Service = scope["app"].state.service
         try:
             registry = await read_access(request, service)
-            response = await handler(request, service, registry, match["name"])
-        except ApiError as exc:
-            response = error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+            response = await handler(request, service, registry, scope["path_params"]["name"])
+        except HANDLED_ERRORS as exc:
+            response = service_error_response(exc)
         await response(scope, receive, send)

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JobConflict", "JobContext", "JobManager", "JobRecord"]
+from .exceptions import JobRunning
+
+__all__ = ["JobContext", "JobManager", "JobRecord"]
 
 log = logging.getLogger("app.jobs")
-
-
-class JobConflict(Exception):
-    """The memory has an unfinished job already; ``args[0]`` is that job's id."""
 
 
 def _utc(ts: float | None) -> datetime | None:
@@ -46,6 +44,7 @@ class JobRecord:
     epochs: int | None = None
     energy: float | None = None
     error: str | None = None
+    stop_reason: str | None = None  # why it ended: see schemas.Job
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -87,6 +86,7 @@ class JobRecord:
             "started_at": _utc(self.started_at),
             "finished_at": _utc(self.finished_at),
             "error": self.error,
+            "stop_reason": self.stop_reason,
         }
 
 
@@ -109,6 +109,11 @@ class JobContext:
             if energy is not None:
                 self.job.energy = float(energy)
         return not self.cancelled
+
+    def stopped(self, reason: str) -> None:
+        """Say why the work ended ("epochs", "energy"); a cancelled or failed job says so itself."""
+        with self._manager._lock:
+            self.job.stop_reason = reason
 
 
 Work = Callable[[JobContext], None]
@@ -140,7 +145,7 @@ class JobManager:
         epochs: int | None = None,
         on_finish: Callable[[str], None] | None = None,
     ) -> JobRecord:
-        """Start ``work`` for ``memory``; raises JobConflict if that memory has an unfinished job.
+        """Start ``work`` for ``memory``; raises JobRunning if that memory has an unfinished job.
 
         ``on_finish(status)`` runs once the job has ended, however it ended (even when it
         was cancelled before it started).
@@ -149,7 +154,8 @@ class JobManager:
             if self._closed:
                 raise RuntimeError("the job manager is shut down")
             if memory in self._active:
-                raise JobConflict(self._active[memory])
+                job_id = self._active[memory]
+                raise JobRunning(f"memory {memory!r} has an unfinished job ({job_id})", job_id)
             job = JobRecord(
                 id=secrets.token_hex(8), memory=memory, kind=kind, patterns=patterns, epochs=epochs
             )
@@ -190,6 +196,8 @@ class JobManager:
 
     def _finish(self, job: JobRecord, status: str) -> None:
         job.status, job.finished_at = status, time.time()
+        if status != "succeeded" or job.stop_reason is None:
+            job.stop_reason = {"succeeded": "done"}.get(status, status)
         if self._active.get(job.memory) == job.id:
             del self._active[job.memory]
         self._threads.pop(job.id, None)

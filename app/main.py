@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
 import memory_core
@@ -23,6 +23,7 @@ import memory_core
 from . import api
 from .errors import install_error_handlers
 from .fastpath import RecallFastPath
+from .head import HeadAsGetMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .page import install_page
@@ -55,7 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await recovery  # never close storage under a recovery in progress
             await asyncio.to_thread(service.close)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs (Swagger UI) and /redoc from assets bundled in the fastapi-offline
+    # package, served by the service itself, so that both work without a network.
+    app = FastAPIOffline(
         title="Associative memory service",
         version=memory_core.__version__,
         description=DESCRIPTION,
@@ -67,21 +70,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app)
-    for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo):
-        app.include_router(module.router)
-    # Added innermost first: metrics see every request, the body limit runs before routing,
-    # and the recall endpoints are answered past FastAPI's routing (fastpath.py).
+    for router in api.ROUTERS:
+        app.include_router(router)
+    # The API's routes as their routers hold them (paths with the prefixes), for the fast
+    # path, which matches requests against them.
+    app.state.api_routes = [route for router in api.ROUTERS for route in router.routes]
+    # Added innermost first: HEAD is routed as GET, metrics see every request, the body limit
+    # runs before routing, and the recall endpoints are answered past FastAPI's routing
+    # (fastpath.py).
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.fast_recall:
-        app.add_middleware(RecallFastPath, routes=[*api.recall.router.routes, *api.lookup.router.routes])
+        app.add_middleware(RecallFastPath, routes=app.state.api_routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
-    # Which methods each path serves, for the Allow header of a 405 (errors.py).
-    app.state.route_methods = [
-        (route.path_regex, set(route.methods))
-        for module in (api.health, api.memories, api.patterns, api.recall, api.lookup, api.jobs, api.demo)
-        for route in module.router.routes
-        if isinstance(route, APIRoute)
-    ]
     install_page(app)  # the demo page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -3,22 +3,20 @@
 Request counts and latencies per endpoint come from ``MetricsMiddleware`` (labelled
 by the route's path template, so ``/v1/memories/{name}`` is one series however many
 memories there are). The micro-batcher (``batching.py``) records batch sizes, batch
-times and queue waits. Memory sizes, recall queue depths and job progress are read
-from the live registry at scrape time by ``_LiveCollector``, so they are never stale.
+times and queue waits. Memory sizes, recall queue depths and job progress are read at
+scrape time by ``_LiveCollector``, through the callables ``Metrics`` is given (it knows
+nothing of the service), so they are never stale.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from .service import Service
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -30,19 +28,19 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class _LiveCollector:
-    """Gauges read from the service at scrape time."""
+    """Gauges read at scrape time from ``Metrics``' callables."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, sources: Metrics) -> None:
+        self._sources = sources
 
     def describe(self) -> list[Metric]:
         return []  # built at collect time; nothing to pre-declare
 
     def collect(self) -> Iterator[Metric]:
         ready = GaugeMetricFamily("ams_ready", "1 once storage is recovered and memories are loaded")
-        ready.add_metric([], 1.0 if self._service.is_ready else 0.0)
+        src = self._sources
+        ready.add_metric([], 1.0 if src.ready() else 0.0)
         yield ready
-        registry = self._service.registry
         memories = GaugeMetricFamily("ams_memories", "memories held")
         patterns = GaugeMetricFamily(
             "ams_memory_patterns", "stored patterns per memory", labels=["memory", "kind"]
@@ -65,17 +63,17 @@ class _LiveCollector:
             labels=["memory"],
         )
         epoch = GaugeMetricFamily("ams_job_epoch", "epochs done by unfinished jobs", labels=["job", "memory"])
-        lives = registry.all() if registry is not None else []
+        lives = src.memories()
         memories.add_metric([], float(len(lives)))
         for live in lives:
             details = live.details()
             patterns.add_metric([live.name, live.kind], float(details["count"]))
             trained.add_metric([live.name, live.kind], float(details["trained_count"]))
             nbytes.add_metric([live.name, live.kind], float(live.nbytes()))
-        queued = dict(self._service.batcher.depths())
+        queued = src.queue_depths()
         for live in lives:  # memories that were deleted keep no series
             depth.add_metric([live.name], float(queued.get(live, 0)))
-        for job in registry.jobs.running() if registry is not None else []:
+        for job in src.jobs():
             progress.add_metric([job["id"], job["memory"]], job["progress"])
             epoch.add_metric([job["id"], job["memory"]], float(job["epoch"]))
             if job["energy"] is not None:
@@ -84,9 +82,23 @@ class _LiveCollector:
 
 
 class Metrics:
-    """The app's metrics registry and the counters the service updates."""
+    """The app's metrics registry and the counters the service updates.
 
-    def __init__(self, service: Service) -> None:
+    Arguments (what the gauges read at scrape time; each defaults to "nothing"):
+        ready: whether the service is ready.
+        memories: the live memories (``LiveMemory``: name, kind, ``details()``, ``nbytes()``).
+        queue_depths: memory -> recalls waiting for or computing in a micro-batch.
+        jobs: unfinished jobs as dicts ({"id", "memory", "progress", "epoch", "energy"}).
+    """
+
+    def __init__(
+        self,
+        ready: Callable[[], bool] = lambda: False,
+        memories: Callable[[], list[Any]] = list,
+        queue_depths: Callable[[], dict[Any, int]] = dict,
+        jobs: Callable[[], list[dict[str, Any]]] = list,
+    ) -> None:
+        self.ready, self.memories, self.queue_depths, self.jobs = ready, memories, queue_depths, jobs
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ams_requests",
@@ -130,7 +142,7 @@ class Metrics:
             buckets=_WAIT_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_LiveCollector(service))
+        self.registry.register(_LiveCollector(self))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,24 +11,33 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .errors import ApiError
-from .jobs import JobConflict, JobManager
-from .kinds import KINDS, LiveMemory
+from .exceptions import (
+    DimensionTooLarge,
+    InvalidConfig,
+    InvalidShape,
+    JobRunning,
+    MemoryEmpty,
+    MemoryExists,
+    MemoryNotFound,
+    NotTrainable,
+    PatternExists,
+    PatternNotFound,
+    TooManyMemories,
+)
+from .jobs import JobManager
+from .kinds import KINDS, LiveMemory, kind_class
 from .settings import Settings
-from .storage import MemoryExists, NewPattern, PatternExists, Storage
+from .storage import NewPattern, Storage
 
 __all__ = ["Registry"]
 
 log = logging.getLogger("app.registry")
-
-
-def memory_not_found(name: str) -> ApiError:
-    return ApiError(404, "memory_not_found", f"no memory named {name!r}")
 
 
 class Registry:
@@ -51,7 +60,8 @@ class Registry:
 
     # --- start ------------------------------------------------------------------------
     def recover(self) -> int:
-        """Rebuild every memory from storage; returns how many patterns were loaded."""
+        """Rebuild every memory from storage (configs in today's form: ``stored_config``);
+        returns how many patterns were loaded."""
         loaded = 0
         for record in self.storage.list_memories():
             cls = KINDS.get(record.kind)
@@ -62,7 +72,7 @@ class Registry:
                     record.kind,
                 )
                 continue
-            live = cls(record, self.device)
+            live = cls(replace(record, config=cls.stored_config(record.config)), self.device)
             with live.rw.write():
                 for seqs, ids, vectors in self.storage.iter_vectors(record.id):
                     live.add(seqs, ids, torch.from_numpy(vectors))
@@ -81,7 +91,7 @@ class Registry:
         with self._lock:
             live = self._memories.get(name)
         if live is None:
-            raise memory_not_found(name)
+            raise MemoryNotFound(name)
         return live
 
     def all(self) -> list[LiveMemory]:
@@ -92,31 +102,22 @@ class Registry:
         self, name: str, kind: str, shape: list[int], text: bool, config: dict[str, Any]
     ) -> LiveMemory:
         """Validate and create a memory (durable on return)."""
-        cls = KINDS.get(kind)
-        if cls is None:
-            raise ApiError(
-                422, "unknown_kind", f"unknown kind {kind!r}; this service has: {', '.join(KINDS)}"
-            )
+        cls = kind_class(kind)
         shape_t = self._check_shape(shape)
         try:
             resolved = cls.resolve_config(dict(config), shape_t, text)
         except (ValueError, TypeError) as exc:
-            raise ApiError(422, "invalid_config", str(exc)) from None
+            raise InvalidConfig(str(exc)) from None
         with self._creating:
             with self._lock:
                 taken, held = name in self._memories, len(self._memories)
             if taken:
-                raise ApiError(409, "memory_exists", f"a memory named {name!r} exists already")
+                raise MemoryExists(name)
             if held >= self.settings.max_memories:
-                raise ApiError(
-                    409,
-                    "too_many_memories",
-                    f"the service holds {self.settings.max_memories} memories already (AMS_MAX_MEMORIES)",
+                raise TooManyMemories(
+                    f"the service holds {self.settings.max_memories} memories already (AMS_MAX_MEMORIES)"
                 )
-            try:
-                record = self.storage.create_memory(name, kind, shape_t, text, resolved)
-            except MemoryExists:
-                raise ApiError(409, "memory_exists", f"a memory named {name!r} exists already") from None
+            record = self.storage.create_memory(name, kind, shape_t, text, resolved)  # MemoryExists too
             live = cls(record, self.device)
             with self._lock:
                 self._memories[name] = live
@@ -124,22 +125,14 @@ class Registry:
 
     def _check_shape(self, shape: list[int]) -> tuple[int, ...]:
         if len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ApiError(
-                422, "invalid_shape", f"shape must be [D] or [C, H, W] of positive integers, got {shape}"
-            )
+            raise InvalidShape(f"shape must be [D] or [C, H, W] of positive integers, got {shape}")
         if len(shape) == 3 and shape[0] not in (1, 3):
-            raise ApiError(
-                422, "invalid_shape", f"an image memory has C = 1 (grey) or 3 (RGB) channels, got {shape[0]}"
-            )
+            raise InvalidShape(f"an image memory has C = 1 (grey) or 3 (RGB) channels, got {shape[0]}")
         dim = 1
         for s in shape:
             dim *= s
         if dim > self.settings.max_dim:
-            raise ApiError(
-                422,
-                "dimension_too_large",
-                f"shape {shape} has D = {dim}; the limit is {self.settings.max_dim} (AMS_MAX_DIM)",
-            )
+            raise DimensionTooLarge(f"shape {shape} has D = {dim}; the limit is {self.settings.max_dim} (AMS_MAX_DIM)")
         return tuple(shape)
 
     def delete(self, name: str) -> None:
@@ -148,7 +141,7 @@ class Registry:
         self.jobs.cancel_memory(name, wait=30.0)
         with live.writing:
             if live.deleted:
-                raise memory_not_found(name)
+                raise MemoryNotFound(name)
             self.storage.delete_memory(live.record.id)
             live.deleted = True
             with self._lock:
@@ -163,19 +156,11 @@ class Registry:
         name = live.name
         with live.writing:
             if live.deleted:
-                raise memory_not_found(name)
+                raise MemoryNotFound(name)
             taken = [p.id for p in patterns if live.has(p.id)]
             if taken:
-                raise ApiError(
-                    409,
-                    "pattern_exists",
-                    f"pattern id(s) exist already in {name!r}: {taken[:10]}",
-                    {"ids": taken},
-                )
-            try:
-                seqs = self.storage.add_patterns(live.record.id, patterns)
-            except PatternExists as exc:  # storage and RAM disagree: should not happen
-                raise ApiError(409, "pattern_exists", f"pattern id {exc.args[0]!r} exists already") from None
+                raise PatternExists(name, taken)
+            seqs = self.storage.add_patterns(live.record.id, patterns)  # PatternExists too (should not happen)
             ids = [p.id for p in patterns]
             with live.rw.write():
                 live.add(seqs, ids, vectors)
@@ -186,9 +171,9 @@ class Registry:
         live = self.get(name)
         with live.writing:
             if live.deleted:
-                raise memory_not_found(name)
+                raise MemoryNotFound(name)
             if not live.has(pattern_id):
-                raise ApiError(404, "pattern_not_found", f"no pattern {pattern_id!r} in memory {name!r}")
+                raise PatternNotFound(name, pattern_id)
             self.storage.delete_pattern(live.record.id, pattern_id)
             with live.rw.write():
                 live.remove(pattern_id)
@@ -197,28 +182,23 @@ class Registry:
     def train(self, live: LiveMemory, epochs: int | None) -> dict[str, Any]:
         """Start a background training job for ``live``; returns the job's state."""
         if not live.trainable:
-            raise ApiError(
-                422,
-                "not_trainable",
+            raise NotTrainable(
                 f"memory {live.name!r} is of kind {live.kind}, which learns each "
-                "pattern when it is stored: there is nothing to train",
+                "pattern when it is stored: there is nothing to train"
             )
         with live.writing:
             if live.deleted:
-                raise memory_not_found(live.name)
+                raise MemoryNotFound(live.name)
             if live.count == 0:
-                raise ApiError(409, "memory_empty", f"memory {live.name!r} is empty: store patterns first")
+                raise MemoryEmpty(f"memory {live.name!r} is empty: store patterns first")
             try:
                 work, patterns, total = live.training(self.storage, epochs)
                 job = self.jobs.submit(
                     live.name, "train", work, patterns=patterns, epochs=total, on_finish=live.training_ended
                 )
-            except JobConflict as exc:
+            except JobRunning as exc:
                 live.training_ended("not started")
-                raise ApiError(
-                    409,
-                    "job_running",
-                    f"memory {live.name!r} is training already (job {exc.args[0]})",
-                    {"job": exc.args[0]},
+                raise JobRunning(
+                    f"memory {live.name!r} is training already (job {exc.job_id})", exc.job_id
                 ) from None
         return job.to_dict()

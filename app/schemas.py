@@ -412,6 +412,7 @@ class Job(BaseModel):
                     "started_at": "2025-01-01T12:00:01Z",
                     "finished_at": None,
                     "error": None,
+                    "stop_reason": None,
                 }
             ]
         }
@@ -430,6 +431,12 @@ class Job(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    stop_reason: Literal["epochs", "energy", "done", "cancelled", "failed"] | None = Field(
+        None,
+        description="why a finished job ended: `epochs` (trained every epoch asked for), `energy` "
+        "(training reached the model's stop energy, then annealed and stopped early), `done` (a demo "
+        "load stored every pattern), `cancelled`, `failed` (see `error`); null while unfinished",
+    )
 
 
 class JobList(BaseModel):

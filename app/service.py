@@ -33,7 +33,12 @@ class Service:
         self.device = resolve_device(settings.device)
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(
+            ready=lambda: self.is_ready,
+            memories=lambda: self.registry.all() if self.registry is not None else [],
+            queue_depths=lambda: dict(self.batcher.depths()),
+            jobs=lambda: self.registry.jobs.running() if self.registry is not None else [],
+        )
         self.batcher = Batcher(settings.recall_batch_max, settings.recall_batch_wait_ms, self.metrics)
         self.storage: Storage | None = None
         self.registry: Registry | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -76,7 +76,29 @@ class Settings(BaseSettings):
         return self
 
 
+def settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting by its environment variable, e.g.
+    ``AMS_PORT: Input should be less than or equal to 65535 (got '70000')``."""
+    problems = []
+    for err in exc.errors():
+        message = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("loc"):
+            name = "AMS_" + str(err["loc"][0]).upper()
+            got = "" if "KEY" in name else f" (got {err.get('input')!r})"  # never echo a key
+            message = f"{name}: {message}{got}"
+        problems.append(message)
+    return "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return Settings()
+    """The process's settings, read once from the environment.
+
+    Raises:
+        SystemExit: with a one-line message naming the bad setting(s), so that a server
+            started with a wrong AMS_* variable stops with that line instead of a traceback.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SystemExit(f"ams: invalid settings: {settings_error(exc)}") from None

@@ -8,7 +8,7 @@ loss. A server database (e.g. PostgreSQL) can be added later as another ``Storag
 Layout under ``data_dir``:
 
     ams.sqlite3 (+ -wal, -shm)      memories and patterns
-    checkpoints/<memory id>/...     model checkpoints (PC), written atomically
+    checkpoints/<memory id>/...     model checkpoints, written atomically (memory_core.files)
 
 Patterns are stored as float32 vectors (C-major image flattening) with their id,
 caption (text) and metadata. Each row gets a sequence number from one global,
@@ -20,10 +20,8 @@ so a checkpoint can never be mistaken for another memory's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -34,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .exceptions import MemoryExists, PatternExists  # raised here, answered as 409
+
 __all__ = [
     "MemoryExists",
     "MemoryRecord",
@@ -42,17 +42,7 @@ __all__ = [
     "PatternRow",
     "SQLiteStorage",
     "Storage",
-    "atomic_write",
-    "fsync_dir",
 ]
-
-
-class MemoryExists(Exception):
-    """A memory of that name exists already."""
-
-
-class PatternExists(Exception):
-    """A pattern id exists already in that memory; ``args[0]`` is the id."""
 
 
 @dataclass(frozen=True)
@@ -163,37 +153,6 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and files."""
-
-
-# --- files written atomically ---------------------------------------------------------
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a rename or unlink inside it is durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file so that readers (and a crash) see the old file or the new one, never half.
-
-    ``write(tmp)`` writes the content to a temporary path next to ``path``; it is then
-    fsynced, renamed over ``path``, and the directory is fsynced.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- SQLite ---------------------------------------------------------------------------
@@ -361,7 +320,7 @@ class SQLiteStorage(Storage):
                         row,
                     )
                 except sqlite3.IntegrityError:
-                    raise PatternExists(row[1]) from None
+                    raise PatternExists(f"#{memory_id}", [row[1]]) from None
                 seqs.append(int(cur.lastrowid))
             return seqs
 

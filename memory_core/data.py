@@ -179,7 +179,7 @@ def _drop_near_duplicates(patches: np.ndarray, min_mse: float) -> np.ndarray:
     difference (Jensen), so thumbnails at least ``min_mse`` apart guarantee full patches
     at least that far apart, at 1/16 or less of the cost.
     """
-    n, c, h, w = patches.shape
+    n, c, h, _ = patches.shape
     f = h // 8
     pixels = torch.from_numpy(patches).float() / 255.0
     thumbs = pixels.reshape(n, c, 8, f, 8, f).mean(dim=(3, 5)).reshape(n, -1)  # (n, c*64)

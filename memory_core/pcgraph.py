@@ -26,20 +26,22 @@ memory grows as N^2 whatever the density.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import tempfile
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
+from .files import atomic_write
+from .graphs import as_adjacency, fully_connected, hierarchy, layered, random_sparse
+from .pc.energy import ACTIVATIONS, activation_pair  # f and f', shared with PCMemory
 
 __all__ = [
     "ACTIVATIONS",
@@ -56,118 +58,38 @@ __all__ = [
 TOPOLOGIES = ("fully_connected", "layered", "random", "custom")
 
 
-# --- activations: f(x) and f'(x) together (hand-written: the hot loop uses no autograd) ---
-def _tanh(x: Tensor) -> tuple[Tensor, Tensor]:
-    t = torch.tanh(x)
-    return t, 1 - t * t
-
-
-def _sigmoid(x: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(x)
-    return s, s * (1 - s)
-
-
-def _relu(x: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(x), (x > 0).to(x.dtype)
-
-
-def _hardtanh(x: Tensor) -> tuple[Tensor, Tensor]:
-    return x.clamp(-1, 1), ((x > -1) & (x < 1)).to(x.dtype)
-
-
-def _linear(x: Tensor) -> tuple[Tensor, Tensor]:
-    return x, torch.ones_like(x)
-
-
-ACTIVATIONS: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
-    "tanh": _tanh,
-    "sigmoid": _sigmoid,
-    "relu": _relu,
-    "hardtanh": _hardtanh,
-    "linear": _linear,
-}
-"""name -> x |-> (f(x), f'(x))."""
-
-
-# --- graph helpers: adjacency A (N, N) bool, A[j, i] = edge j -> i (j predicts i) ---------
-def fully_connected(n: int) -> Tensor:
-    """Every vertex predicts every other one; no self-loops (a vertex predicting itself is trivial)."""
-    if n < 2:
-        raise ValueError(f"a graph needs at least 2 vertices, got {n}")
-    return ~torch.eye(n, dtype=torch.bool)
-
-
-def layered(sizes: Sequence[int], direction: str = "down") -> Tensor:
-    """A hierarchical graph: vertex blocks of ``sizes`` (block 0 first), consecutive blocks joined.
-
-    Arguments:
-        sizes: vertices per layer, bottom (block 0, e.g. the sensory layer) to top.
-        direction: "down" (each layer predicts the one below: a generative hierarchy),
-            "up" (each layer predicts the one above), or "both" (cycles between layers).
-    """
-    if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
-        raise ValueError(f"layered needs >= 2 layers of >= 1 vertex, got {list(sizes)}")
-    starts = [0]
-    for s in sizes:
-        starts.append(starts[-1] + int(s))
-    groups = [range(lo, hi) for lo, hi in itertools.pairwise(starts)]
-    return hierarchy(starts[-1], groups, direction)
-
-
-def hierarchy(n: int, layers: Sequence[Sequence[int]], direction: str = "down") -> Tensor:
-    """Like ``layered``, with each layer any set of vertex indices (bottom to top).
-
-    For a graph whose sensory vertices [image ; label] come first but sit at both ends of
-    the hierarchy, e.g. label -> hidden -> image:
-    ``hierarchy(n, [range(0, 784), range(794, n), range(784, 794)])``.
-    """
-    if direction not in ("down", "up", "both"):
-        raise ValueError(f"direction must be 'down', 'up' or 'both', got {direction!r}")
-    if len(layers) < 2 or any(len(layer) == 0 for layer in layers):
-        raise ValueError("a hierarchy needs >= 2 layers of >= 1 vertex")
-    idx = [torch.as_tensor(list(layer), dtype=torch.long) for layer in layers]
-    flat = torch.cat(idx)
-    if int(flat.min()) < 0 or int(flat.max()) >= n or len(flat.unique()) != len(flat):
-        raise ValueError(f"layers must be disjoint sets of vertex indices in [0, {n})")
-    adj = torch.zeros(n, n, dtype=torch.bool)
-    for below, above in itertools.pairwise(idx):
-        if direction in ("down", "both"):
-            adj[above[:, None], below[None, :]] = True  # upper layer -> lower layer
-        if direction in ("up", "both"):
-            adj[below[:, None], above[None, :]] = True
-    return adj
-
-
-def random_sparse(n: int, density: float, seed: int = 0) -> Tensor:
-    """Each ordered pair (j, i), j != i, is an edge with probability ``density``."""
-    if n < 2:
-        raise ValueError(f"a graph needs at least 2 vertices, got {n}")
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, n, generator=gen) < density) & fully_connected(n)
-
-
-def as_adjacency(adjacency: Tensor, n: int | None = None) -> Tensor:
-    """A dense bool (N, N) adjacency from a dense or sparse (COO/CSR) tensor of 0/1 or bool."""
-    if not isinstance(adjacency, Tensor):
-        raise TypeError(f"adjacency must be a torch.Tensor, got {type(adjacency).__name__}")
-    dense = adjacency.to_dense() if adjacency.layout != torch.strided else adjacency
-    if dense.ndim != 2 or dense.shape[0] != dense.shape[1]:
-        raise ValueError(f"adjacency must be square (N, N), got shape {tuple(dense.shape)}")
-    if n is not None and dense.shape[0] != n:
-        raise ValueError(f"adjacency has {dense.shape[0]} vertices, expected {n}")
-    if dense.dtype != torch.bool:
-        if not bool(((dense == 0) | (dense == 1)).all()):
-            raise ValueError("adjacency entries must be 0/1 (or bool)")
-        dense = dense != 0
-    return dense.cpu().contiguous()
 
 
 # --- the model ------------------------------------------------------------------------------
+# PCGraphConfig's keys before it took PCMemory's names for the same knobs: configs stored
+# with them (checkpoints, the service's memories) still load (``PCGraphConfig.from_dict``).
+LEGACY_KEYS = {
+    "inference_steps": "train_steps",
+    "inference_lr": "infer_lr",
+    "inference_momentum": "momentum",
+    "lr": "weight_lr",
+}
+
+
+def upgrade_keys(config: dict) -> dict:
+    """``config`` with ``LEGACY_KEYS`` renamed; ValueError when a knob is given under both names."""
+    out = dict(config)
+    for old, new in LEGACY_KEYS.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"{old!r} is the old name of {new!r}: give one of them")
+            out[new] = out.pop(old)
+    return out
+
+
 @dataclass(frozen=True)
 class PCGraphConfig:
     """Constructor arguments of ``PCGraph`` (JSON-able: what a checkpoint and the service keep).
+
+    Knobs that ``PCMemory`` has too carry ``PCConfig``'s names (``train_steps``,
+    ``infer_lr``, ``momentum``, ``weight_lr``, ``recall_steps``, ``epochs``, ``batch_size``,
+    ``seed``); ``from_dict`` also takes their old names (``LEGACY_KEYS``). Validated on
+    construction.
 
     Attributes:
         dim: sensory vertices (the pattern's entries); vertices 0..dim-1.
@@ -177,16 +99,16 @@ class PCGraphConfig:
             ``density``) or "custom" (an adjacency passed to the constructor).
         density: edge probability of the random topology.
         activation: f, one of ``ACTIVATIONS``.
-        inference_steps: T, inference steps per training batch.
-        inference_lr: inference rate gamma (training and recall).
-        inference_momentum: heavy-ball momentum of the inference steps (0: plain gradient
-            descent on E, as in the paper).
+        train_steps: T, inference steps per training batch.
+        infer_lr: inference rate gamma (training and recall).
+        momentum: heavy-ball momentum of the inference steps (0: plain gradient descent
+            on E, as in the paper).
         init_sweeps: before inference, free vertices are set to their predictions this
             many times (x_free <- mu), so that inference starts near zero error (a forward
             pass on a hierarchy; 0: hidden vertices start at 0, unknown sensory ones at
             their bias).
         recall_steps: inference steps of retrieve / energy.
-        lr: Adam learning rate of the weights.
+        weight_lr: Adam learning rate of the weights.
         weight_decay: L2 on the weights (Adam's, on edges only).
         batch_size: patterns per weight update.
         epochs: default epochs of ``fit``.
@@ -199,19 +121,21 @@ class PCGraphConfig:
     topology: str = "fully_connected"
     density: float = 0.1
     activation: str = "tanh"
-    inference_steps: int = 20
-    inference_lr: float = 0.1
-    inference_momentum: float = 0.0
+    train_steps: int = 20
+    infer_lr: float = 0.1
+    momentum: float = 0.0
     init_sweeps: int = 3
     recall_steps: int = 200
-    lr: float = 3e-4
+    weight_lr: float = 3e-4
     weight_decay: float = 0.0
     batch_size: int = 64
     epochs: int = 10
     init_std: float = 0.1
     seed: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden, list):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if self.topology not in TOPOLOGIES:
@@ -221,22 +145,29 @@ class PCGraphConfig:
         sizes = self.hidden_sizes
         if any(s < 0 for s in sizes) or (self.topology == "layered" and any(s < 1 for s in sizes)):
             raise ValueError(f"hidden sizes must be positive, got {self.hidden!r}")
-        for name in ("inference_steps", "recall_steps", "batch_size"):
+        for name in ("train_steps", "recall_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.init_sweeps < 0:
-            raise ValueError(f"init_sweeps must be >= 0, got {self.init_sweeps}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        for name in ("inference_lr", "lr", "init_std"):
+        for name in ("init_sweeps", "epochs", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("infer_lr", "weight_lr", "init_std"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.inference_momentum < 1.0:
-            raise ValueError(f"inference_momentum must be in [0, 1), got {self.inference_momentum}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.topology == "random" and not 0.0 < self.density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PCGraphConfig:
+        """A config from stored JSON, old key names (``LEGACY_KEYS``) included."""
+        data = upgrade_keys(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PCGraphConfig keys: {unknown}")
+        return cls(**data)
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
@@ -291,13 +222,15 @@ class PCGraph:
 
     Arguments:
         dim: sensory vertices = the length D of a pattern.
-        hidden, topology, density, activation, inference_steps, inference_lr,
-        inference_momentum, init_sweeps, recall_steps, lr, weight_decay, batch_size, epochs, init_std,
+        hidden, topology, density, activation, train_steps, infer_lr, momentum,
+        init_sweeps, recall_steps, weight_lr, weight_decay, batch_size, epochs, init_std,
         seed: see ``PCGraphConfig``.
         adjacency: (N, N) dense or sparse, A[j, i] = edge j -> i; only with
             topology="custom", N = dim + hidden.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         dtype: float32 (or float64; float16/bfloat16 on a GPU).
+        **legacy: the old names of knobs (``LEGACY_KEYS``: inference_steps, inference_lr,
+            inference_momentum, lr), with a DeprecationWarning.
 
     Example:
         >>> g = PCGraph(dim=794, hidden=256, topology="fully_connected")
@@ -313,12 +246,12 @@ class PCGraph:
         *,
         density: float = 0.1,
         activation: str = "tanh",
-        inference_steps: int = 20,
-        inference_lr: float = 0.1,
-        inference_momentum: float = 0.0,
+        train_steps: int = 20,
+        infer_lr: float = 0.1,
+        momentum: float = 0.0,
         init_sweeps: int = 3,
         recall_steps: int = 200,
-        lr: float = 3e-4,
+        weight_lr: float = 3e-4,
         weight_decay: float = 0.0,
         batch_size: int = 64,
         epochs: int = 10,
@@ -327,16 +260,23 @@ class PCGraph:
         adjacency: Tensor | None = None,
         device: str | torch.device = "auto",
         dtype: torch.dtype = torch.float32,
+        **legacy: float,
     ) -> None:
         hidden = int(hidden) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         config = PCGraphConfig(
             dim=int(dim), hidden=hidden, topology=topology, density=float(density), activation=activation,
-            inference_steps=int(inference_steps), inference_lr=float(inference_lr),
-            inference_momentum=float(inference_momentum), init_sweeps=int(init_sweeps), recall_steps=int(recall_steps), lr=float(lr),
+            train_steps=int(train_steps), infer_lr=float(infer_lr), momentum=float(momentum),
+            init_sweeps=int(init_sweeps), recall_steps=int(recall_steps), weight_lr=float(weight_lr),
             weight_decay=float(weight_decay), batch_size=int(batch_size), epochs=int(epochs),
             init_std=float(init_std), seed=int(seed),
         )
-        config.validate()
+        if legacy:
+            unknown = sorted(set(legacy) - set(LEGACY_KEYS))
+            if unknown:
+                raise TypeError(f"unknown PCGraph arguments: {unknown}")
+            warnings.warn(f"PCGraph: {sorted(legacy)} are the old names of "
+                          f"{[LEGACY_KEYS[k] for k in sorted(legacy)]}", DeprecationWarning, stacklevel=2)
+            config = replace(config, **{LEGACY_KEYS[k]: v for k, v in legacy.items()})
         if (adjacency is not None) != (topology == "custom"):
             raise ValueError("pass an adjacency exactly when topology='custom'")
         adj = as_adjacency(adjacency, config.n_vertices) if adjacency is not None else _build_adjacency(config)
@@ -347,7 +287,7 @@ class PCGraph:
         self.config = config
         self.device = resolve_device(device)
         self.dtype = check_dtype(dtype, self.device)
-        self.act = ACTIVATIONS[config.activation]
+        self.act = partial(activation_pair, ACTIVATIONS[config.activation])  # x -> (f(x), f'(x))
         n = config.n_vertices
         gen = torch.Generator().manual_seed(config.seed)
         fan_in = adj.sum(dim=0).clamp(min=1).to(torch.float64)  # (N,) parents of each vertex
@@ -356,7 +296,7 @@ class PCGraph:
         self.weights = (w * adj).to(self.device, self.dtype)  # (N, N), W[j, i] = theta_ji
         self.bias = torch.zeros(n, device=self.device, dtype=self.dtype)  # (N,)
         self._edge_mask = self.adjacency.to(self.dtype)  # (N, N) 0/1, keeps non-edges at 0
-        self._opt = _Adam(config.lr, config.weight_decay)
+        self._opt = _Adam(config.weight_lr, config.weight_decay)
         self.trained_count = 0  # patterns seen by fit (0 = untrained)
 
     # --- sizes and state ----------------------------------------------------------------
@@ -418,8 +358,8 @@ class PCGraph:
         Returns:
             (x, f(x), eps) at the end, each (B, N).
         """
-        step = -self.config.inference_lr * free  # (B, N): -gamma on free vertices, 0 on clamped
-        mom = self.config.inference_momentum
+        step = -self.config.infer_lr * free  # (B, N): -gamma on free vertices, 0 on clamped
+        mom = self.config.momentum
         velocity = torch.zeros_like(x)  # (B, N) heavy-ball momentum of the inference dynamics
         for _ in range(steps):
             _, _, grad = self.energy_gradient(x)  # (B, N)
@@ -465,7 +405,7 @@ class PCGraph:
         """Train on patterns by inference learning; continues from the current weights.
 
         Per mini-batch: clamp the sensory vertices to the patterns, start the hidden ones
-        at their predictions (``init_sweeps``), run ``inference_steps`` inference steps,
+        at their predictions (``init_sweeps``), run ``train_steps`` inference steps,
         then one Adam step on the weights from the local gradients -eps_i f(x_j) (edges
         only) and -eps_i (biases). The first call also sets the sensory biases to the
         patterns' mean. ``trained_count`` grows by len(patterns) once an epoch has run.
@@ -497,7 +437,7 @@ class PCGraph:
             for start in range(0, n, bs):
                 batch = patterns[order[start : start + bs]]  # (b, D)
                 x, free = self._start(batch, torch.ones_like(batch, dtype=torch.bool))
-                x, fx, eps = self._relax(x, free, self.config.inference_steps)
+                x, fx, eps = self._relax(x, free, self.config.train_steps)
                 total += float(0.5 * (eps**2).sum())
                 self._learn(fx, eps)
             record = {"epoch": epoch + 1, "epochs": epochs, "energy": total / n}
@@ -571,10 +511,9 @@ class PCGraph:
     def save(self, path: str | os.PathLike) -> None:
         """Write weights, biases, adjacency and config to one safetensors file, atomically.
 
-        The file is written to a temp file in the same folder, fsynced and renamed, so a
-        crash leaves either the old checkpoint or the new one, never a torn file.
+        A crash leaves either the old checkpoint or the new one, never a torn file
+        (``files.atomic_write``).
         """
-        path = Path(path)
         tensors = {
             "weights": self.weights.detach().cpu().contiguous(),
             "bias": self.bias.detach().cpu().contiguous(),
@@ -591,22 +530,7 @@ class PCGraph:
             "trained_count": str(self.trained_count),
             "adam_step": str(self._opt.step),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        atomic_write(path, save(tensors, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> PCGraph:
@@ -622,11 +546,7 @@ class PCGraph:
             raise ValueError(f"{path} is not a PCGraph checkpoint: {exc}") from exc
         if meta.get("format") != "memory_core.PCGraph":
             raise ValueError(f"{path} is not a PCGraph checkpoint (no PCGraph metadata)")
-        cfg = json.loads(meta["config"])
-        if isinstance(cfg["hidden"], list):
-            cfg["hidden"] = tuple(cfg["hidden"])
-        config = PCGraphConfig(**cfg)
-        config.validate()
+        config = PCGraphConfig.from_dict(json.loads(meta["config"]))  # old key names too
         tensors = load_file(str(path))
         adj = as_adjacency(tensors["adjacency"], config.n_vertices)
         dtype = getattr(torch, meta["dtype"])

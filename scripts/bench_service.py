@@ -183,7 +183,7 @@ def cpu_seconds(pid: int | None) -> float:
 
 async def batch_stats(port: int) -> tuple[float, float]:
     """(batched calls, recalls in them) so far, from /metrics."""
-    status, data = await _once(port, "GET", "/metrics", b"")
+    _, data = await _once(port, "GET", "/metrics", b"")
     text = data.decode()
     total = {"count": 0.0, "sum": 0.0}
     for m in re.finditer(r"^ams_recall_batch_size_(count|sum)\{[^}]*\} (\S+)$", text, re.MULTILINE):

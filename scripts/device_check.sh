@@ -8,7 +8,7 @@
 #                                     wheels into /tmp/site, then, each step under its own
 #                                     time limit, writes into $OUT (or results/device/):
 #     env.txt                      GPU, driver, torch
-#     accelerator.log / .xml       tests/test_accelerator.py on CUDA (CUDA against CPU,
+#     accelerator.log / .xml       tests/numerics/test_accelerator.py on CUDA (CUDA against CPU,
 #                                  the recall figures on the GPU, the service)
 #     bench_pc_cuda.json / .log    scripts/bench_pc.py --device cuda, batches 64 .. 1024
 #     pc_experiments_full_cuda.jsonl / .log
@@ -75,7 +75,7 @@ run)
     echo "== $name: rc $rc in $((SECONDS - t0)) s (limit $secs s)$([ $rc -eq 124 ] && echo ', cut at the limit')"
     tail -n 25 "$out/$name.log"
   }
-  step accelerator "$(limit 200)" "$py" -m pytest -q -p no:cacheprovider tests/test_accelerator.py \
+  step accelerator "$(limit 200)" "$py" -m pytest -q -p no:cacheprovider tests/numerics/test_accelerator.py \
     --junitxml="$out/accelerator.xml" -o addopts="-ra"
   step bench_pc_cuda "$(limit 90)" "$py" scripts/bench_pc.py --device "$device" --batches 64 256 1024 \
     --out "$out/bench_pc_cuda.json"

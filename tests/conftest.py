@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-Threads: ``one_thread``. Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
+Threads: ``one_thread``. Browser: ``browser_type_launch_args`` (Debian's chromium for pytest-playwright). Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
 ``patch_vectors``, ``fashion``). Service: ``make_client`` / ``client``, a FastAPI TestClient
 over a fresh data directory, lifespan run, ready.
 """
@@ -58,6 +58,28 @@ def patch_vectors() -> torch.Tensor:
 def fashion(fashion_images) -> torch.Tensor:
     """The first 300 Fashion-MNIST training images, (300, 1, 28, 28) in [0, 1] (service tests)."""
     return fashion_images[:300]
+
+
+# --- browser ---------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict:
+    """pytest-playwright launches Debian's chromium, headless, with no network of its own."""
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: scripts/setup.sh test installs it"
+    return {
+        "executable_path": CHROMIUM,
+        "args": [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ],
+    }
 
 
 # --- service --------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..codec import prepare_patterns
-from ..demo import PRESETS, DatasetUnavailable, Preset
-from ..errors import ApiError
-from ..jobs import JobConflict, JobContext
+from ..exceptions import ApiError, JobRunning, MemoryNotFound
+from ..jobs import JobContext
 from ..kinds import LiveMemory
+from ..presets import PRESETS, Preset
 from ..registry import Registry
 from ..schemas import NAME_PATTERN, Job, MemoryDetails
 from ..service import Service
@@ -122,6 +122,7 @@ class DemoStarted(BaseModel):
                         "started_at": None,
                         "finished_at": None,
                         "error": None,
+                        "stop_reason": None,
                     },
                 }
             ]
@@ -175,17 +176,15 @@ async def create_demo(body: DemoRequest, registry: RegistryDep, service: Service
     name = body.name or preset.memory_name
 
     def work() -> DemoStarted:
-        try:
-            preset.check()
-        except DatasetUnavailable as exc:
-            raise ApiError(501, "dataset_unavailable", str(exc)) from None
+        preset.check()  # DatasetUnavailable: 501
         live = registry.create(name, body.kind, list(preset.shape), preset.text, body.config)
+        created = memory_details(live)  # as created: the load may store its first batch before we answer
         try:
             job = _start_load(registry, service, live, preset, count)
         except BaseException:
             registry.delete(name)  # never leave an empty demo memory without its load
             raise
-        return DemoStarted(memory=memory_details(live), job=Job(**job))
+        return DemoStarted(memory=created, job=Job(**job))
 
     return await run_sync(work)
 
@@ -215,13 +214,11 @@ def _start_load(
         try:
             if registry.get(live.name) is live:  # not one of the same name made since
                 registry.delete(live.name)
-        except ApiError:  # deleted meanwhile
+        except MemoryNotFound:  # deleted meanwhile
             pass
 
     try:
         job = registry.jobs.submit(live.name, "demo", load, patterns=count, epochs=steps, on_finish=on_finish)
-    except JobConflict as exc:  # only if someone started a job on the brand-new memory
-        raise ApiError(
-            409, "job_running", f"memory {live.name!r} has a job already", {"job": exc.args[0]}
-        ) from None
+    except JobRunning as exc:  # only if someone started a job on the brand-new memory
+        raise JobRunning(f"memory {live.name!r} has a job already", exc.job_id) from None
     return job.to_dict()

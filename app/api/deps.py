@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import ApiError
+from ..exceptions import ApiError, NotReady
 from ..registry import Registry
 from ..schemas import ErrorResponse
 from ..service import Service
@@ -34,7 +34,7 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 async def get_registry(service: ServiceDep) -> Registry:
     """The registry, once recovery has finished; 503 not_ready before."""
     if not service.is_ready or service.registry is None:
-        raise ApiError(503, "not_ready", service.error or "the service is still loading its memories")
+        raise NotReady(service.error or "the service is still loading its memories")
     return service.registry
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
-from ..errors import ApiError
+from ..exceptions import JobNotFound
 from ..schemas import NAME_PATTERN, Job, JobList, TrainRequest
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
-from .memories import NameParam
+from .params import JobIdParam, NameParam
 
 router = APIRouter(tags=["jobs"])
 
@@ -17,9 +17,6 @@ TrainBody = Annotated[
     TrainRequest | None,
     Body(description="optional; {} trains with the model's defaults", examples=[{"epochs": 300}, {}]),
 ]
-
-JobIdParam = Path(pattern=r"^[0-9a-f]{1,64}$", description="the job's id", examples=["3f2a9c0e5b7d4c1a"])
-
 
 @router.post(
     "/v1/memories/{name}/train",
@@ -53,7 +50,7 @@ async def get_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     """A job's status, progress (0..1), epoch, last energy and ETA in seconds."""
     job = registry.jobs.get(job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are forgotten on restart)")
+        raise JobNotFound(job_id)
     return Job(**job)
 
 
@@ -64,5 +61,5 @@ async def cancel_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     """Cancel a job: it stops after its current epoch and the memory keeps its previous model."""
     job = registry.jobs.cancel(job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are forgotten on restart)")
+        raise JobNotFound(job_id)
     return Job(**job)

@@ -9,19 +9,15 @@ from __future__ import annotations
 import torch
 from fastapi import APIRouter, Request, Response
 
-from memory_core import EmptyMemoryError
-
-from ..captions import embed
 from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
-from ..errors import ApiError
-from ..kinds import CaptionLookup, LiveMemory, NotTrained, TextLookup
+from ..exceptions import ApiError
+from ..kinds import CaptionLookup, LiveMemory, TextLookup
 from ..registry import Registry
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
 from ..service import Service
+from ..text_memory import embed
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, run_sync
-from .memories import NameParam
-from .patterns import body_kind, read_form
-from .recall import _check_limits, image_form
+from .params import NameParam, body_kind, check_limits, image_form, read_form
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -43,16 +39,6 @@ LOOKUP_BODY = {
         },
     }
 }
-
-
-async def _batched(call):
-    """Await a batched lookup; the memory's state errors as 409."""
-    try:
-        return await call
-    except EmptyMemoryError as exc:
-        raise ApiError(409, "memory_empty", str(exc)) from None
-    except NotTrained as exc:
-        raise ApiError(409, "not_trained", str(exc)) from None
 
 
 def _by_text(live: LiveMemory, found: TextLookup, storage) -> LookupResult:
@@ -142,13 +128,13 @@ async def lookup_response(request: Request, service: Service, registry: Registry
         """The parsed query: ("text", embedding (384,), None, k) or ("pattern", cue (D,), mask, k)."""
         if fields is not None:
             image, mask_data, k = image_form(fields, "lookup", default_k=5)
-            _check_limits(k, 1, settings)
+            check_limits(k, 1, settings)
             if not is_image(record):
                 raise ApiError(422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'")
             cue, mask = picture_cue(record, settings, image, mask_data)
             return "pattern", cue, mask, k
         req = parse_json(body, LookupRequest)
-        _check_limits(req.k, 1, settings)
+        check_limits(req.k, 1, settings)
         if req.text is not None:
             if req.image is not None or req.vector is not None or req.mask is not None:
                 raise ApiError(422, "invalid_cue", "a text query takes no 'image', 'vector' or 'mask'")
@@ -168,14 +154,12 @@ async def lookup_response(request: Request, service: Service, registry: Registry
     what, cue, mask, k = await run_sync(query)
     batcher, storage = service.batcher, registry.storage
     if what == "text":
-        body = await _batched(
-            batcher.lookup_text(live, cue, k, lambda found: _by_text(live, found, storage).model_dump_json().encode())
+        body = await batcher.lookup_text(
+            live, cue, k, lambda found: _by_text(live, found, storage).model_dump_json().encode()
         )
     else:
-        body = await _batched(
-            batcher.lookup_captions(
-                live, (cue, mask), k, lambda found: _by_pattern(live, found, storage).model_dump_json().encode()
-            )
+        body = await batcher.lookup_captions(
+            live, (cue, mask), k, lambda found: _by_pattern(live, found, storage).model_dump_json().encode()
         )
     service.metrics.recalls.labels(live.kind, "lookup").inc()
     return json_bytes_response(body)

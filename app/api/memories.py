@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
 from ..kinds import LiveMemory
-from ..schemas import NAME_PATTERN, MemoryCreate, MemoryDetails, MemoryList
+from ..schemas import MemoryCreate, MemoryDetails, MemoryList
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
+from .params import NameParam
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
-
-NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples=["fashion"])
-
 
 def memory_details(live: LiveMemory) -> MemoryDetails:
     """A memory's description, with count/state/trained_count read together (takes the

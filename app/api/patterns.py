@@ -5,19 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 
-from fastapi import APIRouter, Path, Query, Request, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import APIRouter, Query, Request, Response
 
 from ..codec import RawPattern, is_image, parse_json, png_base64, png_bytes, prepare_patterns
-from ..errors import ApiError
+from ..exceptions import ApiError, PatternNotFound
 from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StorePatterns, StoreResult
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
-from .memories import NameParam
+from .params import NameParam, PatternIdParam, body_kind, read_form
 
 router = APIRouter(prefix="/v1/memories", tags=["patterns"])
-
-PatternIdParam = Path(pattern=ID_PATTERN, description="the pattern's id", examples=["shoe-1"])
 
 _MULTIPART_STORE = {
     "type": "object",
@@ -49,36 +45,6 @@ STORE_BODY = {
         },
     }
 }
-
-
-def body_kind(request: Request) -> str:
-    """ "json" or "multipart" from the Content-Type; 415 for anything else."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype in ("", "application/json") or ctype.endswith("+json"):
-        return "json"
-    if ctype == "multipart/form-data":
-        return "multipart"
-    raise ApiError(
-        415, "unsupported_media_type", f"Content-Type {ctype!r}: send application/json or multipart/form-data"
-    )
-
-
-async def read_form(request: Request, max_files: int) -> dict[str, list]:
-    """Parse a multipart body: field name -> [bytes (files) or str (fields)]; 400 when malformed."""
-    try:
-        form = await request.form(max_files=max_files, max_fields=3 * max_files + 10)
-    except StarletteHTTPException as exc:
-        detail = str(exc.detail)
-        if "Too many files" in detail:
-            raise ApiError(422, "batch_too_large", f"{detail} (AMS_MAX_BATCH)") from None
-        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {detail}") from None
-    out: dict[str, list] = {}
-    try:
-        for key, value in form.multi_items():
-            out.setdefault(key, []).append(await value.read() if isinstance(value, UploadFile) else value)
-    finally:
-        await form.close()
-    return out
 
 
 def _texts(fields: dict[str, list], key: str, n: int) -> list[str | None]:
@@ -214,7 +180,7 @@ async def get_pattern(
         raise ApiError(406, "not_acceptable", f"memory {name!r} stores vectors, not pictures: ask for JSON")
     row = await run_sync(registry.storage.get_pattern, record.id, pattern_id)
     if row is None:
-        raise ApiError(404, "pattern_not_found", f"no pattern {pattern_id!r} in memory {name!r}")
+        raise PatternNotFound(name, pattern_id)
     vector = row.vector[: record.dim]  # a text memory also stores the caption's embedding
     if png:
         return Response(await run_sync(png_bytes, vector, record.shape), media_type="image/png")

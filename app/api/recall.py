@@ -10,19 +10,15 @@ from typing import TypeVar
 import torch
 from fastapi import APIRouter, Request, Response
 
-from memory_core import EmptyMemoryError
-
 from ..batching import Cue
 from ..codec import b64decode, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
-from ..errors import ApiError
-from ..kinds import LiveMemory, NotTrained, Recall
+from ..exceptions import ApiError
+from ..kinds import LiveMemory, Recall
 from ..registry import Registry
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
-from ..settings import Settings
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
-from .memories import NameParam
-from .patterns import body_kind, read_form
+from .params import NameParam, body_kind, check_limits, image_form, read_form
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -56,15 +52,6 @@ COMPLETE_BODY = {
 }
 
 
-def _check_limits(k: int, steps: int, settings: Settings) -> None:
-    if k > settings.max_k:
-        raise ApiError(422, "k_too_large", f"k = {k} is over AMS_MAX_K = {settings.max_k}")
-    if steps > settings.max_steps:
-        raise ApiError(
-            422, "steps_too_large", f"steps = {steps} is over AMS_MAX_STEPS = {settings.max_steps}"
-        )
-
-
 async def _recall(
     service: Service,
     live: LiveMemory,
@@ -74,14 +61,8 @@ async def _recall(
     finish: Callable[[Recall], T],
 ) -> T:
     """One recall through the memory's micro-batcher: ``cue`` (decoding the request's cue)
-    and ``finish`` (the response from the recall) run on the batch's worker thread; the
-    memory's state errors as 409."""
-    try:
-        return await service.batcher.recall(live, cue, k, steps, finish)
-    except EmptyMemoryError as exc:
-        raise ApiError(409, "memory_empty", str(exc)) from None
-    except NotTrained as exc:
-        raise ApiError(409, "not_trained", str(exc)) from None
+    and ``finish`` (the response from the recall) run on the batch's worker thread."""
+    return await service.batcher.recall(live, cue, k, steps, finish)
 
 
 def _matches(rec: Recall) -> list[Match]:
@@ -129,7 +110,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
     # thread. (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
     def cue() -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
         req = parse_json(body, RetrieveRequest)
-        _check_limits(req.k, req.steps, settings)
+        check_limits(req.k, req.steps, settings)
         parsed.append(req)
         return (*parse_cue(record, settings, req.vector, req.image, req.mask), req.k, req.steps)
 
@@ -207,7 +188,7 @@ async def complete_response(request: Request, service: Service, registry: Regist
             image = b64decode(req.image, "image")
             mask_data = None if req.mask is None else b64decode(req.mask, "mask")
             k = req.k
-        _check_limits(k, 1, settings)
+        check_limits(k, 1, settings)
         cue, mask = picture_cue(record, settings, image, mask_data)  # (D,), (D,) | None
         if mask is None:
             raise ApiError(
@@ -245,21 +226,3 @@ async def complete_response(request: Request, service: Service, registry: Regist
     response = await _recall(service, live, cue_of, 1, 1, answer)  # k: from the body
     service.metrics.recalls.labels(live.kind, "complete").inc()
     return response
-
-
-def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[bytes, bytes | None, int]:
-    """Multipart fields of a picture query: (image bytes, mask bytes or None, k)."""
-    images, masks, ks = fields.get("image", []), fields.get("mask", []), fields.get("k", [])
-    if len(images) != 1 or not isinstance(images[0], bytes):
-        raise ApiError(422, "invalid_multipart", f"{endpoint} needs exactly one file in field 'image'")
-    if len(masks) > 1 or (masks and not isinstance(masks[0], bytes)):
-        raise ApiError(422, "invalid_multipart", "field 'mask' must be one file")
-    k = default_k
-    if ks:
-        try:
-            k = int(ks[0])
-        except (TypeError, ValueError):
-            raise ApiError(422, "validation_error", "field 'k' must be an integer") from None
-        if k < 1:
-            raise ApiError(422, "validation_error", "field 'k' must be >= 1")
-    return images[0], masks[0] if masks else None, k

@@ -21,6 +21,7 @@ const state = {
   noiseSeed: 1,
   jobs: [], // GET /v1/jobs
   jobTimer: null,
+  storedImages: new Map(), // "memory/id" -> ImageData of a stored pattern (for the verdict)
 };
 
 // --- the API --------------------------------------------------------------------------
@@ -281,13 +282,49 @@ function setPicture(image, hidden, info) {
   if (hidden) hidden.forEach((v, i) => (state.mask[i] = v ? 0 : 1));
   state.noiseSeed = (Math.random() * 2 ** 32) >>> 0;
   putImage("original", image);
-  $("result").getContext("2d").clearRect(0, 0, image.width, image.height);
-  $("result-summary").textContent = "Press Complete or Retrieve.";
-  $("matches").replaceChildren();
-  $("captions").replaceChildren();
-  $("captions-title").hidden = true;
+  clearResult();
   $("picture-info").textContent = info;
   renderEditor();
+}
+
+// The result panel back to "nothing asked yet".
+function clearResult() {
+  const r = $("result");
+  r.getContext("2d").clearRect(0, 0, r.width, r.height);
+  $("result-title").textContent = "Answer";
+  const summary = $("result-summary");
+  summary.replaceChildren(Object.assign(document.createElement("p"), { className: "muted", textContent: "Press Complete or Retrieve." }));
+  for (const key of ["mse", "best", "cue", "answer"]) delete summary.dataset[key];
+  $("matches").replaceChildren();
+  $("matches-title").hidden = true;
+  $("captions").replaceChildren();
+  $("captions-title").hidden = true;
+  const panel = $("result-panel");
+  if (panel.dataset.state !== "error") panel.dataset.state = "idle"; // an error stays until the next recall
+}
+
+// Everything that belonged to the previous memory: picture, mask, noise, results, lookups.
+function resetWorkbench() {
+  state.original = null;
+  state.mask = null;
+  state.upload = null;
+  $("noise").value = "0";
+  $("noise-out").value = "0";
+  $("mask-info").textContent = "";
+  delete $("mask-info").dataset.hidden;
+  $("store-row").hidden = true;
+  $("store-id").value = "";
+  $("store-text").value = "";
+  $("lookup-results").replaceChildren();
+  delete $("lookup-results").dataset.best;
+  $("lookup-text").value = "";
+  delete $("picture-info").dataset.pattern;
+  $("picture-info").textContent = "No picture yet.";
+  for (const id of ["editor", "original", "cue", "result"]) {
+    const c = $(id);
+    c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  }
+  clearResult();
 }
 
 // --- masks ----------------------------------------------------------------------------
@@ -362,6 +399,7 @@ function describe(m) {
 
 async function loadMemories(pick) {
   const { memories } = await api("GET", "/v1/memories");
+  state.storedImages.clear(); // a pattern may have been deleted and stored again
   state.memories = memories;
   const select = $("memory-select");
   const current = pick ?? (state.memory && state.memory.name);
@@ -376,6 +414,7 @@ async function loadMemories(pick) {
 async function pickMemory(memory, keep = false) {
   const previous = state.memory;
   state.memory = memory;
+  $("memory-select").value = memory ? memory.name : "";
   $("memory-details").textContent = memory ? describe(memory) : "No memory picked.";
   $("train-row").hidden = !memory || memory.state === "ready" || memory.state === "training";
   $("lookup-panel").hidden = !(memory && memory.text);
@@ -384,20 +423,28 @@ async function pickMemory(memory, keep = false) {
   if (memory && memory.text) {
     $("lookup-hint").textContent = "Captions are stored with the pictures; try your own words.";
   }
+  if (keep && previous && memory && previous.shape.join() === memory.shape.join()) return;
+  resetWorkbench();
   if (!memory) return;
-  if (keep && previous && previous.shape.join() === memory.shape.join()) return;
-  state.original = null;
-  $("picture-info").textContent = "No picture yet.";
   if (!isImageMemory(memory)) {
     $("picture-info").textContent = "This memory stores vectors; the picture tools need an image memory.";
     return;
   }
   sizeCanvases();
-  for (const id of ["editor", "original", "cue", "result"]) {
-    const c = $(id);
-    c.getContext("2d").clearRect(0, 0, c.width, c.height);
-  }
   await loadPatternIds();
+  await loadSample();
+}
+
+// A sample to start from: the memory's first stored picture with its bottom half hidden,
+// so that Complete is the one thing left to do.
+async function loadSample() {
+  if (!state.patternIds.length) {
+    $("intro").textContent = "This memory is empty: upload a photo below and store it, or pick another memory.";
+    return;
+  }
+  if (!(await pickPattern(state.patternIds[0]))) return; // the visitor picked another meanwhile
+  presetMask("bottom");
+  $("intro").replaceChildren("The bottom half is hidden. Press ", Object.assign(document.createElement("b"), { textContent: "Complete" }), " to have the memory fill it in, or paint your own mask.");
 }
 
 async function loadPatternIds() {
@@ -412,15 +459,22 @@ async function loadPatternIds() {
   }
 }
 
+// Each new picture (a pick, an upload) takes a number; a slower, older one that arrives
+// after it is dropped, so the last thing asked for is what is shown.
+let pictureSeq = 0;
+
 async function pickPattern(id) {
+  const seq = ++pictureSeq;
   const p = await api("GET", memPath(`/patterns/${enc(id)}`));
   const img = await decodeBase64Png(p.image);
+  if (seq !== pictureSeq) return false;
   const { image } = fitPicture(img, img.naturalWidth, img.naturalHeight);
   $("pattern-select").value = id;
   state.upload = null;
   $("store-row").hidden = true;
   setPicture(image, null, `Stored pattern ${id}${p.text ? `: “${p.text}”` : ""}`);
   $("picture-info").dataset.pattern = id;
+  return true;
 }
 
 // --- upload ---------------------------------------------------------------------------
@@ -437,6 +491,7 @@ function fileBase64(file) {
 // The service checks the file first (type, size, pixels; the memory still there) by
 // recalling from it, so its errors come in the API's words; then the browser decodes it.
 async function uploadPicture(file) {
+  const seq = ++pictureSeq;
   if (!state.memory) throw new ApiError(0, "no_memory", "pick a memory (or create a demo memory) first");
   if (!isImageMemory(state.memory)) throw new ApiError(0, "not_an_image_memory", "this memory stores vectors, not pictures");
   let nearest = "";
@@ -456,6 +511,7 @@ async function uploadPicture(file) {
   } catch {
     throw new ApiError(0, "invalid_image", `${file.name}: the service reads it, but this browser cannot show it`);
   }
+  if (seq !== pictureSeq) return;
   const { image, hidden } = fitPicture(bitmap, bitmap.width, bitmap.height);
   state.upload = file;
   $("pattern-select").value = "";
@@ -487,53 +543,95 @@ function needPicture() {
   if (!state.original) throw new ApiError(0, "no_picture", "upload a photo or pick a stored one first");
 }
 
-// MSE between the result and the original, on [0, 1] pixels over the memory's channels.
-function mseToOriginal() {
+// MSE between two pictures of the memory's size, on [0, 1] pixels over the memory's
+// channels; with `known` (1 = known), over the known pixels only.
+function mse(a, b, known = null) {
   const { c, h, w } = dims();
-  const a = state.original.data;
-  const b = $("result").getContext("2d").getImageData(0, 0, w, h).data;
   let sum = 0;
+  let n = 0;
   for (let i = 0; i < w * h; i++) {
+    if (known && !known[i]) continue;
     for (let ch = 0; ch < c; ch++) {
-      const d = (a[4 * i + ch] - b[4 * i + ch]) / 255;
+      const d = (a.data[4 * i + ch] - b.data[4 * i + ch]) / 255;
       sum += d * d;
     }
+    n += c;
   }
-  return sum / (w * h * c);
+  return n ? sum / n : 0;
 }
 
-async function showResult(title, b64, answer, extra) {
+// Below this MSE two 8-bit pictures are the same picture (a rounding step is 1/255).
+const SAME = 1e-5;
+
+// A stored pattern's picture at the memory's size (cached per memory and id).
+async function storedImage(id) {
+  const key = `${state.memory.name}/${id}`;
+  if (!state.storedImages.has(key)) {
+    const p = await api("GET", memPath(`/patterns/${enc(id)}`));
+    const img = await decodeBase64Png(p.image);
+    state.storedImages.set(key, fitPicture(img, img.naturalWidth, img.naturalHeight).image);
+  }
+  return state.storedImages.get(key);
+}
+
+function thumbUrl(image) {
+  return `data:image/png;base64,${pngBase64(image)}`;
+}
+
+// Show an answer: the picture, then in words whether the cue was a stored pattern (its
+// distance to the nearest of the matches, on the pixels it shows) and whether the answer
+// is a stored pattern or the network's own reconstruction, then the matches.
+async function showResult(title, b64, answer, sent, extra) {
   const img = await decodeBase64Png(b64);
   const { h, w } = dims();
   const ctx = $("result").getContext("2d", { willReadFrequently: true });
   ctx.clearRect(0, 0, w, h);
   ctx.drawImage(img, 0, 0, w, h);
+  const result = ctx.getImageData(0, 0, w, h);
   $("result-title").textContent = title;
-  const best = answer.matches[0];
-  const mse = mseToOriginal();
+  const matches = [];
+  for (const m of answer.matches) {
+    try {
+      matches.push({ ...m, image: await storedImage(m.id) });
+    } catch (err) {
+      if (err.code !== "pattern_not_found") throw err; // deleted meanwhile: leave it out
+    }
+  }
   const summary = $("result-summary");
   summary.replaceChildren();
-  const add = (text, cls) => {
-    const span = document.createElement("span");
-    span.textContent = text;
-    if (cls) span.className = cls;
-    summary.append(span);
-  };
-  if (best) {
-    add("Recalled ");
-    add(best.id, "best-id");
-    add(` (score ${fmt(best.score)})`, "best-score");
+  const line = (cls) => summary.appendChild(Object.assign(document.createElement("p"), { className: cls }));
+  const bold = (text, cls = "") => Object.assign(document.createElement("b"), { textContent: text, className: cls });
+  const visible = state.mask.reduce((n, v) => n + v, 0);
+  if (matches.length) {
+    const dists = matches.map((m) => mse(sent, m.image, state.mask));
+    const near = dists.indexOf(Math.min(...dists));
+    const cueStored = dists[near] <= SAME;
+    const cue = line(`verdict ${cueStored ? "stored" : "new"}`);
+    cue.id = "verdict-cue";
+    if (cueStored) cue.append("Your cue is the stored pattern ", bold(matches[near].id), ` on its ${visible} visible pixels.`);
+    else cue.append("Your cue is not a stored pattern: the nearest, ", bold(matches[near].id), `, differs by MSE ${fmt(dists[near])} on the ${visible} visible pixels.`);
+    const best = matches[0];
+    const gap = mse(result, best.image);
+    const isStored = gap <= SAME;
+    const ans = line(`verdict ${isStored ? "stored" : "new"}`);
+    ans.id = "verdict-answer";
+    if (isStored) ans.append("The answer is the stored pattern ", bold(best.id, "best-id"), ".");
+    else ans.append("The answer is the network's reconstruction, not a stored pattern: MSE ", fmt(gap), " from the nearest stored pattern, ", bold(best.id, "best-id"), ".");
+    Object.assign(summary.dataset, { best: best.id, cue: cueStored ? "stored" : "new", cueMse: String(dists[near]), answer: isStored ? "stored" : "reconstruction", answerMse: String(gap) });
   }
-  add(`; energy ${fmt(answer.energy)}; MSE to the original ${fmt(mse)}`, "mse");
-  if (extra) add(`; ${extra}`);
-  if (answer.state !== "ready") add(`; the memory is ${answer.state} (${answer.trained_count} trained)`);
-  summary.dataset.mse = String(mse);
-  summary.dataset.best = best ? best.id : "";
+  const toOriginal = mse(result, state.original);
+  const facts = [`energy ${fmt(answer.energy)}`, `MSE to the original ${fmt(toOriginal)}`];
+  if (extra) facts.push(extra);
+  if (answer.state !== "ready") facts.push(`the memory is ${answer.state} (${answer.trained_count} trained)`);
+  line("muted small").textContent = facts.join(" · ");
+  summary.dataset.mse = String(toOriginal);
   const list = $("matches");
   list.replaceChildren();
-  for (const m of answer.matches) {
+  $("matches-title").hidden = !matches.length;
+  for (const m of matches) {
     const li = document.createElement("li");
-    li.textContent = `${m.id}: ${fmt(m.score)}`;
+    li.dataset.id = m.id;
+    li.append(Object.assign(new Image(), { src: thumbUrl(m.image), alt: m.id }), `${m.id} (${fmt(m.score)})`);
     list.append(li);
   }
 }
@@ -544,17 +642,19 @@ function hiddenCount() {
 
 async function complete() {
   needPicture();
-  const body = { image: pngBase64(cueImage()), mask: pngBase64(maskImage()), k: 5 };
+  const sent = cueImage();
+  const body = { image: pngBase64(sent), mask: pngBase64(maskImage()), k: 5 };
   const answer = await api("POST", memPath("/complete"), body);
-  await showResult("Completion", answer.image, answer, `${answer.unknown_pixels} pixels filled`);
+  await showResult("Completion", answer.image, answer, sent, `${answer.unknown_pixels} pixels filled`);
 }
 
 async function retrieve() {
   needPicture();
-  const body = { image: pngBase64(cueImage()), k: 5 };
+  const sent = cueImage();
+  const body = { image: pngBase64(sent), k: 5 };
   if (hiddenCount()) body.mask = pngBase64(maskImage());
   const answer = await api("POST", memPath("/retrieve"), body);
-  await showResult("Retrieved", answer.pattern.image, answer);
+  await showResult("Retrieved", answer.pattern.image, answer, sent);
 }
 
 async function captionCue() {
@@ -661,7 +761,7 @@ async function train() {
   return job;
 }
 
-const eta = (j) => (j.eta_seconds === null || j.eta_seconds === undefined || j.status !== "running" ? "" : `, ${fmt(j.eta_seconds)} s left`);
+const eta = (j) => (j.eta_seconds === null || j.eta_seconds === undefined || j.status !== "running" ? "" : `, ${duration(j.eta_seconds)} left`);
 
 // Poll one job until it ends; onUpdate(job) each time; resolves to the final job.
 async function followJob(id, onUpdate) {
@@ -669,7 +769,7 @@ async function followJob(id, onUpdate) {
     const job = await api("GET", `/v1/jobs/${enc(id)}`);
     onUpdate(job);
     renderJobs(mergeJob(job));
-    if (["succeeded", "failed", "cancelled"].includes(job.status)) return job;
+    if (FINISHED.includes(job.status)) return job;
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -681,42 +781,81 @@ function mergeJob(job) {
   return state.jobs;
 }
 
+const FINISHED = ["succeeded", "failed", "cancelled"];
+
+// 42 -> "42 s", 886 -> "15 min", 7300 -> "2.0 h".
+const duration = (sec) => (sec < 90 ? `${Math.round(sec)} s` : sec < 5400 ? `${Math.round(sec / 60)} min` : `${(sec / 3600).toFixed(1)} h`);
+
+// Why a finished job ended, in words (stop_reason from /v1/jobs).
+function jobOutcome(j) {
+  const unit = j.kind === "demo" ? "step" : "epoch";
+  const of = `${j.epoch} of ${j.epochs ?? "?"}`;
+  switch (j.stop_reason) {
+    case "epochs":
+      return `Finished: trained all ${j.epochs} epochs.`;
+    case "energy":
+      return `Finished early at epoch ${of}: the energy fell to the model's stop energy.`;
+    case "done":
+      return `Finished: ${j.patterns} patterns loaded.`;
+    case "cancelled":
+      return `Cancelled at ${unit} ${of}.`;
+    case "failed":
+      return `Failed: ${j.error || "see the service's log"}.`;
+    default:
+      return j.status === "queued" ? "Waiting for a free job slot." : "";
+  }
+}
+
+// Jobs as cards (newest first): status, progress, epoch, energy, ETA, why it ended, and a
+// Cancel button that a phone reaches without scrolling sideways. A job's card is made once
+// and updated in place, so that polling never replaces a button under a finger.
 function renderJobs(jobs) {
-  const body = $("jobs").tBodies[0];
-  body.replaceChildren();
-  if (!jobs.length) {
-    const tr = body.insertRow();
-    tr.className = "empty";
-    const td = tr.insertCell();
-    td.colSpan = 8;
-    td.className = "muted";
-    td.textContent = "No jobs.";
+  const list = $("jobs");
+  const shown = [...jobs].reverse().slice(0, 10);
+  const keep = new Set(shown.map((j) => j.id));
+  for (const li of [...list.children]) if (!keep.has(li.dataset.job)) li.remove();
+  if (!shown.length) {
+    list.append(Object.assign(document.createElement("li"), { className: "empty muted small", textContent: "No jobs." }));
     return;
   }
-  for (const j of [...jobs].reverse().slice(0, 10)) {
-    const tr = body.insertRow();
-    tr.dataset.job = j.id;
-    tr.dataset.status = j.status;
-    tr.insertCell().textContent = j.memory;
-    tr.insertCell().textContent = j.kind;
-    tr.insertCell().textContent = j.status + (j.error ? `: ${j.error}` : "");
-    const bar = document.createElement("progress");
-    bar.max = 1;
-    bar.value = j.progress;
-    const cell = tr.insertCell();
-    cell.append(bar, ` ${Math.round(100 * j.progress)}%`);
-    tr.insertCell().textContent = `${j.epoch}/${j.epochs ?? "?"}`;
-    tr.insertCell().textContent = fmt(j.energy);
-    tr.insertCell().textContent = j.status === "running" && j.eta_seconds !== null ? `${fmt(j.eta_seconds)} s` : "—";
-    const actions = tr.insertCell();
-    if (!["succeeded", "failed", "cancelled"].includes(j.status)) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.textContent = "Cancel";
-      b.addEventListener("click", () => act("Cancelling", () => api("DELETE", `/v1/jobs/${enc(j.id)}`).then(pollJobs)));
-      actions.append(b);
-    }
-  }
+  shown.forEach((j, i) => {
+    let li = list.querySelector(`li[data-job="${CSS.escape(j.id)}"]`) || jobCard(j);
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+    updateJobCard(li, j);
+  });
+}
+
+function jobCard(j) {
+  const li = document.createElement("li");
+  li.className = "job";
+  li.dataset.job = j.id;
+  li.innerHTML = `<div class="job-head"><span class="job-name"></span><span class="badge"></span><span class="muted job-kind"></span></div>
+    <progress max="1" value="0"></progress>
+    <div class="job-line"><span class="job-progress"></span><span class="job-epoch"></span><span class="job-energy"></span><span class="job-eta"></span></div>
+    <span class="job-reason"></span>
+    <button type="button" class="cancel">Cancel</button>`;
+  li.querySelector(".job-name").textContent = j.memory;
+  li.querySelector(".job-kind").textContent = j.kind === "demo" ? "demo load" : "training";
+  li.querySelector(".cancel").addEventListener("click", () => act("Cancelling", () => api("DELETE", `/v1/jobs/${enc(j.id)}`).then(pollJobs)));
+  return li;
+}
+
+function updateJobCard(li, j) {
+  const set = (sel, text) => {
+    const el = li.querySelector(sel);
+    if (el.textContent !== text) el.textContent = text;
+    el.hidden = !text;
+  };
+  li.dataset.status = j.status;
+  li.dataset.reason = j.stop_reason || "";
+  set(".badge", j.status);
+  li.querySelector("progress").value = j.progress;
+  set(".job-progress", `${Math.round(100 * j.progress)}%`);
+  set(".job-epoch", `${j.kind === "demo" ? "step" : "epoch"} ${j.epoch}/${j.epochs ?? "?"}`);
+  set(".job-energy", j.energy === null || j.energy === undefined ? "" : `energy ${fmt(j.energy)}`);
+  set(".job-eta", j.status === "running" && j.eta_seconds !== null ? `${duration(j.eta_seconds)} left` : "");
+  set(".job-reason", jobOutcome(j));
+  li.querySelector(".cancel").hidden = FINISHED.includes(j.status);
 }
 
 // Refresh the jobs table; keep polling while any job is unfinished, then refresh the memory.
@@ -729,10 +868,10 @@ async function pollJobs() {
     showError(err);
     return;
   }
-  const wasRunning = state.jobs.some((j) => !["succeeded", "failed", "cancelled"].includes(j.status));
+  const wasRunning = state.jobs.some((j) => !FINISHED.includes(j.status));
   state.jobs = jobs;
   renderJobs(jobs);
-  const running = jobs.some((j) => !["succeeded", "failed", "cancelled"].includes(j.status));
+  const running = jobs.some((j) => !FINISHED.includes(j.status));
   if (running) state.jobTimer = setTimeout(pollJobs, 500);
   if (wasRunning && !running && state.memory) loadMemories().catch(showError);
 }
@@ -757,6 +896,7 @@ async function start() {
     await loadPresets();
     await loadMemories();
     await pollJobs();
+    await landOnAMemory();
   });
   document.body.dataset.ready = "true";
 }
@@ -807,6 +947,23 @@ function bind() {
   });
   $("train").addEventListener("click", () => act("Starting training", train));
   setupPainting();
+}
+
+// A visitor who lands gets a memory with a sample picture ready: the demo memory if there is
+// one, else the first picture memory with patterns; on an empty service the Fashion-MNIST
+// demo memory is created (its load takes a few seconds).
+async function landOnAMemory() {
+  if (state.memory) return;
+  const images = state.memories.filter((m) => isImageMemory(m) && m.count > 0);
+  const chosen = images.find((m) => m.name.startsWith("demo-")) || images[0];
+  if (chosen) {
+    await pickMemory(chosen);
+  } else if (!state.memories.length && state.presets.some((p) => p.name === "fashion")) {
+    $("preset-select").value = "fashion";
+    showPreset();
+    $("intro").textContent = "Loading a demo memory of 500 Fashion-MNIST pictures…";
+    await createDemo();
+  }
 }
 
 function needMemoryWithPatterns() {

@@ -1,0 +1,74 @@
+"""What the routers share: path parameters, and the reading of request bodies and limits."""
+
+from __future__ import annotations
+
+from fastapi import Path, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..exceptions import ApiError
+from ..schemas import ID_PATTERN, NAME_PATTERN
+from ..settings import Settings
+
+__all__ = ["JobIdParam", "NameParam", "PatternIdParam", "body_kind", "check_limits", "image_form", "read_form"]
+
+NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples=["fashion"])
+PatternIdParam = Path(pattern=ID_PATTERN, description="the pattern's id", examples=["shoe-1"])
+JobIdParam = Path(pattern=r"^[0-9a-f]{1,64}$", description="the job's id", examples=["3f2a9c0e5b7d4c1a"])
+
+
+def body_kind(request: Request) -> str:
+    """ "json" or "multipart" from the Content-Type; 415 for anything else."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype in ("", "application/json") or ctype.endswith("+json"):
+        return "json"
+    if ctype == "multipart/form-data":
+        return "multipart"
+    raise ApiError(
+        415, "unsupported_media_type", f"Content-Type {ctype!r}: send application/json or multipart/form-data"
+    )
+
+
+async def read_form(request: Request, max_files: int) -> dict[str, list]:
+    """Parse a multipart body: field name -> [bytes (files) or str (fields)]; 400 when malformed."""
+    try:
+        form = await request.form(max_files=max_files, max_fields=3 * max_files + 10)
+    except StarletteHTTPException as exc:
+        detail = str(exc.detail)
+        if "Too many files" in detail:
+            raise ApiError(422, "batch_too_large", f"{detail} (AMS_MAX_BATCH)") from None
+        raise ApiError(400, "invalid_multipart", f"malformed multipart body: {detail}") from None
+    out: dict[str, list] = {}
+    try:
+        for key, value in form.multi_items():
+            out.setdefault(key, []).append(await value.read() if isinstance(value, UploadFile) else value)
+    finally:
+        await form.close()
+    return out
+
+
+def check_limits(k: int, steps: int, settings: Settings) -> None:
+    if k > settings.max_k:
+        raise ApiError(422, "k_too_large", f"k = {k} is over AMS_MAX_K = {settings.max_k}")
+    if steps > settings.max_steps:
+        raise ApiError(
+            422, "steps_too_large", f"steps = {steps} is over AMS_MAX_STEPS = {settings.max_steps}"
+        )
+
+
+def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[bytes, bytes | None, int]:
+    """Multipart fields of a picture query: (image bytes, mask bytes or None, k)."""
+    images, masks, ks = fields.get("image", []), fields.get("mask", []), fields.get("k", [])
+    if len(images) != 1 or not isinstance(images[0], bytes):
+        raise ApiError(422, "invalid_multipart", f"{endpoint} needs exactly one file in field 'image'")
+    if len(masks) > 1 or (masks and not isinstance(masks[0], bytes)):
+        raise ApiError(422, "invalid_multipart", "field 'mask' must be one file")
+    k = default_k
+    if ks:
+        try:
+            k = int(ks[0])
+        except (TypeError, ValueError):
+            raise ApiError(422, "validation_error", "field 'k' must be an integer") from None
+        if k < 1:
+            raise ApiError(422, "validation_error", "field 'k' must be >= 1")
+    return images[0], masks[0] if masks else None, k

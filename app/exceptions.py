@@ -1,0 +1,161 @@
+"""The service's errors: one class per failure, each carrying its HTTP status and stable code.
+
+Raised anywhere in the service (registry, storage, kinds, jobs, routers) without any web
+import; ``errors.py`` turns every one of them, and memory_core's own errors, into the
+error response in one place. ``ApiError`` is for request checks that name their status
+and code where they are made.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from memory_core import EmptyMemoryError
+
+__all__ = [
+    "ApiError",
+    "DimensionTooLarge",
+    "InvalidConfig",
+    "InvalidShape",
+    "JobNotFound",
+    "JobRunning",
+    "MemoryEmpty",
+    "MemoryExists",
+    "MemoryNotFound",
+    "NotReady",
+    "NotTrainable",
+    "NotTrained",
+    "PatternExists",
+    "PatternNotFound",
+    "ServiceError",
+    "TooManyMemories",
+    "UnknownKind",
+]
+
+
+class ServiceError(Exception):
+    """A failure answered with ``{"error": {"code", "message", "details"}}`` and ``status``.
+
+    Subclasses fix ``status`` (4xx; 501 for a missing optional part; 503 while not ready)
+    and ``code`` (stable, snake_case, what clients branch on).
+
+    Arguments:
+        message: what was wrong, naming the offending input.
+        details: optional structured details (JSON-able).
+        headers: extra response headers (e.g. WWW-Authenticate).
+    """
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message, self.details, self.headers = message, details, headers
+
+
+class ApiError(ServiceError):
+    """A request check's error, with its status and code given where it is raised.
+
+    Arguments:
+        status: HTTP status; code: stable snake_case code, e.g. "invalid_cursor";
+        message, details, headers: as ``ServiceError``.
+    """
+
+    def __init__(
+        self, status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, details, headers)
+        self.status, self.code = status, code  # per instance
+
+
+# --- what is asked for does not exist --------------------------------------------------------
+class MemoryNotFound(ServiceError):
+    status, code = 404, "memory_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no memory named {name!r}")
+
+
+class PatternNotFound(ServiceError):
+    status, code = 404, "pattern_not_found"
+
+    def __init__(self, memory: str, pattern_id: str) -> None:
+        super().__init__(f"no pattern {pattern_id!r} in memory {memory!r}")
+
+
+class JobNotFound(ServiceError):
+    status, code = 404, "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r} (jobs are forgotten on restart)")
+
+
+# --- the memory's state forbids it ------------------------------------------------------------
+class MemoryExists(ServiceError):
+    status, code = 409, "memory_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a memory named {name!r} exists already")
+
+
+class PatternExists(ServiceError):
+    """Pattern ids taken already; ``ids`` lists them."""
+
+    status, code = 409, "pattern_exists"
+
+    def __init__(self, memory: str, ids: list[str]) -> None:
+        super().__init__(f"pattern id(s) exist already in {memory!r}: {ids[:10]}", {"ids": ids})
+        self.ids = ids
+
+
+class TooManyMemories(ServiceError):
+    status, code = 409, "too_many_memories"
+
+
+class MemoryEmpty(ServiceError, EmptyMemoryError):
+    """Recall or training on a memory that stores nothing (also an ``EmptyMemoryError``,
+    memory_core's own, which the error responses map the same way)."""
+
+    status, code = 409, "memory_empty"
+
+
+class NotTrained(ServiceError):
+    """A memory that needs training has no trained model yet."""
+
+    status, code = 409, "not_trained"
+
+
+class JobRunning(ServiceError):
+    """The memory has an unfinished job already; ``job_id`` is that job's."""
+
+    status, code = 409, "job_running"
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message, {"job": job_id})
+        self.job_id = job_id
+
+
+# --- what was asked for is not possible -------------------------------------------------------
+class UnknownKind(ServiceError):
+    status, code = 422, "unknown_kind"
+
+
+class InvalidConfig(ServiceError):
+    status, code = 422, "invalid_config"
+
+
+class InvalidShape(ServiceError):
+    status, code = 422, "invalid_shape"
+
+
+class DimensionTooLarge(ServiceError):
+    status, code = 422, "dimension_too_large"
+
+
+class NotTrainable(ServiceError):
+    status, code = 422, "not_trainable"
+
+
+# --- not ready -------------------------------------------------------------------------------
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"

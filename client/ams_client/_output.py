@@ -1,0 +1,170 @@
+"""How the ``ams`` command shows results: aligned tables for people, JSON for scripts,
+result files (pictures, ``.npy`` arrays), one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import (
+    ApiError,
+    AuthError,
+    BadRequest,
+    Conflict,
+    JobFailed,
+    NetworkError,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
+from .models import JobState, Match, Memory
+
+# Exit codes scripts can test (also in docs/client.md).
+OK, FAILED, USAGE, NOT_FOUND, CONFLICT, INVALID, AUTH, UNAVAILABLE, JOB_FAILED = 0, 1, 2, 3, 4, 5, 6, 7, 8
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error (2, usage, is argparse's own)."""
+    for cls, code in (
+        (NotFound, NOT_FOUND),
+        (Conflict, CONFLICT),
+        ((BadRequest, TooLarge, ValueError, TypeError, OSError), INVALID),
+        (AuthError, AUTH),
+        ((Unavailable, RateLimited, NetworkError), UNAVAILABLE),
+        (JobFailed, JOB_FAILED),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return FAILED
+
+
+def error_line(exc: BaseException) -> str:
+    """One line naming the problem: the service's code and message, or the local error."""
+    if isinstance(exc, ApiError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+
+
+def _cell(value: Any, width: int = 60) -> str:
+    if value is None:
+        text = "-"
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(",", ":"))
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns aligned, header in capitals; "-" for empty cells; long cells cut."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    return "\n".join([line([h.upper() for h in header]), *(line(r) for r in cells)])
+
+
+def pairs(items: Sequence[tuple[str, Any]]) -> str:
+    """Key/value lines, keys aligned."""
+    width = max(len(k) for k, _ in items)
+    return "\n".join(f"{k.ljust(width)}  {_cell(v, 200)}" for k, v in items)
+
+
+def emit(as_json: bool, data: Any, text: str) -> None:
+    """Print ``data`` as JSON (scripts) or ``text`` (people)."""
+    print(json.dumps(data, indent=2, default=_jsonable) if as_json else text)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def memory_rows(memories: Sequence[Memory]) -> str:
+    return table(
+        ["name", "kind", "shape", "count", "state", "trained", "text"],
+        [
+            [m.name, m.kind, "x".join(map(str, m.shape)), m.count, m.state, m.trained_count, m.text]
+            for m in memories
+        ],
+    )
+
+
+def memory_text(m: Memory) -> str:
+    return pairs(
+        [
+            ("name", m.name),
+            ("kind", m.kind),
+            ("shape", " ".join(map(str, m.shape))),
+            ("dim", m.dim),
+            ("text", m.text),
+            ("count", m.count),
+            ("state", m.state),
+            ("trained_count", m.trained_count),
+            ("created_at", m.created_at.isoformat()),
+            ("config", m.config),
+        ]
+    )
+
+
+def match_rows(matches: Sequence[Match]) -> str:
+    return table(["rank", "id", "score"], [[i + 1, m.id, m.score] for i, m in enumerate(matches)])
+
+
+def job_rows(jobs: Sequence[JobState]) -> str:
+    return table(
+        ["id", "memory", "kind", "status", "progress", "epoch", "energy", "eta_s", "stop_reason"],
+        [
+            [
+                j.id,
+                j.memory,
+                j.kind,
+                j.status,
+                f"{j.progress:.0%}",
+                f"{j.epoch}/{j.epochs or '?'}",
+                j.energy,
+                None if j.eta_seconds is None else round(j.eta_seconds, 1),
+                j.stop_reason,
+            ]
+            for j in jobs
+        ],
+    )
+
+
+def job_json(j: JobState) -> dict[str, Any]:
+    return {k: getattr(j, k) for k in JobState.__dataclass_fields__}
+
+
+def write_result(out: str | Path, array: np.ndarray | None, image: Any) -> str:
+    """Write a result to ``out``: ``.npy`` -> the numbers, anything else -> the picture
+    (PIL picks the format from the suffix). Returns the path written."""
+    out = Path(out)
+    if out.suffix.lower() == ".npy":
+        if array is None:
+            raise ValueError("the answer holds no pattern to write")
+        np.save(out, array)
+    elif image is not None:
+        image.save(out)
+    else:
+        raise ValueError(f"a vector memory's result has no picture: write it as .npy, not {out.name}")
+    return str(out)
+
+
+def warn(message: str) -> None:
+    print(f"ams: {message}", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""Small knowledge-graph benchmarks read offline from the files inside PyKEEN's wheel.
+
+PyKEEN (MIT licence; ``pip install pykeen==1.11.1``, this project's ``bench`` and ``test``
+extras) ships Nations, UMLS and Kinship as ``pykeen/datasets/<name>/{train,valid,test}.txt``
+(tab-separated head, relation, tail). They are read from the installed package without
+importing it (PyKEEN's import is slow) and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PYKEEN_DATASETS", "KBSplits", "load_pykeen_dataset"]
+
+PYKEEN_DATASETS = ("nations", "umls", "kinships")
+
+Triple = tuple[str, tuple[str, str]]  # (relation, (head, tail)): BoxE's fact form
+
+
+@dataclass(frozen=True)
+class KBSplits:
+    """A benchmark's facts, each ``(relation, (head, tail))``."""
+
+    name: str
+    train: list[Triple]
+    valid: list[Triple]
+    test: list[Triple]
+
+    @property
+    def entities(self) -> set[str]:
+        return {e for split in (self.train, self.valid, self.test) for _, args in split for e in args}
+
+    @property
+    def relations(self) -> set[str]:
+        return {r for split in (self.train, self.valid, self.test) for r, _ in split}
+
+
+def _pykeen_root() -> Path:
+    spec = importlib.util.find_spec("pykeen")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the knowledge-graph benchmarks are read from PyKEEN's wheel: pip install 'pykeen==1.11.1' "
+            "(after torch), or install this project's 'bench' extra"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _read(path: Path) -> list[Triple]:
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{number}: expected head<TAB>relation<TAB>tail, got {line!r}")
+        head, relation, tail = parts
+        out.append((relation, (head, tail)))
+    return out
+
+
+def load_pykeen_dataset(name: str) -> KBSplits:
+    """Nations (14 entities, 55 relations, 1592 / 199 / 201 facts), UMLS (135, 46,
+    5216 / 652 / 661) or Kinships, as PyKEEN splits them."""
+    key = name.lower()
+    if key not in PYKEEN_DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(PYKEEN_DATASETS)}")
+    folder = _pykeen_root() / "datasets" / key
+    return KBSplits(key, *(_read(folder / f"{split}.txt") for split in ("train", "valid", "test")))

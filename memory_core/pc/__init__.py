@@ -1,0 +1,33 @@
+"""Hierarchical predictive-coding memory (Salvatori et al., "Associative Memories via
+Predictive Coding", NeurIPS 2021).
+
+- ``config``: ``PCConfig`` and the defaults of recall;
+- ``energy``: the activations (shared with ``PCGraph``), errors, energy and its gradient;
+- ``relax``: step-size bounds, heavy ball and conjugate gradients;
+- ``schedule``: the weight learning rate of a ``fit`` call;
+- ``memory``: ``PCMemory`` (fit, retrieve, energy, to);
+- ``checkpoint``: ``PCMemory``'s files.
+"""
+
+from .config import (
+    COMPLETE_TOP_PRIOR,
+    RECALL_HIDDEN_GAIN,
+    RECALL_PRIOR_PER_CODE_PRECISION,
+    RECALL_TOP_PRIOR,
+    PCConfig,
+)
+from .energy import ACTIVATIONS
+from .memory import FitHistory, PCMemory
+from .relax import CG_CHECK_EVERY
+
+__all__ = [
+    "ACTIVATIONS",
+    "CG_CHECK_EVERY",
+    "COMPLETE_TOP_PRIOR",
+    "RECALL_HIDDEN_GAIN",
+    "RECALL_PRIOR_PER_CODE_PRECISION",
+    "RECALL_TOP_PRIOR",
+    "FitHistory",
+    "PCConfig",
+    "PCMemory",
+]
