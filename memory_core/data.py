@@ -278,7 +278,11 @@ def natural_patches(size: int = 32, count: int | None = None) -> Tensor:
     """
     if size < 4:
         raise ValueError(f"patch size must be >= 4, got {size}")
-    pool = _all_patches(size)
+    return _first(_all_patches(size), count, size)
+
+
+def _first(pool: np.ndarray, count: int | None, size: int) -> Tensor:
+    """The first ``count`` patches of a pool (all for None), as a tensor of its own."""
     if count is not None and count > len(pool):
         raise ValueError(f"only {len(pool)} distinct {size}x{size} patches are available, asked for {count}")
     return torch.from_numpy(pool[:count].copy())
@@ -357,7 +361,4 @@ def distinct_patches(size: int = 32, count: int | None = None) -> Tensor:
     """
     if size < 8:
         raise ValueError(f"patch size must be >= 8, got {size}")
-    pool = _all_distinct(size)
-    if count is not None and count > len(pool):
-        raise ValueError(f"only {len(pool)} distinct {size}x{size} patches are available, asked for {count}")
-    return torch.from_numpy(pool[:count].copy())
+    return _first(_all_distinct(size), count, size)
