@@ -339,7 +339,16 @@ def _cut_distinct(size: int) -> np.ndarray:
 def _all_distinct(size: int) -> np.ndarray:
     import PIL
 
-    recipe = (size, PHOTO_NAMES, _GREY_NAMES, _DISTINCT_SCALES, _DISTINCT_STD, _DISTINCT_MIN_MSE, PIL.__version__, 1)
+    recipe = (
+        size,
+        PHOTO_NAMES,
+        _GREY_NAMES,
+        _DISTINCT_SCALES,
+        _DISTINCT_STD,
+        _DISTINCT_MIN_MSE,
+        PIL.__version__,
+        1,
+    )
     return _cached_pool("distinct-patches", size, recipe, _cut_distinct)
 
 

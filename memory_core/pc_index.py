@@ -43,9 +43,10 @@ std 0.2 score 0.96-1.07 of the noise estimate (10th-90th percentile), unseen ima
 When the runner-up candidate passes the test too, two stored patterns explain the cue
 (a quarter of a Fashion-MNIST image is often mostly background, two near-copies under
 strong noise): the answer is still the better one, flagged not ``unique``. A cue that
-fails is taken for something not stored and gets the pure variant's reconstruction (what a generative model offers for unseen images;
-results/pc_real_images.md). At strong noise (variance 0.2) an unseen image close to a
-stored one cannot always be told from it (unseen 1.05-1.23 there).
+fails is taken for something not stored and gets the pure variant's reconstruction (what
+a generative model offers for unseen images; results/pc_real_images.md). At strong noise
+(variance 0.2) an unseen image close to a stored one cannot always be told from it
+(unseen 1.05-1.23 there).
 """
 
 from __future__ import annotations
@@ -169,12 +170,11 @@ class PCIndex:
         self.predictions = self.pc.predict_sensory(self.codes)
         self.fit_errors = (self.predictions - patterns).square().mean(1)
         self.fit_mse = float(self.fit_errors.median())
-        if len(top) > 1:
-            d = torch.cdist(top, top)
-            d.fill_diagonal_(float("inf"))
-            self.spacing = float(d.min(1).values.median().clamp_min(1e-12))
         self._lookup = UniversalHopfield("euclidean", "max", device=self.pc.device, dtype=self.pc.dtype)
         self._lookup.store(top)  # search only: the k codes nearest a cue's top latent
+        if len(top) > 1:  # each code's nearest other code (chunked: no (N, N) matrix)
+            nearest_other = -self._lookup.search(top, k=2)[0][:, 1]
+            self.spacing = float(nearest_other.median().clamp_min(1e-12))
         sample = patterns[:64]  # white noise through the pure variant: how much of it passes
         gen = torch.Generator(device="cpu").manual_seed(0)
         std = self.config.calibration_std

@@ -6,7 +6,8 @@ checkpoint), its ``PCIndex``; the same cues (noisy std 0.2; top half given) to
 conjugate gradients) and ``PCIndex.recall``, interleaved, best of ``--repeats``, one
 process. Ratios carry over between machines, seconds do not.
 
-    .venv/bin/python scripts/bench_pc_index.py --threads 1 --checkpoint /tmp/pc-models/fashion_1000_1024_256_0.safetensors
+    .venv/bin/python scripts/bench_pc_index.py --threads 1 --batches 1 16 64 --repeats 5 \
+        --checkpoint /tmp/pc-models/fashion_1000_1024_256_0.safetensors
 
 Writes results/bench_pc_index.json and prints a table.
 """
