@@ -20,6 +20,7 @@ import logging
 import secrets
 from abc import abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -63,6 +64,25 @@ class TrainedKind(LiveMemory):
     def _new_model(self) -> Any:
         """A fresh, untrained model from the memory's config."""
 
+    # --- what a kind may change (pc: its memory index) ------------------------------------
+    def _training_copy(self, model: Any) -> Any:
+        """The model a job trains: a copy, so recalls keep using ``model`` until the new one is whole."""
+        return copy.deepcopy(model)
+
+    def _fit(
+        self, model: Any, patterns: Tensor, ids: list[str], epochs: int, callback: Callable[[dict], Any]
+    ) -> Any:
+        """Fit ``model`` on the snapshot ``patterns`` (N, D), whose ids are ``ids``; its history."""
+        return model.fit(patterns, epochs=epochs, progress=False, callback=callback)
+
+    def _checkpoint_files(self, name: str) -> list[str]:
+        """The files a checkpoint named ``name`` consists of (in the memory's checkpoint folder)."""
+        return [name]
+
+    def _load_model(self, path: Path) -> Any:
+        """Read a checkpoint (``model_class.load``); OSError or ValueError if it cannot be."""
+        return self.model_class.load(path, device=self.device)
+
     @property
     def index(self) -> UniversalHopfield:
         return self._index
@@ -104,18 +124,18 @@ class TrainedKind(LiveMemory):
     ) -> tuple[Callable[[JobContext], None], int, int | None]:
         # A snapshot of what is stored now: the job trains on exactly this.
         patterns = self.index.keys.detach().to("cpu", torch.float32).clone()  # (N, D)
-        fingerprint, start = self._fingerprint, self.model
+        ids, fingerprint, start = list(self.ids), self._fingerprint, self.model
         total = int(epochs if epochs is not None else self.record.config["epochs"])
         self._training = True
 
         def work(ctx: JobContext) -> None:
-            # A copy: recalls keep using the current model until the new one is whole.
-            model = copy.deepcopy(start) if start is not None else self._new_model()
-            history = model.fit(
+            model = self._training_copy(start) if start is not None else self._new_model()
+            history = self._fit(
+                model,
                 patterns.to(self.device),
-                epochs=total,
-                progress=False,
-                callback=lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
+                ids,
+                total,
+                lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
             )
             if ctx.cancelled:
                 return
@@ -132,8 +152,8 @@ class TrainedKind(LiveMemory):
                     self.model, self._trained_fingerprint = model, fingerprint
                     self._trained_count = patterns.shape[0]
                     old, self._checkpoint = self._checkpoint, name
-            if old is not None:
-                (folder / old).unlink(missing_ok=True)
+            for stale in self._checkpoint_files(old) if old is not None else []:
+                (folder / stale).unlink(missing_ok=True)
 
         return work, patterns.shape[0], total
 
@@ -147,7 +167,7 @@ class TrainedKind(LiveMemory):
         if name:
             path = folder / name
             try:
-                self.model = self.model_class.load(path, device=self.device)
+                self.model = self._load_model(path)
             except (OSError, ValueError) as exc:  # storage names it, so this is damage
                 log.error(
                     "memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, path, exc
@@ -157,6 +177,7 @@ class TrainedKind(LiveMemory):
                 self._trained_fingerprint = extra.get("fingerprint")
                 self._trained_count = int(extra.get("trained_count", 0))
                 self._checkpoint = name
+        keep = set(self._checkpoint_files(name)) if name else set()
         for leftover in folder.glob(f"{self.kind}-*.safetensors"):  # written, never switched to
-            if leftover.name != name:
+            if leftover.name not in keep:
                 leftover.unlink(missing_ok=True)
