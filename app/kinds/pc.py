@@ -9,16 +9,15 @@ stored-pattern test) or of something not stored, which stored pattern, and how f
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from memory_core import IndexRecall, PCConfig, PCIndexConfig, PCMemory
 
-from ..exceptions import NotTrained
 from ..text_memory import stored_dim
 from .base import check_keys
 from .pc_model import PCModel, index_path
@@ -137,28 +136,12 @@ class PCKind(TrainedKind):
     def _recall(
         self, cue: Tensor, mask: Tensor | None, steps: int
     ) -> tuple[Tensor, Tensor, list[dict[str, Any]]]:
-        model = self.model
-        if model is None:
-            raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
+        model = self._trained_model()
         if model.index is None:  # the paper's pure recall
-            out = self._pure(model.pc, cue, mask)
+            out = self._retrieve(model.pc, cue, mask)
             return out, model.pc.energy(out), self._pure_reports(out)
         got = model.recall(cue, mask)
         return got.output, model.pc.energy(got.output), self._index_reports(got, model.ids)
-
-    @staticmethod
-    def _pure(pc: PCMemory, cue: Tensor, mask: Tensor | None) -> Tensor:
-        """``PCMemory.retrieve``; a batch may mix cues with unknown entries (completion) and
-        whole cues (an all-True row: denoising, as without a mask)."""
-        if mask is None:
-            return pc.retrieve(cue)  # (B, D): recall from noisy cues
-        whole = mask.all(dim=1)  # (B,)
-        out = torch.empty_like(cue)
-        if bool(whole.any()):
-            out[whole] = pc.retrieve(cue[whole])
-        if not bool(whole.all()):
-            out[~whole] = pc.retrieve(cue[~whole], mask=mask[~whole])
-        return out
 
     def _mse_to_stored(self, out: Tensor, pattern_ids: list[str]) -> list[float | None]:
         """Per cue, the MSE between its output (B, D') and the stored pattern of that id, over
@@ -203,7 +186,7 @@ class PCKind(TrainedKind):
                 "nearest": {
                     "id": pid,
                     "mse": m,
-                    "evidence": e if e == e and abs(e) != float("inf") else None,
+                    "evidence": e if math.isfinite(e) else None,
                 },
             }
             for pid, m, e, stored, unique, rounds in zip(

@@ -102,21 +102,29 @@ class TrainedKind(LiveMemory):
     def _changed(self) -> None:
         self._fingerprint = _fingerprint(self.seqs)
 
-    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        model = self.model
-        if model is None:
+    def _trained_model(self) -> Any:
+        """The current model; ``NotTrained`` (409) before the first training."""
+        if self.model is None:
             raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
+        return self.model
+
+    @staticmethod
+    def _retrieve(model: Any, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """``model.retrieve`` for cues (B, D); a batch may mix cues with unknown entries
+        (completion) and whole cues (an all-True row: denoising, as without a mask)."""
         if mask is None:
-            out = model.retrieve(cue)  # (B, D): recall from noisy cues
-        else:
-            # A batch may mix cues with unknown entries (completion) and whole cues (an
-            # all-True row: denoising, as without a mask).
-            whole = mask.all(dim=1)  # (B,)
-            out = torch.empty_like(cue)
-            if bool(whole.any()):
-                out[whole] = model.retrieve(cue[whole])
-            if not bool(whole.all()):
-                out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
+            return model.retrieve(cue)  # (B, D): recall from noisy cues
+        whole = mask.all(dim=1)  # (B,)
+        out = torch.empty_like(cue)
+        if bool(whole.any()):
+            out[whole] = model.retrieve(cue[whole])
+        if not bool(whole.all()):
+            out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
+        return out
+
+    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
+        model = self._trained_model()
+        out = self._retrieve(model, cue, mask)
         return out, model.energy(out)  # (B, D), (B,)
 
     def training(
