@@ -1,0 +1,117 @@
+"""The demo page's knowledge-base panel on a phone (390 x 844) and a laptop (1280 x 800):
+Debian's chromium (playwright) against a real server process.
+
+A visitor loads the bundled European knowledge base with one button (its facts, then a
+training job whose progress the panel shows), asks which countries border Germany, and
+sees the ranking, stored facts marked; a question without a "?" gets the API's error in
+words; nothing is wider than the screen. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from live_server import LiveServer
+from playwright.sync_api import Browser, Page, expect
+
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+TIMEOUT_MS = 60_000
+SIZES = {"phone": {"width": 390, "height": 844}, "laptop": {"width": 1280, "height": 800}}
+NEIGHBOURS = {
+    "france",
+    "denmark",
+    "poland",
+    "czechia",
+    "austria",
+    "switzerland",
+    "luxembourg",
+    "belgium",
+    "netherlands",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A service holding one memory (so that the page does not make its picture demo memory)."""
+    live = LiveServer(tmp_path_factory.mktemp("demo-kb") / "data", AMS_TORCH_THREADS="1")
+    with live.client() as api:
+        body = {"name": "vectors", "kind": "hopfield", "shape": [4]}
+        assert api.post("/v1/memories", json=body).status_code == 201
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(params=list(SIZES))
+def size(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def visitor(browser: Browser, size: str) -> Iterator[Page]:
+    phone = size == "phone"
+    context = browser.new_context(
+        viewport=SIZES[size], device_scale_factor=2 if phone else 1, is_mobile=phone, has_touch=phone
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def _shot(page: Page, size: str, state: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{size}-kb-{state}.png"), full_page=True)
+
+
+def _no_overflow(page: Page, size: str) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= SIZES[size]["width"], f"page {width} px wide on a {SIZES[size]['width']} px screen"
+
+
+def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: LiveServer, size: str) -> None:
+    visitor.goto(f"{server.url}/")
+    expect(visitor.locator("body")).to_have_attribute("data-ready", "true", timeout=120_000)
+    panel = visitor.locator("#kb-panel")
+    expect(panel.locator("#kb-preset")).to_have_value("europe")
+    _no_overflow(visitor, size)
+    # Load and train (the second visitor finds it made and trained already, and picks it).
+    panel.locator("#kb-load").scroll_into_view_if_needed()
+    panel.locator("#kb-load").click()
+    expect(panel.locator("#kb-details")).to_have_text("176 facts, trained on all of them.", timeout=120_000)
+    expect(panel.locator("#kb-select")).to_have_value("demo-europe")
+    if size == "phone":  # the first visitor saw the training job's progress
+        expect(panel.locator("#kb-status")).to_contain_text("trained 100 epochs on 176 facts")
+    expect(panel.locator("#kb-relation")).to_have_value("borders")
+    args = panel.locator("select.kb-arg")
+    expect(args).to_have_count(2)
+    args.nth(0).select_option("germany")
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(panel.locator("#kb-question")).to_have_text("borders(germany, ?)")
+    ranking = panel.locator("#kb-results li")
+    expect(ranking).to_have_count(10)
+    top9 = {ranking.nth(i).get_attribute("data-entity") for i in range(9)}
+    assert len(top9 & NEIGHBOURS) >= 8, top9
+    stored = {li.get_attribute("data-entity") for li in ranking.filter(has_text="stored").all()}
+    assert {"denmark", "poland", "czechia", "austria", "switzerland"} <= stored <= NEIGHBOURS
+    _no_overflow(visitor, size)
+    _shot(visitor, size, "1-ranking")
+    # Without the stored facts: none of the answers is marked stored.
+    panel.locator("#kb-filter").check()
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(ranking.first).not_to_have_attribute("data-entity", "denmark")
+    expect(ranking.filter(has_text="stored")).to_have_count(0)
+    # A question with no "?": the API's answer, in words.
+    args.nth(1).select_option("france")
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(visitor.locator("#error")).to_be_visible()
+    expect(visitor.locator("#error-title")).to_have_text("Ask for exactly one argument.")
+    expect(visitor.locator("#error-code")).to_have_text("invalid_query · HTTP 422")
+    _no_overflow(visitor, size)
+    _shot(visitor, size, "2-error")
