@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -105,8 +107,12 @@ class RelationalKind(LiveMemory):
         self._trained = False  # whether self.model's embeddings come from a finished training
         self._version = 0  # bumped by every change of the facts
         self._trained_version = -1  # the version the embeddings were trained on
-        self._training = False
-        self._journal: list[tuple[str, list[Fact]]] | None = None  # changes while a job trains
+        # One journal per unfinished training job, oldest first: the changes of the facts since
+        # its snapshot. Jobs of a memory run one at a time, but the next may be submitted before
+        # the last one's training_ended; hence a queue, and a lock of its own (training_ended may
+        # run under `writing`, when a submit fails).
+        self._journals: deque[list[tuple[str, list[Fact]]]] = deque()
+        self._journal_lock = threading.Lock()
         self._checkpoint: str | None = None
 
     # --- config -------------------------------------------------------------------------
@@ -146,6 +152,8 @@ class RelationalKind(LiveMemory):
             raise ValueError(f"config.dim must be at most {cls.MAX_DIM}, got {config.dim}")
         if config.epochs > cls.MAX_EPOCHS:
             raise ValueError(f"config.epochs must be at most {cls.MAX_EPOCHS}, got {config.epochs}")
+        if not 0 <= config.seed < 2**32:  # BoxE derives generator seeds from it (torch: 64 bits)
+            raise ValueError(f"config.seed must be in [0, 2**32), got {config.seed}")
         step = config.batch_size * (1 + config.negatives) * config.dim
         if step > cls.MAX_STEP_FLOATS:
             raise ValueError(
@@ -178,7 +186,7 @@ class RelationalKind(LiveMemory):
 
     @property
     def state(self) -> str:
-        if self._training:
+        if self._journals:
             return "training"
         if not self._trained:
             return "untrained"
@@ -198,8 +206,9 @@ class RelationalKind(LiveMemory):
     def _changed(self, op: str, facts: list[Fact]) -> None:
         """Called under ``writing`` and ``rw.write`` after the facts changed."""
         self._version += 1
-        if self._journal is not None:
-            self._journal.append((op, facts))
+        with self._journal_lock:
+            for journal in self._journals:
+                journal.append((op, facts))
 
     def store_facts(self, storage: Storage, facts: list[Fact]) -> tuple[list[int], int, int]:
         """Store facts (checked whole first: nothing is stored if one is refused); returns
@@ -272,7 +281,9 @@ class RelationalKind(LiveMemory):
     ) -> tuple[Callable[[JobContext], None], int, int | None]:
         snapshot = self.model.copy()  # under `writing`: the facts stored now, exactly
         version, total = self._version, int(epochs if epochs is not None else self.record.config["epochs"])
-        self._training, self._journal = True, []
+        journal: list[tuple[str, list[Fact]]] = []
+        with self._journal_lock:
+            self._journals.append(journal)
 
         def work(ctx: JobContext) -> None:
             history = snapshot.fit(
@@ -291,7 +302,7 @@ class RelationalKind(LiveMemory):
                 if self.deleted:
                     (folder / name).unlink(missing_ok=True)
                     return
-                self._replay(snapshot)
+                self._replay(journal, snapshot)
                 storage.set_extra(self.record.id, {"checkpoint": name})  # durable: the switch-over point
                 with self.rw.write():
                     self.model, self._trained, self._trained_version = snapshot, True, version
@@ -301,17 +312,20 @@ class RelationalKind(LiveMemory):
 
         return work, len(snapshot), total
 
-    def _replay(self, model: BoxE) -> None:
-        """Apply to ``model`` what changed since the job's snapshot (caller holds ``writing``)."""
-        for op, facts in self._journal or ():
+    def _replay(self, journal: list[tuple[str, list[Fact]]], model: BoxE) -> None:
+        """Apply to ``model`` what changed since the job's snapshot (caller holds ``writing``,
+        so that nothing changes meanwhile)."""
+        with self._journal_lock:
+            changes = list(journal)
+        for op, facts in changes:
             if op == "add":
                 model.add_facts(facts)
             else:
                 model.remove_facts(facts)
-        self._journal = []
 
     def training_ended(self, status: str) -> None:
-        self._training, self._journal = False, None
+        with self._journal_lock:
+            self._journals.popleft()  # the oldest job's: jobs end in the order they were made
 
     # --- restart ------------------------------------------------------------------------
     def restore(self, storage: Storage) -> None:

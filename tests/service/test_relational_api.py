@@ -176,6 +176,7 @@ def test_creating_a_relational_memory_checks_its_config(client):
         ({"config": {"dim": True}}, "invalid_config", "dim"),
         ({"config": {"dim": 100_000}}, "invalid_config", "dim"),
         ({"config": {"lr": -1}}, "invalid_config", "lr"),
+        ({"config": {"seed": 2**70}}, "invalid_config", "seed"),
         ({"config": {"tanh": "yes"}}, "invalid_config", "tanh"),
         ({"config": {"negatives": 10_000, "batch_size": 10_000}}, "invalid_config", "negatives"),
         ({"config": {"rules": "symmetric"}}, "invalid_config", "rules"),
