@@ -10,15 +10,12 @@ words; nothing is wider than the screen. Screenshots go to artifacts/screenshots
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from live_server import LiveServer
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
+from screens import no_overflow, shot
 
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-TIMEOUT_MS = 60_000
-SIZES = {"phone": {"width": 390, "height": 844}, "laptop": {"width": 1280, "height": 800}}
 NEIGHBOURS = {
     "france",
     "denmark",
@@ -45,42 +42,12 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         live.stop()
 
 
-@pytest.fixture(params=list(SIZES))
-def size(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def visitor(browser: Browser, size: str) -> Iterator[Page]:
-    phone = size == "phone"
-    context = browser.new_context(
-        viewport=SIZES[size], device_scale_factor=2 if phone else 1, is_mobile=phone, has_touch=phone
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, errors
-
-
-def _shot(page: Page, size: str, state: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{size}-kb-{state}.png"), full_page=True)
-
-
-def _no_overflow(page: Page, size: str) -> None:
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= SIZES[size]["width"], f"page {width} px wide on a {SIZES[size]['width']} px screen"
-
-
 def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: LiveServer, size: str) -> None:
     visitor.goto(f"{server.url}/")
     expect(visitor.locator("body")).to_have_attribute("data-ready", "true", timeout=120_000)
     panel = visitor.locator("#kb-panel")
     expect(panel.locator("#kb-preset")).to_have_value("europe")
-    _no_overflow(visitor, size)
+    no_overflow(visitor, size)
     # Load and train (the second visitor finds it made and trained already, and picks it).
     panel.locator("#kb-load").scroll_into_view_if_needed()
     panel.locator("#kb-load").click()
@@ -100,8 +67,8 @@ def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: Liv
     assert len(top9 & NEIGHBOURS) >= 8, top9
     stored = {li.get_attribute("data-entity") for li in ranking.filter(has_text="stored").all()}
     assert {"denmark", "poland", "czechia", "austria", "switzerland"} <= stored <= NEIGHBOURS
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "1-ranking")
+    no_overflow(visitor, size)
+    shot(visitor, size, "kb-1-ranking")
     # Without the stored facts: none of the answers is marked stored.
     panel.locator("#kb-filter").check()
     panel.locator("#kb-form button[type=submit]").click()
@@ -113,5 +80,5 @@ def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: Liv
     expect(visitor.locator("#error")).to_be_visible()
     expect(visitor.locator("#error-title")).to_have_text("Ask for exactly one argument.")
     expect(visitor.locator("#error-code")).to_have_text("invalid_query · HTTP 422")
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "2-error")
+    no_overflow(visitor, size)
+    shot(visitor, size, "kb-2-error")

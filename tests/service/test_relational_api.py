@@ -241,6 +241,11 @@ def test_facts_are_stored_listed_read_and_deleted(make_client):
     for params, code in [({"limit": 6}, "limit_too_large"), ({"cursor": "!!"}, "invalid_cursor")]:
         assert error_code(client.get("/v1/memories/kb/facts", params=params)) == code
     assert error_code(client.get("/v1/memories/kb/facts/0")) == "validation_error"
+    # Deleting the memory deletes its facts: one of the same name starts empty.
+    assert client.delete("/v1/memories/kb").status_code == 204
+    _create(client, "kb")
+    assert client.get("/v1/memories/kb/facts").json() == {"facts": [], "next_cursor": None}
+    assert error_code(client.get(f"/v1/memories/kb/facts/{knows}")) == "fact_not_found"
 
 
 def test_endpoints_of_the_other_kind_say_so(client):
