@@ -16,16 +16,10 @@ from live_server import LiveServer
 from playwright.sync_api import Page, expect
 from screens import no_overflow, shot
 
-NEIGHBOURS = {
-    "france",
-    "denmark",
-    "poland",
-    "czechia",
-    "austria",
-    "switzerland",
-    "luxembourg",
-    "belgium",
-    "netherlands",
+from memory_core.boxe.datasets import europe_kb
+
+NEIGHBOURS = {e for r, args in europe_kb().facts if r == "borders" and "germany" in args for e in args} - {
+    "germany"
 }
 
 
