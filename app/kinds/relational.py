@@ -134,7 +134,7 @@ class RelationalKind(LiveMemory):
             checked = BoxEConfig.from_dict({**asdict(BoxEConfig()), **settings})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config: {exc}") from None
-        cls._check_size(checked)
+        cls._check_limits(checked)
         rules = config.get("rules", [])
         if not isinstance(rules, list):
             raise TypeError(f"config.rules must be a list of rules, got {rules!r}")
@@ -147,7 +147,7 @@ class RelationalKind(LiveMemory):
         return {**checked.to_dict(), "rules": model.rules}
 
     @classmethod
-    def _check_size(cls, config: BoxEConfig) -> None:
+    def _check_limits(cls, config: BoxEConfig) -> None:
         if config.dim > cls.MAX_DIM:
             raise ValueError(f"config.dim must be at most {cls.MAX_DIM}, got {config.dim}")
         if config.epochs > cls.MAX_EPOCHS:
