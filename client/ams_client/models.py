@@ -20,8 +20,11 @@ from .codec import decode_png, image_array
 
 __all__ = [
     "SCHEMAS",
+    "Candidate",
     "CompleteResult",
     "DemoPreset",
+    "Fact",
+    "FactsStored",
     "Info",
     "JobState",
     "Limits",
@@ -32,10 +35,13 @@ __all__ = [
     "Memory",
     "Pattern",
     "PatternInfo",
+    "QueryResult",
     "Recalled",
+    "Relation",
     "RetrieveResult",
     "StopReason",
     "StoreResult",
+    "Vocabulary",
 ]
 
 
@@ -119,8 +125,9 @@ class Info:
 
 @dataclass(frozen=True)
 class Memory:
-    """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors), resolved config,
-    count, state (ready, untrained, training, stale) and how many patterns its model learned."""
+    """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors, () and ``dim`` 0 for a
+    relational memory), resolved config, count (patterns, or a relational memory's facts),
+    state (ready, untrained, training, stale) and how many of them its model learned."""
 
     name: str
     kind: str
@@ -137,6 +144,11 @@ class Memory:
     @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
+
+    @property
+    def is_relational(self) -> bool:
+        """It stores facts (``store_facts``, ``query``), not patterns."""
+        return self.kind == "relational"
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Memory:
@@ -422,11 +434,13 @@ class JobState:
 
 @dataclass(frozen=True)
 class DemoPreset:
-    """A demo data set ``create_demo`` can load (``GET /v1/demo``)."""
+    """A demo data set ``create_demo`` can load (``GET /v1/demo``): its memory's kind by
+    default (a relational preset, a knowledge base, takes no other) and shape (() for facts)."""
 
     name: str
     title: str
     description: str
+    kind: str
     shape: tuple[int, ...]
     text: bool
     default_count: int
@@ -436,6 +450,112 @@ class DemoPreset:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DemoPreset:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__} | {"shape": tuple(d["shape"])})
+
+
+# --- relational memories ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fact:
+    """A stored fact ``relation(*args)`` and its id (``facts()``, ``get_fact``). ``store_facts``
+    takes these back as they are (a copy of one memory into another, say)."""
+
+    id: int
+    relation: str
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.relation}({', '.join(self.args)})"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Fact:
+        return cls(id=int(d["id"]), relation=d["relation"], args=tuple(d["args"]))
+
+
+@dataclass(frozen=True)
+class FactsStored:
+    """``store_facts``: each fact's id in input order (a fact stored before keeps its id), how
+    many were new, and the memory's count of facts after (durable on return)."""
+
+    ids: list[int]
+    new: int
+    count: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FactsStored:
+        return cls(ids=[int(i) for i in d["ids"]], new=int(d["new"]), count=int(d["count"]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An entity ranked as a query's missing argument: the model's score of the completed
+    fact (higher is truer, 0 best) and whether that fact is stored (``known``)."""
+
+    entity: str
+    score: float
+    known: bool
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Candidate:
+        return cls(entity=d["entity"], score=float(d["score"]), known=bool(d["known"]))
+
+
+@dataclass(frozen=True, eq=False)
+class QueryResult:
+    """``query``: the candidates, best first (those the rules prove false last), the memory's
+    state when it answered and how many facts its model had learned."""
+
+    candidates: list[Candidate]
+    state: str
+    trained_count: int
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def entities(self) -> list[str]:
+        """The candidates' entities, best first."""
+        return [c.entity for c in self.candidates]
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> QueryResult:
+        return cls(
+            candidates=[Candidate.from_json(c) for c in d["candidates"]],
+            state=d["state"],
+            trained_count=d["trained_count"],
+            raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation a memory knows and its arity (the number of arguments of its facts)."""
+
+    name: str
+    arity: int
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Relation:
+        return cls(name=d["name"], arity=int(d["arity"]))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """``vocabulary``: every relation (with its arity; the rules' included) and every entity a
+    relational memory knows, in the order they were first used (all pages of the answer)."""
+
+    relations: list[Relation]
+    entities: list[str]
+    entity_count: int
+
+    @property
+    def arity(self) -> dict[str, int]:
+        """Relation name -> arity."""
+        return {r.name: r.arity for r in self.relations}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Vocabulary:
+        return cls(
+            relations=[Relation.from_json(r) for r in d["relations"]],
+            entities=list(d["entities"]),
+            entity_count=int(d["entity_count"]),
+        )
 
 
 # The OpenAPI schema each model mirrors (checked against the service's /openapi.json).
@@ -455,4 +575,12 @@ SCHEMAS: dict[str, type] = {
     "LookupResult": LookupResult,
     "Job": JobState,
     "DemoPreset": DemoPreset,
+    "FactOut": Fact,
+    "FactsStored": FactsStored,
+    "CandidateOut": Candidate,
+    "QueryResult": QueryResult,
+    "RelationOut": Relation,
+    "Vocabulary": Vocabulary,
 }
+PAGING = frozenset({"next_cursor"})
+"""Properties the client handles itself: iterators and merged pages hide the cursors."""
