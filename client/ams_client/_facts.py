@@ -15,7 +15,7 @@ from typing import Any
 
 from ._core import Op, operation, page_params, path
 from ._upload import Uploads
-from .models import Fact, FactsStored, QueryResult, Relation, Vocabulary
+from .fact_models import Fact, FactsStored, QueryResult, Relation, Vocabulary
 
 FACTS = "/v1/memories/{name}/facts"
 FACT = "/v1/memories/{name}/facts/{fact_id}"

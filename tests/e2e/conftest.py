@@ -43,6 +43,18 @@ def ams_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def europe(ams_server: LiveServer) -> Iterator[str]:
+    """The bundled knowledge base of European countries (176 facts), loaded from its demo
+    preset and trained with the defaults (60 epochs), once for the client and CLI tests
+    that query it: the memory's name."""
+    with Client(ams_server.url, api_key=API_KEY) as client:
+        memory, load = client.create_demo("europe", name="e2e-europe")
+        load.wait(progress=False, timeout=120)
+        client.train(memory.name).wait(progress=False, timeout=300)
+        yield memory.name
+
+
 class Blocking:
     """Drives an ``AsyncClient`` (or an ``AsyncJob`` it returns) from blocking test code on
     one event loop: coroutines are run to their result, async iterators collected into a
