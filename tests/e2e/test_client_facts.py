@@ -81,6 +81,12 @@ def test_store_page_get_delete_facts(ams, ams_server, fresh) -> None:
         ams.delete_fact(name, one.id)
     assert err.value.code == "fact_not_found"
     assert ams.get_memory(name).count == 177 and "andorra la vella" in ams.vocabulary(name).entities
+    copy = fresh("copy")
+    ams.create_memory(copy, kind="relational", config=UNTRAINED)
+    copied = ams.store_facts(copy, ams.facts(name))  # Facts go back in as they came out
+    assert copied.new == 177 and [(f.relation, f.args) for f in ams.facts(copy)] == [
+        (f.relation, f.args) for f in ams.facts(name)
+    ]
 
     with pytest.raises(ValidationError) as err:  # borders has two arguments
         ams.store_facts(name, [("borders", "spain", "france", "andorra")])
