@@ -159,9 +159,9 @@ def test_cli_exit_codes_and_one_line_errors(capsys, url_key, ams_server, fresh, 
         assert got == code, (args, got, err)
         assert out == "" and err.count("\n") == 1 and err.startswith("ams: error: ") and text in err, err
     with pytest.raises(SystemExit) as stop:  # usage errors: argparse's 2
-        main([*url_key, "memories", "create", "x"])
+        main([*url_key, "query", "kb", "borders"])
     assert stop.value.code == 2
-    assert "--shape" in capsys.readouterr().err
+    assert "the following arguments are required: args" in capsys.readouterr().err
 
     pc = fresh("pc")
     cli(
