@@ -25,9 +25,9 @@ from .trained import TrainedKind
 
 __all__ = ["PCKind"]
 
-# Hidden width by the stored dimension D: 1024 stores 1000 images of up to 64x64 (D = 4096)
+# Hidden width by the stored dimension D: 1024 fits 1000 images (measured at D = 784 and 3072)
 # closely enough for the index to land on each, and trains them in minutes on two cores;
-# above it training time grows with D x width, so 512 (results/pc_service.md).
+# training time grows with D x width, so 512 above D = 4096 (results/pc_service.md).
 WIDE_UP_TO = 4096
 TOP, WIDE, NARROW = 256, 1024, 512
 
