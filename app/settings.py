@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         None, description="'auto' or a Ray cluster address: shard memories over that cluster"
     )
     ray_namespace: str = Field("ams", description="Ray namespace of this service's named actors")
+    ray_node_ip: str | None = Field(
+        None, description="this machine's address in the Ray cluster, when Ray's own guess is wrong"
+    )
     shards: int = Field(1, ge=1, le=1024, description="shards of a new hopfield memory without config.shards")
     replicas: int = Field(
         1, ge=1, le=64, description="recall replicas of a new trained memory without config.replicas"

@@ -13,7 +13,6 @@ Ray. The gateway is this FastAPI app, in its own process, holding handles to the
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
@@ -30,19 +29,19 @@ log = logging.getLogger("app.cluster")
 def connect(settings: Settings) -> None:
     """Join the Ray cluster at ``AMS_RAY_ADDRESS`` as a driver (once per process).
 
-    A cluster on this machine's loopback (127.0.0.1 / localhost) needs Ray to use
-    127.0.0.1 as this node's address too (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). A cluster
-    with token authentication (RAY_AUTH_MODE=token, Ray's default for local clusters from
-    2.59 on) needs the same RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) in this environment.
+    The gateway runs on a node of the cluster (a Ray driver needs a local raylet: the head,
+    or a node started with ``ray start --address ... --num-cpus 0``). ``AMS_RAY_NODE_IP``
+    names this node's address where Ray's guess is wrong (e.g. the loopback cluster of
+    ``app.cluster.local``). A cluster with token authentication (RAY_AUTH_MODE=token, Ray's
+    default for local clusters from 2.59 on) needs its RAY_AUTH_TOKEN (or
+    RAY_AUTH_TOKEN_PATH) in this environment.
     """
-    address = settings.ray_address or "auto"
-    host = address.split("://")[-1].rsplit(":", 1)[0]
-    if host in ("127.0.0.1", "localhost"):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, namespace=settings.ray_namespace, logging_level="WARNING")
+        address = settings.ray_address or "auto"
+        extra = {} if settings.ray_node_ip is None else {"_node_ip_address": settings.ray_node_ip}
+        ray.init(address=address, namespace=settings.ray_namespace, logging_level="WARNING", **extra)
         log.info("connected to the Ray cluster at %s (namespace %s)", address, settings.ray_namespace)
 
 
