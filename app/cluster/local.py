@@ -19,10 +19,12 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +62,7 @@ class LocalCluster:
     object_store_mb: int = 128
     address: str = ""
     token: str = ""
+    temp: str = ""  # Ray's temp dir: short, as its unix sockets' paths must be under 108 bytes
     groups: list[int] = field(default_factory=list)
 
     @property
@@ -94,7 +97,7 @@ class LocalCluster:
                 f"--ray-client-server-port={_free_port()}",
                 f"--dashboard-port={_free_port()}",
                 "--include-dashboard=false",
-                f"--temp-dir={self.root / 'ray'}",
+                f"--temp-dir={self.temp}",
                 "--num-cpus=0",
             ]
         else:
@@ -110,6 +113,7 @@ class LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(24)
+        self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
         try:
             self._start_node(head=True)
             self.save()
@@ -151,7 +155,7 @@ class LocalCluster:
         data["root"] = Path(data["root"])
         return cls(**data)
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         """End this cluster's processes: its process groups and every descendant of theirs."""
         pids = _descendants({pid for pid, pgid in _processes().items() if pgid in self.groups})
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -165,6 +169,8 @@ class LocalCluster:
                 time.sleep(0.2)
         self.groups = []
         self.save()
+        if self.temp:
+            shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()

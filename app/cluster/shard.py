@@ -114,15 +114,17 @@ class MemoryShard:
                     live.add([s for s, _ in fresh], [p.id for _, p in fresh], vectors)
             return live.count
 
-    def abort(self, token: str, pattern_ids: list[str]) -> int:
-        """Call a batch's part off: delete these ids from disk and RAM wherever they are."""
+    def abort(self, token: str, rows: list[tuple[str, int]]) -> int:
+        """Call a batch's part off: delete its (id, sequence number) rows from disk and RAM
+        wherever they are (a pattern of the same id stored before keeps its own number)."""
         live = self.live
         with live.writing:
             self._staged.pop(token, None)
-            self.storage.delete_patterns(live.record.id, pattern_ids)
+            self.storage.delete_staged(live.record.id, rows)
             with live.rw.write():
-                for pid in pattern_ids:
-                    if live.has(pid):
+                for pid, seq in rows:
+                    row = live._rows.get(pid)  # (LiveMemory's id -> row map)
+                    if row is not None and live.seqs[row] == seq:
                         live.remove(pid)
             return live.count
 

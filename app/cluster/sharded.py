@@ -227,7 +227,7 @@ class ShardedMemory:
 
     def _call_off(self, token: str, parts: dict[int, tuple[list[NewPattern], list[int]]]) -> list[str]:
         """Delete a batch's parts on every shard that got one; the ids not known deleted."""
-        pending = {i: [p.id for p in ps] for i, (ps, _) in parts.items()}
+        pending = {i: [(p.id, seq) for p, seq in zip(ps, ss)] for i, (ps, ss) in parts.items()}
         for _ in range(3):  # a shard that died comes back within seconds (its restart)
             done, _failed = self.shards.settle(
                 {i: self.shards.call(i, "abort", token, ids) for i, ids in pending.items()}
@@ -237,7 +237,7 @@ class ShardedMemory:
                 del pending[i]
             if not pending:
                 return []
-        return [pid for ids in pending.values() for pid in ids]
+        return [pid for rows in pending.values() for pid, _ in rows]
 
     def delete_pattern(self, pattern_id: str) -> None:
         """Delete one pattern (durable and invisible on return)."""
@@ -276,7 +276,10 @@ class ShardedMemory:
             "count": self.count,
             "state": "ready",
             "trained_count": self.count,
-            "placement": self.shards.placement(),
+            # patterns as of the last write or recall (the probe's may be older)
+            "placement": [
+                {**entry, "patterns": n} for entry, n in zip(self.shards.placement(), self._counts)
+            ],
         }
 
     def nbytes(self) -> int:

@@ -70,13 +70,15 @@ class ShardStorage(SQLiteStorage):
 
         self._write(insert)
 
-    def delete_patterns(self, memory_id: int, pattern_ids: list[str]) -> None:
-        """Delete these ids where present, in one transaction (durable on return)."""
+    def delete_staged(self, memory_id: int, rows: list[tuple[str, int]]) -> None:
+        """Delete the rows of these (id, sequence number) pairs where present, in one transaction
+        (durable on return). Sequence numbers are never reused, so a pattern of that id stored
+        earlier (at another number) stays."""
 
         def delete(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "DELETE FROM patterns WHERE memory_id = ? AND pid = ?",
-                [(memory_id, pid) for pid in pattern_ids],
+                "DELETE FROM patterns WHERE memory_id = ? AND pid = ? AND seq = ?",
+                [(memory_id, pid, seq) for pid, seq in rows],
             )
 
         self._write(delete)
