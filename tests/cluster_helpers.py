@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from app.settings import Settings
 from memory_core.images import tensor_to_png
 
 SHAPE = [1, 28, 28]
+_TOKEN = secrets.token_hex(24)
 # The similarities of the exactness claim, with a beta that makes each a soft (not one-hot)
 # softmax on Fashion-MNIST: euclidean is the default config (beta 100, sharp).
 CONFIGS = {
@@ -34,25 +34,40 @@ CONFIGS = {
 }
 
 
-@contextmanager
-def ray_cluster(root: Path, workers: int = 2, cpus: int = 8) -> Iterator[LocalCluster]:
-    """A local Ray cluster, its token in this process's environment while it runs; on exit the
-    driver (this process) leaves it and it is stopped."""
-    cluster = LocalCluster(root, workers=workers, cpus=cpus).start()
-    saved = {k: os.environ.get(k) for k in cluster.env}
-    os.environ.update({k: v for k, v in cluster.env.items() if k.startswith("RAY_")})
-    try:
-        yield cluster
-    finally:
-        import ray
+class SharedCluster:
+    """The test session's local Ray cluster (fixture ``ray_local_cluster``), started on first
+    use; ``restart()`` stops every process of it and starts a new one (same token, as a real
+    deployment keeps its token), for the whole-cluster restart test."""
 
-        ray.shutdown()
-        cluster.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    def __init__(self, root: Path) -> None:
+        self.root, self.cluster, self._starts = root, None, 0
+
+    def get(self) -> LocalCluster:
+        if self.cluster is None:
+            self._starts += 1
+            self.cluster = LocalCluster(
+                self.root / f"c{self._starts}", workers=2, cpus=8, token=_TOKEN
+            ).start()
+            os.environ.update({k: v for k, v in self.cluster.env.items() if k.startswith("RAY_")})
+        return self.cluster
+
+    def restart(self) -> LocalCluster:
+        self.close()
+        return self.get()
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            stop_cluster(self.cluster)
+            self.cluster = None
+
+
+def stop_cluster(cluster: LocalCluster) -> None:
+    """This process leaves the cluster (a Ray driver whose cluster vanishes ends its process),
+    then every process of the cluster is stopped."""
+    import ray
+
+    ray.shutdown()
+    cluster.stop()
 
 
 def start_client(

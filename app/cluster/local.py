@@ -52,7 +52,7 @@ class LocalCluster:
         root: where its temp dir, logs and ``cluster.json`` live.
         workers, cpus: worker nodes and logical CPUs per worker.
         address: the head's address (NODE_IP:port) once started.
-        token: the cluster's auth token.
+        token: the cluster's auth token (a fresh one when not given).
         groups: process group ids of the head and each worker, in start order.
     """
 
@@ -112,7 +112,7 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.token = secrets.token_hex(24)
+        self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
         self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
         try:
             self._start_node(head=True)

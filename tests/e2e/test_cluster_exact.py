@@ -1,7 +1,7 @@
 """The Ray mode answers exactly as one process does, on a real local Ray cluster.
 
-One cluster for the module (a head and two worker nodes, each a ``ray start`` process
-tree: app/cluster/local.py). The same Fashion-MNIST patterns go into a memory of the
+The test session's cluster (fixture ``ray_local_cluster``: a head and two worker nodes,
+each a ``ray start`` process tree, app/cluster/local.py). The same Fashion-MNIST patterns go into a memory of the
 single-process service and into memories split over 1, 2 and 4 shards; retrieve (noisy
 and half-masked cues, one and three steps) and complete must answer the same: the same
 match ids in the same order, vectors, scores and energies to 1e-5. Here N = 2 000 and each
@@ -14,7 +14,7 @@ is tests/numerics/test_partials.py.
 from __future__ import annotations
 
 import pytest
-from cluster_helpers import CONFIGS, ask, compare, create, queries, ray_cluster, start_client, store
+from cluster_helpers import CONFIGS, ask, compare, create, queries, start_client, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -23,16 +23,13 @@ CASES = [(1, "euclidean"), (2, "manhattan"), (4, "dot")]
 
 
 @pytest.fixture(scope="module")
-def clients(tmp_path_factory, fashion_vectors):
-    root = tmp_path_factory.mktemp("cluster")
+def clients(tmp_path_factory, ray_local_cluster):
+    root = tmp_path_factory.mktemp("exact")
     single = start_client(root / "single")
-    with ray_cluster(root / "ray") as cluster:
-        gateway = start_client(root / "gateway", cluster)
-        try:
-            yield single, gateway
-        finally:
-            gateway.__exit__(None, None, None)
-            single.__exit__(None, None, None)
+    gateway = start_client(root / "gateway", ray_local_cluster.get())
+    yield single, gateway
+    gateway.__exit__(None, None, None)
+    single.__exit__(None, None, None)
 
 
 @pytest.mark.parametrize(("shards", "similarity"), CASES)
