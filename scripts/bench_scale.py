@@ -23,9 +23,9 @@ What it does:
    ``finish_partial``, ``merge_tops`` on the shards' answers), the shards' own compute (the
    slowest shard per fan-out), and the rest (Ray calls, serialisation), as fractions of the
    recall's time at the gateway.
-5. Capacity: for S = 1 and S = 4, random patterns (D = 784) are stored in batches until some
-   shard process's resident memory (VmRSS) passes ``--limit-mib``; the largest N stored
-   while every shard stayed under the limit.
+5. Capacity: for S = 1 and S = 4, random patterns (D = 784) are stored in batches (of
+   ``--capacity-step`` patterns per shard) until some shard process's resident memory
+   (VmRSS) passes ``--limit-mib``; the largest N stored while every shard stayed under it.
 
 Threads: one torch thread in this process and in each shard (AMS_SHARD_THREADS=1). Prints
 a table and writes JSON (--out).
@@ -125,9 +125,9 @@ def capacity(gateway, shards: int, limit_mib: float, step: int, most: int) -> di
     gen = np.random.default_rng(0)
     stored, fitted, peak = 0, 0, baseline
     while stored < most:
-        vectors = gen.random((step, 784), dtype=np.float32)
+        vectors = gen.random((step * shards, 784), dtype=np.float32)  # ~step per shard per store
         live.store([NewPattern(id=f"r{stored + i}", vector=v) for i, v in enumerate(vectors)])
-        stored += step
+        stored += len(vectors)
         peak = max(rss_mib(pid) for pid in pids)
         print(f"  S={shards}: {stored} patterns, largest shard RSS {peak:.0f} MiB", flush=True)
         if peak > limit_mib:
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--limit-mib", type=float, default=640.0)
-    parser.add_argument("--capacity-step", type=int, default=10000)
+    parser.add_argument("--capacity-step", type=int, default=2500, help="patterns per shard per store")
     parser.add_argument("--capacity-most", type=int, default=400000)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_scale.json")
     args = parser.parse_args()

@@ -89,16 +89,18 @@ class ClusterRegistry(Registry):
         return resolved
 
     def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
-        return self._place(cls, record, None)
+        return self._place(cls, record, None, max(60.0, self.settings.shard_timeout_s))
 
     def _load(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
-        return self._place(cls, record, super()._load)
+        return self._place(cls, record, super()._load, START_SECONDS)
 
-    def _place(self, cls: type[LiveMemory], record: MemoryRecord, load: Any) -> Any:
+    def _place(self, cls: type[LiveMemory], record: MemoryRecord, load: Any, wait: float) -> Any:
+        """The memory in RAM with its actors started; waits up to ``wait`` seconds for them (an
+        actor Ray cannot place yet stays "down", and its memory answers 503, until it can)."""
         kind_config, layout = split_config(record.config)
         kind_record = replace(record, config=cls.stored_config(kind_config))
         if cls is HopfieldMemory:
-            return self._sharded_memory(kind_record, int(layout.get("shards", 1)))
+            return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait)
         if not cls.trainable:
             return load(cls, kind_record) if load else cls(kind_record, self.device)
         rcls = replicated_class(cls)
@@ -108,11 +110,11 @@ class ClusterRegistry(Registry):
         spec = {"device": self.settings.device, "threads": self.settings.shard_threads}
         group = ActorGroup(record.name, "replica", MemoryReplica, names, [spec] * replicas, self.settings)
         live.attach(group, self.catalog)
-        group.probe(START_SECONDS)
+        group.probe(wait)
         live.load_all()
         return live
 
-    def _sharded_memory(self, record: MemoryRecord, shards: int) -> ShardedMemory:
+    def _sharded_memory(self, record: MemoryRecord, shards: int, wait: float) -> ShardedMemory:
         specs = [
             {
                 "name": record.name,
@@ -129,7 +131,7 @@ class ClusterRegistry(Registry):
         ]
         names = [self._actor_name(record, f"shard{i}") for i in range(shards)]
         group = ActorGroup(record.name, "shard", MemoryShard, names, specs, self.settings)
-        group.probe(START_SECONDS)  # waits for the shards to load their partitions
+        group.probe(wait)  # waits for the shards to load their partitions
         self.seqs.start(record.id, max((info or {}).get("max_seq", 0) for info in group.infos))
         memory = ShardedMemory(record, group, self.seqs)
         memory.learn_counts()

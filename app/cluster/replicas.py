@@ -141,7 +141,9 @@ class Replicated:
     def attach(self, replicas: ActorGroup, catalog: Storage) -> None:
         """Serve recalls from these replicas; ``catalog`` holds the checkpoints."""
         self.replicas, self.catalog = replicas, catalog
-        self.version = 0
+        # Above any version a gateway before this one gave out (replicas outlive gateways):
+        # a replica still at an old version is behind, and is sent a snapshot.
+        self.version = time.time_ns()
         self.sync_lock = threading.Lock()  # writes and their deltas, in order
         self._turn = itertools.count()
 

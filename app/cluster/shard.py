@@ -35,7 +35,7 @@ from ..exceptions import PatternExists
 from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
 from .actors import node_id
-from .protocol import ShardAnswer, ShardQuery
+from .protocol import ShardAnswer, ShardQuery, from_wire, to_wire
 from .storage import ShardStorage
 
 __all__ = ["MemoryShard"]
@@ -147,8 +147,10 @@ class MemoryShard:
 
     # --- reads ----------------------------------------------------------------------------
     def compute(self, query: ShardQuery) -> ShardAnswer:
-        """This shard's parts of one fan-out (see ``ShardQuery``)."""
+        """This shard's parts of one fan-out (see ``ShardQuery``), tensors as numpy arrays
+        (``protocol.to_wire``)."""
         start = time.perf_counter()
+        query = from_wire(query)
         live = self.live
         with live.rw.read():
             n = live.count
@@ -181,7 +183,7 @@ class MemoryShard:
         self.recalls += 1
         self.recall_seconds += seconds
         answer.seconds = seconds
-        return answer
+        return to_wire(answer)
 
     def _orders(self) -> torch.Tensor:
         """(N,) int64 the rows' storage sequence numbers (their global order)."""

@@ -40,7 +40,7 @@ from ..rwlock import RWLock
 from ..storage import MemoryRecord, NewPattern, PatternRow
 from ..text_memory import layout_of, stored_dim
 from .actors import ActorGroup
-from .protocol import ShardAnswer, ShardQuery, shard_of
+from .protocol import ShardAnswer, ShardQuery, from_wire, shard_of, to_wire
 from .storage import SeqCounter
 
 __all__ = ["ShardedMemory"]
@@ -90,16 +90,17 @@ class ShardedMemory:
     # --- fan-out --------------------------------------------------------------------------
     def _fanout(self, query: ShardQuery) -> list[ShardAnswer]:
         """One query to every shard; every answer, or ``ShardUnavailable``."""
+        message: Any = to_wire(query)
         if len(self.shards) > 1:
             import ray
 
-            query = ray.put(query)  # serialised once for all shards
+            message = ray.put(message)  # serialised once for all shards
         answers = self.shards.wait(
-            {i: self.shards.call(i, "compute", query) for i in range(len(self.shards))}
+            {i: self.shards.call(i, "compute", message) for i in range(len(self.shards))}
         )
         for i, answer in answers.items():
             self._counts[i] = answer.count
-        return [answers[i] for i in range(len(self.shards))]
+        return [from_wire(answers[i]) for i in range(len(self.shards))]
 
     def _merged(self, answers: list[ShardAnswer]) -> tuple[Tensor | None, Tensor | None]:
         """(output, potential) of the shards' merged parts."""
