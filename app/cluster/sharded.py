@@ -34,7 +34,7 @@ from memory_core.partials import (
     merge_tops,
 )
 
-from ..exceptions import MemoryEmpty, MemoryNotFound, PatternExists, PatternNotFound
+from ..exceptions import MemoryEmpty, MemoryNotFound, PatternExists, PatternNotFound, ShardUnavailable
 from ..kinds import CaptionLookup, Recall, TextLookup
 from ..rwlock import RWLock
 from ..storage import MemoryRecord, NewPattern, PatternRow
@@ -72,6 +72,7 @@ class ShardedMemory:
         self.sim, self.sep = model.sim, model.sep
         self.dim = stored_dim(record.shape, record.text)
         self._counts = [0] * len(shards)
+        self._unknown: set[int] = set()  # shards whose count a failed call left unknown
 
     @property
     def name(self) -> str:
@@ -79,6 +80,13 @@ class ShardedMemory:
 
     @property
     def count(self) -> int:
+        """Patterns over all shards: as the shards last said (a store, delete or recall answer),
+        asking again the shards whose count a failure left unknown."""
+        if self._unknown:
+            infos, _ = self.shards.settle({i: self.shards.call(i, "info") for i in list(self._unknown)})
+            for i, info in infos.items():
+                self._counts[i] = info["patterns"]
+                self._unknown.discard(i)
         return sum(self._counts)
 
     def learn_counts(self) -> None:
@@ -221,9 +229,11 @@ class ShardedMemory:
                 else:
                     error.message += "; nothing of this batch was stored"
                 raise error
-            published, _ = self.shards.settle({i: self.shards.call(i, "publish", token) for i in parts})
-            for i, count in published.items():  # (a shard that died has its part on disk)
+            published, died = self.shards.settle({i: self.shards.call(i, "publish", token) for i in parts})
+            for i, count in published.items():
                 self._counts[i] = count
+            for i in died:  # its part is on disk: its restart loads it, and it counts
+                self._counts[i] += len(parts[i][0])
             return [p.id for p in patterns], self.count
 
     def _call_off(self, token: str, parts: dict[int, tuple[list[NewPattern], list[int]]]) -> list[str]:
@@ -238,6 +248,7 @@ class ShardedMemory:
                 del pending[i]
             if not pending:
                 return []
+        self._unknown |= set(pending)
         return [pid for rows in pending.values() for pid, _ in rows]
 
     def delete_pattern(self, pattern_id: str) -> None:
@@ -246,7 +257,11 @@ class ShardedMemory:
             if self.deleted:
                 raise MemoryNotFound(self.name)
             index = shard_of(pattern_id, len(self.shards))
-            found = self.shards.wait({index: self.shards.call(index, "delete", pattern_id)})[index]
+            try:
+                found = self.shards.wait({index: self.shards.call(index, "delete", pattern_id)})[index]
+            except ShardUnavailable:
+                self._unknown.add(index)  # the delete may have been done
+                raise
             if not found:
                 raise PatternNotFound(self.name, pattern_id)
             self._counts[index] -= 1

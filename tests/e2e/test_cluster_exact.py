@@ -14,7 +14,11 @@ is tests/numerics/test_partials.py.
 from __future__ import annotations
 
 import pytest
+import torch
 from cluster_helpers import CONFIGS, ask, compare, create, queries, start_client, store
+from service_helpers import png_b64
+
+from memory_core.captions import photo_caption_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -103,3 +107,34 @@ def test_metrics_and_readiness_cover_every_shard(clients):
     assert 'ams_shard_up{index="3",memory="dot-4",role="shard"} 1.0' in text
     assert 'ams_shard_patterns{index="0",memory="euclidean-1",role="shard"} 2000.0' in text
     assert "ams_shard_recall_seconds_total" in text
+
+
+def test_cross_modal_lookup_over_shards_equals_one_process(clients):
+    """A text memory (pattern + caption embedding) over 3 shards: caption -> pictures (the
+    stored pictures of the best k come back from their shards) and picture -> captions."""
+    pairs = photo_caption_pairs(32)
+    single, gateway = clients
+    body = {"name": "photos", "kind": "hopfield", "shape": [3, 32, 32], "text": True}
+    patterns = [
+        {"id": pairs.ids[i], "image": png_b64(pairs.images[i]), "text": pairs.captions[i]} for i in range(20)
+    ]
+    for client, config in ((single, {}), (gateway, {"shards": 3})):
+        assert client.post("/v1/memories", json=body | {"config": config}).status_code == 201
+        assert client.post("/v1/memories/photos/patterns", json={"patterns": patterns}).status_code == 201
+    half = torch.ones(3, 32, 32)
+    half[:, 16:] = 0
+    for query in (
+        {"text": pairs.paraphrases[3], "k": 3},
+        {"text": pairs.captions[11], "k": 2},
+        {"image": png_b64(pairs.images[5]), "k": 4},
+        {"image": png_b64(pairs.images[7]), "mask": png_b64(half[:1]), "k": 3},
+    ):
+        one, other = (ask(c, "photos", "lookup", query) for c in (single, gateway))
+        assert abs(one["energy"] - other["energy"]) <= 1e-5 * max(1.0, abs(one["energy"]))
+        for key in ("patterns", "captions"):
+            if one[key] is not None:
+                assert [m["id"] for m in one[key]] == [m["id"] for m in other[key]]
+                assert [m.get("text") for m in one[key]] == [m.get("text") for m in other[key]]
+                assert [m.get("image") for m in one[key]] == [m.get("image") for m in other[key]]
+                for a, b in zip(one[key], other[key]):
+                    assert abs(a["score"] - b["score"]) <= 1e-5 * max(1.0, abs(a["score"]))
