@@ -81,7 +81,7 @@ class ShardAnswer:
 
 def to_wire(message: T) -> T:
     """The message with every tensor (at any depth of its dataclasses) as a numpy array: Ray
-    moves numpy arrays without pickling them (measured here: 1.2 ms against 1.8 ms a call)."""
+    moves numpy arrays without pickling them, which is cheaper per call than torch tensors."""
     return _map(message, lambda t: t.detach().cpu().numpy() if isinstance(t, Tensor) else t)
 
 
