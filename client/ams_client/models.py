@@ -120,7 +120,8 @@ class Info:
 @dataclass(frozen=True)
 class Memory:
     """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors), resolved config,
-    count, state (ready, untrained, training, stale) and how many patterns its model learned."""
+    count, state (ready, untrained, training, stale) and how many patterns its model learned;
+    on a service in the Ray mode, ``placement``: its shards or replicas and where they run."""
 
     name: str
     kind: str
@@ -133,6 +134,7 @@ class Memory:
     trained_count: int
     created_at: datetime
     raw: dict[str, Any] = field(repr=False, compare=False)
+    placement: list[dict[str, Any]] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -152,6 +154,7 @@ class Memory:
             trained_count=d["trained_count"],
             created_at=_time(d["created_at"]),
             raw=d,
+            placement=d.get("placement"),
         )
 
 
