@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api.ROUTERS:
         app.include_router(router)
     # The API's routes as their routers hold them (paths with the prefixes), for the fast
-    # path, which matches requests against them.
+    # path and the Allow header of a 405 (errors.py), which match requests against them.
     app.state.api_routes = [route for router in api.ROUTERS for route in router.routes]
     # Added innermost first: HEAD is routed as GET, metrics see every request, the body limit
     # runs before routing, and the recall endpoints are answered past FastAPI's routing

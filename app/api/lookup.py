@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
 from ..exceptions import ApiError
-from ..kinds import CaptionLookup, LiveMemory, TextLookup
+from ..kinds import CaptionLookup, LiveMemory, TextLookup, pattern_memory
 from ..registry import Registry
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
 from ..service import Service
@@ -113,7 +113,7 @@ async def lookup_response(request: Request, service: Service, registry: Registry
     """The lookup endpoint once the API key is checked and the registry is ready (shared by
     the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
-    live = registry.get(name)
+    live = pattern_memory(registry.get(name), "lookup")
     record = live.record
     if not record.text:
         raise ApiError(
