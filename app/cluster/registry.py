@@ -7,7 +7,8 @@ catalog of memories in ``AMS_DATA_DIR``, jobs), with the memories placed on the 
   ``AMS_SHARDS``): ``ShardedMemory``;
 - trained kinds (pc, pcgraph, ...) stay whole at the gateway, which trains them, and
   recall on ``config.replicas`` replica actors (default ``AMS_REPLICAS``): ``Replicated``;
-- any other kind is held whole at the gateway, as in one process.
+- any other kind (relational memories: facts, not patterns) is held whole at the gateway,
+  as in one process.
 
 ``shards`` and ``replicas`` are kept in the catalog's copy of a memory's config (so that a
 restart finds its actors again) but are not part of the kind's config: the API shows
@@ -44,6 +45,11 @@ log = logging.getLogger("app.cluster")
 CLUSTER_KEYS = ("shards", "replicas")
 PROBE_SECONDS = 2.0
 START_SECONDS = 300.0  # longest wait for a memory's actors to come up at create or start
+
+
+def _replicated(cls: type[LiveMemory]) -> bool:
+    """Whether a kind recalls on read replicas: trained kinds that store patterns."""
+    return cls.trainable and cls.shaped
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -84,8 +90,10 @@ class ClusterRegistry(Registry):
             raise ValueError(
                 f"kind {cls.kind} is not split by data: set config.replicas (read copies), not shards"
             )
-        if cls.trainable:
+        if _replicated(cls):
             return {**resolved, "replicas": _count(layout, "replicas", self.settings.replicas, 64)}
+        if "replicas" in layout:
+            raise ValueError(f"kind {cls.kind} is held whole at the gateway: it takes no config.replicas")
         return resolved
 
     def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
@@ -101,7 +109,7 @@ class ClusterRegistry(Registry):
         kind_record = replace(record, config=cls.stored_config(kind_config))
         if cls is HopfieldMemory:
             return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait)
-        if not cls.trainable:
+        if not _replicated(cls):
             return load(cls, kind_record) if load else cls(kind_record, self.device)
         rcls = replicated_class(cls)
         live = load(rcls, kind_record) if load else rcls(kind_record, self.device)

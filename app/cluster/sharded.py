@@ -59,6 +59,8 @@ class ShardedMemory:
 
     kind = "hopfield"
     trainable = False
+    shaped = True  # stores patterns (LiveMemory's class attributes, which the API reads)
+    items = "patterns"
 
     def __init__(self, record: MemoryRecord, shards: ActorGroup, seqs: SeqCounter) -> None:
         self.record = record

@@ -24,7 +24,16 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import PatternExists
-from ..storage import CLUSTER_FILE, MemoryRecord, NewPattern, PatternRow, SQLiteStorage, Storage
+from ..storage import (
+    CLUSTER_FILE,
+    Fact,
+    FactRow,
+    MemoryRecord,
+    NewPattern,
+    PatternRow,
+    SQLiteStorage,
+    Storage,
+)
 
 __all__ = ["CLUSTER_FILE", "ClusterStorage", "SeqCounter", "ShardStorage"]
 
@@ -204,6 +213,19 @@ class ClusterStorage(Storage):
         self, memory_id: int, batch: int = 4096
     ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
         return self.catalog.iter_vectors(memory_id, batch)
+
+    # A relational memory's facts are never sharded: the catalog holds them, as in one process.
+    def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:
+        return self.catalog.add_facts(memory_id, facts)
+
+    def delete_fact(self, memory_id: int, fact_id: int) -> Fact | None:
+        return self.catalog.delete_fact(memory_id, fact_id)
+
+    def get_fact(self, memory_id: int, fact_id: int) -> FactRow | None:
+        return self.catalog.get_fact(memory_id, fact_id)
+
+    def page_facts(self, memory_id: int, after_seq: int, limit: int) -> list[FactRow]:
+        return self.catalog.page_facts(memory_id, after_seq, limit)
 
     def checkpoint_dir(self, memory_id: int) -> Path:
         return self.catalog.checkpoint_dir(memory_id)

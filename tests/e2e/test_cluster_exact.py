@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cluster_helpers import CONFIGS, ask, compare, create, queries, start_client, store
-from service_helpers import png_b64
+from service_helpers import png_b64, wait_job
 
 from memory_core.captions import photo_caption_pairs
 
@@ -138,3 +138,25 @@ def test_cross_modal_lookup_over_shards_equals_one_process(clients):
                 assert [m.get("image") for m in one[key]] == [m.get("image") for m in other[key]]
                 for a, b in zip(one[key], other[key]):
                     assert abs(a["score"] - b["score"]) <= 1e-5 * max(1.0, abs(a["score"]))
+
+
+def test_relational_memory_is_held_whole_at_the_gateway_and_answers_as_one_process(clients):
+    """Facts are not split: a relational memory lives in the gateway, trained and queried as in
+    one process (same seed, same facts: the same answers); config.replicas is refused for it."""
+    single, gateway = clients
+    facts = [{"relation": "next", "args": [f"p{i}", f"p{i + 1}"]} for i in range(12)]
+    body = {"name": "kb", "kind": "relational", "config": {"dim": 8, "negatives": 4, "epochs": 20}}
+    r = gateway.post("/v1/memories", json=body | {"name": "bad", "config": {"replicas": 2}})
+    assert r.status_code == 422 and "replicas" in r.json()["error"]["message"]
+    answers = []
+    for client in (single, gateway):
+        assert client.post("/v1/memories", json=body).status_code == 201
+        assert client.post("/v1/memories/kb/facts", json={"facts": facts}).status_code == 201
+        job = client.post("/v1/memories/kb/train", json={}).json()
+        assert wait_job(client, job["id"])["status"] == "succeeded"
+        query = {"relation": "next", "args": ["p3", None], "k": 5}
+        r = client.post("/v1/memories/kb/query", json=query)
+        assert r.status_code == 200, r.text
+        answers.append((r.json(), client.get("/v1/memories/kb/facts?limit=5").json()))
+    assert answers[0] == answers[1]
+    assert not gateway.get("/v1/memories/kb").json().get("placement")
