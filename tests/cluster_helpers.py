@@ -52,22 +52,22 @@ class SharedCluster:
         return self.cluster
 
     def restart(self) -> LocalCluster:
-        self.close()
+        self.close(grace=1.0)  # what outlives SIGTERM for a second is killed: a hard stop
         return self.get()
 
-    def close(self) -> None:
+    def close(self, grace: float = 5.0) -> None:
         if self.cluster is not None:
-            stop_cluster(self.cluster)
+            stop_cluster(self.cluster, grace)
             self.cluster = None
 
 
-def stop_cluster(cluster: LocalCluster) -> None:
+def stop_cluster(cluster: LocalCluster, grace: float = 5.0) -> None:
     """This process leaves the cluster (a Ray driver whose cluster vanishes ends its process),
-    then every process of the cluster is stopped."""
+    then every process of the cluster is stopped (SIGKILL after ``grace`` seconds)."""
     import ray
 
     ray.shutdown()
-    cluster.stop()
+    cluster.stop(grace)
 
 
 def start_client(

@@ -76,7 +76,8 @@ class LocalCluster:
             "AMS_RAY_NODE_IP": NODE_IP,
         }
 
-    def _start_node(self, head: bool) -> None:
+    def _launch(self, head: bool) -> tuple[subprocess.Popen, Path]:
+        """Start one node's ``ray start`` (it returns once the node runs) in a process group."""
         ports = {
             "--node-manager-port": _free_port(),
             "--object-manager-port": _free_port(),
@@ -103,11 +104,27 @@ class LocalCluster:
         else:
             args += [f"--address={self.address}", f"--num-cpus={self.cpus}"]
         env = {**os.environ, **self.env}
-        log = open(self.root / f"node-{len(self.groups)}.log", "wb")  # noqa: SIM115 (kept by the child)
+        path = self.root / f"node-{'head' if head else 'worker'}-{time.monotonic_ns()}.log"
+        log = open(path, "wb")  # noqa: SIM115 (kept by the child)
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.groups.append(proc.pid)  # its daemons keep its process group
-        if proc.wait(timeout=180) != 0:
-            raise RuntimeError(f"ray start failed: see {log.name}")
+        return proc, path
+
+    def _start_nodes(self, head: bool, count: int, tries: int = 3) -> None:
+        """Start ``count`` nodes side by side. A node whose ``ray start`` fails (Ray waits only
+        30 s for a new raylet to register, which a loaded machine can miss) is ended and started
+        again, up to ``tries`` times in all."""
+        for _ in range(tries):
+            launched = [self._launch(head) for _ in range(count)]
+            failed = [(proc, path) for proc, path in launched if proc.wait(timeout=180) != 0]
+            for proc, _path in failed:
+                _end(_descendants({pid for pid, group in _processes().items() if group == proc.pid}), 2.0)
+                self.groups.remove(proc.pid)
+            self.save()
+            count = len(failed)
+            if count == 0:
+                return
+        raise RuntimeError(f"ray start failed {tries} times: see {failed[0][1]}")
 
     def start(self) -> LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
@@ -115,11 +132,8 @@ class LocalCluster:
         self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
         self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
         try:
-            self._start_node(head=True)
-            self.save()
-            for _ in range(self.workers):
-                self._start_node(head=False)
-                self.save()
+            self._start_nodes(head=True, count=1)
+            self._start_nodes(head=False, count=self.workers)  # side by side
             self._wait_for_workers()
         except BaseException:
             self.stop()
@@ -157,16 +171,7 @@ class LocalCluster:
 
     def stop(self, grace: float = 5.0) -> None:
         """End this cluster's processes: its process groups and every descendant of theirs."""
-        pids = _descendants({pid for pid, pgid in _processes().items() if pgid in self.groups})
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-                time.sleep(0.2)
+        _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
         self.groups = []
         self.save()
         if self.temp:
@@ -177,6 +182,19 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _end(pids: set[int], grace: float) -> None:
+    """SIGTERM to ``pids``, then SIGKILL to those alive after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.2)
 
 
 def _processes() -> dict[int, int]:
