@@ -52,10 +52,11 @@ class SharedCluster:
         return self.cluster
 
     def restart(self) -> LocalCluster:
-        self.close(grace=1.0)  # what outlives SIGTERM for a second is killed: a hard stop
+        self.close()
         return self.get()
 
-    def close(self, grace: float = 5.0) -> None:
+    def close(self, grace: float = 1.0) -> None:
+        """Stop every process of the cluster: what outlives SIGTERM for ``grace`` s is killed."""
         if self.cluster is not None:
             stop_cluster(self.cluster, grace)
             self.cluster = None

@@ -110,21 +110,19 @@ class LocalCluster:
         self.groups.append(proc.pid)  # its daemons keep its process group
         return proc, path
 
-    def _start_nodes(self, head: bool, count: int, tries: int = 3) -> None:
-        """Start ``count`` nodes side by side. A node whose ``ray start`` fails (Ray waits only
-        30 s for a new raylet to register, which a loaded machine can miss) is ended and started
-        again, up to ``tries`` times in all."""
+    def _start_node(self, head: bool, tries: int = 3) -> None:
+        """Start one node. A ``ray start`` that fails (Ray waits only 30 s for a new raylet to
+        register, which a loaded machine can miss) is ended and started again, up to ``tries``
+        times in all."""
         for _ in range(tries):
-            launched = [self._launch(head) for _ in range(count)]
-            failed = [(proc, path) for proc, path in launched if proc.wait(timeout=180) != 0]
-            for proc, _path in failed:
-                _end(_descendants({pid for pid, group in _processes().items() if group == proc.pid}), 2.0)
-                self.groups.remove(proc.pid)
-            self.save()
-            count = len(failed)
-            if count == 0:
+            proc, path = self._launch(head)
+            code = proc.wait(timeout=180)
+            if code == 0:
+                self.save()
                 return
-        raise RuntimeError(f"ray start failed {tries} times: see {failed[0][1]}")
+            _end(_descendants({pid for pid, group in _processes().items() if group == proc.pid}), 2.0)
+            self.groups.remove(proc.pid)
+        raise RuntimeError(f"ray start failed {tries} times: see {path}")
 
     def start(self) -> LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
@@ -132,8 +130,9 @@ class LocalCluster:
         self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
         self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
         try:
-            self._start_nodes(head=True, count=1)
-            self._start_nodes(head=False, count=self.workers)  # side by side
+            self._start_node(head=True)
+            for _ in range(self.workers):  # one at a time: two raylets registering at once on
+                self._start_node(head=False)  # one address made one of them miss Ray's deadline
             self._wait_for_workers()
         except BaseException:
             self.stop()

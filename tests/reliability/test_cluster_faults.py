@@ -123,7 +123,7 @@ def test_whole_cluster_restart_keeps_sharded_and_replicated_memories(
     pc_cue = {"vector": (small[3] + 0.05).tolist(), "k": 2}
     gateway = start_client(tmp_path / "gw", ray_local_cluster.get())
     try:
-        create(gateway, "h", {"similarity": "manhattan", "beta": 0.05}, shards=3)
+        create(gateway, "h", {"similarity": "manhattan", "beta": 0.05}, shards=2)
         store(gateway, "h", vectors)
         pc = {
             "name": "pc",
