@@ -33,6 +33,7 @@ __all__ = [
     "PatternNotFound",
     "RuleConflict",
     "ServiceError",
+    "ShardUnavailable",
     "TooManyMemories",
     "UnknownEntity",
     "UnknownKind",
@@ -167,6 +168,16 @@ class NotTrainable(ServiceError):
 # --- not ready -------------------------------------------------------------------------------
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
+
+
+class ShardUnavailable(ServiceError):
+    """Ray mode (app/cluster/): a shard or replica a request needs is restarting or unreachable.
+    Answered 503 with Retry-After, never with an answer computed without it."""
+
+    status, code = 503, "shard_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 # --- relational memories -----------------------------------------------------------------------

@@ -33,7 +33,7 @@ from .exceptions import (
 from .jobs import JobManager
 from .kinds import KINDS, LiveMemory, kind_class
 from .settings import Settings
-from .storage import NewPattern, Storage
+from .storage import MemoryRecord, NewPattern, Storage
 
 __all__ = ["Registry"]
 
@@ -72,16 +72,36 @@ class Registry:
                     record.kind,
                 )
                 continue
-            live = cls(replace(record, config=cls.stored_config(record.config)), self.device)
-            with live.rw.write():
-                for seqs, ids, vectors in self.storage.iter_vectors(record.id):
-                    live.add(seqs, ids, torch.from_numpy(vectors))
-                live.restore(self.storage)
+            live = self._load(cls, record)
             loaded += live.count
             with self._lock:
                 self._memories[record.name] = live
             log.info("recovered memory %r (%s, %d patterns)", record.name, record.kind, live.count)
         return loaded
+
+    def _load(self, cls: type[LiveMemory], record: MemoryRecord) -> LiveMemory:
+        """A stored memory in RAM again: its patterns in storage order, then its kind's state."""
+        live = cls(replace(record, config=cls.stored_config(record.config)), self.device)
+        with live.rw.write():
+            for seqs, ids, vectors in self.storage.iter_vectors(record.id):
+                live.add(seqs, ids, torch.from_numpy(vectors))
+            live.restore(self.storage)
+        return live
+
+    def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> LiveMemory:
+        """A memory just created (empty) in RAM."""
+        return cls(record, self.device)
+
+    def _resolve_config(
+        self, cls: type[LiveMemory], config: dict[str, Any], shape: tuple[int, ...], text: bool
+    ) -> dict[str, Any]:
+        """A create request's config resolved as stored (ValueError / TypeError if bad)."""
+        return cls.resolve_config(dict(config), shape, text)
+
+    def unavailable(self) -> str | None:
+        """Why some memory cannot serve now (/readyz says 503 with it), or None: every part of
+        every memory is up. One process holds every memory whole: always None."""
+        return None
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -106,7 +126,7 @@ class Registry:
         cls = kind_class(kind)
         shape_t = self._check_shape(shape) if cls.shaped else _no_shape(cls, shape, text)
         try:
-            resolved = cls.resolve_config(dict(config), shape_t, text)
+            resolved = self._resolve_config(cls, config, shape_t, text)
         except (ValueError, TypeError) as exc:
             raise InvalidConfig(str(exc)) from None
         with self._creating:
@@ -119,7 +139,7 @@ class Registry:
                     f"the service holds {self.settings.max_memories} memories already (AMS_MAX_MEMORIES)"
                 )
             record = self.storage.create_memory(name, kind, shape_t, text, resolved)  # MemoryExists too
-            live = cls(record, self.device)
+            live = self._new(cls, record)
             with self._lock:
                 self._memories[name] = live
         return live

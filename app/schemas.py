@@ -180,6 +180,13 @@ class MemoryDetails(BaseModel):
         description="stored patterns (facts) the model has learned (hopfield: all of them)"
     )
     created_at: datetime
+    placement: list[dict[str, Any]] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,  # one process: not in the answer at all
+        description="Ray mode only: the memory's shards (hopfield) or recall replicas (trained "
+        "kinds), each with role, index, actor, state (up/down), patterns, bytes, node, node_id, "
+        "pid and device",
+    )
 
 
 class MemoryList(BaseModel):

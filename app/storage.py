@@ -9,6 +9,8 @@ Layout under ``data_dir``:
 
     ams.sqlite3 (+ -wal, -shm)      memories, patterns and facts
     checkpoints/<memory id>/...     model checkpoints, written atomically (memory_core.files)
+    cluster.sqlite3, shards/        the Ray mode's (app/cluster/): a sharded memory's patterns
+                                    are in its shards' files, not in ams.sqlite3
 
 Patterns are stored as float32 vectors (C-major image flattening) with their id,
 caption (text) and metadata. Each row gets a sequence number from one global,
@@ -37,6 +39,7 @@ import numpy as np
 from .exceptions import MemoryExists, PatternExists  # raised here, answered as 409
 
 __all__ = [
+    "CLUSTER_FILE",
     "Fact",
     "FactRow",
     "MemoryExists",
@@ -47,6 +50,9 @@ __all__ = [
     "SQLiteStorage",
     "Storage",
 ]
+
+
+CLUSTER_FILE = "cluster.sqlite3"  # in a data directory of the Ray mode (app/cluster/storage.py)
 
 
 @dataclass(frozen=True)

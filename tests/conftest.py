@@ -141,6 +141,17 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
         client.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="session")
+def ray_local_cluster(tmp_path_factory):
+    """The session's real local Ray cluster for the Ray mode's tests (a head and two worker
+    nodes, app/cluster/local.py), started when a test first asks: ``.get()``, ``.restart()``."""
+    from cluster_helpers import SharedCluster  # (imports app.cluster: only where used)
+
+    shared = SharedCluster(tmp_path_factory.mktemp("ray"))
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     """A ready TestClient over a fresh data directory, default settings, no API keys."""

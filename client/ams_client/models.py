@@ -130,7 +130,8 @@ class Info:
 class Memory:
     """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors, () and ``dim`` 0 for a
     relational memory), resolved config, count (patterns, or a relational memory's facts),
-    state (ready, untrained, training, stale) and how many of them its model learned."""
+    state (ready, untrained, training, stale) and how many of them its model learned; on a
+    service in the Ray mode, ``placement``: its shards or replicas and where they run."""
 
     name: str
     kind: str
@@ -143,6 +144,7 @@ class Memory:
     trained_count: int
     created_at: datetime
     raw: dict[str, Any] = field(repr=False, compare=False)
+    placement: list[dict[str, Any]] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -167,6 +169,7 @@ class Memory:
             trained_count=d["trained_count"],
             created_at=_time(d["created_at"]),
             raw=d,
+            placement=d.get("placement"),
         )
 
 
