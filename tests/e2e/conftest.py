@@ -6,7 +6,6 @@ layout tests: ``size`` (phone, laptop) and ``visitor``, a page at that size (scr
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import sys
 import uuid
@@ -20,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))  # live_server.py
 from ams_client import AsyncClient, AsyncJob, Client
 from live_server import LiveServer
+from loop_thread import LoopThread
 from playwright.sync_api import Browser, Page
 from screens import SIZES, TIMEOUT_MS
 
@@ -57,18 +57,18 @@ def europe(ams_server: LiveServer) -> Iterator[str]:
 
 class Blocking:
     """Drives an ``AsyncClient`` (or an ``AsyncJob`` it returns) from blocking test code on
-    one event loop: coroutines are run to their result, async iterators collected into a
-    list, so one test body checks both clients."""
+    one event loop (a ``LoopThread``): coroutines are run to their result, async iterators
+    collected into a list, so one test body checks both clients."""
 
-    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._target, self._loop = target, loop
+    def __init__(self, target: Any, runner: LoopThread) -> None:
+        self._target, self._runner = target, runner
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
         if inspect.isasyncgenfunction(attr):
-            return lambda *a, **kw: self._loop.run_until_complete(self._collect(attr(*a, **kw)))
+            return lambda *a, **kw: self._runner.run(self._collect(attr(*a, **kw)))
         if inspect.iscoroutinefunction(attr):
-            return lambda *a, **kw: self._wrap(self._loop.run_until_complete(attr(*a, **kw)))
+            return lambda *a, **kw: self._wrap(self._runner.run(attr(*a, **kw)))
         return attr
 
     @staticmethod
@@ -77,7 +77,7 @@ class Blocking:
 
     def _wrap(self, value: Any) -> Any:
         if isinstance(value, AsyncJob):
-            return Blocking(value, self._loop)
+            return Blocking(value, self._runner)
         if isinstance(value, (list, tuple)):
             return type(value)(self._wrap(v) for v in value)
         return value
@@ -90,13 +90,18 @@ def ams(request: pytest.FixtureRequest, ams_server: LiveServer) -> Iterator[Any]
         with Client(ams_server.url, api_key=API_KEY) as client:
             yield client
         return
-    loop = asyncio.new_event_loop()
-    client = AsyncClient(ams_server.url, api_key=API_KEY)
+    runner = LoopThread()
+    client = runner.run(_async_client(ams_server.url))
     try:
-        yield Blocking(client, loop)
+        yield Blocking(client, runner)
     finally:
-        loop.run_until_complete(client.aclose())
-        loop.close()
+        runner.run(client.aclose())
+        runner.close()
+
+
+async def _async_client(url: str) -> AsyncClient:
+    """Made on the loop that will use it (httpx binds its pool to the running loop)."""
+    return AsyncClient(url, api_key=API_KEY)
 
 
 @pytest.fixture

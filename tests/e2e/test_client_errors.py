@@ -9,7 +9,6 @@ retried, how long the client waited (Retry-After), what was not repeated.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import socket
@@ -38,6 +37,7 @@ from ams_client import (
     ValidationError,
 )
 from live_server import LiveServer, free_port
+from loop_thread import run_async
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -126,7 +126,7 @@ def test_503_with_retry_after_is_waited_out_then_answered(scripted, flavour) -> 
             async with AsyncClient(server.url, max_retries=2) as client:
                 return await client.get_memory("m")
 
-        memory = asyncio.run(get())
+        memory = run_async(get())
     assert memory.name == "m" and memory.shape == (4,)
     assert [(m, p) for m, p, _, _ in server.seen] == [("GET", "/v1/memories/m")] * 2
     assert server.gaps()[0] >= 0.95  # Retry-After: 1 honoured
@@ -348,7 +348,7 @@ def test_unavailable_from_a_service_that_is_not_ready(not_ready, flavour) -> Non
         return live, ready, *errors
 
     if flavour == "async":
-        live, ready, first, waited = asyncio.run(calls())
+        live, ready, first, waited = run_async(calls())
     else:
         with Client(not_ready.url, max_retries=1, backoff=0.01) as client:
             live, ready = client.live(), client.ready()
