@@ -195,6 +195,9 @@ class PCConfig:
         for name in ("momentum", "complete_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        # Generators are seeded with seed * 1_000_003 + epochs done, which must fit torch's 64 bits.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed!r}")
 
     @property
     def pi(self) -> tuple[float, ...]:
