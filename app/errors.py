@@ -31,6 +31,7 @@ __all__ = [
     "clean_validation_errors",
     "error_response",
     "install_error_handlers",
+    "out_of_memory",
     "service_error_response",
 ]
 
@@ -89,6 +90,7 @@ _HTTP_CODES = {
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     503: "not_ready",
 }
 
@@ -98,7 +100,10 @@ def _allowed_methods(request: Request) -> list[str]:
     the routes' own matching: a route whose path matches but whose method does not matches
     partly."""
     methods: set[str] = set()
-    for route in request.app.routes:
+    # The API's routes as their routers hold them too: FastAPI 0.165 keeps included routers
+    # as one entry each in app.routes, not their routes.
+    routes = [*request.app.routes, *getattr(request.app.state, "api_routes", [])]
+    for route in routes:
         if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
     if "GET" in methods:
@@ -138,5 +143,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if out_of_memory(exc):  # the budget (budget.py) should have refused it first: logged as a bug
+            log.error("out of memory on %s %s: %s", request.method, request.url.path, exc)
+            return error_response(
+                503,
+                "out_of_memory",
+                "the service ran out of memory for this request: retry later, or with less",
+                headers={"Retry-After": "5"},
+            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error (a bug: please report it)")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, or torch's allocator giving up."""
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
+    )

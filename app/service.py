@@ -15,6 +15,7 @@ import torch
 from memory_core import resolve_device
 
 from .batching import Batcher
+from .budget import MemoryBudget, available_memory
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
@@ -40,6 +41,13 @@ class Service:
             jobs=lambda: self.registry.jobs.running() if self.registry is not None else [],
         )
         self.batcher = Batcher(settings.recall_batch_max, settings.recall_batch_wait_ms, self.metrics)
+        if settings.memory_budget:
+            limit, source = int(settings.memory_budget), "AMS_MEMORY_BUDGET"
+        else:
+            free, source = available_memory()
+            limit, source = max(1 << 26, free // 2), f"half of the free memory ({source})"
+        self.budget = MemoryBudget(limit)
+        log.info("memory budget: %d MiB (%s)", limit >> 20, source)
         self.storage: Storage | None = None
         self.registry: Registry | None = None
         self.error: str | None = None
@@ -56,7 +64,7 @@ class Service:
         """Open storage and rebuild every memory (blocking; the lifespan runs it on a thread)."""
         try:
             self.storage = SQLiteStorage(self.settings.data_dir)
-            registry = Registry(self.storage, self.device, self.settings)
+            registry = Registry(self.storage, self.device, self.settings, self.budget)
             patterns = registry.recover()
         except Exception as exc:  # stays not ready, and says why on /readyz
             log.exception("recovery failed")

@@ -17,13 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..codec import prepare_patterns
 from ..exceptions import ApiError, JobRunning, MemoryNotFound
+from ..gate import body_limit
 from ..jobs import JobContext
 from ..kinds import LiveMemory
 from ..presets import PRESETS, Preset
 from ..registry import Registry
 from ..schemas import NAME_PATTERN, Job, MemoryDetails
 from ..service import Service
-from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from .deps import (
+    READ,
+    READ_ERRORS,
+    SMALL_BODY,
+    WRITE,
+    WRITE_ERRORS,
+    RegistryDep,
+    ServiceDep,
+    errors,
+    run_sync,
+)
 from .memories import memory_details
 
 router = APIRouter(prefix="/v1/demo", tags=["demo"])
@@ -158,6 +169,7 @@ async def list_presets() -> DemoPresetList:
     dependencies=WRITE,
     responses=errors(400, 409, 413, 422, 501, *WRITE_ERRORS),
 )
+@body_limit(SMALL_BODY)
 async def create_demo(body: DemoRequest, registry: RegistryDep, service: ServiceDep) -> DemoStarted:
     """Create a memory preloaded from a preset: `fashion` (Fashion-MNIST, [1, 28, 28]) or
     `photos` (69 captioned photo crops, [3, 64, 64], a text memory). The memory is created at
@@ -202,8 +214,10 @@ def _start_load(
         if not ctx.report(1, steps):
             return
         for step, start in enumerate(range(0, count, batch), start=2):
-            patterns, vectors = prepare_patterns(raw[start : start + batch], live.record, settings)
-            registry.store(live, patterns, vectors)
+            part = raw[start : start + batch]
+            with registry.storing(live, len(part)):
+                patterns, vectors = prepare_patterns(part, live.record, settings, budget=registry.budget)
+                registry.store(live, patterns, vectors)
             service.metrics.patterns_stored.labels(live.kind).inc(len(patterns))
             if not ctx.report(step, steps):
                 return
@@ -218,7 +232,15 @@ def _start_load(
             pass
 
     try:
-        job = registry.jobs.submit(live.name, "demo", load, patterns=count, epochs=steps, on_finish=on_finish)
+        job = registry.jobs.submit(
+            live.name,
+            "demo",
+            load,
+            patterns=count,
+            epochs=steps,
+            on_finish=on_finish,
+            key=registry.job_key(live),
+        )
     except JobRunning as exc:  # only if someone started a job on the brand-new memory
         raise JobRunning(f"memory {live.name!r} has a job already", exc.job_id) from None
     return job.to_dict()

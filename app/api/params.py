@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..exceptions import ApiError
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
+from ..storage import storage_error
 
 __all__ = [
     "JobIdParam",
@@ -41,6 +42,8 @@ async def read_form(request: Request, max_files: int) -> dict[str, list]:
     """Parse a multipart body: field name -> [bytes (files) or str (fields)]; 400 when malformed."""
     try:
         form = await request.form(max_files=max_files, max_fields=3 * max_files + 10)
+    except OSError as exc:  # spooling an upload to a full disk
+        raise storage_error(exc) from exc
     except StarletteHTTPException as exc:
         detail = str(exc.detail)
         if "Too many files" in detail:

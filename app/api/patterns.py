@@ -7,9 +7,9 @@ import binascii
 
 from fastapi import APIRouter, Query, Request, Response
 
-from ..codec import RawPattern, is_image, parse_json, png_base64, png_bytes, prepare_patterns
+from ..codec import RawPattern, is_image, png_base64, png_bytes, prepare_patterns, store_items
 from ..exceptions import ApiError, PatternNotFound
-from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StorePatterns, StoreResult
+from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StoreResult
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
 from .params import NameParam, PatternIdParam, body_kind, read_form
 
@@ -88,6 +88,8 @@ async def store_patterns(
     JSON: `{"patterns": [{"id"?, "vector" | "image" (base64 PNG/JPEG), "text"?, "metadata"?}]}`.
     Multipart: files in field `images` (optional `ids`, `texts`, one per file). Every pattern is
     checked first: one bad pattern (shape, dimension, NaN, image, duplicate id) stores nothing.
+    What the batch takes in memory is checked against the memory budget first (422
+    `memory_budget_exceeded` naming the limit, or 503 `server_busy` while others hold it).
     """
     live = registry.get(name)
     settings = service.settings
@@ -98,13 +100,10 @@ async def store_patterns(
         items = None
 
     def work() -> StoreResult:
-        raw = (
-            items
-            if items is not None
-            else [RawPattern.from_json(p) for p in parse_json(body, StorePatterns).patterns]
-        )
-        patterns, vectors = prepare_patterns(raw, live.record, settings, fit)
-        ids, count = registry.store(live, patterns, vectors)
+        raw = items if items is not None else store_items(body, live.record, settings)
+        with registry.storing(live, len(raw)):
+            patterns, vectors = prepare_patterns(raw, live.record, settings, fit, registry.budget)
+            ids, count = registry.store(live, patterns, vectors)
         service.metrics.patterns_stored.labels(live.kind).inc(len(ids))
         return StoreResult(ids=ids, count=count)
 
@@ -120,7 +119,7 @@ def _decode_cursor(cursor: str) -> int:
         seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out") from None
-    if seq < 0:
+    if not 0 <= seq < 2**63:  # storage's sequence numbers are 64-bit
         raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out")
     return seq
 
@@ -145,7 +144,7 @@ async def list_patterns(
         raise ApiError(
             422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {service.settings.max_page}"
         )
-    live = registry.get(name)
+    live = registry.get(name, allow_failed=True)  # a failed memory's patterns can still be read out
     after = _decode_cursor(cursor) if cursor else -1
     rows = await run_sync(registry.storage.page_patterns, live.record.id, after, limit + 1)
     more = len(rows) > limit
@@ -173,7 +172,7 @@ async def get_pattern(
 ) -> PatternOut | Response:
     """One stored pattern: JSON (image memories: base64 PNG `image`; vector memories: `vector`),
     or the PNG itself with `Accept: image/png` (image memories)."""
-    live = registry.get(name)
+    live = registry.get(name, allow_failed=True)
     record = live.record
     png = wants_png(request)
     if png and not is_image(record):

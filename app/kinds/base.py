@@ -20,7 +20,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -33,9 +33,18 @@ from ..exceptions import MemoryEmpty
 from ..jobs import JobContext
 from ..rwlock import RWLock
 from ..storage import MemoryRecord, Storage
-from ..text_memory import layout_of
+from ..text_memory import layout_of, stored_dim
 
-__all__ = ["CaptionLookup", "LiveMemory", "Recall", "TextLookup", "check_keys", "check_number"]
+__all__ = [
+    "CaptionLookup",
+    "LiveMemory",
+    "Recall",
+    "TextLookup",
+    "check_caps",
+    "check_fields",
+    "check_keys",
+    "check_number",
+]
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,11 @@ class LiveMemory(ABC):
         """Stored patterns the recall model has learned."""
         return self.count
 
+    @property
+    def failure(self) -> str | None:
+        """Why this memory cannot serve (state "failed"), or None: set by recovery."""
+        return None
+
     def _changed(self) -> None:
         """Called (under ``rw.write``) after patterns were added or removed."""
 
@@ -163,6 +177,37 @@ class LiveMemory(ABC):
 
     def training_ended(self, status: str) -> None:
         """Called once a training job has ended, however it ended (even before it started)."""
+
+    # --- what a kind's memory takes (the memory budget, app/budget.py) ----------------
+    @classmethod
+    def model_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool) -> int:
+        """Bytes a model of this (resolved) config keeps in RAM beyond the stored patterns:
+        parameters, optimizer state, recall caches. 0 for kinds whose patterns are the model."""
+        return 0
+
+    @classmethod
+    def training_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, patterns: int) -> int:
+        """Bytes a training job on ``patterns`` stored patterns holds while it runs (its copy of
+        the model, the patterns' snapshot, its working set); 0 for kinds without training."""
+        return 0
+
+    @classmethod
+    def recall_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, batch: int) -> int:
+        """Bytes one batched recall of ``batch`` cues needs on top of the model (its working set)."""
+        return 0
+
+    def resident_bytes(self) -> int:
+        """Bytes this memory holds in RAM now: stored patterns and model (read without a lock:
+        a moment's figure, as the budget's checks need)."""
+        r = self.record
+        return 4 * self.count * stored_dim(r.shape, r.text) + (
+            self.model_bytes(r.config, r.shape, r.text) if self.has_model else 0
+        )
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a model of ``model_bytes`` is in RAM now."""
+        return True
 
     # --- shared machinery -------------------------------------------------------------
     @property
@@ -295,9 +340,14 @@ class LiveMemory(ABC):
         ]
 
     def details(self) -> dict[str, Any]:
-        """Count, state and trained_count, read together."""
+        """Count, state, trained_count and the failure's reason (None), read together."""
         with self.rw.read():
-            return {"count": self.count, "state": self.state, "trained_count": self.trained_count}
+            return {
+                "count": self.count,
+                "state": self.state,
+                "trained_count": self.trained_count,
+                "error": self.failure,
+            }
 
 
 def check_number(key: str, value: Any, integer: bool = False) -> None:
@@ -307,6 +357,79 @@ def check_number(key: str, value: Any, integer: bool = False) -> None:
         raise ValueError(
             f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
         )
+
+
+_INT_RANGE = 2**31  # config integers: counts, sizes and seeds, all far below it
+
+
+def _field_ok(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a config field's annotation (``int``, ``float``, ``str``,
+    ``bool``, ``tuple[float, ...]``, unions of those and None): ints within +-2^31, numbers finite."""
+    for option in (part.strip() for part in annotation.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if option == "int" and isinstance(value, int) and -_INT_RANGE < value < _INT_RANGE:
+            return True
+        if option == "float" and isinstance(value, (int, float)) and math.isfinite(value):
+            return True
+        if option == "str" and isinstance(value, str):
+            return True
+        if option.startswith("tuple[") and isinstance(value, (list, tuple)):
+            item = option[len("tuple[") :].split(",")[0].strip()
+            if all(_field_ok(v, item) for v in value):
+                return True
+    return False
+
+
+_WORDS = {
+    "int": "an integer (|n| < 2^31)",
+    "float": "a finite number",
+    "str": "a string",
+    "bool": "a boolean",
+}
+
+
+def _describe(annotation: str) -> str:
+    options = [part.strip() for part in annotation.split("|")]
+    words = [
+        "null"
+        if o == "None"
+        else f"a list of {_describe(o[6:].split(',')[0])}"
+        if o.startswith("tuple[")
+        else _WORDS.get(o, o)
+        for o in options
+    ]
+    return " or ".join(words)
+
+
+def check_fields(config: dict[str, Any], spec: type) -> None:
+    """ValueError naming the first key of ``config`` whose value does not fit the type of the
+    dataclass ``spec``'s field of that name (see ``_field_ok``), so that a config accepted at
+    create can never fail later for its types (an int of 2^70, a NaN, a string for a number)."""
+    types = {
+        f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "") for f in fields(spec)
+    }
+    for key, value in config.items():
+        annotation = types.get(key)
+        if annotation and not _field_ok(value, annotation):
+            raise ValueError(f"config.{key} must be {_describe(annotation)}, got {value!r}")
+
+
+def check_caps(config: dict[str, Any], max_epochs: int, max_steps: int) -> None:
+    """ValueError for work counts over the service's caps, by key name, whatever the kind:
+    ``epochs`` over ``max_epochs`` (AMS_MAX_EPOCHS); ``*_steps`` and ``*_iters`` over
+    ``max_steps`` (AMS_MAX_SOLVER_STEPS)."""
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if key == "epochs" and value > max_epochs:
+            raise ValueError(f"config.epochs = {value} is over AMS_MAX_EPOCHS = {max_epochs}")
+        if key.endswith(("_steps", "_iters")) and value > max_steps:
+            raise ValueError(f"config.{key} = {value} is over AMS_MAX_SOLVER_STEPS = {max_steps}")
 
 
 def check_keys(kind: str, config: dict[str, Any], allowed: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from memory_core import PCConfig, PCMemory
 
 from ..text_memory import stored_dim
-from .base import check_keys
+from .base import check_fields, check_keys
 from .trained import TrainedKind
 
 __all__ = ["PCKind"]
@@ -34,6 +34,7 @@ class PCKind(TrainedKind):
     ) -> dict[str, Any]:
         dim = stored_dim(shape, text)
         check_keys(cls.kind, config, [f.name for f in fields(PCConfig)])
+        check_fields(config, PCConfig)
         resolved = {**asdict(PCConfig()), "sizes": [*cls.DEFAULT_HIDDEN, dim], **config}
         sizes = resolved["sizes"]
         if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
@@ -56,6 +57,32 @@ class PCKind(TrainedKind):
         resolved = cls.resolve_config({}, (1,))
         resolved["sizes"] = [*cls.DEFAULT_HIDDEN, "D"]  # the memory's own dimension
         return resolved
+
+    # Bytes per float32 parameter: the weights, Adam's two moments and recall's cached copies
+    # (a model in RAM); its gradients and a second model (a training job's copy).
+    _MODEL_COPIES, _TRAINING_COPIES = 5, 6
+    # Floats per unit of every layer per cue that relaxation keeps (states, errors, f, f',
+    # gradients, momenta, the last accepted state; conjugate gradients' directions and trials).
+    _RELAX_FLOATS = 16
+
+    @staticmethod
+    def _parameters(sizes: list[int]) -> int:
+        return sum(sizes[l] * sizes[l - 1] + sizes[l] for l in range(1, len(sizes))) + sizes[0]
+
+    @classmethod
+    def model_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool) -> int:
+        return 4 * cls._MODEL_COPIES * cls._parameters(config["sizes"])
+
+    @classmethod
+    def recall_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, batch: int) -> int:
+        return 4 * cls._RELAX_FLOATS * min(batch, config["max_batch"]) * sum(config["sizes"])
+
+    @classmethod
+    def training_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, patterns: int) -> int:
+        batch = config["batch_size"] or min(64, max(8, patterns // 4))
+        snapshot = 4 * patterns * stored_dim(shape, text)
+        model = 4 * cls._TRAINING_COPIES * cls._parameters(config["sizes"])
+        return snapshot + model + cls.recall_bytes(config, shape, text, max(batch, patterns))
 
     def _new_model(self) -> PCMemory:
         return PCMemory(device=self.device, **self.record.config)

@@ -80,10 +80,19 @@ class Limits:
     max_page: int
     max_k: int
     max_steps: int
+    # Newer services say these too (None from one that does not).
+    max_epochs: int | None = None
+    max_solver_steps: int | None = None
+    max_text_chars: int | None = None
+    memory_budget_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    rate_limit: float | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Limits:
-        return cls(**{k: int(d[k]) for k in cls.__dataclass_fields__})
+        return cls(
+            **{k: (float if k == "rate_limit" else int)(d[k]) for k in cls.__dataclass_fields__ if k in d}
+        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,8 @@ class Info:
 @dataclass(frozen=True)
 class Memory:
     """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors), resolved config,
-    count, state (ready, untrained, training, stale) and how many patterns its model learned."""
+    count, state (ready, untrained, training, stale, failed) and how many patterns its model
+    learned; ``error`` says why a failed memory failed."""
 
     name: str
     kind: str
@@ -133,6 +143,7 @@ class Memory:
     trained_count: int
     created_at: datetime
     raw: dict[str, Any] = field(repr=False, compare=False)
+    error: str | None = None
 
     @property
     def is_image(self) -> bool:
@@ -152,6 +163,7 @@ class Memory:
             trained_count=d["trained_count"],
             created_at=_time(d["created_at"]),
             raw=d,
+            error=d.get("error"),
         )
 
 

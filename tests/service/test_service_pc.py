@@ -211,7 +211,7 @@ def test_pc_config_is_checked(client):
     r = create({"activation": "swish"})
     assert r.status_code == 422 and error_code(r) == "invalid_config"
     r = create({"cycles": 2, "restart_adam": "yes"})
-    assert r.status_code == 422 and "restart_adam must be true or false" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "restart_adam must be a boolean" in r.json()["error"]["message"]
     info = client.get("/v1/info").json()
     assert "pc" in info["kinds"] and info["default_configs"]["pc"]["sizes"][-1] == "D"
     ok = create({})
