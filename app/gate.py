@@ -11,7 +11,8 @@ page and the API documentation (/docs, /redoc, /openapi.json) are open.
 
 It also hands the layers inside it what they need, in the ASGI scope:
 ``ams.identity`` (who to count rate limits against: the key's name, or the client's
-address without keys) and ``ams.max_body`` (the route's body limit: ``body_limit``, or
+address without keys) and ``ams.max_body`` / ``ams.max_body_why`` (the route's body limit
+and what sets it: ``body_limit``, which may depend on the memory the path names, or
 AMS_MAX_REQUEST_BYTES).
 """
 
@@ -33,11 +34,15 @@ from .settings import Settings
 __all__ = ["AccessGate", "RoutePolicy", "body_limit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A route's body limit: bytes, or a function of the request's scope and path parameters that
+# gives (bytes, what sets them), or None for the default.
+Limit = int | Callable[[Scope, dict[str, Any]], tuple[int, str] | None]
 
 
-def body_limit(max_bytes: int) -> Callable[[F], F]:
+def body_limit(max_bytes: Limit) -> Callable[[F], F]:
     """Mark a route's endpoint as taking bodies of at most ``max_bytes`` (under the
-    ``@router.<method>`` line): routes whose small JSON bodies FastAPI parses itself."""
+    ``@router.<method>`` line): routes whose small JSON bodies FastAPI parses itself, or
+    whose bodies are bounded by the memory they name (a recall of a vector memory)."""
 
     def mark(endpoint: F) -> F:
         endpoint.max_body_bytes = max_bytes  # type: ignore[attr-defined]
@@ -51,7 +56,7 @@ class RoutePolicy:
     """What a route asks of a request: the full key (``write``), and its body limit in bytes."""
 
     write: bool
-    max_body: int
+    max_body: Limit
 
 
 def _policy(route: APIRoute, default_body: int) -> RoutePolicy:
@@ -80,13 +85,21 @@ class AccessGate:
             if isinstance(route, APIRoute)
         ]
 
-    def policy(self, scope: Scope) -> RoutePolicy:
-        """The policy of the route that would serve this request (HEAD as GET), or the default."""
+    def policy(self, scope: Scope) -> tuple[RoutePolicy, dict[str, Any]]:
+        """The policy of the route that would serve this request (HEAD as GET), or the default,
+        and the request's path parameters."""
         probe = scope if scope["method"] != "HEAD" else {**scope, "method": "GET"}
         for route, policy in self._routes:
-            if route.matches(probe)[0] is Match.FULL:
-                return policy
-        return self._default
+            match, child = route.matches(probe)
+            if match is Match.FULL:
+                return policy, child.get("path_params", {})
+        return self._default, {}
+
+    def _max_body(self, scope: Scope, policy: RoutePolicy, params: dict[str, Any]) -> tuple[int, str]:
+        default = (self.settings.max_request_bytes, "AMS_MAX_REQUEST_BYTES")
+        limit = policy.max_body
+        found = limit(scope, params) if callable(limit) else (limit, "this endpoint's limit")
+        return min(found, default) if found is not None else default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,8 +107,8 @@ class AccessGate:
             return
         path: str = scope["path"]
         api = path == "/v1" or path.startswith("/v1/")
-        policy = self.policy(scope) if api else self._default
-        scope["ams.max_body"] = policy.max_body
+        policy, params = self.policy(scope) if api else (self._default, {})
+        scope["ams.max_body"], scope["ams.max_body_why"] = self._max_body(scope, policy, params)
         try:
             identity = (
                 check_key(self.settings, presented_key(scope["headers"]), policy.write) if api else "open"

@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        max_inflight=int(settings.max_inflight_bytes),
+        max_inflight=int(
+            settings.max_inflight_bytes or max(settings.max_request_bytes, service.budget.limit // 8)
+        ),
         timeout=settings.body_timeout,
     )
     if settings.rate_limit > 0:

@@ -20,6 +20,7 @@ from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
 from .storage import SQLiteStorage, Storage
+from .text_memory import embed
 
 __all__ = ["Service"]
 
@@ -66,6 +67,8 @@ class Service:
             self.storage = SQLiteStorage(self.settings.data_dir)
             registry = Registry(self.storage, self.device, self.settings, self.budget)
             patterns = registry.recover()
+            if any(live.record.text for live in registry.all()):
+                self._load_text_model()
         except Exception as exc:  # stays not ready, and says why on /readyz
             log.exception("recovery failed")
             self.error = f"recovery failed: {type(exc).__name__}: {exc}"
@@ -79,6 +82,15 @@ class Service:
             self.settings.data_dir,
             self.device,
         )
+
+    def _load_text_model(self) -> None:
+        """Load the caption model now, before ready, when text memories exist: its first load
+        holds the interpreter for up to a second in places (imports), which would otherwise
+        stall every request of the first caption store or text query."""
+        try:
+            embed(["warm up"], self.device)
+        except Exception as exc:  # a deployment without it answers 501 when it is needed
+            log.warning("caption model not loaded: %s", exc)
 
     def close(self) -> None:
         """Stop jobs and release storage."""

@@ -65,8 +65,10 @@ class Settings(BaseSettings):
         description="bytes the memories, requests and jobs may take together, e.g. 8GiB; "
         "unset: half of what the process could get at start (RAM, cgroup, RLIMIT_AS)",
     )
-    max_inflight_bytes: ByteSize = Field(
-        ByteSize(256 << 20), ge=1024, description="request body bytes held at once by all requests being read"
+    max_inflight_bytes: ByteSize | None = Field(
+        None,
+        description="request body bytes held at once by all requests; unset: an eighth of the memory "
+        "budget (at least AMS_MAX_REQUEST_BYTES)",
     )
     body_timeout: float = Field(60.0, gt=0, description="seconds a client may take to send a request body")
     header_timeout: float = Field(

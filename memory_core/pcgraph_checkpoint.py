@@ -1,8 +1,9 @@
 """``PCGraph`` checkpoints: one safetensors file (weights, biases, adjacency, Adam's moments),
 the JSON config and counters in its metadata, written atomically (``files.atomic_write``).
 
-``load`` trusts nothing in the file: every failure (a damaged header, tensors that do not
-fit the config, non-finite numbers, unreadable metadata) is a ValueError naming the file.
+``load`` trusts nothing in the file: every failure (a damaged header, a checksum that does
+not match (``memory_core.digest``), tensors that do not fit the config, non-finite numbers,
+unreadable metadata) is a ValueError naming the file.
 Shapes are checked against the config before any model is built, so that a damaged
 config can never make the loader allocate more than the file itself holds.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import digest
 from .files import atomic_write
 from .graphs import as_adjacency
 
@@ -53,6 +55,7 @@ def save(graph: Any, path: str | os.PathLike) -> None:
         "trained_count": str(graph.trained_count),
         "adam_step": str(graph._opt.step),
     }
+    meta[digest.KEY] = digest.digest(tensors, meta)
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
@@ -72,6 +75,7 @@ def load(cls: type, config_cls: type, path: str | os.PathLike, device: str | tor
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a PCGraph checkpoint (no PCGraph metadata)")
     try:
+        digest.verify(tensors, meta, path)
         return _build(cls, config_cls, tensors, meta, device)
     except _ERRORS as exc:
         raise ValueError(f"{path}: damaged PCGraph checkpoint ({type(exc).__name__}: {exc})") from None

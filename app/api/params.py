@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Path, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
-from ..exceptions import ApiError
+from ..codec import cue_values, is_image
+from ..exceptions import ApiError, ServiceError
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
 from ..storage import storage_error
@@ -19,7 +23,12 @@ __all__ = [
     "check_limits",
     "image_form",
     "read_form",
+    "recall_body_limit",
 ]
+
+# Bytes a JSON value of a cue may take: the longest float (-1.2345678901234567e-308), its
+# comma, and indentation to spare.
+_BYTES_PER_VALUE = 48
 
 NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples=["fashion"])
 PatternIdParam = Path(pattern=ID_PATTERN, description="the pattern's id", examples=["shoe-1"])
@@ -56,6 +65,24 @@ async def read_form(request: Request, max_files: int) -> dict[str, list]:
     finally:
         await form.close()
     return out
+
+
+def recall_body_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] | None:
+    """The body limit of a recall of a vector memory (``gate.body_limit``): what its largest
+    cue can take (``cue_values``: a vector and a mask of D values, a caption), so that a
+    larger body is refused on its Content-Length, before it is read. None (the default
+    limit) for image memories, whose cues are pictures, and for names that are not a memory."""
+    service = scope["app"].state.service
+    if service.registry is None:
+        return None
+    try:
+        record = service.registry.get(params.get("name", ""), allow_failed=True).record
+    except ServiceError:
+        return None
+    if is_image(record):
+        return None
+    limit = _BYTES_PER_VALUE * cue_values(record, service.settings) + 65536
+    return limit, f"a recall of memory {record.name!r}, D = {record.dim}, takes at most {limit} bytes"
 
 
 def check_limits(k: int, steps: int, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from torch import Tensor
 from memory_core import UniversalHopfield
 from memory_core.crossmodal import nearest_captions
 
-from ..exceptions import MemoryEmpty
+from ..exceptions import ApiError, MemoryEmpty
 from ..jobs import JobContext
 from ..rwlock import RWLock
 from ..storage import MemoryRecord, Storage
@@ -260,6 +260,7 @@ class LiveMemory(ABC):
             if self.record.text:
                 cues, masks = layout_of(self.record).image_cue(cues, masks)  # (B, D + 384)
             out, energy = self._output(cues, masks, steps)  # (B, D'), (B,)
+            _check_finite(out)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
             out = out[:, : self.record.dim]
             state, trained = self.state, self.trained_count
@@ -302,6 +303,7 @@ class LiveMemory(ABC):
             self._check_recallable()
             cue, mask = layout.text_cue(embeddings.to(self.device, torch.float32))  # (B, D + 384)
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            _check_finite(out)
             scores, rows = self.index.search(cue, k=min(k, self.count), mask=mask)  # (B, k)
             stored = layout.image_part(self.index.keys[rows.flatten()]).float().cpu()  # (B*k, D)
             return TextLookup(
@@ -323,6 +325,7 @@ class LiveMemory(ABC):
                 cues.to(self.device, torch.float32), None if masks is None else masks.to(self.device)
             )
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            _check_finite(out)
             stored = layout.text_part(self.index.keys)  # (N, 384)
             scores, rows = nearest_captions(layout.text_part(out), stored, k=min(k, self.count))
             return CaptionLookup(
@@ -356,6 +359,18 @@ def check_number(key: str, value: Any, integer: bool = False) -> None:
     if isinstance(value, bool) or not ok or not math.isfinite(value):
         raise ValueError(
             f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
+        )
+
+
+def _check_finite(out: Tensor) -> None:
+    """422 for a result with NaN or inf (the micro-batcher then reruns the batch's cues one by
+    one, so only the cue that caused it gets the error)."""
+    if not bool(torch.isfinite(out).all()):
+        raise ApiError(
+            422,
+            "non_finite_result",
+            "the recall produced NaN or infinite values: the cue's values are too large for this "
+            "memory's model (or its model is damaged)",
         )
 
 

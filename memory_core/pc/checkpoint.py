@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import digest
 from ..files import atomic_write
 from .config import PCConfig
 
@@ -70,6 +71,7 @@ def save(pc: Any, path: str | os.PathLike) -> None:
         **({} if pc.code_precision is None else {"code_precision": repr(pc.code_precision)}),
         "dtype": str(pc.dtype).removeprefix("torch."),
     }
+    meta[digest.KEY] = digest.digest(tensors, meta)
     atomic_write(Path(path), st_save(tensors, metadata=meta))
 
 
@@ -173,6 +175,7 @@ def load(cls: type, path: str | os.PathLike, device: str | torch.device = "auto"
     ValueError for a file that is not one, whose tensors do not fit its config, or that holds
     non-finite numbers (OSError when it cannot be read at all)."""
     tensors, meta = _read(path)
+    digest.verify(tensors, meta, path)
     config, dtype, precision = _parse_meta(path, meta)
     _check_tensors(path, tensors, _expected_shapes(config.sizes))
     trained_count, epochs_done = _count(path, meta, "trained_count"), _count(path, meta, "epochs_done")
