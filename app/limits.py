@@ -152,9 +152,7 @@ class BodyLimitMiddleware:
             await self.app(scope, replay, send)
         except _Refused as refusal:
             if refusal.status == 413:
-                refusal.message += (
-                    " (AMS_MAX_REQUEST_BYTES)" if limit == self.max_bytes else " (this endpoint's limit)"
-                )
+                refusal.message += f" ({scope.get('ams.max_body_why', 'AMS_MAX_REQUEST_BYTES')})"
             headers = {"Connection": "close", **refusal.headers}
             await error_response(refusal.status, refusal.code, refusal.message, headers=headers)(
                 scope, receive, send

@@ -142,6 +142,9 @@ class PCGraphConfig:
         sizes = self.hidden_sizes
         if any(s < 0 for s in sizes) or (self.topology == "layered" and any(s < 1 for s in sizes)):
             raise ValueError(f"hidden sizes must be positive, got {self.hidden!r}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
         for name in ("train_steps", "recall_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -153,6 +156,9 @@ class PCGraphConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name, top in (("infer_lr", 10.0), ("weight_lr", 1.0), ("weight_decay", 1.0), ("init_std", 100.0)):
+            if not getattr(self, name) <= top:  # far past any useful value: beyond it training diverges
+                raise ValueError(f"{name} must be at most {top:g}, got {getattr(self, name)}")
         if self.topology == "random" and not 0.0 < self.density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
         # fit seeds a generator with seed + trained_count, which must fit torch's 64 bits.
@@ -411,6 +417,7 @@ class PCGraph:
             x[:, : self.dim] = k * cue + (1 - k) * self.bias[: self.dim]
             free[:, : self.dim] = 1 - k
         for _ in range(self.config.init_sweeps):
+            poll()
             mu = torch.addmm(self.bias, self.act(x)[0], self.weights)  # (B, N)
             x = torch.addcmul(x, free, mu - x)  # free vertices take their prediction
         if known is None:

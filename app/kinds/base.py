@@ -42,6 +42,7 @@ __all__ = [
     "TextLookup",
     "check_caps",
     "check_fields",
+    "check_finite",
     "check_keys",
     "check_number",
 ]
@@ -260,7 +261,7 @@ class LiveMemory(ABC):
             if self.record.text:
                 cues, masks = layout_of(self.record).image_cue(cues, masks)  # (B, D + 384)
             out, energy = self._output(cues, masks, steps)  # (B, D'), (B,)
-            _check_finite(out)
+            check_finite(out)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
             out = out[:, : self.record.dim]
             state, trained = self.state, self.trained_count
@@ -303,7 +304,7 @@ class LiveMemory(ABC):
             self._check_recallable()
             cue, mask = layout.text_cue(embeddings.to(self.device, torch.float32))  # (B, D + 384)
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
-            _check_finite(out)
+            check_finite(out)
             scores, rows = self.index.search(cue, k=min(k, self.count), mask=mask)  # (B, k)
             stored = layout.image_part(self.index.keys[rows.flatten()]).float().cpu()  # (B*k, D)
             return TextLookup(
@@ -325,7 +326,7 @@ class LiveMemory(ABC):
                 cues.to(self.device, torch.float32), None if masks is None else masks.to(self.device)
             )
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
-            _check_finite(out)
+            check_finite(out)
             stored = layout.text_part(self.index.keys)  # (N, 384)
             scores, rows = nearest_captions(layout.text_part(out), stored, k=min(k, self.count))
             return CaptionLookup(
@@ -362,7 +363,7 @@ def check_number(key: str, value: Any, integer: bool = False) -> None:
         )
 
 
-def _check_finite(out: Tensor) -> None:
+def check_finite(out: Tensor) -> None:
     """422 for a result with NaN or inf (the micro-batcher then reruns the batch's cues one by
     one, so only the cue that caused it gets the error)."""
     if not bool(torch.isfinite(out).all()):
@@ -436,14 +437,14 @@ def check_fields(config: dict[str, Any], spec: type) -> None:
 
 def check_caps(config: dict[str, Any], max_epochs: int, max_steps: int) -> None:
     """ValueError for work counts over the service's caps, by key name, whatever the kind:
-    ``epochs`` over ``max_epochs`` (AMS_MAX_EPOCHS); ``*_steps`` and ``*_iters`` over
-    ``max_steps`` (AMS_MAX_SOLVER_STEPS)."""
+    ``epochs`` over ``max_epochs`` (AMS_MAX_EPOCHS); ``*_steps``, ``*_iters`` and ``*_sweeps``
+    over ``max_steps`` (AMS_MAX_SOLVER_STEPS)."""
     for key, value in config.items():
         if isinstance(value, bool) or not isinstance(value, int):
             continue
         if key == "epochs" and value > max_epochs:
             raise ValueError(f"config.epochs = {value} is over AMS_MAX_EPOCHS = {max_epochs}")
-        if key.endswith(("_steps", "_iters")) and value > max_steps:
+        if key.endswith(("_steps", "_iters", "_sweeps")) and value > max_steps:
             raise ValueError(f"config.{key} = {value} is over AMS_MAX_SOLVER_STEPS = {max_steps}")
 
 

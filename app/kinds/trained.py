@@ -36,7 +36,7 @@ from memory_core import UniversalHopfield
 from ..exceptions import MemoryFailed, NotTrained
 from ..jobs import JobContext
 from ..storage import MemoryRecord, Storage
-from .base import LiveMemory
+from .base import LiveMemory, check_finite
 
 __all__ = ["TrainedKind"]
 
@@ -122,6 +122,7 @@ class TrainedKind(LiveMemory):
                 out[whole] = model.retrieve(cue[whole])
             if not bool(whole.all()):
                 out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
+        check_finite(out)  # before its energy, which refuses NaN
         return out, model.energy(out)  # (B, D), (B,)
 
     def training(

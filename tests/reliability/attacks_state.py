@@ -324,9 +324,13 @@ def build_damaged(server: LiveServer) -> dict:
         data = bytearray(path.read_bytes())
         if how == "header":
             data[8:40] = b"\xff" * 32  # the JSON header's start
-        else:
-            header = int.from_bytes(data[:8], "little")
-            data[8 + header : 8 + header + 4] = struct.pack("<f", float("nan"))  # the first weight
+        else:  # a NaN for the first weight, in a checkpoint without a checksum (as older ones are)
+            size = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + size])
+            header.get("__metadata__", {}).pop("sha256", None)
+            text = json.dumps(header).encode()
+            data = bytearray(len(text).to_bytes(8, "little") + text + data[8 + size :])
+            data[8 + len(text) : 8 + len(text) + 4] = struct.pack("<f", float("nan"))
         path.write_bytes(bytes(data))
     server.start_anyway()
     return mid
@@ -358,12 +362,16 @@ def damaged_memories(t: Target) -> dict:
     return out
 
 
-def emptied_database(server: LiveServer) -> dict:
-    """A pc memory with a checkpoint; the server stops; its database file is emptied (0 bytes,
-    as a botched restore or copy leaves it) and the server starts on it again."""
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {FULL_KEY}"}, timeout=120) as c:
-        _pc_memory(c, "trained", {"sizes": [4, 8], "epochs": 3}, count=4, dim=8)
-        wait_job(c, c.post("/v1/memories/trained/train", json={}).json()["id"], 120)
+def emptied_database(server: LiveServer, train: bool = True) -> dict:
+    """A pc memory with a checkpoint (trained here unless ``train`` is False: one is there
+    already); the server stops; its database file is emptied (0 bytes, as a botched restore
+    or copy leaves it) and the server starts on it again."""
+    if train:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {FULL_KEY}"}, timeout=120
+        ) as c:
+            _pc_memory(c, "trained", {"sizes": [4, 8], "epochs": 3}, count=4, dim=8)
+            wait_job(c, c.post("/v1/memories/trained/train", json={}).json()["id"], 120)
     server.stop()
     for name in ("ams.sqlite3-wal", "ams.sqlite3-shm"):
         (server.data_dir / name).unlink(missing_ok=True)
