@@ -8,7 +8,7 @@ PY := .venv/bin/python
 BENCH ?= bench_hopfield
 ARGS ?= --sizes 10000 --out results/tmp/bench_hopfield.json
 
-.PHONY: run test bench setup lint
+.PHONY: run test test-container bench setup lint container-check
 run:
 	@scripts/setup.sh run
 	$(PY) -m app
@@ -16,6 +16,12 @@ run:
 test:
 	@scripts/setup.sh test
 	$(PY) -m pytest
+
+# The container test (tests/e2e/test_container.py): kept out of `make test`, whose suite
+# must stay under 15 minutes, since a machine that never built the image pays ~5 minutes.
+test-container:
+	@scripts/setup.sh test
+	$(PY) -m pytest -m container tests/e2e/test_container.py
 
 bench:
 	@scripts/setup.sh bench
@@ -28,3 +34,9 @@ lint:
 	@scripts/setup.sh test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The Docker image built and run for real with podman (scripts/container_check.sh):
+# results/container.json and the figures of results/container.md.
+container-check:
+	@scripts/setup.sh test
+	scripts/container_check.sh

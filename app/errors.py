@@ -96,14 +96,12 @@ _HTTP_CODES = {
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app (API, page, docs) serves on this request's path, by
-    the routes' own matching: a route whose path matches but whose method does not matches
-    partly."""
+    """Every method some route serves on this request's path, by the routes' own matching (a
+    route whose path matches but whose method does not matches partly): the app's own routes
+    (page, docs) and the API's (``app.state.api_routes``: FastAPI keeps included routers as
+    opaque entries of ``app.routes``)."""
     methods: set[str] = set()
-    # The API's routes as their routers hold them too: FastAPI 0.165 keeps included routers
-    # as one entry each in app.routes, not their routes.
-    routes = [*request.app.routes, *getattr(request.app.state, "api_routes", [])]
-    for route in routes:
+    for route in [*request.app.routes, *getattr(request.app.state, "api_routes", ())]:
         if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE:
             methods |= route.methods
     if "GET" in methods:

@@ -14,8 +14,12 @@ from memory_core import EmptyMemoryError
 
 __all__ = [
     "ApiError",
+    "ArityMismatch",
     "DimensionTooLarge",
+    "FactNotFound",
     "InvalidConfig",
+    "InvalidQuery",
+    "InvalidRule",
     "InvalidShape",
     "JobNotFound",
     "JobRunning",
@@ -30,12 +34,16 @@ __all__ = [
     "PatternExists",
     "PatternNotFound",
     "RateLimited",
+    "RuleConflict",
     "ServerBusy",
     "ServiceError",
     "StorageFull",
     "StorageUnavailable",
     "TooManyMemories",
+    "UnknownEntity",
     "UnknownKind",
+    "UnknownRelation",
+    "WrongKind",
 ]
 
 
@@ -222,3 +230,50 @@ class StorageUnavailable(ServiceError):
     """Durable storage failed otherwise (an I/O error): nothing of the write was kept."""
 
     status, code = 503, "storage_error"
+
+
+# --- relational memories -----------------------------------------------------------------------
+class WrongKind(ServiceError):
+    """The endpoint does not apply to this memory's kind (patterns vs facts)."""
+
+    status, code = 422, "wrong_kind"
+
+
+class FactNotFound(ServiceError):
+    status, code = 404, "fact_not_found"
+
+    def __init__(self, memory: str, fact_id: int) -> None:
+        super().__init__(f"no fact {fact_id} in memory {memory!r}")
+
+
+class UnknownRelation(ServiceError):
+    """A query names a relation the memory has never seen (422: the memory exists, the
+    request's content does not fit it)."""
+
+    status, code = 422, "unknown_relation"
+
+
+class UnknownEntity(ServiceError):
+    status, code = 422, "unknown_entity"
+
+
+class ArityMismatch(ServiceError):
+    """A fact or query gives a relation another number of arguments than it has."""
+
+    status, code = 422, "arity_mismatch"
+
+
+class InvalidQuery(ServiceError):
+    """A query without exactly one null argument, or otherwise malformed."""
+
+    status, code = 422, "invalid_query"
+
+
+class InvalidRule(ServiceError):
+    status, code = 422, "invalid_rule"
+
+
+class RuleConflict(ServiceError):
+    """The rules contradict each other: some relation could hold for nothing."""
+
+    status, code = 422, "rule_conflict"

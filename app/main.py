@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in api.ROUTERS:
         app.include_router(router)
     # The API's routes as their routers hold them (paths with the prefixes), for the fast
-    # path, which matches requests against them.
+    # path and the Allow header of a 405 (errors.py), which match requests against them.
     app.state.api_routes = [route for router in api.ROUTERS for route in router.routes]
     # Added innermost first. From the outside in: metrics see every request; the gate checks
     # the API key on the headers alone (gate.py), then the rate limit; only then is a body

@@ -12,16 +12,23 @@ Presets:
 - ``photos``: the 69 captioned photo crops (3, 64, 64) of ``memory_core.captions``, as a
   text memory (``text: true``) with each caption as the pattern's ``text`` and its
   paraphrase (a reworded query for trying the caption lookup) in the metadata.
+- ``europe`` (kind relational): the knowledge base bundled with memory_core (176 facts
+  about 22 European countries, with its rules); its load gives facts, not patterns.
+- ``nations`` (kind relational): PyKEEN's Nations training facts (1592), when PyKEEN's
+  wheel is installed (the ``test`` and ``bench`` extras); the data is not copied into the
+  project (memory_core/boxe/datasets.py says why).
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from memory_core.boxe.datasets import europe_kb, load_pykeen_dataset, pykeen_available
 from memory_core.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, DatasetUnavailable, flatten
 
 from .codec import RawPattern
@@ -36,22 +43,27 @@ class Preset:
     Attributes:
         name: the preset's name in the API.
         title, description: for people (the demo page shows them).
-        shape: the memory's shape (C, H, W).
+        shape: the memory's shape (C, H, W); () for a relational memory.
         text: whether the memory pairs each pattern with a caption.
-        default_count, max_count: patterns loaded by default, and at most.
+        default_count, max_count: patterns (facts) loaded by default, and at most.
         check: raises DatasetUnavailable (naming what to install) when the data is missing; quick.
-        load: count -> that many patterns, in a fixed order (the same on every machine).
+        load: count -> that many patterns (facts: (relation, args) for kind relational), in a
+            fixed order (the same on every machine).
+        kind: the memory's kind when the request names none; relational presets take no other.
+        config: the memory's config under the request's (e.g. a knowledge base's rules).
     """
 
     name: str
     title: str
     description: str
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     text: bool
     default_count: int
     max_count: int
     check: Callable[[], None]
-    load: Callable[[int], list[RawPattern]]
+    load: Callable[[int], list[Any]]
+    kind: str = "hopfield"
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def memory_name(self) -> str:
@@ -101,6 +113,20 @@ def _load_photos(count: int) -> list[RawPattern]:
     ]
 
 
+def _check_nations() -> None:
+    if not pykeen_available():
+        raise DatasetUnavailable(
+            "Nations is read from PyKEEN's wheel: pip install 'pykeen==1.11.1' (after torch), "
+            "or the project's test or bench extra"
+        )
+
+
+def _load_nations(count: int) -> list[tuple[str, tuple[str, ...]]]:
+    return [(relation, tuple(args)) for relation, args in load_pykeen_dataset("nations").train[:count]]
+
+
+_EUROPE = europe_kb()
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -127,6 +153,34 @@ PRESETS: dict[str, Preset] = {
             max_count=69,
             check=_check_photos,
             load=_load_photos,
+        ),
+        Preset(
+            name="europe",
+            title="European countries",
+            description="A knowledge base of 22 European countries: borders, capitals and cities, EU and "
+            "NATO, languages, currencies; rules: borders is symmetric, capital_of implies located_in, "
+            "contains is the inverse of located_in",
+            shape=(),
+            text=False,
+            default_count=len(_EUROPE.facts),
+            max_count=len(_EUROPE.facts),
+            check=lambda: None,
+            load=lambda count: _EUROPE.facts[:count],
+            kind="relational",
+            config={"rules": _EUROPE.rules},
+        ),
+        Preset(
+            name="nations",
+            title="Nations",
+            description="The Nations benchmark (14 countries, 55 relations such as exports3, "
+            "embassy, ngo) from PyKEEN's wheel, training split; only where PyKEEN is installed",
+            shape=(),
+            text=False,
+            default_count=1592,
+            max_count=1592,
+            check=_check_nations,
+            load=_load_nations,
+            kind="relational",
         ),
     )
 }

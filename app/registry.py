@@ -117,11 +117,12 @@ class Registry:
             return sorted(self._memories.values(), key=lambda m: m.record.id)
 
     def create(
-        self, name: str, kind: str, shape: list[int], text: bool, config: dict[str, Any]
+        self, name: str, kind: str, shape: list[int] | None, text: bool, config: dict[str, Any]
     ) -> LiveMemory:
-        """Validate and create a memory (durable on return)."""
+        """Validate and create a memory (durable on return); ``shape`` None only for a kind
+        that stores no patterns (relational)."""
         cls = kind_class(kind)
-        shape_t = self._check_shape(shape)
+        shape_t = self._check_shape(shape) if cls.shaped else _no_shape(cls, shape, text)
         try:
             resolved = cls.resolve_config(dict(config), shape_t, text)
             check_caps(resolved, self.settings.max_epochs, self.settings.max_solver_steps)
@@ -149,7 +150,9 @@ class Registry:
                 self._memories[name] = live
         return live
 
-    def _check_shape(self, shape: list[int]) -> tuple[int, ...]:
+    def _check_shape(self, shape: list[int] | None) -> tuple[int, ...]:
+        if shape is None:
+            raise InvalidShape("shape is required: [D] for vectors, [C, H, W] for pictures")
         if len(shape) not in (1, 3) or any(not isinstance(s, int) or s < 1 for s in shape):
             raise InvalidShape(f"shape must be [D] or [C, H, W] of positive integers, got {shape}")
         if len(shape) == 3 and shape[0] not in (1, 3):
@@ -241,7 +244,7 @@ class Registry:
             if live.deleted:
                 raise MemoryNotFound(live.name)
             if live.count == 0:
-                raise MemoryEmpty(f"memory {live.name!r} is empty: store patterns first")
+                raise MemoryEmpty(f"memory {live.name!r} is empty: store {live.items} first")
             r = live.record
             key = self.job_key(live)
             if self.jobs.active(key):  # before reserving: a second job is refused, not queued
@@ -270,3 +273,10 @@ class Registry:
                     ) from None
                 raise
         return job.to_dict()
+
+
+def _no_shape(cls: type[LiveMemory], shape: list[int] | None, text: bool) -> tuple[int, ...]:
+    """A kind that stores no patterns takes neither a shape nor captions."""
+    if shape or text:
+        raise InvalidShape(f"a {cls.kind} memory stores {cls.items}, not patterns: leave out shape and text")
+    return ()

@@ -138,11 +138,13 @@ class MemoryCreate(_Model):
         },
     )
     name: str = Field(pattern=NAME_PATTERN, description="unique name: letters, digits, _ . -; up to 64")
-    kind: str = Field(description="hopfield (or pc once available); see /v1/info", examples=["hopfield"])
-    shape: list[Annotated[int, Field(ge=1)]] = Field(
+    kind: str = Field(description="hopfield, pc, pcgraph or relational; see /v1/info", examples=["hopfield"])
+    shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
         min_length=1,
         max_length=3,
-        description="[C, H, W] (C = 1 or 3) for an image memory, [D] for a vector memory",
+        description="[C, H, W] (C = 1 or 3) for an image memory, [D] for a vector memory; "
+        "left out for a relational memory (it stores facts)",
     )
     text: bool = Field(False, description="cross-modal memory: patterns carry a caption (`text`)")
     config: dict[str, Any] = Field(
@@ -178,17 +180,17 @@ class MemoryDetails(BaseModel):
     )
     name: str
     kind: str
-    shape: list[int]
-    dim: int = Field(description="D = C*H*W, the length of a pattern's vector")
+    shape: list[int] = Field(description="[C, H, W] or [D]; [] for a relational memory")
+    dim: int = Field(description="D = C*H*W, the length of a pattern's vector; 0 for a relational memory")
     text: bool
     config: dict[str, Any] = Field(description="the resolved constructor arguments")
-    count: int = Field(description="stored patterns")
+    count: int = Field(description="stored patterns (a relational memory: stored facts)")
     state: Literal["ready", "untrained", "training", "stale", "failed"] = Field(
-        description="hopfield: ready; pc, pcgraph: untrained, training, ready or stale; "
+        description="hopfield: ready; pc, pcgraph, relational: untrained, training, ready or stale; "
         "any kind: failed (recovery could not rebuild it, or its model checkpoint is damaged: see `error`)"
     )
     trained_count: int = Field(
-        description="stored patterns the recall model has learned (hopfield: all of them)"
+        description="stored patterns (facts) the model has learned (hopfield: all of them)"
     )
     created_at: datetime
     error: str | None = Field(None, description="why the memory failed (state failed), else null")

@@ -7,14 +7,16 @@ loss. A server database (e.g. PostgreSQL) can be added later as another ``Storag
 
 Layout under ``data_dir``:
 
-    ams.sqlite3 (+ -wal, -shm)      memories and patterns
+    ams.sqlite3 (+ -wal, -shm)      memories, patterns and facts
     checkpoints/<memory id>/...     model checkpoints, written atomically (memory_core.files)
 
 Patterns are stored as float32 vectors (C-major image flattening) with their id,
 caption (text) and metadata. Each row gets a sequence number from one global,
 never-reused counter: it orders a memory's patterns (storage order = recall order
 after a restart) and is the cursor of listings. Memory ids are never reused either,
-so a checkpoint can never be mistaken for another memory's.
+so a checkpoint can never be mistaken for another memory's. Facts of relational
+memories (a relation name and the argument names, as a JSON list) are kept the same
+way in a table of their own, once each per memory; their sequence number is their id.
 
 Failures. A write that fails (disk full: ``StorageFull``, 507; any other I/O error:
 ``StorageUnavailable``, 503) is rolled back whole: nothing of it is visible afterwards,
@@ -29,7 +31,6 @@ non-finite number is ``DamagedPattern``, naming the patterns.
 
 from __future__ import annotations
 
-import errno
 import json
 import shutil
 import sqlite3
@@ -43,15 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import (  # raised here, answered as 409, 507, 503
-    MemoryExists,
-    PatternExists,
-    StorageFull,
-    StorageUnavailable,
-)
+from .exceptions import MemoryExists, PatternExists  # raised here, answered as 409
+from .storage_errors import DamagedPattern, StorageDamaged, storage_error
 
 __all__ = [
     "DamagedPattern",
+    "Fact",
+    "FactRow",
     "MemoryExists",
     "MemoryRecord",
     "NewPattern",
@@ -62,36 +61,6 @@ __all__ = [
     "StorageDamaged",
     "storage_error",
 ]
-
-_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class StorageDamaged(RuntimeError):
-    """The data directory is not in a state the service may start from (see the module docstring)."""
-
-
-class DamagedPattern(ValueError):
-    """Stored vectors that cannot be right: a wrong length or non-finite numbers; ``ids`` names them."""
-
-    def __init__(self, message: str, ids: list[str]) -> None:
-        super().__init__(message)
-        self.ids = ids
-
-
-def storage_error(exc: BaseException) -> Exception | None:
-    """The service's error for a failed write (``StorageFull`` for a full disk or quota,
-    ``StorageUnavailable`` for other I/O errors), or None when ``exc`` is neither."""
-    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
-        return StorageFull(f"the disk is full: nothing was written ({exc.strerror})")
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code == sqlite3.SQLITE_FULL or "full" in str(exc).lower():
-            return StorageFull("the disk is full: nothing was written (database or disk is full)")
-        if type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError):
-            return StorageUnavailable(f"storage failed: nothing was written ({exc})")
-    if isinstance(exc, OSError):
-        return StorageUnavailable(f"storage failed: nothing was written ({exc})")
-    return None
 
 
 @dataclass(frozen=True)
@@ -120,8 +89,8 @@ class MemoryRecord:
 
     @property
     def dim(self) -> int:
-        """D = the product of the shape."""
-        return int(np.prod(self.shape))
+        """D = the product of the shape; 0 for a memory without one (relational: facts)."""
+        return int(np.prod(self.shape)) if self.shape else 0
 
 
 @dataclass(frozen=True)
@@ -143,6 +112,18 @@ class PatternRow:
     text: str | None
     metadata: dict[str, Any] | None
     vector: np.ndarray | None = None
+
+
+Fact = tuple[str, tuple[str, ...]]  # (relation, argument names)
+
+
+@dataclass(frozen=True)
+class FactRow:
+    """A stored fact: its id (sequence number), relation and argument names."""
+
+    seq: int
+    relation: str
+    args: tuple[str, ...]
 
 
 class Storage(ABC):
@@ -202,6 +183,23 @@ class Storage(ABC):
         """How many patterns a memory holds in storage."""
 
     @abstractmethod
+    def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:
+        """Store facts in one transaction, each once (a fact stored already keeps its id);
+        returns (the facts' ids in order, how many were new)."""
+
+    @abstractmethod
+    def delete_fact(self, memory_id: int, fact_id: int) -> Fact | None:
+        """Delete one fact; the fact deleted, or None when there was none."""
+
+    @abstractmethod
+    def get_fact(self, memory_id: int, fact_id: int) -> FactRow | None:
+        """One fact, or None."""
+
+    @abstractmethod
+    def page_facts(self, memory_id: int, after_seq: int, limit: int) -> list[FactRow]:
+        """Up to ``limit`` facts with seq > ``after_seq``, in storage order."""
+
+    @abstractmethod
     def checkpoint_dir(self, memory_id: int) -> Path:
         """A directory for this memory's checkpoints (created on demand)."""
 
@@ -232,6 +230,14 @@ CREATE TABLE IF NOT EXISTS patterns (
     UNIQUE (memory_id, pid)
 );
 CREATE INDEX IF NOT EXISTS patterns_by_memory ON patterns (memory_id, seq);
+CREATE TABLE IF NOT EXISTS facts (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    memory_id INTEGER NOT NULL REFERENCES memories(id) ON DELETE CASCADE,
+    relation TEXT NOT NULL,
+    args TEXT NOT NULL,
+    UNIQUE (memory_id, relation, args)
+);
+CREATE INDEX IF NOT EXISTS facts_by_memory ON facts (memory_id, seq);
 """
 
 
@@ -342,6 +348,7 @@ class SQLiteStorage(Storage):
     def delete_memory(self, memory_id: int) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM patterns WHERE memory_id = ?", (memory_id,))
+            conn.execute("DELETE FROM facts WHERE memory_id = ?", (memory_id,))
             conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
 
         self._write(delete)
@@ -487,6 +494,63 @@ class SQLiteStorage(Storage):
             .fetchone()
         )
         return int(row[0])
+
+    # --- facts ----------------------------------------------------------------------
+    @staticmethod
+    def _args_json(args: tuple[str, ...]) -> str:
+        return json.dumps(list(args), ensure_ascii=False, separators=(",", ":"))  # one text per fact
+
+    def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:
+        rows = [(memory_id, relation, self._args_json(args)) for relation, args in facts]
+
+        def insert(conn: sqlite3.Connection) -> tuple[list[int], int]:
+            ids, new = [], 0
+            for row in rows:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO facts (memory_id, relation, args) VALUES (?, ?, ?)", row
+                )
+                if cur.rowcount:
+                    ids.append(int(cur.lastrowid))
+                    new += 1
+                else:
+                    found = conn.execute(
+                        "SELECT seq FROM facts WHERE memory_id = ? AND relation = ? AND args = ?", row
+                    ).fetchone()
+                    ids.append(int(found[0]))
+            return ids, new
+
+        return self._write(insert)
+
+    def delete_fact(self, memory_id: int, fact_id: int) -> Fact | None:
+        def delete(conn: sqlite3.Connection) -> Fact | None:
+            rows = conn.execute(
+                "DELETE FROM facts WHERE memory_id = ? AND seq = ? RETURNING relation, args",
+                (memory_id, fact_id),
+            ).fetchall()  # all: the statement ends before the commit
+            return (rows[0][0], tuple(json.loads(rows[0][1]))) if rows else None
+
+        return self._write(delete)
+
+    def get_fact(self, memory_id: int, fact_id: int) -> FactRow | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq, relation, args FROM facts WHERE memory_id = ? AND seq = ?", (memory_id, fact_id)
+            )
+            .fetchone()
+        )
+        return None if row is None else FactRow(row[0], row[1], tuple(json.loads(row[2])))
+
+    def page_facts(self, memory_id: int, after_seq: int, limit: int) -> list[FactRow]:
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, relation, args FROM facts WHERE memory_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (memory_id, after_seq, limit),
+            )
+            .fetchall()
+        )
+        return [FactRow(seq, relation, tuple(json.loads(args))) for seq, relation, args in rows]
 
     # --- checkpoints ----------------------------------------------------------------
     def _checkpoint_root(self) -> Path:

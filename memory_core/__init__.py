@@ -18,6 +18,7 @@ from .hopfield import (
     modern_hopfield,
 )
 from .pc import FitHistory, PCConfig, PCMemory
+from .pc_index import IndexRecall, PCIndex, PCIndexConfig
 from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity
@@ -34,9 +35,12 @@ __all__ = [
     "FitHistory",
     "HopfieldConfig",
     "HopfieldNetwork",
+    "IndexRecall",
     "PCConfig",
     "PCGraph",
     "PCGraphConfig",
+    "PCIndex",
+    "PCIndexConfig",
     "PCMemory",
     "SparseDistributedMemory",
     "UniversalHopfield",

@@ -299,12 +299,17 @@ class UniversalHopfield:
     def energy(self, state: Tensor, mask: Tensor | None = None) -> Tensor:
         """Energy (B,) of states (B, D): ``R(q) - Phi(sim(keys, q))``.
 
-        Phi is the separation's potential (its gradient gives the weights) and R(q) =
-        1/2 |q|^2 for dot similarity, 0 otherwise. For dot similarity the iterated
-        update is the concave-convex procedure on this energy, so it never increases
-        (Ramsauer et al. 2020; Millidge et al. 2022); with softmax this is Ramsauer's
-        energy up to constants. For the other similarities it is a familiarity score:
-        lower = closer to what is stored.
+        Phi is the separation's potential and R(q) = 1/2 |q|^2 for dot similarity, 0
+        otherwise. A Lyapunov function only for dot similarity with softmax, max or
+        top-k (``sep.has_gradient_weights``: Phi convex, dPhi/ds = the weights): there
+        the iterated update is the concave-convex procedure on this energy and never
+        raises it (Ramsauer et al. 2020); with softmax it is Ramsauer's energy up to
+        constants. With ``identity`` it never rises either but has no lower bound (the
+        state grows without settling once ||M|| > 1); polynomial and normalised identity
+        weights are the gradient of no potential, and the iteration raises this energy
+        for most cues (tests/numerics/test_hopfield_energy.py,
+        results/hopfield_paper_protocol.md). For the other similarities, and there, it
+        is a familiarity score: lower = closer to what is stored.
         """
         state, mask = self._prepare(state, mask)
         _, phi = reduce_over_memories(

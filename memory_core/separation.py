@@ -1,9 +1,16 @@
 """Separation functions of universal Hopfield networks (Millidge et al., ICML 2022).
 
 A separation turns similarity scores (B, N) into weights on the stored patterns;
-retrieval is then ``weights @ values``. Each separation also has a potential Phi
-with dPhi/ds = weights (exactly, or up to the normalisation noted), which gives the
-energy ``E(q) = 1/2 |q|^2 - Phi(sim(M, q))`` used by ``UniversalHopfield.energy``.
+retrieval is then ``weights @ values``. Each separation also has a potential Phi,
+which gives ``UniversalHopfield.energy`` (``E(q) = 1/2 |q|^2 - Phi(sim(M, q))`` for dot
+similarity, ``-Phi`` otherwise). Where Phi is convex and dPhi/ds = the weights exactly
+(softmax, max, top-k: ``has_gradient_weights``), the iterated update with dot similarity
+is the concave-convex procedure on that energy and never raises it. The normalised
+separations of Millidge et al.'s code (polynomial, normalised identity) have no such
+potential at all: their weights' Jacobian is not symmetric (d w_i / d s_j = -n w_i
+c_j^(n-1) / sum c^n, which differs from d w_j / d s_i unless c_i = c_j), so no Phi has
+them as its gradient, and their Phi is a familiarity score only (measured on
+Fashion-MNIST: results/hopfield_paper_protocol.md).
 
 Separations come in three modes, which lets ``hopfield.py`` reduce over the stored
 patterns in chunks with bounded memory and the same result as one dense pass:
@@ -32,6 +39,7 @@ __all__ = [
     "SEPARATIONS",
     "Identity",
     "Max",
+    "NormalisedIdentity",
     "Polynomial",
     "Separation",
     "Softmax",
@@ -50,6 +58,9 @@ class Separation:
     name: ClassVar[str] = "separation"
     mode: ClassVar[Mode] = "linear"
     k: ClassVar[int] = 1  # select mode: how many of the best scores get weight
+    # dPhi/ds equals the weights and Phi is convex: iterating with dot similarity
+    # descends the energy (see the module docstring).
+    has_gradient_weights: ClassVar[bool] = False
 
     # --- linear mode -------------------------------------------------------------
     def linear_weights(self, scores: Tensor, is_distance: bool) -> Tensor:
@@ -101,7 +112,15 @@ class Separation:
 
 @dataclass(frozen=True)
 class Identity(Separation):
-    """w = s: the linear (classical) associative memory. Phi = 1/2 sum s^2."""
+    """w = s, unnormalised: the linear (classical) associative memory. Phi = 1/2 sum s^2.
+
+    Not the "identity" of Millidge et al.'s code, which normalises (w = c / sum c):
+    that one is ``NormalisedIdentity``. With distance similarities (s = -d <= 0) these
+    weights are negative, and the output is minus a sum of patterns (0% recall).
+    dPhi/ds = w, and with dot similarity the iteration never raises the energy, but the
+    energy 1/2 |q|^2 - 1/2 |M q|^2 has no lower bound once ||M|| > 1: the state grows
+    geometrically instead of settling (a fixed point only at q = 0).
+    """
 
     name: ClassVar[str] = "identity"
     mode: ClassVar[Mode] = "linear"
@@ -134,11 +153,13 @@ class Threshold(Separation):
 
 @dataclass(frozen=True)
 class Softmax(Separation):
-    """w = softmax(beta s) (modern continuous Hopfield network). Phi = lse(beta s) / beta."""
+    """w = softmax(beta s) (modern continuous Hopfield network). Phi = lse(beta s) / beta,
+    convex with gradient w: a Lyapunov function of the iteration with dot similarity."""
 
     beta: float = 1.0
     name: ClassVar[str] = "softmax"
     mode: ClassVar[Mode] = "normalised"
+    has_gradient_weights: ClassVar[bool] = True
 
     def logits(self, scores: Tensor, is_distance: bool) -> Tensor:
         return self.beta * scores
@@ -160,8 +181,12 @@ class Polynomial(Separation):
     """w_i = c_i^n / sum_j c_j^n, c = closeness (s for dot/cosine, 1/d for distances).
 
     The normalised polynomial of Millidge et al.'s reference code; computed in log space
-    (logits = n log c) so large n or an exact match (d = 0) stays finite. Phi =
-    log(sum c^n) / n, whose gradient has the weights' direction.
+    (logits = n log c) so large n or an exact match (d = 0) stays finite. No potential
+    has these weights as its gradient (module docstring); ``potential`` gives Phi =
+    log(sum c^n) / n, whose gradient is c^(n-1) / sum c^n, not w: a familiarity score
+    (larger when some stored pattern is close), not a Lyapunov function. With dot
+    similarity the iteration raises this energy for most cues (measured on
+    Fashion-MNIST, results/hopfield_paper_protocol.md).
     """
 
     n: float = 2.0
@@ -176,11 +201,23 @@ class Polynomial(Separation):
 
 
 @dataclass(frozen=True)
+class NormalisedIdentity(Polynomial):
+    """w_i = c_i / sum_j c_j, c = closeness: the "identity" separation of Millidge et al.'s
+    code (``use_norm=True``), which normalises the similarity scores to sum to 1. It is
+    ``Polynomial`` with n = 1 (so no energy either); ``Identity`` is the unnormalised
+    w = s of the classical Hopfield network."""
+
+    n: float = 1.0
+    name: ClassVar[str] = "normalised_identity"
+
+
+@dataclass(frozen=True)
 class Max(Separation):
     """w = one-hot of the best score: nearest-neighbour retrieval. Phi = max s."""
 
     name: ClassVar[str] = "max"
     mode: ClassVar[Mode] = "select"
+    has_gradient_weights: ClassVar[bool] = True  # max is convex, its (sub)gradient the one-hot
 
     def select_weights(self, top_scores: Tensor) -> Tensor:
         return torch.ones_like(top_scores[:, :1])
@@ -191,12 +228,15 @@ class Max(Separation):
 
 @dataclass(frozen=True)
 class TopK(Separation):
-    """Softmax(beta s) over the k best scores only, zero elsewhere. Phi = lse_k(beta s) / beta."""
+    """Softmax(beta s) over the k best scores only, zero elsewhere. Phi = lse_k(beta s) / beta,
+    the largest lse over any k scores (lse grows with each score): a maximum of convex
+    functions, so convex, with gradient w wherever the k best are unique."""
 
     k: int = 5
     beta: float = 1.0
     name: ClassVar[str] = "topk"
     mode: ClassVar[Mode] = "select"
+    has_gradient_weights: ClassVar[bool] = True
 
     def select_weights(self, top_scores: Tensor) -> Tensor:
         return torch.softmax(self.beta * top_scores, dim=1)
@@ -205,7 +245,15 @@ class TopK(Separation):
         return torch.logsumexp(self.beta * top_scores, dim=1) / self.beta
 
 
-SEPARATIONS: tuple[str, ...] = ("identity", "softmax", "polynomial", "max", "topk", "threshold")
+SEPARATIONS: tuple[str, ...] = (
+    "identity",
+    "softmax",
+    "polynomial",
+    "max",
+    "topk",
+    "threshold",
+    "normalised_identity",
+)
 # The largest beta and polynomial order n: far past argmax already (beta = 1e4 separates
 # scores 0.001 apart by e^10), and small enough that beta * s or n * log c stays finite in
 # float32 for any score a memory can have, so no separation ever makes an inf or a NaN.
@@ -228,6 +276,7 @@ def make_separation(
         raise ValueError(f"threshold radius must be a finite number >= 0, got {radius!r}")
     return {
         "identity": lambda: Identity(),
+        "normalised_identity": lambda: NormalisedIdentity(),
         "softmax": lambda: Softmax(beta=float(beta)),
         "polynomial": lambda: Polynomial(n=float(n)),
         "max": lambda: Max(),

@@ -26,8 +26,14 @@ summary at the end says which config recalls best overall, which is what
 
     .venv/bin/python scripts/capacity.py                # full run: JSON, PNG, tables
     .venv/bin/python scripts/capacity.py --quick        # N <= 1000, 50 cues: a smoke run
+    .venv/bin/python scripts/capacity.py --datasets mnist --sizes 10,50,100,500,1000,5000 \
+        --out results/capacity_mnist.json               # this protocol on the MNIST sample
+    .venv/bin/python scripts/capacity.py --protocol paper   # Millidge et al.'s own protocol
 
-Writes results/capacity.json and results/capacity.png and prints the README tables.
+Writes results/capacity.json and results/capacity.png and prints the README tables;
+``--protocol paper`` (``capacity_paper.py``: every stored image cued, SSE <= 60, the
+paper's corruptions, similarities and beta) writes results/hopfield_paper_protocol.json
+for MNIST and Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from memory_core import SIMILARITIES, HopfieldConfig, UniversalHopfield
-from memory_core.data import fashion_mnist, flatten, natural_patches
+from memory_core.data import fashion_mnist, flatten, mnist, natural_patches
 from memory_core.masks import bottom_half_unknown, pixel_mask_to_vector, random_known_pixels
 
 DEFAULT = HopfieldConfig()
@@ -61,6 +67,8 @@ def load_pool(name: str) -> tuple[torch.Tensor, tuple[int, int, int]]:
         images = fashion_mnist("train")[0]  # (60000, 1, 28, 28)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
         return flatten(images[order]), (1, 28, 28)
+    if name == "mnist":
+        return flatten(mnist()[0]), (1, 28, 28)  # 5000, already in a fixed shuffled order
     patches = natural_patches(32)  # already shuffled with a fixed seed, near-copies dropped
     return flatten(patches), (3, 32, 32)
 
@@ -339,6 +347,36 @@ def plot(rows: list[dict], sizes, betas: dict[str, float], path: Path) -> None:
     plt.close(fig)
 
 
+def run_paper_protocol(args) -> None:
+    """``--protocol paper``: results/hopfield_paper_protocol.json and its tables."""
+    import capacity_paper
+
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    pools = {"mnist": load_pool("mnist")[0].double(), "fashion": load_pool("fashion")[0][:5000].double()}
+    only = None if args.paper_experiments is None else tuple(args.paper_experiments.split(","))
+    rows = capacity_paper.experiments(pools, only)
+    print(capacity_paper.markdown(rows))
+    out = (
+        args.out
+        if args.out != Path("results/capacity.json")
+        else Path("results/hopfield_paper_protocol.json")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": " ".join(["scripts/capacity.py", *sys.argv[1:]]),
+        "sse_ok": capacity_paper.SSE_OK,
+        "mse_ok": capacity_paper.MSE_OK,
+        "runs": capacity_paper.RUNS,
+        "block": capacity_paper.BLOCK,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "seconds": round(time.time() - t0, 1),
+    }
+    out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
+    print(f"wrote {out} in {time.time() - t0:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cues", type=int, default=200, help="corrupted cues per N (default 200)")
@@ -349,7 +387,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/capacity.json"))
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--tables", type=Path, help="print the tables of an earlier run's JSON and stop")
+    parser.add_argument(
+        "--protocol",
+        choices=("project", "paper"),
+        default="project",
+        help="paper: Millidge et al.'s own protocol on MNIST and Fashion-MNIST (capacity_paper.py)",
+    )
+    parser.add_argument(
+        "--paper-experiments",
+        default=None,
+        help="with --protocol paper: only these, comma-separated (similarity, plain_noise, separation, noise, mask)",
+    )
     args = parser.parse_args()
+    if args.protocol == "paper":
+        run_paper_protocol(args)
+        return
     if args.tables:
         done = json.loads(args.tables.read_text())
         print(markdown(done["results"], done["meta"]["sizes"], done["betas"], done["summary"]))

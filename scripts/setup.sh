@@ -2,7 +2,7 @@
 # Idempotent set-up on a fresh machine (python3 present, nothing else):
 #   scripts/setup.sh run    Debian data packages, .venv, torch, the project (what serving needs)
 #   scripts/setup.sh bench  the same, plus the benchmarks' extras (faiss-cpu, matplotlib, h11)
-#   scripts/setup.sh test   the same, plus what the tests use (chromium, test and bench extras)
+#   scripts/setup.sh test   the same, plus what the tests use (chromium, podman, test and bench extras)
 # A second run with nothing changed returns in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +12,13 @@ apt_packages=(dataset-fashion-mnist)
 case "$purpose" in
   run) extras="" ; covered_by=(run bench test) ;;
   bench) extras="[bench]" ; covered_by=(bench test) ;;
-  test) extras="[test,bench]" ; covered_by=(test) ; apt_packages+=(chromium) ;;
+  # podman, runc, debootstrap: the container check builds and runs the image for real.
+  test) extras="[test,bench]" ; covered_by=(test) ; apt_packages+=(chromium podman runc debootstrap) ;;
   *) echo "setup: unknown purpose '$purpose' (run, bench or test)" >&2; exit 2 ;;
 esac
 
-# 1. Debian packages (offline data; chromium for the browser tests; venv support for python3).
+# 1. Debian packages (offline data; chromium for the browser tests; podman for the container
+#    check; venv support for python3).
 apt_missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || apt_missing+=("$pkg")

@@ -65,6 +65,16 @@ def fashion(fashion_images) -> torch.Tensor:
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _patient_browser_assertions() -> None:
+    """Playwright's ``expect`` waits 5 s by default, whatever the page's own timeout; on a loaded
+    2-core machine a recall or a job's next update can take longer, so it waits 30 s (a passing
+    assertion returns as soon as it holds)."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args() -> dict:
     """pytest-playwright launches Debian's chromium, headless, with no network of its own."""

@@ -16,10 +16,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..codec import prepare_patterns
-from ..exceptions import ApiError, JobRunning, MemoryNotFound
+from ..exceptions import ApiError, JobRunning, MemoryNotFound, WrongKind
 from ..gate import body_limit
 from ..jobs import JobContext
-from ..kinds import LiveMemory
+from ..kinds import LiveMemory, RelationalKind
 from ..presets import PRESETS, Preset
 from ..registry import Registry
 from ..schemas import NAME_PATTERN, Job, MemoryDetails
@@ -47,7 +47,8 @@ class DemoPreset(BaseModel):
     name: str = Field(description="the preset's name, for POST /v1/demo")
     title: str
     description: str
-    shape: list[int] = Field(description="the memory's shape [C, H, W]")
+    kind: str = Field(description="the memory's kind by default; a relational preset (facts) takes no other")
+    shape: list[int] = Field(description="the memory's shape [C, H, W]; [] for a relational preset")
     text: bool = Field(description="a text memory: each pattern carries a caption")
     default_count: int = Field(description="patterns loaded when `count` is not given")
     max_count: int = Field(description="the most patterns the preset holds")
@@ -64,6 +65,7 @@ class DemoPresetList(BaseModel):
                             "name": "fashion",
                             "title": "Fashion-MNIST",
                             "description": "Fashion-MNIST test images (28x28 grey)",
+                            "kind": "hopfield",
                             "shape": [1, 28, 28],
                             "text": False,
                             "default_count": 500,
@@ -89,16 +91,22 @@ class DemoRequest(BaseModel):
                 {"preset": "fashion"},
                 {"preset": "photos"},
                 {"preset": "fashion", "name": "fashion-small", "kind": "hopfield", "count": 100},
+                {"preset": "europe"},
             ]
         },
     )
-    preset: str = Field(description="a preset from GET /v1/demo: fashion or photos", examples=["fashion"])
+    preset: str = Field(
+        description="a preset from GET /v1/demo: fashion, photos, europe or nations", examples=["fashion"]
+    )
     name: str | None = Field(
         None, pattern=NAME_PATTERN, description="the memory's name; default demo-<preset>"
     )
-    kind: str = Field("hopfield", description="the memory's kind (see /v1/info kinds)")
+    kind: str | None = Field(None, description="the memory's kind (see /v1/info kinds); default the preset's")
     count: int | None = Field(None, ge=1, description="patterns to load; default the preset's default_count")
-    config: dict[str, Any] = Field(default_factory=dict, description="the kind's config; {} = defaults")
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the kind's config over the preset's (e.g. a knowledge base's rules)",
+    )
 
 
 class DemoStarted(BaseModel):
@@ -148,6 +156,7 @@ def _preset_out(p: Preset) -> DemoPreset:
         name=p.name,
         title=p.title,
         description=p.description,
+        kind=p.kind,
         shape=list(p.shape),
         text=p.text,
         default_count=p.default_count,
@@ -171,10 +180,12 @@ async def list_presets() -> DemoPresetList:
 )
 @body_limit(SMALL_BODY)
 async def create_demo(body: DemoRequest, registry: RegistryDep, service: ServiceDep) -> DemoStarted:
-    """Create a memory preloaded from a preset: `fashion` (Fashion-MNIST, [1, 28, 28]) or
-    `photos` (69 captioned photo crops, [3, 64, 64], a text memory). The memory is created at
-    once (409 if the name is taken) and its patterns are loaded by a background job (202):
-    follow it at `/v1/jobs/{id}`. A load that fails or is cancelled deletes the memory."""
+    """Create a memory preloaded from a preset: `fashion` (Fashion-MNIST, [1, 28, 28]),
+    `photos` (69 captioned photo crops, [3, 64, 64], a text memory), or the knowledge bases
+    `europe` (bundled) and `nations` (where PyKEEN is installed), kind relational. The memory is
+    created at once (409 if the name is taken) and its patterns (facts) are loaded by a
+    background job (202): follow it at `/v1/jobs/{id}`. A load that fails or is cancelled
+    deletes the memory. Memories that train (pc, pcgraph, relational) are left untrained."""
     preset = PRESETS.get(body.preset)
     if preset is None:
         raise ApiError(
@@ -186,10 +197,15 @@ async def create_demo(body: DemoRequest, registry: RegistryDep, service: Service
             422, "count_too_large", f"preset {preset.name!r} holds {preset.max_count} patterns, not {count}"
         )
     name = body.name or preset.memory_name
+    kind = body.kind or preset.kind
+    if (kind == "relational") != (preset.kind == "relational"):
+        what = "a knowledge base: its memory is relational" if preset.kind == "relational" else "patterns"
+        raise WrongKind(f"preset {preset.name!r} is {what}, not kind {kind!r}")
 
     def work() -> DemoStarted:
         preset.check()  # DatasetUnavailable: 501
-        live = registry.create(name, body.kind, list(preset.shape), preset.text, body.config)
+        shape = list(preset.shape) or None
+        live = registry.create(name, kind, shape, preset.text, {**preset.config, **body.config})
         created = memory_details(live)  # as created: the load may store its first batch before we answer
         try:
             job = _start_load(registry, service, live, preset, count)
@@ -215,10 +231,13 @@ def _start_load(
             return
         for step, start in enumerate(range(0, count, batch), start=2):
             part = raw[start : start + batch]
-            with registry.storing(live, len(part)):
-                patterns, vectors = prepare_patterns(part, live.record, settings, budget=registry.budget)
-                registry.store(live, patterns, vectors)
-            service.metrics.patterns_stored.labels(live.kind).inc(len(patterns))
+            if isinstance(live, RelationalKind):
+                live.store_facts(registry.storage, part)
+            else:
+                with registry.storing(live, len(part)):
+                    patterns, vectors = prepare_patterns(part, live.record, settings, budget=registry.budget)
+                    registry.store(live, patterns, vectors)
+                service.metrics.patterns_stored.labels(live.kind).inc(len(patterns))
             if not ctx.report(step, steps):
                 return
 

@@ -29,9 +29,10 @@ TrainBody = Annotated[
 )
 @body_limit(SMALL_BODY)
 async def train(registry: RegistryDep, body: TrainBody = None, name: str = NameParam) -> Job:
-    """Train a memory's model (kind pc) on every pattern stored now, as a background job (202).
-    One job at a time per memory (409 while one is unfinished); follow it at `/v1/jobs/{id}`.
-    Recalls keep using the last trained model until the job succeeds."""
+    """Train a memory's model (kinds pc, pcgraph, relational) on every pattern (fact) stored now,
+    as a background job (202). One job at a time per memory (409 while one is unfinished);
+    follow it at `/v1/jobs/{id}`. Recalls and queries keep using the last trained model until
+    the job succeeds."""
     live = registry.get(name)
     epochs = body.epochs if body is not None else None
     return Job(**await run_sync(registry.train, live, epochs))

@@ -13,7 +13,7 @@ from ..codec import cue_values, is_image, parse_cue, parse_json, picture_cue, pn
 from ..exceptions import ApiError
 from ..gate import body_limit
 from ..jsonbody import check_values
-from ..kinds import CaptionLookup, LiveMemory, TextLookup
+from ..kinds import CaptionLookup, LiveMemory, TextLookup, pattern_memory
 from ..registry import Registry
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
 from ..service import Service
@@ -116,7 +116,7 @@ async def lookup_response(request: Request, service: Service, registry: Registry
     """The lookup endpoint once the API key is checked and the registry is ready (shared by
     the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
-    live = registry.get(name)
+    live = pattern_memory(registry.get(name), "lookup")
     record = live.record
     if not record.text:
         raise ApiError(

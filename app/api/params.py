@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from fastapi import Path, Request
@@ -21,7 +23,10 @@ __all__ = [
     "PatternIdParam",
     "body_kind",
     "check_limits",
+    "decode_cursor",
+    "encode_cursor",
     "image_form",
+    "page_limit",
     "read_form",
     "recall_body_limit",
 ]
@@ -110,3 +115,28 @@ def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[
         if k < 1:
             raise ApiError(422, "validation_error", "field 'k' must be >= 1")
     return images[0], masks[0] if masks else None, k
+
+
+def page_limit(limit: int | None, settings: Settings) -> int:
+    """A listing's page size: 100 (or AMS_MAX_PAGE if lower) by default; 422 over AMS_MAX_PAGE."""
+    if limit is None:
+        return min(100, settings.max_page)
+    if limit > settings.max_page:
+        raise ApiError(422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {settings.max_page}")
+    return limit
+
+
+def encode_cursor(seq: int) -> str:
+    """The opaque cursor of a listing's next page: after ``seq``."""
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The ``seq`` an ``encode_cursor`` cursor stands for; 422 ``invalid_cursor`` otherwise."""
+    try:
+        seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out") from None
+    if not 0 <= seq < 2**63:  # storage's sequence numbers are 64-bit
+        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out")
+    return seq

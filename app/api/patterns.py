@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from fastapi import APIRouter, Query, Request, Response
 
 from ..codec import RawPattern, is_image, png_base64, png_bytes, prepare_patterns, store_items
 from ..exceptions import ApiError, PatternNotFound
+from ..kinds import pattern_memory
 from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StoreResult
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
-from .params import NameParam, PatternIdParam, body_kind, read_form
+from .params import NameParam, PatternIdParam, body_kind, decode_cursor, encode_cursor, page_limit, read_form
 
 router = APIRouter(prefix="/v1/memories", tags=["patterns"])
 
@@ -91,7 +89,7 @@ async def store_patterns(
     What the batch takes in memory is checked against the memory budget first (422
     `memory_budget_exceeded` naming the limit, or 503 `server_busy` while others hold it).
     """
-    live = registry.get(name)
+    live = pattern_memory(registry.get(name), "storing patterns")
     settings = service.settings
     if body_kind(request) == "multipart":
         items = multipart_patterns(await read_form(request, settings.max_batch))
@@ -110,20 +108,6 @@ async def store_patterns(
     return await run_sync(work)
 
 
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out") from None
-    if not 0 <= seq < 2**63:  # storage's sequence numbers are 64-bit
-        raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out")
-    return seq
-
-
 @router.get(
     "/{name}/patterns",
     response_model=PatternPage,
@@ -138,20 +122,16 @@ async def list_patterns(
     cursor: str | None = Query(None, max_length=64, description="next_cursor of the last page"),
 ) -> PatternPage:
     """A page of patterns in storage order: `{id, text, metadata}` each, and `next_cursor`."""
-    if limit is None:
-        limit = min(100, service.settings.max_page)
-    if limit > service.settings.max_page:
-        raise ApiError(
-            422, "limit_too_large", f"limit {limit} is over AMS_MAX_PAGE = {service.settings.max_page}"
-        )
-    live = registry.get(name, allow_failed=True)  # a failed memory's patterns can still be read out
-    after = _decode_cursor(cursor) if cursor else -1
+    limit = page_limit(limit, service.settings)
+    # a failed memory's patterns can still be read out
+    live = pattern_memory(registry.get(name, allow_failed=True), "listing patterns")
+    after = decode_cursor(cursor) if cursor else -1
     rows = await run_sync(registry.storage.page_patterns, live.record.id, after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return PatternPage(
         patterns=[PatternSummary(id=r.id, text=r.text, metadata=r.metadata) for r in rows],
-        next_cursor=_encode_cursor(rows[-1].seq) if more else None,
+        next_cursor=encode_cursor(rows[-1].seq) if more else None,
     )
 
 
@@ -172,7 +152,7 @@ async def get_pattern(
 ) -> PatternOut | Response:
     """One stored pattern: JSON (image memories: base64 PNG `image`; vector memories: `vector`),
     or the PNG itself with `Accept: image/png` (image memories)."""
-    live = registry.get(name, allow_failed=True)
+    live = pattern_memory(registry.get(name, allow_failed=True), "reading a pattern")
     record = live.record
     png = wants_png(request)
     if png and not is_image(record):
@@ -200,5 +180,6 @@ async def delete_pattern(
     registry: RegistryDep, name: str = NameParam, pattern_id: str = PatternIdParam
 ) -> Response:
     """Delete one pattern (durable on return)."""
+    pattern_memory(registry.get(name), "deleting a pattern")
     await run_sync(registry.delete_pattern, name, pattern_id)
     return Response(status_code=204)

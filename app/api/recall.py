@@ -15,7 +15,7 @@ from ..codec import b64decode, cue_values, is_image, parse_cue, parse_json, pict
 from ..exceptions import ApiError
 from ..gate import body_limit
 from ..jsonbody import check_values
-from ..kinds import LiveMemory, Recall
+from ..kinds import LiveMemory, Recall, pattern_memory
 from ..registry import Registry
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
@@ -103,7 +103,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
     settings = service.settings
     if body_kind(request) != "json":
         raise ApiError(415, "unsupported_media_type", "retrieve takes a JSON body (application/json)")
-    live = registry.get(name)
+    live = pattern_memory(registry.get(name), "retrieve")
     record = live.record
     body = await request.body()
     parsed: list[RetrieveRequest] = []  # the request, once the batch's thread has parsed it
@@ -173,7 +173,7 @@ async def complete_response(request: Request, service: Service, registry: Regist
     """The complete endpoint once the API key is checked and the registry is ready (shared by
     the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
-    live = registry.get(name)
+    live = pattern_memory(registry.get(name), "complete")
     record = live.record
     if not is_image(record):
         raise ApiError(

@@ -105,6 +105,8 @@ class LiveMemory(ABC):
 
     kind: ClassVar[str]
     trainable: ClassVar[bool] = False
+    shaped: ClassVar[bool] = True  # stores patterns of a shape; False: a relational memory (facts)
+    items: ClassVar[str] = "patterns"  # what it stores, for messages
 
     def __init__(self, record: MemoryRecord, device: torch.device) -> None:
         self.record = record
@@ -290,7 +292,7 @@ class LiveMemory(ABC):
 
     def _check_recallable(self) -> None:
         if self.count == 0:
-            raise MemoryEmpty(f"memory {self.name!r} is empty: store patterns first")
+            raise MemoryEmpty(f"memory {self.name!r} is empty: store {self.items} first")
 
     def lookup_text(self, embeddings: Tensor, k: int) -> TextLookup:
         """Text -> pattern in a text memory: captions (B, 384) known, patterns completed.

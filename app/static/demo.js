@@ -6,6 +6,9 @@
 // (W x H) in ImageData; the canvases are scaled up by CSS. What the service gets is
 // exactly what the page shows: the cue as a PNG whose alpha 0 marks the hidden pixels,
 // and the same mask as a mask picture (opaque white = known, transparent = to fill).
+// The knowledge-base panel (relational memories) is kb.js.
+
+import * as knowledge from "./kb.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -93,6 +96,11 @@ const TITLES = {
   not_trained: "Not trained yet: press Train.",
   job_running: "A job is running on this memory.",
   dataset_unavailable: "Demo data not installed.",
+  wrong_kind: "Not for this kind of memory.",
+  unknown_entity: "Unknown entity.",
+  unknown_relation: "Unknown relation.",
+  arity_mismatch: "Wrong number of arguments.",
+  invalid_query: "Ask for exactly one argument.",
 };
 
 function showError(err) {
@@ -308,6 +316,8 @@ function resetWorkbench() {
   state.original = null;
   state.mask = null;
   state.upload = null;
+  state.patternIds = []; // the previous memory's ids: never offered for the next one
+  $("pattern-select").replaceChildren(new Option("(loading)", ""));
   $("noise").value = "0";
   $("noise-out").value = "0";
   $("mask-info").textContent = "";
@@ -394,6 +404,7 @@ function setupPainting() {
 function describe(m) {
   const shape = m.shape.join("×");
   const trained = m.state === "ready" ? "" : `, ${m.trained_count} trained`;
+  if (m.kind === "relational") return `relational: ${m.count} facts, ${m.state}${trained}`;
   return `${m.kind}, shape ${shape}${m.text ? ", with captions" : ""}: ${m.count} patterns, ${m.state}${trained}`;
 }
 
@@ -408,6 +419,7 @@ async function loadMemories(pick) {
   const found = memories.find((m) => m.name === current);
   select.value = found ? found.name : "";
   await pickMemory(found || null, found && state.memory && found.name === state.memory.name);
+  await knowledge.update(memories, state.presets);
 }
 
 // keep: the same memory again (a reload): keep the picture, refresh the details.
@@ -426,6 +438,11 @@ async function pickMemory(memory, keep = false) {
   if (keep && previous && memory && previous.shape.join() === memory.shape.join()) return;
   resetWorkbench();
   if (!memory) return;
+  if (memory.kind === "relational") {
+    $("picture-info").textContent = "This memory stores facts: ask it in the knowledge-base panel.";
+    await knowledge.pick(memory.name);
+    return;
+  }
   if (!isImageMemory(memory)) {
     $("picture-info").textContent = "This memory stores vectors; the picture tools need an image memory.";
     return;
@@ -714,7 +731,7 @@ async function loadPresets() {
   state.presets = presets;
   const select = $("preset-select");
   select.replaceChildren();
-  for (const p of presets) select.add(new Option(`${p.title} (${p.default_count})`, p.name));
+  for (const p of presets.filter((x) => x.kind !== "relational")) select.add(new Option(`${p.title} (${p.default_count})`, p.name));
   showPreset();
 }
 
@@ -795,8 +812,10 @@ function jobOutcome(j) {
       return `Finished: trained all ${j.epochs} epochs.`;
     case "energy":
       return `Finished early at epoch ${of}: the energy fell to the model's stop energy.`;
-    case "done":
-      return `Finished: ${j.patterns} patterns loaded.`;
+    case "done": {
+      const memory = state.memories.find((m) => m.name === j.memory);
+      return `Finished: ${j.patterns} ${memory && memory.kind === "relational" ? "facts" : "patterns"} loaded.`;
+    }
     case "cancelled":
       return `Cancelled at ${unit} ${of}.`;
     case "failed":
@@ -891,7 +910,7 @@ async function start() {
   $("key-form").hidden = !i.auth;
   const kinds = $("kind-select");
   kinds.replaceChildren();
-  for (const k of i.kinds) kinds.add(new Option(k, k));
+  for (const k of i.kinds.filter((x) => x !== "relational")) kinds.add(new Option(k, k)); // facts: kb.js
   await act("", async () => {
     await loadPresets();
     await loadMemories();
@@ -947,6 +966,7 @@ function bind() {
   });
   $("train").addEventListener("click", () => act("Starting training", train));
   setupPainting();
+  knowledge.setup({ api, act, ApiError, followJob, loadMemories, maxPage: () => (state.info ? state.info.limits.max_page : 100) });
 }
 
 // A visitor who lands gets a memory with a sample picture ready: the demo memory if there is

@@ -24,8 +24,11 @@ from .errors import (
 )
 from .jobs import AsyncJob, Job
 from .models import (
+    Candidate,
     CompleteResult,
     DemoPreset,
+    Fact,
+    FactsStored,
     Info,
     JobState,
     Limits,
@@ -36,10 +39,13 @@ from .models import (
     Memory,
     Pattern,
     PatternInfo,
+    QueryResult,
     Recalled,
+    Relation,
     RetrieveResult,
     StopReason,
     StoreResult,
+    Vocabulary,
 )
 
 __all__ = [
@@ -48,10 +54,13 @@ __all__ = [
     "AsyncJob",
     "AuthError",
     "BadRequest",
+    "Candidate",
     "Client",
     "CompleteResult",
     "Conflict",
     "DemoPreset",
+    "Fact",
+    "FactsStored",
     "Forbidden",
     "Info",
     "Job",
@@ -67,8 +76,10 @@ __all__ = [
     "NotFound",
     "Pattern",
     "PatternInfo",
+    "QueryResult",
     "RateLimited",
     "Recalled",
+    "Relation",
     "RetrieveResult",
     "ServerError",
     "StopReason",
@@ -77,5 +88,6 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationError",
+    "Vocabulary",
     "__version__",
 ]

@@ -66,6 +66,11 @@ def path(template: str, **params: str) -> str:
     return template.format(**{k: quote(str(v), safe="") for k, v in params.items()})
 
 
+def page_params(cursor: str | None, page_size: int | None) -> dict[str, Any]:
+    """The query parameters of a page of a listing."""
+    return {k: v for k, v in (("cursor", cursor), ("limit", page_size)) if v is not None}
+
+
 def json_body(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
@@ -101,8 +106,8 @@ class Core:
                 502/504 or cut off by a network error; a connection that never opened is
                 retried for every call. 0 turns retries off.
             max_retry_wait: the longest Retry-After honoured, in seconds; a longer one raises at once.
-            upload_bytes: the largest request ``store`` sends (default: the service's
-                ``max_request_bytes`` from /v1/info); a smaller one suits a proxy's limit.
+            upload_bytes: the largest request ``store`` and ``store_facts`` send (default: the
+                service's ``max_request_bytes`` from /v1/info); a smaller one suits a proxy's limit.
             headers: extra headers for every request.
         """
         self.url = (url or os.environ.get("AMS_URL") or DEFAULT_URL).rstrip("/")
@@ -177,6 +182,14 @@ class Core:
         response = yield from self._call(method, route, **kwargs)
         return response.json()
 
+    def _page(
+        self, route: str, key: str, parse: Callable[[Any], T], cursor: str | None, page_size: int | None
+    ) -> Op[tuple[list[T], str | None]]:
+        """One page of a listing (``GET route?cursor=&limit=``): ``parse`` of each of the
+        answer's ``key`` items, and the cursor of the next page (None after the last)."""
+        data = yield from self._json("GET", route, params=page_params(cursor, page_size))
+        return [parse(item) for item in data[key]], data["next_cursor"]
+
     def _limits_op(self) -> Op[Limits]:
         """The service's limits, asked once per client (``refresh_limits`` forgets them)."""
         if self._limits is None:
@@ -184,7 +197,7 @@ class Core:
         return self._limits
 
     def refresh_limits(self) -> None:
-        """Forget the cached limits (the next ``store`` asks /v1/info again)."""
+        """Forget the cached limits (the next ``store`` or ``store_facts`` asks /v1/info again)."""
         self._limits = None
 
     def _http_kwargs(self) -> dict[str, Any]:

@@ -7,13 +7,14 @@ awaitable; the docstrings here are theirs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from tqdm.auto import tqdm
 
-from ._core import Core, Op, Sleep, json_body, operation, path, splittable
+from ._core import Op, Sleep, json_body, operation, path
+from ._facts import FactOperations
 from .codec import b64, count_of, cue_fields, mask_field, mask_picture, pattern_items, picture_bytes
 from .errors import ApiError, JobFailed, NetworkError, Unavailable
 from .models import (
@@ -25,7 +26,6 @@ from .models import (
     Match,
     Memory,
     Pattern,
-    PatternInfo,
     RetrieveResult,
     StoreResult,
 )
@@ -35,39 +35,16 @@ PATTERNS = "/v1/memories/{name}/patterns"
 PATTERN = "/v1/memories/{name}/patterns/{pattern_id}"
 JOB = "/v1/jobs/{job_id}"
 
-_OPEN, _CLOSE = b'{"patterns":[', b"]}"
-
-
-class _Packer:
-    """Splits a stream of JSON patterns into store bodies of at most ``budget`` bytes and
-    ``max_count`` patterns (a lone pattern over the budget goes alone: the service decides)."""
-
-    def __init__(self, budget: int, max_count: int) -> None:
-        self.budget, self.max_count = budget, max_count
-
-    def chunks(self, items: Iterator[str]) -> Iterator[list[str]]:
-        chunk: list[str] = []
-        size = len(_OPEN) + len(_CLOSE)
-        for item in items:
-            extra = len(item) + (1 if chunk else 0)  # items are ASCII JSON: characters = bytes
-            if chunk and (size + extra > self.budget or len(chunk) >= self.max_count):
-                yield chunk
-                chunk, size, extra = [], len(_OPEN) + len(_CLOSE), len(item)
-            chunk.append(item)
-            size += extra
-        if chunk:
-            yield chunk
-
-
-def _body(chunk: list[str]) -> bytes:
-    return _OPEN + ",".join(chunk).encode("ascii") + _CLOSE
-
 
 def _shape(shape: int | Sequence[int]) -> list[int]:
     return [int(shape)] if isinstance(shape, int) else [int(s) for s in shape]
 
 
-class Operations(Core):
+def _stored(answers: list[dict[str, Any]]) -> StoreResult:
+    return StoreResult(ids=[i for a in answers for i in a["ids"]], count=answers[-1]["count"])
+
+
+class Operations(FactOperations):
     """The service's operations; see ``Client`` for how to make one."""
 
     def _make_job(self, state: JobState) -> Any:  # Job or AsyncJob
@@ -124,7 +101,7 @@ class Operations(Core):
     def create_memory(
         self,
         name: str,
-        shape: int | Sequence[int],
+        shape: int | Sequence[int] | None = None,
         kind: str = "hopfield",
         text: bool = False,
         config: dict[str, Any] | None = None,
@@ -133,16 +110,19 @@ class Operations(Core):
 
         Args:
             name: letters, digits, ``_ . -``; up to 64.
-            shape: ``(C, H, W)`` (C = 1 or 3) for pictures, ``D`` or ``(D,)`` for vectors.
-            kind: ``hopfield`` (learns at store), ``pc`` or ``pcgraph`` (trained by ``train``);
-                ``info().kinds``.
+            shape: ``(C, H, W)`` (C = 1 or 3) for pictures, ``D`` or ``(D,)`` for vectors;
+                None for a relational memory (it stores facts, not patterns).
+            kind: ``hopfield`` (learns at store), ``pc`` or ``pcgraph`` (trained by ``train``),
+                ``relational`` (facts: ``store_facts``, ``train``, ``query``); ``info().kinds``.
             text: a cross-modal memory, each pattern with a caption (``lookup``).
             config: the kind's constructor arguments; None = the measured defaults
                 (``info().default_configs``).
         Raises:
             Conflict (``memory_exists``), ValidationError (``invalid_shape``, ``invalid_config``, ...).
         """
-        body = {"name": name, "kind": kind, "shape": _shape(shape), "text": text, "config": config or {}}
+        body: dict[str, Any] = {"name": name, "kind": kind, "text": text, "config": config or {}}
+        if shape is not None:
+            body["shape"] = _shape(shape)
         return Memory.from_json((yield from self._json("POST", "/v1/memories", body)))
 
     @operation("GET /v1/memories/{name}")
@@ -194,60 +174,19 @@ class Operations(Core):
             that differ from the patterns'); an ApiError of a later request carries the
             patterns stored before it in ``exc.stored`` (a StoreResult).
         """
-        items = pattern_items(patterns, ids, texts, metadata)
-        limits = yield from self._limits_op()
-        packer = _Packer(self.upload_bytes or limits.max_request_bytes, limits.max_batch)
-        stored: list[str] = []
-        count: int | None = None
-        bar = None
-        try:
-            for requests, chunk in enumerate(packer.chunks(items)):
-                if bar is None and progress is not False and (progress or requests >= 1):
-                    bar = tqdm(
-                        total=count_of(patterns),
-                        initial=len(stored),
-                        unit="pattern",
-                        desc=f"store {name}",
-                        disable=None if progress is None else False,
-                    )
-                result = yield from self._store_chunk(name, chunk, fit, packer)
-                stored += result.ids
-                count = result.count
-                if bar is not None:
-                    bar.update(len(chunk))
-        except ApiError as exc:
-            exc.stored = StoreResult(ids=stored, count=count) if count is not None else None
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        if count is None:
-            raise ValueError("nothing to store: no patterns given")
-        return StoreResult(ids=stored, count=count)
-
-    def _store_chunk(self, name: str, chunk: list[str], fit: bool, packer: _Packer) -> Op[StoreResult]:
-        """One store request; a body the service (or a proxy) finds too large is split in
-        halves, and later bodies are kept under half its size."""
-        body = _body(chunk)
-        params = {"fit": "true"} if fit else None
-        try:
-            data = yield from self._json("POST", path(PATTERNS, name=name), None, params=params, content=body)
-        except ApiError as exc:
-            if not (splittable(exc) and len(chunk) > 1):
-                raise
-            packer.budget = min(packer.budget, len(body) // 2)
-            half = len(chunk) // 2
-            first = yield from self._store_chunk(name, chunk[:half], fit, packer)
-            second = yield from self._store_chunk(name, chunk[half:], fit, packer)
-            return StoreResult(ids=first.ids + second.ids, count=second.count)
-        return StoreResult.from_json(data)
-
-    def _page(
-        self, name: str, cursor: str | None, page_size: int | None
-    ) -> Op[tuple[list[PatternInfo], str | None]]:
-        params = {k: v for k, v in (("cursor", cursor), ("limit", page_size)) if v is not None}
-        data = yield from self._json("GET", path(PATTERNS, name=name), params=params)
-        return [PatternInfo.from_json(p) for p in data["patterns"]], data["next_cursor"]
+        return (
+            yield from self._upload(
+                path(PATTERNS, name=name),
+                "patterns",
+                pattern_items(patterns, ids, texts, metadata),
+                _stored,
+                params={"fit": "true"} if fit else None,
+                total=count_of(patterns),
+                unit="pattern",
+                desc=f"store {name}",
+                progress=progress,
+            )
+        )
 
     @operation("GET /v1/memories/{name}/patterns/{pattern_id}")
     def get_pattern(self, name: str, pattern_id: str) -> Op[Pattern]:
@@ -410,15 +349,18 @@ class Operations(Core):
         self,
         preset: str,
         name: str | None = None,
-        kind: str = "hopfield",
+        kind: str | None = None,
         count: int | None = None,
         config: dict[str, Any] | None = None,
     ) -> Op[tuple[Memory, Any]]:
         """Create a memory filled from a bundled data set (``demo_presets()``) by a background
-        job: returns (the memory, still empty; its load ``Job``)."""
-        body: dict[str, Any] = {"preset": preset, "kind": kind, "config": config or {}}
-        if name is not None:
-            body["name"] = name
+        job: returns (the memory, still empty; its load ``Job``). ``kind``: None = the
+        preset's (a knowledge base is relational and takes no other); ``config`` goes over
+        the preset's (a knowledge base's rules); memories that train are left untrained."""
+        body: dict[str, Any] = {"preset": preset, "config": config or {}}
+        for key, value in (("name", name), ("kind", kind)):
+            if value is not None:
+                body[key] = value
         if count is not None:
             body["count"] = count
         data = yield from self._json("POST", "/v1/demo", body)

@@ -96,13 +96,15 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def shape_cell(shape: Sequence[int]) -> str | None:
+    """``1x28x28``; None (shown "-") for a relational memory's ``()``."""
+    return "x".join(map(str, shape)) or None
+
+
 def memory_rows(memories: Sequence[Memory]) -> str:
     return table(
         ["name", "kind", "shape", "count", "state", "trained", "text"],
-        [
-            [m.name, m.kind, "x".join(map(str, m.shape)), m.count, m.state, m.trained_count, m.text]
-            for m in memories
-        ],
+        [[m.name, m.kind, shape_cell(m.shape), m.count, m.state, m.trained_count, m.text] for m in memories],
     )
 
 
@@ -111,7 +113,7 @@ def memory_text(m: Memory) -> str:
         [
             ("name", m.name),
             ("kind", m.kind),
-            ("shape", " ".join(map(str, m.shape))),
+            ("shape", " ".join(map(str, m.shape)) or None),
             ("dim", m.dim),
             ("text", m.text),
             ("count", m.count),

@@ -6,6 +6,8 @@
     ams complete fashion cue.png --mask mask.png -o out.png
     ams lookup photos --text "a red motorcycle"
     ams train pc1 --wait
+    ams memories create kb --kind relational && ams facts add kb facts.json
+    ams query kb borders germany '?'
 
 ``--url`` (default ``$AMS_URL`` or http://127.0.0.1:8000) and ``--api-key`` (default
 ``$AMS_API_KEY``) go anywhere on the line; ``--json`` prints the answer as JSON for scripts.
@@ -29,6 +31,7 @@ import numpy as np
 
 from . import __version__
 from . import _output as out
+from ._cli_facts import add_commands as add_fact_commands
 from .client import Client
 from .codec import array_of
 
@@ -342,13 +345,12 @@ def cmd_demo(ams: Client, args: argparse.Namespace) -> int:
     if args.preset is None:
         presets = ams.demo_presets()
         rows = [
-            [p.name, p.title, "x".join(map(str, p.shape)), p.text, p.default_count, p.description]
+            [p.name, p.title, p.kind, out.shape_cell(p.shape), p.text, p.default_count, p.description]
             for p in presets
         ]
         data = {"presets": [{k: getattr(p, k) for k in p.__dataclass_fields__} for p in presets]}
-        out.emit(
-            args.json, data, out.table(["preset", "title", "shape", "text", "count", "description"], rows)
-        )
+        header = ["preset", "title", "kind", "shape", "text", "count", "description"]
+        out.emit(args.json, data, out.table(header, rows))
         return out.OK
     memory, job = ams.create_demo(args.preset, name=args.name, kind=args.kind, count=args.count)
     if args.wait:
@@ -389,8 +391,10 @@ def parser() -> argparse.ArgumentParser:
     command(mem, "get", cmd_memories_get, "one memory's details").add_argument("name")
     p = command(mem, "create", cmd_memories_create, "create a memory")
     p.add_argument("name")
-    p.add_argument("--shape", type=int, nargs="+", required=True, help="C H W for pictures, D for vectors")
-    p.add_argument("--kind", default="hopfield", help="hopfield (default), pc, pcgraph")
+    p.add_argument(
+        "--shape", type=int, nargs="+", help="C H W for pictures, D for vectors; none for kind relational"
+    )
+    p.add_argument("--kind", default="hopfield", help="hopfield (default), pc, pcgraph, relational (facts)")
     p.add_argument("--text", action="store_true", help="a cross-modal memory: patterns carry captions")
     p.add_argument(
         "--config", help="the kind's config as JSON, or @file.json (default: the measured defaults)"
@@ -449,7 +453,7 @@ def parser() -> argparse.ArgumentParser:
     def waits(p: argparse.ArgumentParser) -> None:
         p.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds (exit 8)")
 
-    p = command(sub, "train", cmd_train, "train a memory (kinds pc, pcgraph) as a background job")
+    p = command(sub, "train", cmd_train, "train a memory (kinds pc, pcgraph, relational) as a background job")
     p.add_argument("name")
     p.add_argument("--epochs", type=int, help="training epochs (default: the model's)")
     p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
@@ -464,11 +468,13 @@ def parser() -> argparse.ArgumentParser:
     waits(p)
     command(jsub, "cancel", cmd_jobs_cancel, "cancel a job").add_argument("id")
 
+    add_fact_commands(sub, command)
+
     p = command(sub, "demo", cmd_demo, "list demo data sets, or create a memory filled from one")
     p.add_argument("preset", nargs="?", help="a preset name (none: list them)")
     p.add_argument("--name", help="the memory's name (default: demo-<preset>)")
-    p.add_argument("--kind", default="hopfield")
-    p.add_argument("--count", type=int, help="patterns to load")
+    p.add_argument("--kind", help="the memory's kind (default: the preset's)")
+    p.add_argument("--count", type=int, help="patterns (facts) to load")
     p.add_argument("--wait", action="store_true", help="wait for the load")
     waits(p)
     return top

@@ -20,10 +20,11 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import httpx
 
-from ._core import Op, Sleep, operation
+from ._core import Op, Sleep, operation, path
+from ._facts import FACTS
 from ._ops import PATTERNS, Operations
 from .jobs import AsyncJob, Job
-from .models import JobState, PatternInfo
+from .models import Fact, JobState, PatternInfo
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,18 +112,32 @@ class Client(Operations):
     cancel_job = _blocking(Operations.cancel_job)
     demo_presets = _blocking(Operations.demo_presets)
     create_demo = _blocking(Operations.create_demo)
+    store_facts = _blocking(Operations.store_facts)
+    get_fact = _blocking(Operations.get_fact)
+    delete_fact = _blocking(Operations.delete_fact)
+    query = _blocking(Operations.query)
+    vocabulary = _blocking(Operations.vocabulary)
     request = _blocking(Operations.request)
+
+    def _iterate(self, route: str, key: str, parse: Callable[[Any], R], page_size: int | None) -> Iterator[R]:
+        cursor = None
+        while True:
+            page, cursor = self._run(self._page(route, key, parse, cursor, page_size))
+            yield from page
+            if cursor is None:
+                return
 
     @operation(f"GET {PATTERNS}")
     def patterns(self, name: str, *, page_size: int | None = None) -> Iterator[PatternInfo]:
         """Every pattern of a memory in storage order (id, caption, metadata), fetched a page
         (``page_size``, default the service's 100) at a time as the iteration goes."""
-        cursor = None
-        while True:
-            page, cursor = self._run(self._page(name, cursor, page_size))
-            yield from page
-            if cursor is None:
-                return
+        yield from self._iterate(path(PATTERNS, name=name), "patterns", PatternInfo.from_json, page_size)
+
+    @operation(f"GET {FACTS}")
+    def facts(self, name: str, *, page_size: int | None = None) -> Iterator[Fact]:
+        """Every fact of a relational memory in storage order (``Fact(id, relation, args)``),
+        fetched a page (``page_size``, default the service's 100) at a time as the iteration goes."""
+        yield from self._iterate(path(FACTS, name=name), "facts", Fact.from_json, page_size)
 
 
 class AsyncClient(Operations):
@@ -189,15 +204,34 @@ class AsyncClient(Operations):
     cancel_job = _awaitable(Operations.cancel_job)
     demo_presets = _awaitable(Operations.demo_presets)
     create_demo = _awaitable(Operations.create_demo)
+    store_facts = _awaitable(Operations.store_facts)
+    get_fact = _awaitable(Operations.get_fact)
+    delete_fact = _awaitable(Operations.delete_fact)
+    query = _awaitable(Operations.query)
+    vocabulary = _awaitable(Operations.vocabulary)
     request = _awaitable(Operations.request)
 
-    @operation(f"GET {PATTERNS}")
-    async def patterns(self, name: str, *, page_size: int | None = None) -> AsyncIterator[PatternInfo]:
-        """Every pattern of a memory in storage order, a page at a time (``async for``)."""
+    async def _iterate(
+        self, route: str, key: str, parse: Callable[[Any], R], page_size: int | None
+    ) -> AsyncIterator[R]:
         cursor = None
         while True:
-            page, cursor = await self._run(self._page(name, cursor, page_size))
+            page, cursor = await self._run(self._page(route, key, parse, cursor, page_size))
             for item in page:
                 yield item
             if cursor is None:
                 return
+
+    @operation(f"GET {PATTERNS}")
+    async def patterns(self, name: str, *, page_size: int | None = None) -> AsyncIterator[PatternInfo]:
+        """Every pattern of a memory in storage order, a page at a time (``async for``)."""
+        async for item in self._iterate(
+            path(PATTERNS, name=name), "patterns", PatternInfo.from_json, page_size
+        ):
+            yield item
+
+    @operation(f"GET {FACTS}")
+    async def facts(self, name: str, *, page_size: int | None = None) -> AsyncIterator[Fact]:
+        """Every fact of a relational memory in storage order, a page at a time (``async for``)."""
+        async for item in self._iterate(path(FACTS, name=name), "facts", Fact.from_json, page_size):
+            yield item

@@ -17,11 +17,15 @@ import numpy as np
 from PIL import Image
 
 from .codec import decode_png, image_array
+from .fact_models import Candidate, Fact, FactsStored, QueryResult, Relation, Vocabulary
 
 __all__ = [
     "SCHEMAS",
+    "Candidate",
     "CompleteResult",
     "DemoPreset",
+    "Fact",
+    "FactsStored",
     "Info",
     "JobState",
     "Limits",
@@ -32,10 +36,13 @@ __all__ = [
     "Memory",
     "Pattern",
     "PatternInfo",
+    "QueryResult",
     "Recalled",
+    "Relation",
     "RetrieveResult",
     "StopReason",
     "StoreResult",
+    "Vocabulary",
 ]
 
 
@@ -128,9 +135,10 @@ class Info:
 
 @dataclass(frozen=True)
 class Memory:
-    """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors), resolved config,
-    count, state (ready, untrained, training, stale, failed) and how many patterns its model
-    learned; ``error`` says why a failed memory failed."""
+    """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors, () and ``dim`` 0 for a
+    relational memory), resolved config, count (patterns, or a relational memory's facts),
+    state (ready, untrained, training, stale, failed) and how many of them its model learned;
+    ``error`` says why a failed memory failed."""
 
     name: str
     kind: str
@@ -148,6 +156,11 @@ class Memory:
     @property
     def is_image(self) -> bool:
         return len(self.shape) == 3
+
+    @property
+    def is_relational(self) -> bool:
+        """It stores facts (``store_facts``, ``query``), not patterns."""
+        return self.kind == "relational"
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Memory:
@@ -434,11 +447,13 @@ class JobState:
 
 @dataclass(frozen=True)
 class DemoPreset:
-    """A demo data set ``create_demo`` can load (``GET /v1/demo``)."""
+    """A demo data set ``create_demo`` can load (``GET /v1/demo``): its memory's kind by
+    default (a relational preset, a knowledge base, takes no other) and shape (() for facts)."""
 
     name: str
     title: str
     description: str
+    kind: str
     shape: tuple[int, ...]
     text: bool
     default_count: int
@@ -467,4 +482,12 @@ SCHEMAS: dict[str, type] = {
     "LookupResult": LookupResult,
     "Job": JobState,
     "DemoPreset": DemoPreset,
+    "FactOut": Fact,
+    "FactsStored": FactsStored,
+    "CandidateOut": Candidate,
+    "QueryResult": QueryResult,
+    "RelationOut": Relation,
+    "Vocabulary": Vocabulary,
 }
+PAGING = frozenset({"next_cursor"})
+"""Properties the client handles itself: iterators and merged pages hide the cursors."""

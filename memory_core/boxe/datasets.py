@@ -1,18 +1,25 @@
-"""Small knowledge-graph benchmarks read offline from the files inside PyKEEN's wheel.
+"""Small knowledge bases: benchmarks read offline from PyKEEN's wheel, and one bundled here.
 
 PyKEEN (MIT licence; ``pip install pykeen==1.11.1``, this project's ``bench`` and ``test``
 extras) ships Nations, UMLS and Kinship as ``pykeen/datasets/<name>/{train,valid,test}.txt``
 (tab-separated head, relation, tail). They are read from the installed package without
-importing it (PyKEEN's import is slow) and nothing is downloaded.
+importing it (PyKEEN's import is slow) and nothing is downloaded. The wheel states no
+licence for the data itself (its MIT licence is PyKEEN's), so the project does not copy
+them: they are there when PyKEEN is installed.
+
+``europe_kb()`` is a small knowledge base written for this project (CC0) and bundled in
+``memory_core/assets/europe_facts.json``: what the service's demo uses when PyKEEN is absent.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-__all__ = ["PYKEEN_DATASETS", "KBSplits", "load_pykeen_dataset"]
+__all__ = ["PYKEEN_DATASETS", "BundledKB", "KBSplits", "europe_kb", "load_pykeen_dataset", "pykeen_available"]
 
 PYKEEN_DATASETS = ("nations", "umls", "kinships")
 
@@ -35,6 +42,32 @@ class KBSplits:
     @property
     def relations(self) -> set[str]:
         return {r for split in (self.train, self.valid, self.test) for r, _ in split}
+
+
+@dataclass(frozen=True)
+class BundledKB:
+    """A knowledge base bundled with the project: its facts ``(relation, args)`` and rules."""
+
+    title: str
+    about: str
+    facts: list[tuple[str, tuple[str, ...]]]
+    rules: list[dict]
+
+
+def europe_kb() -> BundledKB:
+    """22 European countries (CC0, written for this project): land borders, capitals and other
+    cities, EU and NATO membership, official languages, currencies (176 facts), with the rules
+    borders is symmetric, capital_of implies located_in, contains is the inverse of located_in."""
+    raw = json.loads(
+        resources.files("memory_core").joinpath("assets", "europe_facts.json").read_text("utf-8")
+    )
+    facts = [(row[0], tuple(row[1:])) for row in raw["facts"]]
+    return BundledKB(raw["title"], raw["about"], facts, raw["rules"])
+
+
+def pykeen_available() -> bool:
+    """Whether PyKEEN's wheel (and so its benchmarks) is installed; quick, imports nothing."""
+    return importlib.util.find_spec("pykeen") is not None
 
 
 def _pykeen_root() -> Path:

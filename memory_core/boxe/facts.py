@@ -62,6 +62,7 @@ class FactStore:
 
     def __init__(self, max_arity: int = 2):
         self.max_arity = max_arity
+        self.version = 0  # bumped by every change: keys caches of what the facts imply
         self._rows: list[tuple[int, ...]] = []  # unpadded: (r, e_1, .., e_n)
         self._seen: set[tuple[int, ...]] = set()
         self._table: Tensor | None = None
@@ -84,8 +85,21 @@ class FactStore:
                 self.max_arity = max(self.max_arity, len(row) - 1)
                 new += 1
         if new:
-            self._table, self._index = None, None
+            self._changed()
         return new
+
+    def remove(self, rows: Iterable[tuple[int, ...]]) -> int:
+        """Drop the given rows (unpadded tuples) where stored; returns how many were."""
+        gone = {tuple(int(x) for x in row) for row in rows} & self._seen
+        if gone:
+            self._seen -= gone
+            self._rows = [row for row in self._rows if row not in gone]
+            self._changed()
+        return len(gone)
+
+    def _changed(self) -> None:
+        self._table, self._index = None, None
+        self.version += 1
 
     def rows(self) -> list[tuple[int, ...]]:
         return list(self._rows)

@@ -227,6 +227,22 @@ class BoxE:
         rows = [(self._relation_index[r], *(self._entity_index[a] for a in args)) for r, args in parsed]
         return self.facts.add(rows)
 
+    def remove_facts(self, facts: Iterable[Fact]) -> int:
+        """Forget stored facts; returns how many were stored. Facts that are not stored
+        (unknown names included) are skipped; entities, relations and embeddings stay."""
+        rows = []
+        for relation, args in map(_parse_fact, facts):
+            r = self._relation_index.get(relation)
+            ids = [self._entity_index.get(a) for a in args]
+            if r is not None and None not in ids:
+                rows.append((r, *ids))
+        return self.facts.remove(rows)
+
+    def stored_facts(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Every stored fact as (relation, args), in storage order."""
+        names = self._entities
+        return [(self._relations[row[0]], tuple(names[e] for e in row[1:])) for row in self.facts.rows()]
+
     def add_rules(self, rules: Iterable[Rule | Mapping]) -> None:
         """Inject rules (``rules.parse_rule`` forms). Relations a rule names that do not exist
         yet are created: binary for symmetry and inversion, else with the arity of the rule's
@@ -457,7 +473,7 @@ class BoxE:
         return [(self._entities[i], float(scores[i])) for i in order.tolist()]
 
     def _excluded_index(self) -> FactIndex:
-        key = (len(self.facts), len(self._rules), self.max_arity)
+        key = (self.facts.version, len(self._rules), self.max_arity)
         if self._excluded_cache[0] != key:
             rows = [tuple(x for x in row if x >= 0) for row in self.excluded_rows().tolist()]
             self._excluded_cache = (key, FactIndex(rows))

@@ -548,6 +548,29 @@ class PCMemory:
             out.append(self._state_energy(xs, c, known, pi_c)[0])
         return torch.cat(out)
 
+    # --- hooks for memory_core.pc_index (issue 27; the index keeps no state in here) ------
+    @torch.no_grad()
+    def infer_latents(self, x: Tensor, mask: Tensor | None = None, purpose: str = "recall") -> list[Tensor]:
+        """The relaxed latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] for states x (B, D).
+
+        ``purpose="recall"``: as one round of noisy recall (mask None: ``recall_pi``,
+        ``recall_steps``) or as completion relaxes a partial cue (mask (B, D) bool, True =
+        known). ``purpose="code"``: a stored pattern clamped with training's precisions
+        (its code, what training's inference settles to)."""
+        cfg = self.config
+        if purpose == "code":
+            return self._relax(x, None, cfg.recall_steps, cfg.infer_lr, cfg.pi)
+        if purpose != "recall":
+            raise ValueError(f"purpose must be 'recall' or 'code', got {purpose!r}")
+        if mask is None:
+            return self._relax(x, None, cfg.recall_steps, cfg.infer_lr, self.recall_pi, reuse=True)
+        known = mask.to(x.dtype)
+        return self._relax_partial(x * known, known, self._partial_pi(cfg.complete_pi, known))
+
+    def predict_sensory(self, latents: list[Tensor]) -> Tensor:
+        """(B, D) the sensory prediction mu_{L-1} = W f(x_{L-2}) + b from latents."""
+        return self._predict(latents)
+
     # --- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write a safetensors checkpoint (weights, and Adam's moments once the model has

@@ -1,7 +1,8 @@
 """Fixtures of the end-to-end client and CLI tests: one real service process for the whole
 session (``python -m uvicorn app.main:app`` on a free port over a temporary data directory,
 with API keys and small limits, so that uploads must be split), and ``ams``: the Python
-client under test, blocking or asyncio (each test runs with both)."""
+client under test, blocking or asyncio (each test runs with both). And for the demo page's
+layout tests: ``size`` (phone, laptop) and ``visitor``, a page at that size (screens.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))  # live_server.py
 from ams_client import AsyncClient, AsyncJob, Client
 from live_server import LiveServer
+from playwright.sync_api import Browser, Page
+from screens import SIZES, TIMEOUT_MS
 
 API_KEY, READ_KEY = "e2e-full-key", "e2e-read-key"
 MAX_REQUEST_BYTES, MAX_BATCH, MAX_IMAGE_PIXELS = 65536, 40, 100_000
@@ -38,6 +41,18 @@ def ams_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]
     )
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def europe(ams_server: LiveServer) -> Iterator[str]:
+    """The bundled knowledge base of European countries (176 facts), loaded from its demo
+    preset and trained with the defaults (60 epochs), once for the client and CLI tests
+    that query it: the memory's name."""
+    with Client(ams_server.url, api_key=API_KEY) as client:
+        memory, load = client.create_demo("europe", name="e2e-europe")
+        load.wait(progress=False, timeout=120)
+        client.train(memory.name).wait(progress=False, timeout=300)
+        yield memory.name
 
 
 class Blocking:
@@ -94,3 +109,25 @@ def fresh() -> Callable[[str], str]:
 def pictures(fashion_images: Any) -> np.ndarray:
     """60 Fashion-MNIST images as (60, 1, 28, 28) float32 numpy, values k/255 (PNG-exact)."""
     return fashion_images[:60].numpy()
+
+
+@pytest.fixture(params=list(SIZES))
+def size(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def visitor(browser: Browser, size: str) -> Iterator[Page]:
+    """A page at the size, as a phone (touch, mobile viewport) or a laptop; fails the test if
+    the page raised a JavaScript error."""
+    phone = size == "phone"
+    context = browser.new_context(
+        viewport=SIZES[size], device_scale_factor=2 if phone else 1, is_mobile=phone, has_touch=phone
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors

@@ -5,6 +5,7 @@ codes (the same code, without an interpreter start per case)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -158,9 +159,9 @@ def test_cli_exit_codes_and_one_line_errors(capsys, url_key, ams_server, fresh, 
         assert got == code, (args, got, err)
         assert out == "" and err.count("\n") == 1 and err.startswith("ams: error: ") and text in err, err
     with pytest.raises(SystemExit) as stop:  # usage errors: argparse's 2
-        main([*url_key, "memories", "create", "x"])
+        main([*url_key, "query", "kb", "borders"])
     assert stop.value.code == 2
-    assert "--shape" in capsys.readouterr().err
+    assert "the following arguments are required: args" in capsys.readouterr().err
 
     pc = fresh("pc")
     cli(
@@ -237,3 +238,71 @@ def test_cli_reads_a_picture_result_as_a_file(capsys, url_key, fresh, pictures, 
     code, _, _ = cli(capsys, *url_key, "pattern", "get", name, first, "-o", str(tmp_path / "p.png"))
     assert code == 0 and np.array_equal(read_png(tmp_path / "p.png"), pictures[0])
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_relational_memories(capsys, monkeypatch, url_key, europe, fresh, tmp_path) -> None:
+    kb = fresh("kb")
+    code, out, _ = cli(capsys, *url_key, "memories", "create", kb, "--kind", "relational", "--json")
+    assert code == 0 and (json.loads(out)["kind"], json.loads(out)["shape"]) == ("relational", [])
+    assert cli(capsys, *url_key, "memories", "get", kb)[1].splitlines()[2].split() == ["shape", "-"]
+    facts = {
+        "facts": [{"relation": "borders", "args": ["germany", "france"]}, ["capital_of", "paris", "france"]]
+    }
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    (tmp_path / "more.jsonl").write_text(
+        '["borders", "france", "spain"]\n\n["borders", "germany", "france"]\n'
+    )
+    files = [str(tmp_path / "facts.json"), str(tmp_path / "more.jsonl")]
+    code, out, err = cli(
+        capsys, *url_key, "facts", "add", kb, *files, "--fact", 'capital_of "la paz" bolivia'
+    )
+    assert code == 0, err
+    assert out.strip() == f"stored 5 facts in {kb} (4 new, count now 4)"
+    code, out, _ = cli(capsys, *url_key, "facts", "list", kb)
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    assert rows[0] == ["ID", "RELATION", "ARGS"] and [r[1:] for r in rows[1:]] == [
+        ["borders", "germany, france"],
+        ["capital_of", "paris, france"],
+        ["borders", "france, spain"],
+        ["capital_of", "la paz, bolivia"],
+    ]
+    listed = cli(capsys, *url_key, "facts", "list", kb, "--json")[1]
+    first = json.loads(listed)["facts"][0]
+    assert first["relation"] == "borders" and first["args"] == ["germany", "france"]
+    copy = fresh("copy")
+    cli(capsys, *url_key, "memories", "create", copy, "--kind", "relational")
+    monkeypatch.setattr("sys.stdin", io.StringIO(listed))  # one memory's facts piped into another
+    code, out, _ = cli(capsys, *url_key, "facts", "add", copy, "-", "--json")
+    assert code == 0 and (json.loads(out)["new"], json.loads(out)["count"]) == (4, 4)
+    code, out, _ = cli(capsys, *url_key, "facts", "get", kb, str(first["id"]), "--json")
+    assert json.loads(out) == first
+    code, out, _ = cli(capsys, *url_key, "vocabulary", kb)
+    assert out.splitlines()[:3] == ["RELATION    ARITY", "borders     2", "capital_of  2"]
+    assert out.splitlines()[-1] == "names     germany, france, paris, spain, la paz, bolivia"
+    assert cli(capsys, *url_key, "facts", "delete", kb, str(first["id"]))[0] == 0
+
+    code, out, _ = cli(capsys, *url_key, "query", europe, "capital_of", "?", "france", "-k", "2")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["RANK", "ENTITY", "SCORE", "KNOWN"]
+    assert lines[1].split()[:2] == ["1", "paris"] and lines[1].split()[-1] == "yes" and len(lines) == 6
+    assert lines[4:] == ["state          ready", "trained facts  176"]
+    code, out, _ = cli(capsys, *url_key, "query", europe, "borders", "germany", "?", "-k", "1000", "--json")
+    candidates = json.loads(out)["candidates"]
+    code, out, _ = cli(
+        capsys, *url_key, "query", europe, "borders", "germany", "?", "-k", "1000", "--filter-known", "--json"
+    )
+    assert [c for c in candidates if not c["known"]] == json.loads(out)["candidates"]
+
+    for args, exit_code, text in (
+        (("query", europe, "borders", "atlantis", "?"), 5, "unknown_entity: unknown entity 'atlantis'"),
+        (("query", europe, "borders", "germany", "france"), 5, "invalid_query"),
+        (("query", kb, "borders", "germany", "?"), 4, "not_trained"),
+        (("facts", "get", kb, str(first["id"])), 3, "fact_not_found"),
+        (("facts", "add", kb, "--fact", "borders germany france spain"), 5, "arity_mismatch"),
+        (("facts", "add", kb, "--fact", "lonely"), 5, "a relation and at least one argument"),
+        (("facts", "add", kb), 5, "no facts"),
+        (("patterns", kb), 5, "wrong_kind"),
+        (("memories", "create", fresh("vec")), 5, "invalid_shape: shape is required"),
+    ):
+        got, out, err = cli(capsys, *url_key, *args)
+        assert got == exit_code and out == "" and text in err, (args, got, err)

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 from ams_client import AsyncClient, Client
-from ams_client.models import SCHEMAS
+from ams_client.models import PAGING, SCHEMAS
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 
@@ -59,15 +59,47 @@ def test_both_clients_have_the_same_methods_and_signatures() -> None:
         assert sync[name].parameters == asyn[name].parameters, name
     for name in ("create_memory", "store", "retrieve", "complete", "lookup", "train", "job", "info", "ready"):
         assert name in sync
-    params = list(sync["create_memory"].parameters)
-    assert params[:6] == ["self", "name", "shape", "kind", "text", "config"]
+    params = sync["create_memory"].parameters
+    assert list(params)[:6] == ["self", "name", "shape", "kind", "text", "config"]
+    assert params["shape"].default is None  # relational memories have none
+    assert list(sync["query"].parameters)[:6] == ["self", "name", "relation", "args", "k", "filter_known"]
     assert list(sync["store"].parameters)[:6] == ["self", "name", "patterns", "ids", "texts", "metadata"]
     assert list(sync["lookup"].parameters)[:5] == ["self", "name", "text", "image", "mask"]
     assert inspect.iscoroutinefunction(AsyncClient.retrieve) and not inspect.iscoroutinefunction(
         Client.retrieve
     )
-    assert inspect.isasyncgenfunction(AsyncClient.patterns) and inspect.isgeneratorfunction(Client.patterns)
+    for listing in ("patterns", "facts"):
+        assert inspect.isasyncgenfunction(getattr(AsyncClient, listing))
+        assert inspect.isgeneratorfunction(getattr(Client, listing))
     assert Client.retrieve.__doc__ and Client.retrieve.__doc__ == AsyncClient.retrieve.__doc__
+
+
+def response_schemas(openapi: dict) -> set[str]:
+    """The schemas of every 2xx JSON answer, and those their properties refer to."""
+    schemas = openapi["components"]["schemas"]
+    found: set[str] = set()
+
+    def refs(node: object) -> list[str]:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            return [ref.rsplit("/", 1)[-1]] if ref else [r for v in node.values() for r in refs(v)]
+        return [r for v in node for r in refs(v)] if isinstance(node, list) else []
+
+    todo = [
+        ref
+        for ops in openapi["paths"].values()
+        for op in ops.values()
+        if isinstance(op, dict)
+        for status, answer in op.get("responses", {}).items()
+        if status.startswith("2")
+        for ref in refs(answer.get("content", {}).get("application/json", {}))
+    ]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += refs(schemas[name].get("properties", {}))
+    return found
 
 
 def test_models_have_every_field_of_the_response_schemas(openapi) -> None:
@@ -75,8 +107,22 @@ def test_models_have_every_field_of_the_response_schemas(openapi) -> None:
     for schema_name, model in SCHEMAS.items():
         assert schema_name in schemas, f"the service has no schema {schema_name}"
         fields = {f.name for f in dataclasses.fields(model)}
-        missing = sorted(set(schemas[schema_name]["properties"]) - fields)
+        missing = sorted(set(schemas[schema_name]["properties"]) - fields - PAGING)
         assert not missing, f"{model.__name__} lacks {missing} of {schema_name}"
+    # Every answer's schema is mirrored by a model, or is one of these wrappers that the client
+    # unwraps (lists, pages, pairs; /livez and /readyz answer booleans): a new answer cannot go
+    # unnoticed either.
+    unwrapped = {
+        "Health",
+        "MemoryList",
+        "PatternPage",
+        "FactPage",
+        "JobList",
+        "DemoPresetList",
+        "DemoStarted",
+    }
+    unmodelled = sorted(response_schemas(openapi) - set(SCHEMAS) - unwrapped)
+    assert not unmodelled, f"answers without a model in ams_client.models.SCHEMAS: {unmodelled}"
 
 
 def test_imports_and_works_without_torch_or_the_service(ams_server) -> None:

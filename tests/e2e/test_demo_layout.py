@@ -12,16 +12,13 @@ they stopped with Cancel reachable.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from live_server import LiveServer
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
+from screens import SIZES, no_overflow, shot
 from service_helpers import png, wait_job
 
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-TIMEOUT_MS = 60_000
-SIZES = {"phone": {"width": 390, "height": 844}, "laptop": {"width": 1280, "height": 800}}
 LONG_ID = "a-pattern-whose-name-goes-on-" + "and-on-" * 13 + "x"  # 128 characters, no spaces
 LONG_NAME = "long-names-" + "x" * 53  # 64 characters, the longest memory name
 assert len(LONG_ID) <= 128
@@ -35,38 +32,6 @@ def server(tmp_path_factory) -> Iterator[LiveServer]:
         yield live
     finally:
         live.stop()
-
-
-@pytest.fixture(params=list(SIZES))
-def size(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def visitor(browser: Browser, size: str) -> Iterator[Page]:
-    """A page at the size, as a phone (touch, mobile viewport) or a laptop."""
-    phone = size == "phone"
-    context = browser.new_context(
-        viewport=SIZES[size], device_scale_factor=2 if phone else 1, is_mobile=phone, has_touch=phone
-    )
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, errors
-
-
-def _shot(page: Page, size: str, state: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{size}-{state}.png"), full_page=True)
-
-
-def _no_overflow(page: Page, size: str) -> None:
-    """Nothing wider than the screen (scrollWidth, not innerWidth, which mobile Chromium widens)."""
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= SIZES[size]["width"], f"page {width} px wide on a {SIZES[size]['width']} px screen"
 
 
 def _land(page: Page, server: LiveServer) -> None:
@@ -88,8 +53,8 @@ def test_landing_has_a_memory_and_a_sample_ready(visitor: Page, server: LiveServ
     expect(visitor.locator("#intro")).to_contain_text("Press Complete")
     for selector in ("#editor", "#complete"):  # the editor and the one obvious action, unscrolled
         _in_first_screen(visitor, selector, size)
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "1-landing")
+    no_overflow(visitor, size)
+    shot(visitor, size, "1-landing")
     visitor.click("#complete")
     expect(visitor.locator("#result-panel")).to_have_attribute("data-state", "done")
     summary = visitor.locator("#result-summary")
@@ -97,8 +62,8 @@ def test_landing_has_a_memory_and_a_sample_ready(visitor: Page, server: LiveServ
     expect(summary).to_have_attribute("data-answer", "stored")
     expect(visitor.locator("#verdict-answer")).to_have_text("The answer is the stored pattern ankle-boot-0.")
     expect(visitor.locator("#matches li")).to_have_count(5)
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "2-completed")
+    no_overflow(visitor, size)
+    shot(visitor, size, "2-completed")
 
 
 def test_a_cue_that_is_not_stored_never_reads_as_an_exact_match(
@@ -118,8 +83,8 @@ def test_a_cue_that_is_not_stored_never_reads_as_an_exact_match(
     assert float(summary.get_attribute("data-cue-mse")) > 1e-4
     expect(visitor.locator("#verdict-cue")).to_contain_text("Your cue is not a stored pattern: the nearest, ")
     expect(visitor.locator("#verdict-cue")).to_contain_text("differs by MSE")
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "3-new-cue")
+    no_overflow(visitor, size)
+    shot(visitor, size, "3-new-cue")
     # Noise on a stored picture: not a stored cue either, and the answer is still the stored one.
     visitor.select_option("#pattern-select", "ankle-boot-0")
     expect(visitor.locator("#picture-info")).to_have_attribute("data-pattern", "ankle-boot-0")
@@ -161,7 +126,7 @@ def test_every_preset_memory_fits_and_switching_resets(visitor: Page, server: Li
         expect(visitor.locator("#noise")).to_have_value("0")
         hidden = 392 if memory == "demo-fashion" else 64 * 32
         expect(visitor.locator("#mask-info")).to_have_attribute("data-hidden", str(hidden))
-        _no_overflow(visitor, size)
+        no_overflow(visitor, size)
         if memory != "demo-fashion":
             visitor.click("#complete")
             expect(visitor.locator("#result-panel")).to_have_attribute("data-state", "done")
@@ -170,8 +135,8 @@ def test_every_preset_memory_fits_and_switching_resets(visitor: Page, server: Li
             visitor.fill("#lookup-text", "an astronaut's face")
             visitor.click("#lookup-form button")
             expect(visitor.locator("#lookup-results figure").first).to_be_visible()
-            _no_overflow(visitor, size)
-            _shot(visitor, size, f"4-{memory[:10]}")
+            no_overflow(visitor, size)
+            shot(visitor, size, f"4-{memory[:10]}")
 
 
 def test_jobs_say_why_they_stopped_and_cancel_is_reachable(
@@ -207,9 +172,9 @@ def test_jobs_say_why_they_stopped_and_cancel_is_reachable(
     box = cancel.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= SIZES[size]["width"]  # no sideways scrolling
     assert box["y"] >= 0 and box["y"] + box["height"] <= SIZES[size]["height"]
-    _no_overflow(visitor, size)
-    _shot(visitor, size, "5-training")
+    no_overflow(visitor, size)
+    shot(visitor, size, "5-training")
     cancel.click()
     cancelled = visitor.locator("#jobs li.job[data-status=cancelled]", has_text=name)
     expect(cancelled.locator(".job-reason")).to_contain_text("Cancelled at epoch ")
-    _shot(visitor, size, "6-cancelled")
+    shot(visitor, size, "6-cancelled")

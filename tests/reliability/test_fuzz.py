@@ -14,6 +14,8 @@ Bounded: ``max_examples`` per operation and phase.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -33,7 +35,9 @@ FIXTURES = {
     "vec": {"kind": "hopfield", "shape": [4]},  # D of the retrieve examples
     "one": {"kind": "hopfield", "shape": [1]},  # D = 1: short generated vectors fit it
     "empty": {"kind": "hopfield", "shape": [2]},  # no patterns: recalls are 409 memory_empty
+    "kb": {"kind": "relational", "config": {"dim": 4, "negatives": 2, "epochs": 3}},  # facts, trained
 }
+KB_FACTS = [{"relation": "r", "args": [f"e{i}", f"e{(i + 1) % 5}"]} for i in range(5)]
 
 CONFIG = schemathesis.Config.from_dict(
     {
@@ -53,6 +57,12 @@ def ensure_fixtures(server: LiveServer) -> None:
                 continue
             assert c.post("/v1/memories", json={"name": name, **spec}).status_code == 201
             if name == "empty":
+                continue
+            if spec["kind"] == "relational":
+                assert c.post(f"/v1/memories/{name}/facts", json={"facts": KB_FACTS}).status_code == 201
+                job = c.post(f"/v1/memories/{name}/train", json={}).json()
+                while c.get(f"/v1/jobs/{job['id']}").json()["status"] != "succeeded":
+                    time.sleep(0.02)
                 continue
             dim = 1
             for s in spec["shape"]:

@@ -17,7 +17,9 @@ from memory_core.data import FASHION_MNIST_CLASSES, fashion_mnist
 
 def test_presets_are_listed(client):
     presets = {p["name"]: p for p in client.get("/v1/demo").json()["presets"]}
-    assert set(presets) == {"fashion", "photos"}
+    assert set(presets) == {"fashion", "photos", "europe", "nations"}
+    assert presets["europe"]["kind"] == presets["nations"]["kind"] == "relational"
+    assert presets["europe"]["shape"] == [] and presets["fashion"]["kind"] == "hopfield"
     assert presets["fashion"]["shape"] == [1, 28, 28] and presets["fashion"]["text"] is False
     assert presets["photos"]["shape"] == [3, 64, 64] and presets["photos"]["text"] is True
     assert presets["photos"]["max_count"] == 69

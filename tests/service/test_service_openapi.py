@@ -29,6 +29,12 @@ def test_openapi_describes_every_endpoint_with_examples(client):
         ("post", "/v1/memories/{name}/complete"),
         ("post", "/v1/memories/{name}/lookup"),
         ("post", "/v1/memories/{name}/train"),
+        ("post", "/v1/memories/{name}/facts"),
+        ("get", "/v1/memories/{name}/facts"),
+        ("get", "/v1/memories/{name}/facts/{fact_id}"),
+        ("delete", "/v1/memories/{name}/facts/{fact_id}"),
+        ("post", "/v1/memories/{name}/query"),
+        ("get", "/v1/memories/{name}/vocabulary"),
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{job_id}"),
         ("delete", "/v1/jobs/{job_id}"),
@@ -50,7 +56,9 @@ def test_openapi_describes_every_endpoint_with_examples(client):
                 schema = _resolve(doc, content["application/json"]["schema"])
                 assert schema.get("examples"), f"{where}: response without examples"
             if path.startswith("/v1"):
-                writes = method != "get" and not path.endswith(("/retrieve", "/complete", "/lookup"))
+                writes = method != "get" and not path.endswith(
+                    ("/retrieve", "/complete", "/lookup", "/query")
+                )
                 statuses = ("401", "403", "503") if writes else ("401",)
                 for status in statuses:
                     err = op["responses"].get(status)

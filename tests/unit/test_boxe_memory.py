@@ -187,3 +187,24 @@ def test_load_refuses_what_is_not_a_checkpoint(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "ams-pc/1"})
     with pytest.raises(ValueError, match="not a BoxE checkpoint"):
         BoxE.load(other)
+
+
+def test_remove_facts_forgets_them_everywhere():
+    """A removed fact is no longer stored, filtered, trained on or refuted by the rules; the
+    vocabulary and the embeddings stay; removing what is not stored is a no-op."""
+    m = BoxE(dim=8, seed=0, device="cpu", rules=[{"type": "exclusion", "relations": ["likes", "hates"]}])
+    m.add_facts([("likes", ["a", "b"]), ("likes", ["a", "c"]), ("knows", ["b", "c"])])
+    assert {e for e, _ in m.complete("hates", ["a", None])[-2:]} == {"b", "c"}  # refuted: ranked last
+    before = m.entity_base.clone()
+    assert m.remove_facts([("likes", ["a", "b"]), ("likes", ["a", "zed"]), ("nope", ["a", "b"])]) == 1
+    assert len(m) == 2 and ("likes", ("a", "b")) not in m.stored_facts()
+    assert m.stored_facts() == [("likes", ("a", "c")), ("knows", ("b", "c"))]
+    assert m.entities == ["a", "b", "c"] and torch.equal(m.entity_base, before)
+    assert "b" in {e for e, _ in m.complete("likes", ["a", None], filter_known=True)}
+    assert m.excluded_rows().tolist() == [[m.relation_id("hates"), 0, 2]]  # only likes(a, c) is left
+    assert m.complete("hates", ["a", None])[-1][0] == "c"
+    assert m.remove_facts([("likes", ["a", "b"])]) == 0
+    m.add_facts([("likes", ["a", "b"])])  # stored again after a removal: same count, new content
+    assert m.remove_facts([("likes", ["a", "c"])]) == 1
+    assert m.excluded_rows().tolist() == [[m.relation_id("hates"), 0, 1]]
+    assert m.complete("hates", ["a", None])[-1][0] == "b"  # as many facts as before, other refutations

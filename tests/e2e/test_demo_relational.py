@@ -1,0 +1,78 @@
+"""The demo page's knowledge-base panel on a phone (390 x 844) and a laptop (1280 x 800):
+Debian's chromium (playwright) against a real server process.
+
+A visitor loads the bundled European knowledge base with one button (its facts, then a
+training job whose progress the panel shows), asks which countries border Germany, and
+sees the ranking, stored facts marked; a question without a "?" gets the API's error in
+words; nothing is wider than the screen. Screenshots go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from live_server import LiveServer
+from playwright.sync_api import Page, expect
+from screens import no_overflow, shot
+
+from memory_core.boxe.datasets import europe_kb
+
+NEIGHBOURS = {e for r, args in europe_kb().facts if r == "borders" and "germany" in args for e in args} - {
+    "germany"
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[LiveServer]:
+    """A service holding one memory (so that the page does not make its picture demo memory)."""
+    live = LiveServer(tmp_path_factory.mktemp("demo-kb") / "data", AMS_TORCH_THREADS="1")
+    with live.client() as api:
+        body = {"name": "vectors", "kind": "hopfield", "shape": [4]}
+        assert api.post("/v1/memories", json=body).status_code == 201
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: LiveServer, size: str) -> None:
+    visitor.goto(f"{server.url}/")
+    expect(visitor.locator("body")).to_have_attribute("data-ready", "true", timeout=120_000)
+    panel = visitor.locator("#kb-panel")
+    expect(panel.locator("#kb-preset")).to_have_value("europe")
+    no_overflow(visitor, size)
+    # Load and train (the second visitor finds it made and trained already, and picks it).
+    panel.locator("#kb-load").scroll_into_view_if_needed()
+    panel.locator("#kb-load").click()
+    expect(panel.locator("#kb-details")).to_have_text("176 facts, trained on all of them.", timeout=120_000)
+    expect(panel.locator("#kb-select")).to_have_value("demo-europe")
+    if size == "phone":  # the first visitor saw the training job's progress
+        expect(panel.locator("#kb-status")).to_contain_text("trained 100 epochs on 176 facts")
+    expect(panel.locator("#kb-relation")).to_have_value("borders")
+    args = panel.locator("select.kb-arg")
+    expect(args).to_have_count(2)
+    args.nth(0).select_option("germany")
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(panel.locator("#kb-question")).to_have_text("borders(germany, ?)")
+    ranking = panel.locator("#kb-results li")
+    expect(ranking).to_have_count(10)
+    top9 = {ranking.nth(i).get_attribute("data-entity") for i in range(9)}
+    assert len(top9 & NEIGHBOURS) >= 8, top9
+    stored = {li.get_attribute("data-entity") for li in ranking.filter(has_text="stored").all()}
+    assert {"denmark", "poland", "czechia", "austria", "switzerland"} <= stored <= NEIGHBOURS
+    no_overflow(visitor, size)
+    shot(visitor, size, "kb-1-ranking")
+    # Without the stored facts: none of the answers is marked stored.
+    panel.locator("#kb-filter").check()
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(ranking.first).not_to_have_attribute("data-entity", "denmark")
+    expect(ranking.filter(has_text="stored")).to_have_count(0)
+    # A question with no "?": the API's answer, in words.
+    args.nth(1).select_option("france")
+    panel.locator("#kb-form button[type=submit]").click()
+    expect(visitor.locator("#error")).to_be_visible()
+    expect(visitor.locator("#error-title")).to_have_text("Ask for exactly one argument.")
+    expect(visitor.locator("#error-code")).to_have_text("invalid_query · HTTP 422")
+    no_overflow(visitor, size)
+    shot(visitor, size, "kb-2-error")
