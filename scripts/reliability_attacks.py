@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "reliability")]
 
 import attacks as A  # noqa: E402
 import attacks_state as S  # noqa: E402
+import httpx  # noqa: E402
 from live_server import LiveServer  # noqa: E402
 
 # (finding, attack, function): the order of the table.
@@ -65,23 +67,30 @@ def fresh_server(tree: Path | None, root: Path) -> LiveServer:
     return LiveServer(data, main=True, limit_as=A.LIMIT_AS, tree=tree, **A.SERVER_ENV)
 
 
-def measure(tree: Path | None, root: Path, only: set[str]) -> dict:
+def measure(
+    tree: Path | None, root: Path, only: set[str], save: Callable[[dict], None] | None = None
+) -> dict:
+    """Run the attacks (all, or those named in ``only``); ``save`` gets what was measured so far
+    after each."""
     out: dict[str, dict] = {}
     for finding, title, name in ATTACKS:
         if only and name not in only:
             continue
-        server = fresh_server(tree, root)
-        target = A.Target(server)
-        S.warm_up(target)  # first uses load code, once per process: not part of an attack
         print(f"{name} ...", flush=True)
-        result = A.run(target, getattr(A, name, None) or getattr(S, name))
-        result |= {"finding": finding, "attack": title}
-        out[name] = result
-        print(
-            f"  {result['result']} | livez max {result['livez']['max_ms']} ms | alive {result['alive']}",
-            flush=True,
-        )
-        server.kill()
+        server = fresh_server(tree, root)
+        try:
+            target = A.Target(server)
+            S.warm_up(target)  # first uses load code, once per process: not part of an attack
+            result = A.run(target, getattr(A, name, None) or getattr(S, name))
+        except Exception as exc:  # the attack's own set-up failed against this checkout: say so
+            result = {"result": f"attack stopped: {type(exc).__name__}: {exc}", "alive": server.alive}
+        finally:
+            server.kill()
+        out[name] = result | {"finding": finding, "attack": title}
+        livez = result.get("livez", {}).get("max_ms")
+        print(f"  {result['result']} | livez max {livez} ms | alive {result['alive']}", flush=True)
+        if save:
+            save(out)
     if not only or "damaged_memories" in only:
         server = fresh_server(tree, root)
         S.build_damaged(server)
@@ -90,6 +99,8 @@ def measure(tree: Path | None, root: Path, only: set[str]) -> dict:
             "finding": "7",
             "attack": "one memory each: a NaN vector, a short vector, a bad config, a flipped checkpoint header, NaN weights",
         }
+        if save:
+            save(out)
         print(f"damaged_memories: {result['result']}", flush=True)
         server.kill()
     if not only or "emptied_database" in only:
@@ -104,15 +115,20 @@ def measure(tree: Path | None, root: Path, only: set[str]) -> dict:
     if (not only or "disk_full" in only) and os.geteuid() == 0:
         mnt = Path(tempfile.mkdtemp(dir=root))
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+        server = None
         try:
             server = LiveServer(
                 mnt / "data", log_dir=root, main=True, limit_as=A.LIMIT_AS, tree=tree, **A.SERVER_ENV
             )
-            result = S.disk_full(server, mnt / "ballast")
+            try:
+                result = S.disk_full(server, mnt / "ballast")
+            except (OSError, httpx.HTTPError) as exc:  # the server went away for good
+                result = {"result": f"attack stopped: {type(exc).__name__}: {exc}"}
             out["disk_full"] = result | {"finding": "6", "attack": "stores into a full disk (4 MiB tmpfs)"}
             print(f"disk_full: {result['result']}", flush=True)
-            server.kill()
         finally:
+            if server is not None:
+                server.kill()
             subprocess.run(["umount", str(mnt)], check=False)
     return out
 
@@ -152,21 +168,28 @@ def main() -> None:
         print(table(before["attacks"], after["attacks"]))
         return
     root = Path(tempfile.mkdtemp(prefix="ams-attacks-"))
-    try:
-        start = time.time()
-        attacks = measure(args.tree.resolve() if args.tree else None, root, set(args.only))
+    start = time.time()
+    kept = json.loads(args.out.read_text())["attacks"] if args.only and args.out and args.out.exists() else {}
+
+    def save(attacks: dict) -> None:
         doc = {
             "tree": str(args.tree or "this checkout"),
             "limit_as_bytes": A.LIMIT_AS,
             "server_env": {k: v for k, v in A.SERVER_ENV.items() if "KEY" not in k},
             "seconds": round(time.time() - start),
-            "attacks": attacks,
+            "attacks": {**kept, **attacks},  # a rerun of some attacks (--only) keeps the others
         }
         text = json.dumps(doc, indent=1, default=str)
         if args.out:
             args.out.write_text(text + "\n")
         else:
             print(text)
+
+    try:
+        attacks = measure(
+            args.tree.resolve() if args.tree else None, root, set(args.only), save if args.out else None
+        )
+        save(attacks)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -76,6 +76,8 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         relations = [(str(name), int(n)) for name, n in json.loads(meta["relations"])]
         rules = json.loads(meta["rules"])
         counters = {k: int(meta[k]) for k in ("epochs_done", "trained_facts", "growths")}
+        if not isinstance(entities, list) or not all(isinstance(e, str) for e in entities):
+            raise ValueError("entities are not names")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: checkpoint metadata is damaged ({exc})") from None
 
@@ -107,10 +109,8 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         raise ValueError(f"{path}: checkpoint content is damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _check_content(tensors: dict, entities: Any, relations: list, arity: int, path: Any) -> None:
+def _check_content(tensors: dict, entities: list[str], relations: list, arity: int, path: Any) -> None:
     """ValueError unless the vocabulary is names, every weight finite and every fact's ids in range."""
-    if not isinstance(entities, list) or not all(isinstance(e, str) for e in entities):
-        raise ValueError(f"{path}: checkpoint metadata is damaged (entities are not names)")
     if len(set(entities)) != len(entities) or len({r for r, _ in relations}) != len(relations):
         raise ValueError(f"{path}: checkpoint metadata is damaged (a name appears twice)")
     if any(not 1 <= n <= arity for _, n in relations):

@@ -429,19 +429,22 @@ class Ledger:
 
     def missing(self) -> list[str]:
         """The acknowledged ids the server does not list."""
-        have: set[str] = set()
         with self.t.client() as c:
-            cursor = None
-            while True:
-                page = c.get(
-                    "/v1/memories/ledger/patterns",
-                    params={"limit": 1000, **({"cursor": cursor} if cursor else {})},
-                ).json()
-                have |= {p["id"] for p in page["patterns"]}
-                cursor = page["next_cursor"]
-                if not cursor:
-                    break
+            have = listed_ids(c, "ledger")
         return [pid for pid in self.acked if pid not in have]
+
+
+def listed_ids(c: httpx.Client, memory: str) -> set[str]:
+    """The ids of every pattern the server lists for ``memory`` (all pages)."""
+    have: set[str] = set()
+    cursor = None
+    while True:
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = c.get(f"/v1/memories/{memory}/patterns", params=params).json()
+        have |= {p["id"] for p in page["patterns"]}
+        cursor = page["next_cursor"]
+        if not cursor:
+            return have
 
 
 # --- disk full ----------------------------------------------------------------------------------
@@ -471,23 +474,22 @@ def disk_full(server: LiveServer, ballast: Path) -> dict:
             if r.status_code != 201 and len(failed) >= 24:
                 break
         ballast.unlink()
-        after = c.post(
-            "/v1/memories/full/patterns", json={"patterns": [{"id": "after", "vector": [0.5] * 256}]}
-        )
-        if after.status_code == 201:
+        try:
+            after_status = c.post(
+                "/v1/memories/full/patterns", json={"patterns": [{"id": "after", "vector": [0.5] * 256}]}
+            ).status_code
+        except httpx.HTTPError as exc:  # the server went away under the full disk
+            after_status = type(exc).__name__
+        if after_status == 201:
             acked.append("after")
+    alive = server.alive
     server.restart(kill=True)
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
-        have: set[str] = set()
-        cursor = None
-        while True:
-            page = c.get(
-                "/v1/memories/full/patterns", params={"limit": 1000, **({"cursor": cursor} if cursor else {})}
-            ).json()
-            have |= {p["id"] for p in page["patterns"]}
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+    have: set[str] = set()
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=60) as c:
+            have = listed_ids(c, "full")
+    except (httpx.HTTPError, KeyError) as exc:  # the restarted server does not list them
+        answers[f"after a restart: {type(exc).__name__}"] += 1
     lost = [pid for pid in acked if pid not in have]
     ghosts = [pid for pid in failed if pid in have]
     refusals = {k: v for k, v in answers.items() if not k.startswith("201")}
@@ -495,7 +497,9 @@ def disk_full(server: LiveServer, ballast: Path) -> dict:
         "answers": dict(answers),
         "lost": len(lost),
         "ghosts": len(ghosts),
-        "stored_after": after.status_code,
-        "result": f"full disk answered {refusals}; after freeing space {after.status_code}; "
+        "stored_after": after_status,
+        "server_survived": alive,
+        "result": f"full disk answered {refusals}; after freeing space {after_status}"
+        f"{'' if alive else ' (the server had died)'}; "
         f"acknowledged lost: {len(lost)}, failed stores visible: {len(ghosts)}",
     }

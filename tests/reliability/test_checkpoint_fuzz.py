@@ -1,5 +1,5 @@
-"""Fuzz of the checkpoint loaders: 1,200 damaged copies of a real PC memory checkpoint and of a real
-PCGraph checkpoint (random byte flips, truncations, and edits of the safetensors header: its
+"""Fuzz of the checkpoint loaders: 1,800 damaged copies of a real PC memory checkpoint, of a real
+PCGraph checkpoint and of a real BoxE (relational) checkpoint (random byte flips, truncations, and edits of the safetensors header: its
 length field, dtypes, shapes, offsets, and the metadata's config, counters and format), half
 of them with their checksum (``memory_core.digest``) taken out first, as in a checkpoint
 written before checksums were kept, so that the damage meets the loaders' other checks.
@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from memory_core import EmptyMemoryError, PCGraph, PCMemory, digest
+from memory_core.boxe import BoxE, BoxEConfig
 
 CASES = 300  # per loader, with and without a checksum
 
@@ -38,10 +39,11 @@ def checkpoints(tmp_path_factory) -> dict[str, bytes]:
     graph = PCGraph(dim=16, hidden=6, epochs=2, device="cpu")
     graph.fit(patterns, progress=False)
     graph.save(folder / "graph.safetensors")
-    return {
-        "pc": (folder / "pc.safetensors").read_bytes(),
-        "graph": (folder / "graph.safetensors").read_bytes(),
-    }
+    kb = BoxE(config=BoxEConfig(dim=8, epochs=2, negatives=2, batch_size=8), device="cpu")
+    kb.add_facts([("near", (f"e{i}", f"e{(i + 1) % 6}")) for i in range(6)] + [("on", ("e0", "e1", "e2"))])
+    kb.fit(progress=False)
+    kb.save(folder / "kb.safetensors")
+    return {name: (folder / f"{name}.safetensors").read_bytes() for name in ("pc", "graph", "kb")}
 
 
 def _header(data: bytes) -> tuple[int, dict]:
@@ -110,6 +112,13 @@ def _tensors(model) -> list[torch.Tensor]:
 
 def _finite_and_usable(model, dim: int) -> None:
     assert all(bool(torch.isfinite(t).all()) for t in _tensors(model) if t.is_floating_point())
+    if isinstance(model, BoxE):  # a relational memory answers a query over its own vocabulary
+        if model.is_trained and model.relations:
+            relation, arity = next(iter(model.relations.items()))
+            args = [model.entities[0], *([None] if arity > 1 else [])] + [model.entities[0]] * (arity - 2)
+            ranked = model.complete(relation, args if arity > 1 else [None], k=len(model.entities))
+            assert len(ranked) == len(model.entities)
+        return
     try:
         out = model.retrieve(torch.rand(2, dim))
     except EmptyMemoryError:  # its counters say untrained: recalls are refused, as they should be
@@ -130,9 +139,9 @@ def _without_digest(data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("checksum", [True, False], ids=["checksum", "no-checksum"])
-@pytest.mark.parametrize("kind", ["pc", "graph"])
+@pytest.mark.parametrize("kind", ["pc", "graph", "kb"])
 def test_damaged_checkpoints_load_whole_or_are_refused(kind, checksum, checkpoints, tmp_path):
-    cls = PCMemory if kind == "pc" else PCGraph
+    cls = {"pc": PCMemory, "graph": PCGraph, "kb": BoxE}[kind]
     rng = random.Random(f"fuzz-{kind}-{checksum}")
     original = checkpoints[kind] if checksum else _without_digest(checkpoints[kind])
     path = tmp_path / "whole.safetensors"

@@ -139,3 +139,104 @@ def test_no_config_is_accepted_that_fails_later(make_client, kind):
             assert recall.status_code in (200, 422), (key, value, recall.text)  # 422: a non-finite result
             assert c.delete("/v1/memories/m").status_code == 204
     assert accepted and refused
+
+
+def test_no_relational_config_is_accepted_that_fails_later(make_client):
+    """The same sweep for a relational memory (no shape; facts instead of patterns)."""
+    c = make_client(memory_budget="1GiB")
+    defaults = c.get("/v1/info").json()["default_configs"]["relational"]
+    facts = {"facts": [{"relation": "next", "args": [f"p{i}", f"p{i + 1}"]} for i in range(4)]}
+    small = {"dim": 4, "negatives": 2, "batch_size": 4, "epochs": 1}
+    accepted = refused = 0
+    for key, default in defaults.items():
+        if key in ("epochs", "rules"):
+            continue  # capped by AMS_MAX_EPOCHS; rules: test_relational_api.py
+        for value in _odd_values(default):
+            body = {"name": "kb", "kind": "relational", "config": {**small, key: value}}
+            r = c.post("/v1/memories", json=body)
+            assert r.status_code in (201, 422), (key, value, r.text)
+            if r.status_code == 422:
+                refused += 1
+                continue
+            accepted += 1
+            assert c.post("/v1/memories/kb/facts", json=facts).status_code == 201
+            job = wait_job(c, c.post("/v1/memories/kb/train", json={}).json()["id"])
+            assert job["status"] == "succeeded", (key, value, job)
+            query = c.post("/v1/memories/kb/query", json={"relation": "next", "args": ["p0", None]})
+            assert query.status_code == 200, (key, value, query.text)
+            assert c.delete("/v1/memories/kb").status_code == 204
+    assert accepted and refused
+
+
+def test_a_damaged_relational_checkpoint_fails_its_memory_alone(make_client, tmp_path):
+    """NaN weights in a relational memory's checkpoint: after a restart that memory is failed
+    with the reason (queries 409 memory_failed, facts still listed), the others serve, and a
+    training job repairs it. A relational job is cancelled within a batch, and a delete of a
+    training memory returns at once."""
+    data = tmp_path / "data"
+    c = make_client(data_dir=data)
+    facts = {"facts": [{"relation": "next", "args": [f"p{i}", f"p{i + 1}"]} for i in range(6)]}
+    for name in ("kb", "ok"):
+        assert (
+            c.post(
+                "/v1/memories", json={"name": name, "kind": "relational", "config": {"dim": 4}}
+            ).status_code
+            == 201
+        )
+        assert c.post(f"/v1/memories/{name}/facts", json=facts).status_code == 201
+        assert (
+            wait_job(c, c.post(f"/v1/memories/{name}/train", json={"epochs": 2}).json()["id"])["status"]
+            == "succeeded"
+        )
+    long = c.post("/v1/memories/ok/train", json={"epochs": 100_000}).json()["id"]
+    cancel = c.delete(f"/v1/jobs/{long}")
+    assert cancel.status_code in (200, 202, 204)
+    assert wait_job(c, long, timeout=10)["status"] == "cancelled"
+    kb_id = c.get("/v1/memories/kb").json()
+    make_client.stop(c)
+    (path,) = [p for p in (data / "checkpoints").rglob("relational-*.safetensors") if _owner(data, p) == "kb"]
+    _poison(path)
+
+    c = make_client(data_dir=data)
+    details = c.get("/v1/memories/kb").json()
+    assert details["state"] == "failed" and "damaged" in details["error"], (details, kb_id)
+    r = c.post("/v1/memories/kb/query", json={"relation": "next", "args": ["p0", None]})
+    assert r.status_code == 409 and code(r) == "memory_failed"
+    assert len(c.get("/v1/memories/kb/facts").json()["facts"]) == 6
+    assert c.post("/v1/memories/ok/query", json={"relation": "next", "args": ["p0", None]}).status_code == 200
+    assert (
+        wait_job(c, c.post("/v1/memories/kb/train", json={"epochs": 2}).json()["id"])["status"] == "succeeded"
+    )
+    assert c.get("/v1/memories/kb").json()["state"] == "ready"
+    assert c.post("/v1/memories/kb/query", json={"relation": "next", "args": ["p0", None]}).status_code == 200
+    c.post("/v1/memories/ok/train", json={"epochs": 100_000})
+    assert c.delete("/v1/memories/ok").status_code == 204
+    assert c.post("/v1/memories", json={"name": "ok", "kind": "relational"}).status_code == 201
+
+
+def _owner(data, path) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(data / "ams.sqlite3")
+    try:
+        return db.execute("SELECT name FROM memories WHERE id = ?", (int(path.parent.name),)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def _poison(path) -> None:
+    """A NaN for the first weight, the checksum taken out (as in an older checkpoint)."""
+    import json
+    import struct
+
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"].pop("sha256")
+    text = json.dumps(header).encode()
+    start = min(
+        t["data_offsets"][0] for k, t in header.items() if k != "__metadata__" and t["dtype"] == "F32"
+    )
+    data = bytearray(len(text).to_bytes(8, "little") + text + data[8 + size :])
+    data[8 + len(text) + start : 8 + len(text) + start + 4] = struct.pack("<f", float("nan"))
+    path.write_bytes(bytes(data))

@@ -244,3 +244,61 @@ def test_recovery_fails_one_memory_and_loads_the_others(tmp_path):
     }
     assert newer.kind == memories["newer"].kind  # listed as what it was stored as
     storage.close()
+
+
+# --- bytes held by bodies at once ----------------------------------------------------------------
+def test_bodies_in_flight_are_capped_and_given_back():
+    """A stalled upload holds its declared length from the start: a second body that would pass
+    AMS_MAX_INFLIGHT_BYTES gets 503 server_busy with Retry-After at once; once the first ends,
+    its bytes are free again."""
+    import asyncio
+
+    from app.limits import BodyLimitMiddleware
+
+    seen: list[int] = []
+
+    async def app(scope, receive, send) -> None:
+        body = (await receive())["body"]
+        seen.append(len(body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limiter = BodyLimitMiddleware(app, max_bytes=1 << 20, max_inflight=1000, timeout=5)
+
+    def scope(length: int) -> dict:
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"content-length", str(length).encode())],
+        }
+
+    async def request(length: int, release: asyncio.Event | None = None) -> tuple[int, dict]:
+        sent: list[dict] = []
+        parts = [b"x" * (length // 2), b"x" * (length - length // 2)]
+
+        async def receive() -> dict:
+            if len(parts) == 1 and release is not None:
+                await release.wait()  # the client stalls half-way
+            return {"type": "http.request", "body": parts.pop(0), "more_body": bool(parts)}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await limiter(scope(length), receive, send)
+        start = sent[0]
+        return start["status"], {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+
+    async def main() -> None:
+        release = asyncio.Event()
+        stalled = asyncio.create_task(request(800, release))
+        await asyncio.sleep(0.05)
+        status, headers = await request(300)  # 800 + 300 > 1000
+        assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+        assert (await request(200))[0] == 200  # 800 + 200 fits
+        release.set()
+        assert (await stalled)[0] == 200
+        assert limiter.inflight.held == 0 and (await request(1000))[0] == 200
+        assert seen == [200, 800, 1000]
+
+    asyncio.run(main())
