@@ -8,10 +8,16 @@ PY := .venv/bin/python
 BENCH ?= bench_hopfield
 ARGS ?= --sizes 10000 --out results/tmp/bench_hopfield.json
 
-.PHONY: run test test-container bench setup lint container-check
+.PHONY: run run-cluster test test-container bench setup lint container-check
 run:
 	@scripts/setup.sh run
 	$(PY) -m app
+
+# The Ray mode on this machine: a head and two worker nodes (ray start, loopback, token auth),
+# the service against them on AMS_HOST:AMS_PORT; Ctrl-C stops both (docs/scale.md).
+run-cluster:
+	@scripts/setup.sh distributed
+	$(PY) -m app.cluster.local run
 
 test:
 	@scripts/setup.sh test

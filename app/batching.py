@@ -49,7 +49,7 @@ from torch import Tensor
 
 from memory_core import EmptyMemoryError
 
-from .exceptions import MemoryFailed, NotTrained
+from .exceptions import MemoryFailed, NotTrained, ShardUnavailable
 from .kinds import CaptionLookup, LiveMemory, Recall, TextLookup
 from .metrics import Metrics
 
@@ -58,8 +58,8 @@ __all__ = ["Batcher", "Cue"]
 log = logging.getLogger("app.batching")
 
 # Errors that say something about the memory, not about one cue: every caller gets them
-# (MemoryEmpty is an EmptyMemoryError too).
-_MEMORY_ERRORS = (EmptyMemoryError, NotTrained, MemoryFailed)
+# (MemoryEmpty is an EmptyMemoryError too; ShardUnavailable: a shard of it is restarting).
+_MEMORY_ERRORS = (EmptyMemoryError, NotTrained, MemoryFailed, ShardUnavailable)
 
 T = TypeVar("T")
 Answer = Recall | TextLookup | CaptionLookup

@@ -37,6 +37,7 @@ __all__ = [
     "RuleConflict",
     "ServerBusy",
     "ServiceError",
+    "ShardUnavailable",
     "StorageFull",
     "StorageUnavailable",
     "TooManyMemories",
@@ -230,6 +231,16 @@ class StorageUnavailable(ServiceError):
     """Durable storage failed otherwise (an I/O error): nothing of the write was kept."""
 
     status, code = 503, "storage_error"
+
+
+class ShardUnavailable(ServiceError):
+    """Ray mode (app/cluster/): a shard or replica a request needs is restarting or unreachable.
+    Answered 503 with Retry-After, never with an answer computed without it."""
+
+    status, code = 503, "shard_unavailable"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 # --- relational memories -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ unreadable database, ``StorageDamaged``) stops the start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -26,26 +27,40 @@ from .text_memory import stored_dim
 if TYPE_CHECKING:
     from .budget import MemoryBudget
 
-__all__ = ["load_memory", "recover_all"]
+__all__ = ["load_memory", "load_stored", "recover_all"]
 
 log = logging.getLogger("app.recovery")
 
+# How a registry puts a stored memory of a kind in RAM (a cluster places it on its actors).
+Loader = Callable[[type[LiveMemory], MemoryRecord], LiveMemory]
 
-def load_memory(record: MemoryRecord, storage: Storage, device: torch.device) -> LiveMemory:
-    """One memory rebuilt from storage, or a ``FailedMemory`` saying why it could not be."""
+
+def load_stored(
+    cls: type[LiveMemory], record: MemoryRecord, storage: Storage, device: torch.device
+) -> LiveMemory:
+    """A stored memory of kind ``cls`` in RAM again: its config in today's form, its patterns in
+    storage order (checked as they are read), then its kind's state (checkpoints)."""
+    live = cls(replace(record, config=cls.stored_config(record.config)), device)
+    dim = stored_dim(record.shape, record.text)
+    with live.rw.write():
+        for seqs, ids, vectors in storage.iter_vectors(record.id, dim=dim):
+            live.add(seqs, ids, torch.from_numpy(vectors))
+        live.restore(storage)
+    return live
+
+
+def load_memory(
+    record: MemoryRecord, storage: Storage, device: torch.device, load: Loader | None = None
+) -> LiveMemory:
+    """One memory rebuilt from storage (by ``load``, default ``load_stored``), or a
+    ``FailedMemory`` saying why it could not be."""
     try:
         cls = KINDS.get(record.kind)
         if cls is None:  # written by a newer version: leave its data alone
             raise ValueError(
                 f"kind {record.kind!r} is not served by this version (it has {', '.join(KINDS)})"
             )
-        live = cls(replace(record, config=cls.stored_config(record.config)), device)
-        dim = stored_dim(record.shape, record.text)
-        with live.rw.write():
-            for seqs, ids, vectors in storage.iter_vectors(record.id, dim=dim):
-                live.add(seqs, ids, torch.from_numpy(vectors))
-            live.restore(storage)
-        return live
+        return load(cls, record) if load else load_stored(cls, record, storage, device)
     except Exception as exc:  # this memory's failure only (MemoryError included: it holds nothing now)
         reason = f"recovery failed: {type(exc).__name__}: {exc}"
         log.error("memory %r (%s): %s", record.name, record.kind, reason)
@@ -57,14 +72,14 @@ def load_memory(record: MemoryRecord, storage: Storage, device: torch.device) ->
 
 
 def recover_all(
-    storage: Storage, device: torch.device, budget: MemoryBudget | None = None
+    storage: Storage, device: torch.device, budget: MemoryBudget | None = None, load: Loader | None = None
 ) -> list[LiveMemory]:
     """Every stored memory, in creation order, rebuilt (or failed) one by one; a memory that
     would not fit the memory budget beside those loaded before it fails with that reason."""
     loaded: list[LiveMemory] = []
     held = 0  # bytes of the memories loaded so far
     for record in storage.list_memories():
-        live = load_memory(record, storage, device)
+        live = load_memory(record, storage, device, load)
         if budget is not None and budget.limit < held + live.resident_bytes():
             reason = (
                 f"recovery failed: it needs {live.resident_bytes() >> 20} MiB, more than is left of the "

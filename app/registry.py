@@ -45,9 +45,9 @@ from .jobs import JobManager
 from .kinds import LiveMemory, kind_class
 from .kinds.base import check_caps
 from .kinds.failed import FailedMemory
-from .recovery import recover_all
+from .recovery import load_stored, recover_all
 from .settings import Settings
-from .storage import NewPattern, Storage
+from .storage import MemoryRecord, NewPattern, Storage
 from .text_memory import stored_dim
 
 __all__ = ["Registry"]
@@ -81,7 +81,7 @@ class Registry:
     # --- start ---------------------------------------------------------------------
     def recover(self) -> int:
         """Rebuild every memory from storage (recovery.py); returns how many patterns were loaded."""
-        memories = recover_all(self.storage, self.device, self.budget)
+        memories = recover_all(self.storage, self.device, self.budget, load=self._load)
         with self._lock:
             self._memories.update((live.name, live) for live in memories)
         return sum(live.count for live in memories if not isinstance(live, FailedMemory))
@@ -96,6 +96,26 @@ class Registry:
     def job_key(live: LiveMemory) -> str:
         """What the job manager counts a memory's jobs by: its storage id, never reused."""
         return f"memory-{live.record.id}"
+
+    def _load(self, cls: type[LiveMemory], record: MemoryRecord) -> LiveMemory:
+        """A stored memory in RAM again: its patterns in storage order (checked), then its
+        kind's state; what goes wrong makes it a failed memory (recovery.py)."""
+        return load_stored(cls, record, self.storage, self.device)
+
+    def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> LiveMemory:
+        """A memory just created (empty) in RAM."""
+        return cls(record, self.device)
+
+    def _resolve_config(
+        self, cls: type[LiveMemory], config: dict[str, Any], shape: tuple[int, ...], text: bool
+    ) -> dict[str, Any]:
+        """A create request's config resolved as stored (ValueError / TypeError if bad)."""
+        return cls.resolve_config(dict(config), shape, text)
+
+    def unavailable(self) -> str | None:
+        """Why some memory cannot serve now (/readyz says 503 with it), or None: every part of
+        every memory is up. One process holds every memory whole: always None."""
+        return None
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -124,7 +144,7 @@ class Registry:
         cls = kind_class(kind)
         shape_t = self._check_shape(shape) if cls.shaped else _no_shape(cls, shape, text)
         try:
-            resolved = cls.resolve_config(dict(config), shape_t, text)
+            resolved = self._resolve_config(cls, config, shape_t, text)
             check_caps(resolved, self.settings.max_epochs, self.settings.max_solver_steps)
         except (ValueError, TypeError) as exc:
             raise InvalidConfig(str(exc)) from None
@@ -145,7 +165,7 @@ class Registry:
                     f"the service holds {self.settings.max_memories} memories already (AMS_MAX_MEMORIES)"
                 )
             record = self.storage.create_memory(name, kind, shape_t, text, resolved)  # MemoryExists too
-            live = cls(record, self.device)
+            live = self._new(cls, record)
             with self._lock:
                 self._memories[name] = live
         return live

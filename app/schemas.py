@@ -194,6 +194,13 @@ class MemoryDetails(BaseModel):
     )
     created_at: datetime
     error: str | None = Field(None, description="why the memory failed (state failed), else null")
+    placement: list[dict[str, Any]] | None = Field(
+        None,
+        exclude_if=lambda value: value is None,  # one process: not in the answer at all
+        description="Ray mode only: the memory's shards (hopfield) or recall replicas (trained "
+        "kinds), each with role, index, actor, state (up/down), patterns, bytes, node, node_id, "
+        "pid and device",
+    )
 
 
 class MemoryList(BaseModel):
@@ -355,6 +362,46 @@ class RecalledPattern(BaseModel):
     image: str | None = Field(None, description="the result as a base64 PNG (image memories)")
 
 
+class NearestStored(BaseModel):
+    id: str = Field(
+        description="the stored pattern the recall landed on (index), or the one nearest the output "
+        "(pure recall); may name a pattern deleted since training"
+    )
+    mse: float | None = Field(description="mean squared error of the output to it (null: deleted since)")
+    evidence: float | None = Field(
+        description="the index's stored-pattern test on the cue's known entries: <= 1 passes (null: pure recall)"
+    )
+
+
+class RecallReport(BaseModel):
+    """What a pc memory's recall did (kind pc only)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "index": True,
+                    "stored": True,
+                    "unique": True,
+                    "rounds": 2,
+                    "nearest": {"id": "boot", "mse": 0.0004, "evidence": 0.93},
+                }
+            ]
+        }
+    )
+    index: bool = Field(description="the memory index was used (false: the paper's pure recall)")
+    stored: bool = Field(
+        description="the output is the network's reconstruction of the stored pattern `nearest` "
+        "(false: of something not stored, e.g. an unseen image or one stored since the last training)"
+    )
+    unique: bool = Field(description="stored, and no other stored pattern explains the cue as well")
+    rounds: int | None = Field(description="rounds of recall F the index took (null: pure recall)")
+    nearest: NearestStored
+
+
+_RECALL_FIELD = Field(None, description="kind pc: what the recall did (null for other kinds)")
+
+
 class RetrieveResult(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -365,6 +412,7 @@ class RetrieveResult(BaseModel):
                     "energy": 0.0,
                     "state": "ready",
                     "trained_count": 2,
+                    "recall": None,
                 }
             ]
         }
@@ -374,6 +422,7 @@ class RetrieveResult(BaseModel):
     energy: float = Field(description="energy of the result (lower = closer to what is stored)")
     state: str = Field(description="the memory's state when it answered")
     trained_count: int = Field(description="stored patterns the recall model had learned")
+    recall: RecallReport | None = _RECALL_FIELD
 
 
 class CompleteResult(BaseModel):
@@ -399,6 +448,7 @@ class CompleteResult(BaseModel):
     state: str
     trained_count: int
     unknown_pixels: int = Field(description="how many pixels were filled")
+    recall: RecallReport | None = _RECALL_FIELD
 
 
 # --- jobs -----------------------------------------------------------------------------

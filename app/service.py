@@ -19,7 +19,7 @@ from .budget import MemoryBudget, available_memory
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
-from .storage import SQLiteStorage, Storage
+from .storage import CLUSTER_FILE, SQLiteStorage, Storage
 from .text_memory import embed
 
 __all__ = ["Service"]
@@ -65,8 +65,18 @@ class Service:
         """Open storage and rebuild every memory (blocking; the lifespan runs it on a thread)."""
         try:
             self.storage = SQLiteStorage(self.settings.data_dir)
-            registry = Registry(self.storage, self.device, self.settings, self.budget)
-            patterns = registry.recover()
+            if self.settings.ray_address:  # the Ray mode: app/cluster/ (only then is Ray imported)
+                from .cluster import start_registry
+
+                registry, patterns = start_registry(self.storage, self.device, self.settings, self.metrics)
+            else:
+                if (self.settings.data_dir / CLUSTER_FILE).exists():
+                    raise RuntimeError(
+                        f"{self.settings.data_dir} holds memories of the Ray mode (their patterns are in "
+                        "their shards): serve it with AMS_RAY_ADDRESS set"
+                    )
+                registry = Registry(self.storage, self.device, self.settings, self.budget)
+                patterns = registry.recover()
             if any(live.record.text for live in registry.all()):
                 self._load_text_model()
         except Exception as exc:  # stays not ready, and says why on /readyz

@@ -102,6 +102,28 @@ class Settings(BaseSettings):
     train_workers: int = Field(1, ge=1, description="training jobs that run at once (others queue)")
     jobs_kept: int = Field(200, ge=1, description="finished jobs remembered for GET /v1/jobs/{id}")
 
+    # --- Ray mode (app/cluster/, docs/scale.md): unset = one process, no Ray -----------
+    ray_address: str | None = Field(
+        None, description="'auto' or a Ray cluster address: shard memories over that cluster"
+    )
+    ray_namespace: str = Field("ams", description="Ray namespace of this service's named actors")
+    ray_node_ip: str | None = Field(
+        None, description="this machine's address in the Ray cluster, when Ray's own guess is wrong"
+    )
+    shards: int = Field(1, ge=1, le=1024, description="shards of a new hopfield memory without config.shards")
+    replicas: int = Field(
+        1, ge=1, le=64, description="recall replicas of a new trained memory without config.replicas"
+    )
+    shard_data_dir: Path | None = Field(
+        None, description="where shards keep their SQLite files; default AMS_DATA_DIR/shards"
+    )
+    shard_cpus: float = Field(1.0, ge=0, description="Ray CPUs each shard or replica actor reserves")
+    shard_gpus: float = Field(0.0, ge=0, description="GPU fraction each shard or replica actor reserves")
+    shard_threads: int = Field(1, ge=1, description="torch threads in each shard or replica actor")
+    shard_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait for a shard's answer before 503 shard_unavailable"
+    )
+
     @model_validator(mode="after")
     def _read_key_needs_full_key(self) -> Settings:
         # A read-only key alone would leave writes open to anyone: refuse the combination.

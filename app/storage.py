@@ -9,6 +9,8 @@ Layout under ``data_dir``:
 
     ams.sqlite3 (+ -wal, -shm)      memories, patterns and facts
     checkpoints/<memory id>/...     model checkpoints, written atomically (memory_core.files)
+    cluster.sqlite3, shards/        the Ray mode's (app/cluster/): a sharded memory's patterns
+                                    are in its shards' files, not in ams.sqlite3
 
 Patterns are stored as float32 vectors (C-major image flattening) with their id,
 caption (text) and metadata. Each row gets a sequence number from one global,
@@ -48,6 +50,7 @@ from .exceptions import MemoryExists, PatternExists  # raised here, answered as 
 from .storage_errors import DamagedPattern, StorageDamaged, storage_error
 
 __all__ = [
+    "CLUSTER_FILE",
     "DamagedPattern",
     "Fact",
     "FactRow",
@@ -61,6 +64,9 @@ __all__ = [
     "StorageDamaged",
     "storage_error",
 ]
+
+
+CLUSTER_FILE = "cluster.sqlite3"  # in a data directory of the Ray mode (app/cluster/storage.py)
 
 
 @dataclass(frozen=True)

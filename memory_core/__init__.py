@@ -17,8 +17,7 @@ from .hopfield import (
     UniversalHopfield,
     modern_hopfield,
 )
-from .pc import FitHistory, PCConfig, PCMemory
-from .pc_index import IndexRecall, PCIndex, PCIndexConfig
+from .pc import FitHistory, IndexRecall, PCConfig, PCIndex, PCIndexConfig, PCMemory
 from .pcgraph import PCGraph, PCGraphConfig
 from .separation import SEPARATIONS, make_separation
 from .similarity import SIMILARITIES, get_similarity, similarity

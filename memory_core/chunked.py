@@ -5,6 +5,10 @@ log-sum-exp for softmax-like separations, running top-k for max / top-k, plain s
 linear ones, so memory stays bounded for any N and the result equals the dense one to
 float tolerance. ``topk_over_memories`` ranks chunks for ``search`` (without sqrt,
 finishing only the k survivors exactly). Used by ``hopfield.UniversalHopfield``.
+
+``partial_over_memories`` and ``top_over_memories`` are the same passes stopped before
+normalisation (``partials.Partial``, ``partials.Top``): what one shard of a memory split
+over machines contributes; ``partials.merge_partials`` merges them as the chunks here are.
 """
 
 from __future__ import annotations
@@ -15,10 +19,17 @@ import torch
 from torch import Tensor
 
 from .kernels import l1_softmax
+from .partials import Partial, Top, finish_partial
 from .separation import Polynomial, Separation, Softmax
 from .similarity import Similarity, manhattan_scale
 
-__all__ = ["reduce_over_memories", "stable_topk", "topk_over_memories"]
+__all__ = [
+    "partial_over_memories",
+    "reduce_over_memories",
+    "stable_topk",
+    "top_over_memories",
+    "topk_over_memories",
+]
 
 # Elements of the largest temporary a chunk may create (float32: 4 bytes each, 32 MiB).
 _CHUNK_BUDGET = 1 << 23
@@ -165,17 +176,42 @@ def reduce_over_memories(
     Returns:
         (output (B, Dv) or None, potential (B,) or None), in the accumulation dtype.
     """
+    part = partial_over_memories(
+        keys, values, cue, mask, sim, sep, chunk_size=chunk_size, potential=potential, key_sq=key_sq
+    )
+    out, phi = finish_partial(part, sep)
+    acc = _acc_dtype(keys.dtype)
+    return (None if out is None else out.to(acc)), (phi.to(acc) if potential else None)
+
+
+def partial_over_memories(
+    keys: Tensor,
+    values: Tensor | None,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    sep: Separation,
+    *,
+    chunk_size: int | None = None,
+    potential: bool = False,
+    key_sq: Tensor | None = None,
+    order: Tensor | None = None,
+) -> Partial:
+    """``reduce_over_memories`` stopped before normalisation: these keys' share of the pass.
+
+    Arguments as ``reduce_over_memories``, and ``order``: (N,) int64 global positions of
+    the keys (storage order; default 0..N-1), which break ties of select separations.
+    ``potential`` matters for linear separations only (the others always carry what the
+    potential needs).
+    """
     n_stored, batch = keys.shape[0], cue.shape[0]
     acc = _acc_dtype(keys.dtype)
     rows = _chunk_rows(batch, keys.shape[1], chunk_size, sim, mask is not None)
     if sep.mode == "select":
-        top, idx = topk_over_memories(keys, cue, mask, sim, k=sep.k, chunk_size=rows, key_sq=key_sq)  # (B, k)
-        out = None
-        if values is not None:
-            weights = sep.select_weights(top)  # (B, k)
-            picked = values.index_select(0, idx.flatten()).view(*idx.shape, -1).to(acc)  # (B, k, Dv)
-            out = torch.einsum("bk,bkd->bd", weights, picked)
-        return out, (sep.potential_from_top(top) if potential else None)
+        top, _ = top_over_memories(
+            keys, values, cue, mask, sim, k=sep.k, chunk_size=rows, key_sq=key_sq, order=order
+        )
+        return Partial("select", top=top)
 
     if sep.mode == "linear":
         out = None if values is None else torch.zeros(batch, values.shape[1], dtype=acc, device=keys.device)
@@ -187,13 +223,13 @@ def reduce_over_memories(
                 out += w.to(values.dtype) @ values[start : start + rows]
             if phi is not None:
                 phi += sep.linear_potential(scores, sim.is_distance)
-        return out, phi
+        return Partial("linear", out=out, phi=phi)
 
     fused = _fused_softmax(keys, values, cue, mask, sim, sep)
     if fused is not None:
-        out, lmax, lsum = fused
-        phi = sep.potential_from_lse((lmax + torch.log(lsum)).to(acc)) if potential else None
-        return out, phi
+        out, lmax, lsum = fused  # out normalised already; lmax, lsum (B,) float64
+        lsum = lsum[:, None]
+        return Partial("normalised", max=lmax[:, None], sum=lsum, out=None if out is None else out * lsum)
 
     # normalised: softmax over all N with a running max. Per chunk, the cues whose
     # weights past their few best patterns underflow to exactly 0 (a sharp beta) mix only
@@ -239,9 +275,7 @@ def reduce_over_memories(
                 return torch.bmm(expo[:, None, :], rows_.to(acc))[:, 0]  # (b, Dv)
 
             state.merge(sparse_rows, logits, gathered_sum)
-    out = None if state.out is None else state.out / state.sum
-    phi = sep.potential_from_lse((state.max + torch.log(state.sum)).squeeze(1)) if potential else None
-    return out, phi
+    return Partial("normalised", max=state.max, sum=state.sum, out=state.out)
 
 
 def stable_topk(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -293,6 +327,44 @@ def topk_over_memories(
     Returns:
         scores (B, k) best first, and their row indices (B, k) into ``keys``.
     """
+    ranks, idx = _topk_ranks(keys, cue, mask, sim, k, chunk_size, key_sq)
+    return _finish_top(keys, ranks, idx, cue, mask, sim), idx
+
+
+def top_over_memories(
+    keys: Tensor,
+    values: Tensor | None,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    *,
+    k: int,
+    chunk_size: int | None = None,
+    key_sq: Tensor | None = None,
+    order: Tensor | None = None,
+) -> tuple[Top, Tensor]:
+    """``topk_over_memories`` with what a merge across shards needs: the ranks, the global
+    positions ``order`` (N,) int64 of the winners (default: row indices) and their values
+    (when ``values`` (N, Dv) is given). Returns (``Top``, row indices (B, k) into ``keys``)."""
+    ranks, idx = _topk_ranks(keys, cue, mask, sim, k, chunk_size, key_sq)
+    picked = None
+    if values is not None:
+        acc = _acc_dtype(keys.dtype)
+        picked = values.index_select(0, idx.flatten()).view(*idx.shape, -1).to(acc)  # (B, k, Dv)
+    positions = idx if order is None else order.to(idx.device)[idx]
+    return Top(ranks, _finish_top(keys, ranks, idx, cue, mask, sim), positions, picked), idx
+
+
+def _topk_ranks(
+    keys: Tensor,
+    cue: Tensor,
+    mask: Tensor | None,
+    sim: Similarity,
+    k: int,
+    chunk_size: int | None,
+    key_sq: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Ranks (B, k) best first and row indices (B, k) of the k best, chunk by chunk."""
     n_stored, batch = keys.shape[0], cue.shape[0]
     k = min(k, n_stored)
     rows = _chunk_rows(batch, keys.shape[1], chunk_size, sim, mask is not None)
@@ -310,12 +382,19 @@ def topk_over_memories(
         merged_idx = torch.cat([best_idx, idx + start], dim=1)
         best, pos = stable_topk(merged, min(k, merged.shape[1]))
         best_idx = merged_idx.gather(1, pos)
+    return best, best_idx
+
+
+def _finish_top(
+    keys: Tensor, ranks: Tensor, idx: Tensor, cue: Tensor, mask: Tensor | None, sim: Similarity
+) -> Tensor:
+    """Scores (B, k) of the winners ``idx`` from their ranks."""
     if sim.name == "euclidean":
         # |q|^2 - 2<q,m> + |m|^2 ranks well, but near d = 0 it cancels to ~1e-4 of |q|^2 and
         # the sqrt blows that up to ~1e-2: the k winners get their distances computed
         # directly, so an exact match scores 0.
-        return _direct_euclidean(keys, best_idx, cue, mask).to(acc), best_idx
-    return sim.finish(best, cue, mask), best_idx
+        return _direct_euclidean(keys, idx, cue, mask).to(ranks.dtype)
+    return sim.finish(ranks, cue, mask)
 
 
 # Patterns per cue and chunk whose euclidean distances the dense softmax path recomputes

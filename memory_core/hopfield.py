@@ -31,8 +31,15 @@ import torch
 from torch import Tensor
 
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
-from .chunked import _squared_norms, reduce_over_memories, topk_over_memories
+from .chunked import (
+    _squared_norms,
+    partial_over_memories,
+    reduce_over_memories,
+    top_over_memories,
+    topk_over_memories,
+)
 from .kernels import advise_huge_pages
+from .partials import Partial, Top, energy_from_potential, iterate_retrieval
 from .separation import Threshold, make_separation
 from .similarity import bipolar, get_similarity
 
@@ -263,24 +270,21 @@ class UniversalHopfield:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if steps > 1 and self.hetero:
             raise ValueError("iterated retrieval needs an auto-associative memory (values = keys)")
-        state = cue
-        for step in range(steps):
+
+        def one_pass(state: Tensor, first_mask: Tensor | None) -> Tensor:
             out, _ = reduce_over_memories(
                 self.keys,
                 self.values,
                 state,
-                mask if step == 0 else None,
+                first_mask,
                 self.sim,
                 self.sep,
                 chunk_size=self.chunk_size,
                 key_sq=self._live(self._key_sq),
             )
-            out = out.to(self.dtype)
-            converged = step > 0 and float((out - state).abs().max()) <= tol
-            state = out
-            if converged:
-                break
-        return state
+            return out
+
+        return iterate_retrieval(one_pass, cue, mask, steps, tol, self.dtype)
 
     def search(self, cue: Tensor, k: int = 5, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The k nearest stored patterns under the similarity.
@@ -323,9 +327,67 @@ class UniversalHopfield:
             potential=True,
             key_sq=self._live(self._key_sq),
         )
-        if self.sim.name == "dot":
-            return 0.5 * (state.to(phi.dtype) ** 2).sum(dim=1) - phi
-        return -phi
+        return energy_from_potential(state, phi, self.sim)
+
+    # --- parts of a pass, for a memory split over shards (partials.py) ---------------
+    def partial(
+        self,
+        cue: Tensor,
+        mask: Tensor | None = None,
+        *,
+        output: bool = True,
+        potential: bool = False,
+        order: Tensor | None = None,
+    ) -> Partial:
+        """This memory's share of one retrieval pass (``output``) and/or of the potential,
+        before normalisation; ``partials.merge_partials`` + ``finish_partial`` over every
+        shard's share give what one memory holding all of them computes.
+
+        Arguments:
+            cue: (B, D); mask: (B, D) bool or None.
+            order: (N,) int64 global positions of the stored patterns (ties of select
+                separations go to the lower one); default their row indices.
+        """
+        cue, mask = self._prepare(cue, mask)
+        return partial_over_memories(
+            self.keys,
+            self.values if output else None,
+            cue,
+            mask,
+            self.sim,
+            self.sep,
+            chunk_size=self.chunk_size,
+            potential=potential,
+            key_sq=self._live(self._key_sq),
+            order=order,
+        )
+
+    def top(
+        self,
+        cue: Tensor,
+        k: int,
+        mask: Tensor | None = None,
+        *,
+        values: bool = False,
+        order: Tensor | None = None,
+    ) -> tuple[Top, Tensor]:
+        """``search`` as a part of a sharded search: (``partials.Top`` with ranks, scores,
+        global positions ``order[rows]`` and, with ``values``, the stored values (B, k, Dv);
+        row indices (B, k))."""
+        cue, mask = self._prepare(cue, mask)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        return top_over_memories(
+            self.keys,
+            self.values if values else None,
+            cue,
+            mask,
+            self.sim,
+            k=k,
+            chunk_size=self.chunk_size,
+            key_sq=self._live(self._key_sq),
+            order=order,
+        )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())

@@ -2,7 +2,9 @@
 # Idempotent set-up on a fresh machine (python3 present, nothing else):
 #   scripts/setup.sh run    Debian data packages, .venv, torch, the project (what serving needs)
 #   scripts/setup.sh bench  the same, plus the benchmarks' extras (faiss-cpu, matplotlib, h11)
-#   scripts/setup.sh test   the same, plus what the tests use (chromium, podman, test and bench extras)
+#   scripts/setup.sh distributed  run's, plus Ray (the Ray mode: make run-cluster)
+#   scripts/setup.sh test   the same, plus what the tests use (chromium, podman, test, bench and
+#                           distributed extras)
 # A second run with nothing changed returns in well under a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,11 +12,12 @@ cd "$(dirname "$0")/.."
 purpose="${1:-run}"
 apt_packages=(dataset-fashion-mnist)
 case "$purpose" in
-  run) extras="" ; covered_by=(run bench test) ;;
+  run) extras="" ; covered_by=(run bench distributed test) ;;
   bench) extras="[bench]" ; covered_by=(bench test) ;;
+  distributed) extras="[distributed]" ; covered_by=(distributed test) ;;
   # podman, runc, debootstrap: the container check builds and runs the image for real.
-  test) extras="[test,bench]" ; covered_by=(test) ; apt_packages+=(chromium podman runc debootstrap) ;;
-  *) echo "setup: unknown purpose '$purpose' (run, bench or test)" >&2; exit 2 ;;
+  test) extras="[test,bench,distributed]" ; covered_by=(test) ; apt_packages+=(chromium podman runc debootstrap) ;;
+  *) echo "setup: unknown purpose '$purpose' (run, bench, distributed or test)" >&2; exit 2 ;;
 esac
 
 # 1. Debian packages (offline data; chromium for the browser tests; podman for the container

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Threads: ``one_thread``. Browser: ``browser_type_launch_args`` (Debian's chromium for pytest-playwright). Data: small slices of the real offline data sets (``fashion_images``, ``fashion_vectors``,
-``patch_vectors``, ``fashion``). Service: ``make_client`` / ``client``, a FastAPI TestClient
+``patch_vectors``, ``fashion``), and one PC memory fit on 100 of them (``fashion_pc``). Service: ``make_client`` / ``client``, a FastAPI TestClient
 over a fresh data directory, lifespan run, ready.
 """
 
@@ -17,6 +17,7 @@ from service_helpers import wait_ready
 
 from app.main import create_app
 from app.settings import Settings
+from memory_core import FitHistory, PCMemory
 from memory_core.data import fashion_mnist, flatten, natural_patches
 
 # --- threads --------------------------------------------------------------------------
@@ -52,6 +53,20 @@ def fashion_vectors(fashion_images) -> torch.Tensor:
 def patch_vectors() -> torch.Tensor:
     """500 natural-colour 32x32 patches as (500, 3072) vectors."""
     return flatten(natural_patches(32, count=500))
+
+
+@pytest.fixture(scope="session")
+def fashion_pc(fashion_vectors) -> tuple[PCMemory, FitHistory]:
+    """``PCMemory(sizes=[256, 512, 784], seed=0)`` fit with fit's defaults on the first 100
+    Fashion-MNIST images (one torch thread), and its ``FitHistory``: one fit shared by
+    test_pc.py and test_pc_index.py. Read-only: a test that changes the model puts it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pc = PCMemory(sizes=[256, 512, 784], device="cpu", seed=0)
+        return pc, pc.fit(fashion_vectors[:100], progress=False)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +139,17 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in reversed(opened):
         client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def ray_local_cluster(tmp_path_factory):
+    """The session's real local Ray cluster for the Ray mode's tests (a head and two worker
+    nodes, app/cluster/local.py), started when a test first asks: ``.get()``, ``.restart()``."""
+    from cluster_helpers import SharedCluster  # (imports app.cluster: only where used)
+
+    shared = SharedCluster(tmp_path_factory.mktemp("ray"))
+    yield shared
+    shared.close()
 
 
 @pytest.fixture

@@ -26,9 +26,13 @@ async def livez() -> Health:
 
 @router.get("/readyz", tags=["health"], response_model=Health, responses=errors(503))
 async def readyz(service: ServiceDep) -> Health | JSONResponse:
-    """Ready to serve: storage is recovered and every memory is loaded; 503 until then."""
+    """Ready to serve: storage is recovered and every memory is loaded (in the Ray mode: every
+    shard and replica of every memory is up); 503 until then."""
     if not service.is_ready:
         return error_response(503, "not_ready", service.error or "the service is still loading its memories")
+    down = service.registry.unavailable() if service.registry is not None else None
+    if down:  # Ray mode: a shard or replica is not up
+        return error_response(503, "not_ready", down)
     return Health(status="ready")
 
 

@@ -134,6 +134,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
                 energy=rec.energy,
                 state=rec.state,
                 trained_count=rec.trained_count,
+                recall=rec.report,
             )
             .model_dump_json()
             .encode()
@@ -152,8 +153,9 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
     responses={
         200: {
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            "description": "the completed picture; raw PNG with `Accept: image/png` (matches and "
-            "energy then in the X-AMS-Matches and X-AMS-Energy headers)",
+            "description": "the completed picture; raw PNG with `Accept: image/png` (matches, energy "
+            "and, for kind pc, the recall report then in the X-AMS-Matches, X-AMS-Energy and X-AMS-Recall "
+            "headers)",
         },
         **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
     },
@@ -222,6 +224,7 @@ async def complete_response(request: Request, service: Service, registry: Regist
             state=rec.state,
             trained_count=rec.trained_count,
             unknown_pixels=int((~mask).sum()) // record.shape[0],
+            recall=rec.report,
         )
         if not png:
             return json_bytes_response(result.model_dump_json().encode())
@@ -232,6 +235,8 @@ async def complete_response(request: Request, service: Service, registry: Regist
             "X-AMS-Trained-Count": str(result.trained_count),
             "X-AMS-Unknown-Pixels": str(result.unknown_pixels),
         }
+        if result.recall is not None:  # kind pc: what the recall did, as in the JSON answer
+            headers["X-AMS-Recall"] = result.recall.model_dump_json()
         return Response(picture, media_type="image/png", headers=headers)
 
     response = await _recall(service, live, cue_of, 1, 1, answer)  # k: from the body

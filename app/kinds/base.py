@@ -57,6 +57,7 @@ class Recall:
         matches: (id, score) of the stored patterns nearest the result, best first.
         energy: the result's energy under the memory's model.
         state, trained_count: the memory's state and what its model had learned.
+        report: what the recall did, for kinds that say (pc: ``RecallReport``'s fields).
     """
 
     output: Tensor
@@ -64,6 +65,7 @@ class Recall:
     energy: float
     state: str
     trained_count: int
+    report: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,12 @@ class LiveMemory(ABC):
     @abstractmethod
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
         """Results (B, D) and their energies (B,) for cues (B, D); caller holds ``rw.read``."""
+
+    def _recall(
+        self, cue: Tensor, mask: Tensor | None, steps: int
+    ) -> tuple[Tensor, Tensor, list[dict[str, Any]] | None]:
+        """``_output`` and, for kinds that say what a recall did, one report per cue."""
+        return (*self._output(cue, mask, steps), None)
 
     @property
     def state(self) -> str:
@@ -262,7 +270,7 @@ class LiveMemory(ABC):
             masks = None if masks is None else masks.to(self.device)  # (B, D)
             if self.record.text:
                 cues, masks = layout_of(self.record).image_cue(cues, masks)  # (B, D + 384)
-            out, energy = self._output(cues, masks, steps)  # (B, D'), (B,)
+            out, energy, reports = self._recall(cues, masks, steps)  # (B, D'), (B,), B reports
             check_finite(out)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
             out = out[:, : self.record.dim]
@@ -277,6 +285,7 @@ class LiveMemory(ABC):
                     energy=energy[b],
                     state=state,
                     trained_count=trained,
+                    report=None if reports is None else reports[b],
                 )
                 for b in range(out.shape[0])
             ]

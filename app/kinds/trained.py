@@ -26,6 +26,7 @@ import logging
 import secrets
 from abc import abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -78,6 +79,25 @@ class TrainedKind(LiveMemory):
     def _new_model(self) -> Any:
         """A fresh, untrained model from the memory's config."""
 
+    # --- what a kind may change (pc: its memory index) ------------------------------------
+    def _training_copy(self, model: Any) -> Any:
+        """The model a job trains: a copy, so recalls keep using ``model`` until the new one is whole."""
+        return copy.deepcopy(model)
+
+    def _fit(
+        self, model: Any, patterns: Tensor, ids: list[str], epochs: int, callback: Callable[[dict], Any]
+    ) -> Any:
+        """Fit ``model`` on the snapshot ``patterns`` (N, D), whose ids are ``ids``; its history."""
+        return model.fit(patterns, epochs=epochs, progress=False, callback=callback)
+
+    def _checkpoint_files(self, name: str) -> list[str]:
+        """The files a checkpoint named ``name`` consists of (in the memory's checkpoint folder)."""
+        return [name]
+
+    def _load_model(self, path: Path) -> Any:
+        """Read a checkpoint (``model_class.load``); OSError or ValueError if it cannot be."""
+        return self.model_class.load(path, device=self.device)
+
     @property
     def index(self) -> UniversalHopfield:
         return self._index
@@ -105,23 +125,32 @@ class TrainedKind(LiveMemory):
     def _changed(self) -> None:
         self._fingerprint = _fingerprint(self.seqs)
 
-    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
-        model = self.model
-        if model is None and self._model_fault:
+    def _trained_model(self) -> Any:
+        """The current model; ``MemoryFailed`` (409) while its checkpoint is damaged, ``NotTrained``
+        (409) before the first training."""
+        if self.model is None and self._model_fault:
             raise MemoryFailed(self.name, self._model_fault)
-        if model is None:
+        if self.model is None:
             raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
+        return self.model
+
+    @staticmethod
+    def _retrieve(model: Any, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """``model.retrieve`` for cues (B, D); a batch may mix cues with unknown entries
+        (completion) and whole cues (an all-True row: denoising, as without a mask)."""
         if mask is None:
-            out = model.retrieve(cue)  # (B, D): recall from noisy cues
-        else:
-            # A batch may mix cues with unknown entries (completion) and whole cues (an
-            # all-True row: denoising, as without a mask).
-            whole = mask.all(dim=1)  # (B,)
-            out = torch.empty_like(cue)
-            if bool(whole.any()):
-                out[whole] = model.retrieve(cue[whole])
-            if not bool(whole.all()):
-                out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
+            return model.retrieve(cue)  # (B, D): recall from noisy cues
+        whole = mask.all(dim=1)  # (B,)
+        out = torch.empty_like(cue)
+        if bool(whole.any()):
+            out[whole] = model.retrieve(cue[whole])
+        if not bool(whole.all()):
+            out[~whole] = model.retrieve(cue[~whole], mask=mask[~whole])
+        return out
+
+    def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
+        model = self._trained_model()
+        out = self._retrieve(model, cue, mask)
         check_finite(out)  # before its energy, which refuses NaN
         return out, model.energy(out)  # (B, D), (B,)
 
@@ -130,18 +159,18 @@ class TrainedKind(LiveMemory):
     ) -> tuple[Callable[[JobContext], None], int, int | None]:
         # A snapshot of what is stored now: the job trains on exactly this.
         patterns = self.index.keys.detach().to("cpu", torch.float32).clone()  # (N, D)
-        fingerprint, start = self._fingerprint, self.model
+        ids, fingerprint, start = list(self.ids), self._fingerprint, self.model
         total = int(epochs if epochs is not None else self.record.config["epochs"])
         self._training += 1
 
         def work(ctx: JobContext) -> None:
-            # A copy: recalls keep using the current model until the new one is whole.
-            model = copy.deepcopy(start) if start is not None else self._new_model()
-            history = model.fit(
+            model = self._training_copy(start) if start is not None else self._new_model()
+            history = self._fit(
+                model,
                 patterns.to(self.device),
-                epochs=total,
-                progress=False,
-                callback=lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
+                ids,
+                total,
+                lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
             )
             ctx.check()  # cancelled (or its memory deleted) while the last epoch ran: keep nothing
             ctx.stopped(getattr(history, "stopped", "epochs"))  # "epochs" or "energy" (pc)
@@ -159,7 +188,8 @@ class TrainedKind(LiveMemory):
             extra = {"checkpoint": name, "fingerprint": fingerprint, "trained_count": count}
             with self.writing:
                 if self.deleted:  # deleted while it trained: its folder must not come back
-                    (folder / name).unlink(missing_ok=True)
+                    for written in self._checkpoint_files(name):
+                        (folder / written).unlink(missing_ok=True)
                     _remove_if_empty(folder)
                     return
                 storage.set_extra(self.record.id, extra)  # durable: the switch-over point
@@ -168,10 +198,11 @@ class TrainedKind(LiveMemory):
                     self._trained_count, self._model_fault = count, None
                     old, self._checkpoint = self._checkpoint, name
         except BaseException:
-            (folder / name).unlink(missing_ok=True)  # never switched to
+            for written in self._checkpoint_files(name):  # never switched to
+                (folder / written).unlink(missing_ok=True)
             raise
-        if old is not None:
-            (folder / old).unlink(missing_ok=True)
+        for stale in self._checkpoint_files(old) if old is not None else []:
+            (folder / stale).unlink(missing_ok=True)
 
     def training_ended(self, status: str) -> None:
         self._training = max(0, self._training - 1)
@@ -183,7 +214,7 @@ class TrainedKind(LiveMemory):
         if name:
             path = folder / name
             try:
-                self.model = self.model_class.load(path, device=self.device)
+                self.model = self._load_model(path)
             except Exception as exc:  # storage names it, so this is damage, whatever the error
                 self._model_fault = (
                     f"its model checkpoint {name} is damaged ({type(exc).__name__}: {exc}); "
@@ -195,6 +226,7 @@ class TrainedKind(LiveMemory):
                 self._trained_fingerprint = extra.get("fingerprint")
                 self._trained_count = int(extra.get("trained_count", 0))
                 self._checkpoint = name
+        keep = set(self._checkpoint_files(name)) if name else set()
         for leftover in folder.glob(f"{self.kind}-*.safetensors"):  # written, never switched to
-            if leftover.name != name:
+            if leftover.name not in keep:
                 leftover.unlink(missing_ok=True)

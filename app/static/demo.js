@@ -629,12 +629,15 @@ async function showResult(title, b64, answer, sent, extra) {
     else cue.append("Your cue is not a stored pattern: the nearest, ", bold(matches[near].id), `, differs by MSE ${fmt(dists[near])} on the ${visible} visible pixels.`);
     const best = matches[0];
     const gap = mse(result, best.image);
-    const isStored = gap <= SAME;
+    const report = answer.recall; // kind pc: what the recall did, in the service's words
+    const isStored = report ? report.stored : gap <= SAME;
     const ans = line(`verdict ${isStored ? "stored" : "new"}`);
     ans.id = "verdict-answer";
-    if (isStored) ans.append("The answer is the stored pattern ", bold(best.id, "best-id"), ".");
+    if (report) reportVerdict(ans, report, bold, answer.trained_count);
+    else if (isStored) ans.append("The answer is the stored pattern ", bold(best.id, "best-id"), ".");
     else ans.append("The answer is the network's reconstruction, not a stored pattern: MSE ", fmt(gap), " from the nearest stored pattern, ", bold(best.id, "best-id"), ".");
-    Object.assign(summary.dataset, { best: best.id, cue: cueStored ? "stored" : "new", cueMse: String(dists[near]), answer: isStored ? "stored" : "reconstruction", answerMse: String(gap) });
+    const named = report ? report.nearest.id : best.id;
+    Object.assign(summary.dataset, { best: named, cue: cueStored ? "stored" : "new", cueMse: String(dists[near]), answer: isStored ? "stored" : "reconstruction", answerMse: String(report ? report.nearest.mse : gap) });
   }
   const toOriginal = mse(result, state.original);
   const facts = [`energy ${fmt(answer.energy)}`, `MSE to the original ${fmt(toOriginal)}`];
@@ -650,6 +653,21 @@ async function showResult(title, b64, answer, sent, extra) {
     li.dataset.id = m.id;
     li.append(Object.assign(new Image(), { src: thumbUrl(m.image), alt: m.id }), `${m.id} (${fmt(m.score)})`);
     list.append(li);
+  }
+}
+
+// A pc memory's answer is always the network's own prediction; its recall report says
+// whether that is the reconstruction of a stored pattern (the memory index landed on it).
+function reportVerdict(line, report, bold, trained) {
+  const { id, mse: gap } = report.nearest;
+  const off = gap === null ? " (deleted since training)" : ` (MSE ${fmt(gap)})`;
+  if (report.stored) {
+    line.append("The answer is the network's reconstruction of the stored pattern ", bold(id, "best-id"), `${off}.`);
+    if (!report.unique) line.append(" Other stored patterns explain your cue about as well.");
+  } else if (report.index) {
+    line.append(`The answer is the network's reconstruction of something it has not stored: your cue matches none of the ${trained} patterns it was trained on (nearest `, bold(id, "best-id"), `${off}).`);
+  } else {
+    line.append("The answer is the network's reconstruction (this memory recalls without its index): nearest stored pattern ", bold(id, "best-id"), `${off}.`);
   }
 }
 

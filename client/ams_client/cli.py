@@ -34,6 +34,7 @@ from . import _output as out
 from ._cli_facts import add_commands as add_fact_commands
 from .client import Client
 from .codec import array_of
+from .models import RecallReport
 
 SUPPRESS = argparse.SUPPRESS
 
@@ -233,16 +234,27 @@ def _recall_output(
     return out.OK
 
 
+def _recall_report(report: RecallReport | None) -> list[tuple[str, Any]]:
+    """A pc recall's report as one line: which stored pattern it reconstructed, if any."""
+    if report is None:
+        return []
+    near = report.nearest
+    if report.stored:
+        what = f"stored pattern {near.id}" + ("" if report.unique else " (not unique)")
+    else:
+        what = f"a reconstruction, not a stored pattern (nearest: {near.id})"
+    return [("recall", what)]
+
+
 def cmd_retrieve(ams: Client, args: argparse.Namespace) -> int:
     r = ams.retrieve(args.name, Path(args.cue), mask=_mask(args.mask), k=args.k, steps=args.steps)
-    return _recall_output(args, r.raw, r.matches, r.energy, r.array, r.image)
+    return _recall_output(args, r.raw, r.matches, r.energy, r.array, r.image, _recall_report(r.recall))
 
 
 def cmd_complete(ams: Client, args: argparse.Namespace) -> int:
     r = ams.complete(args.name, Path(args.cue), mask=_mask(args.mask), k=args.k)
-    return _recall_output(
-        args, r.raw, r.matches, r.energy, r.array, r.image, [("filled pixels", r.unknown_pixels)]
-    )
+    extra = [("filled pixels", r.unknown_pixels), *_recall_report(r.recall)]
+    return _recall_output(args, r.raw, r.matches, r.energy, r.array, r.image, extra)
 
 
 def cmd_search(ams: Client, args: argparse.Namespace) -> int:

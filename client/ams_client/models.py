@@ -34,9 +34,11 @@ __all__ = [
     "LookupResult",
     "Match",
     "Memory",
+    "NearestStored",
     "Pattern",
     "PatternInfo",
     "QueryResult",
+    "RecallReport",
     "Recalled",
     "Relation",
     "RetrieveResult",
@@ -138,7 +140,8 @@ class Memory:
     """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors, () and ``dim`` 0 for a
     relational memory), resolved config, count (patterns, or a relational memory's facts),
     state (ready, untrained, training, stale, failed) and how many of them its model learned;
-    ``error`` says why a failed memory failed."""
+    ``error`` says why a failed memory failed; on a service in the Ray mode, ``placement``: its
+    shards or replicas and where they run."""
 
     name: str
     kind: str
@@ -152,6 +155,7 @@ class Memory:
     created_at: datetime
     raw: dict[str, Any] = field(repr=False, compare=False)
     error: str | None = None
+    placement: list[dict[str, Any]] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -177,6 +181,7 @@ class Memory:
             created_at=_time(d["created_at"]),
             raw=d,
             error=d.get("error"),
+            placement=d.get("placement"),
         )
 
 
@@ -258,16 +263,58 @@ class Recalled(_Pictured):
         return cls(vector=_vector(d.get("vector")), image=_picture(d.get("image")))
 
 
+@dataclass(frozen=True)
+class NearestStored:
+    """The stored pattern a pc recall landed on (or, pure recall, the one nearest its output):
+    ``mse`` of the output to it (None: deleted since training), ``evidence`` the index's
+    stored-pattern test (<= 1 passes; None: pure recall)."""
+
+    id: str
+    mse: float | None
+    evidence: float | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NearestStored:
+        return cls(id=d["id"], mse=d.get("mse"), evidence=d.get("evidence"))
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    """What a pc memory's recall did: ``stored`` (the answer is the network's reconstruction
+    of the stored pattern ``nearest``), ``unique`` (no other stored pattern explains the cue
+    as well), ``rounds`` of recall, ``index`` (False: the paper's pure recall)."""
+
+    index: bool
+    stored: bool
+    unique: bool
+    rounds: int | None
+    nearest: NearestStored
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> RecallReport | None:
+        if d is None:
+            return None
+        return cls(
+            index=d["index"],
+            stored=d["stored"],
+            unique=d["unique"],
+            rounds=d.get("rounds"),
+            nearest=NearestStored.from_json(d["nearest"]),
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class RetrieveResult:
     """``retrieve``: the recalled ``pattern``, the stored ``matches`` nearest it (best first),
-    its ``energy`` (lower = closer to what is stored), the memory's state and trained count."""
+    its ``energy`` (lower = closer to what is stored), the memory's state and trained count,
+    and for kind pc what the recall did (``recall``; None for other kinds)."""
 
     pattern: Recalled
     matches: list[Match]
     energy: float
     state: str
     trained_count: int
+    recall: RecallReport | None
     raw: dict[str, Any] = field(repr=False)
 
     @property
@@ -286,14 +333,15 @@ class RetrieveResult:
             energy=float(d["energy"]),
             state=d["state"],
             trained_count=d["trained_count"],
+            recall=RecallReport.from_json(d.get("recall")),
             raw=d,
         )
 
 
 @dataclass(frozen=True, eq=False)
 class CompleteResult:
-    """``complete``: the completed picture (known pixels as given), matches, energy, and how
-    many pixels were filled."""
+    """``complete``: the completed picture (known pixels as given), matches, energy, how
+    many pixels were filled, and for kind pc what the recall did (``recall``)."""
 
     image: Image.Image
     matches: list[Match]
@@ -301,6 +349,7 @@ class CompleteResult:
     state: str
     trained_count: int
     unknown_pixels: int
+    recall: RecallReport | None
     raw: dict[str, Any] = field(repr=False)
 
     @cached_property
@@ -317,6 +366,7 @@ class CompleteResult:
             state=d["state"],
             trained_count=d["trained_count"],
             unknown_pixels=d["unknown_pixels"],
+            recall=RecallReport.from_json(d.get("recall")),
             raw=d,
         )
 
@@ -477,6 +527,8 @@ SCHEMAS: dict[str, type] = {
     "RecalledPattern": Recalled,
     "RetrieveResult": RetrieveResult,
     "CompleteResult": CompleteResult,
+    "RecallReport": RecallReport,
+    "NearestStored": NearestStored,
     "LookupPattern": LookupPattern,
     "LookupCaption": LookupCaption,
     "LookupResult": LookupResult,

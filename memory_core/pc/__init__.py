@@ -4,9 +4,10 @@ Predictive Coding", NeurIPS 2021).
 - ``config``: ``PCConfig`` and the defaults of recall;
 - ``energy``: the activations (shared with ``PCGraph``), errors, energy and its gradient;
 - ``relax``: step-size bounds, heavy ball and conjugate gradients;
-- ``schedule``: the weight learning rate of a ``fit`` call;
+- ``training``: what ``fit`` gives back and its weight learning rate;
 - ``memory``: ``PCMemory`` (fit, retrieve, energy, to);
-- ``checkpoint``: ``PCMemory``'s files.
+- ``checkpoint``: ``PCMemory``'s files;
+- ``index``: ``PCIndex``, the memory index: recall that lands on stored patterns.
 """
 
 from .config import (
@@ -17,6 +18,7 @@ from .config import (
     PCConfig,
 )
 from .energy import ACTIVATIONS
+from .index import IndexRecall, PCIndex, PCIndexConfig
 from .memory import FitHistory, PCMemory
 from .relax import CG_CHECK_EVERY
 
@@ -28,6 +30,9 @@ __all__ = [
     "RECALL_PRIOR_PER_CODE_PRECISION",
     "RECALL_TOP_PRIOR",
     "FitHistory",
+    "IndexRecall",
     "PCConfig",
+    "PCIndex",
+    "PCIndexConfig",
     "PCMemory",
 ]

@@ -414,21 +414,17 @@ class PCMemory:
                 history.stopped = "energy"
                 break
         bar.close()
-        with torch.no_grad():  # for the noisy cues' prior (recall_pi): one relaxation of the set
-            self.code_precision = self._code_precision(patterns)
+        with torch.no_grad():  # one relaxation of the set: the noisy cues' prior and PCIndex.build
+            history.codes = self.codes(patterns)
+            self.code_precision = self._code_precision(history.codes[0])
         history.seconds = time.perf_counter() - start
         return history
 
-    def _code_precision(self, patterns: Tensor) -> float:
-        """1 / mean(z^2): how tightly the stored set's codes sit around the top prior's mean 0.
-        z (N, n_0) are the top latents training's energy gives the patterns (``recall_steps``
-        relaxation steps, training's precisions), averaged over the set and the units."""
-        cfg = self.config
-        square_sum = sum(
-            float(self._relax(c, None, cfg.recall_steps, cfg.infer_lr, cfg.pi)[0].square().sum())
-            for (c,) in self._chunks(patterns)
-        )
-        return patterns.shape[0] * self.sizes[0] / max(square_sum, 1e-30)
+    def _code_precision(self, top: Tensor) -> float:
+        """1 / mean(z^2): how tightly the stored set's top codes z (N, n_0) sit around the top
+        prior's mean 0, averaged over the set and the units (summed chunk by chunk)."""
+        square_sum = sum(float(z.square().sum()) for z in top.split(self.config.max_batch))
+        return top.shape[0] * self.sizes[0] / max(square_sum, 1e-30)
 
     # --- recall ----------------------------------------------------------------------
     @property
@@ -548,7 +544,7 @@ class PCMemory:
             out.append(self._state_energy(xs, c, known, pi_c)[0])
         return torch.cat(out)
 
-    # --- hooks for memory_core.pc_index (issue 27; the index keeps no state in here) ------
+    # --- hooks for PCIndex (pc/index.py; the index keeps no state in here) ---------------
     @torch.no_grad()
     def infer_latents(self, x: Tensor, mask: Tensor | None = None, purpose: str = "recall") -> list[Tensor]:
         """The relaxed latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] for states x (B, D).
@@ -566,6 +562,16 @@ class PCMemory:
             return self._relax(x, None, cfg.recall_steps, cfg.infer_lr, self.recall_pi, reuse=True)
         known = mask.to(x.dtype)
         return self._relax_partial(x * known, known, self._partial_pi(cfg.complete_pi, known))
+
+    @torch.no_grad()
+    def codes(self, patterns: Tensor) -> list[Tensor]:
+        """The latents [(N, n_0), ..., (N, n_{L-2})] training's energy gives stored patterns
+        (N, D): ``infer_latents(purpose="code")``, in chunks of ``max_batch``."""
+        parts = [
+            self.infer_latents(c, purpose="code")
+            for (c,) in self._chunks(self._prepare(patterns, "patterns"))
+        ]
+        return [torch.cat(layer) for layer in zip(*parts, strict=True)]
 
     def predict_sensory(self, latents: list[Tensor]) -> Tensor:
         """(B, D) the sensory prediction mu_{L-1} = W f(x_{L-2}) + b from latents."""

@@ -12,6 +12,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from torch import Tensor
+
 from .config import PCConfig
 
 __all__ = ["FitHistory", "WeightSchedule", "cosine"]
@@ -29,11 +31,15 @@ class FitHistory:
         stopped: "epochs" (all run), "energy" (reached ``stop_energy``, then annealed the
             weight rate over ``stop_anneal`` epochs) or "callback".
         seconds: wall time of the call.
+        codes: the stored patterns' latent states at the end of the call, one (N, n_l) per
+            latent layer, in the order given (``PCMemory.infer_latents(purpose="code")``):
+            ``PCIndex.build`` takes them instead of relaxing the set again.
     """
 
     energies: list[float] = field(default_factory=list)
     stopped: str = "epochs"
     seconds: float = 0.0
+    codes: list[Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.energies)

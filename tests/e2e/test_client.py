@@ -216,6 +216,7 @@ def test_retrieve_search_complete(ams, fresh, pictures) -> None:
     r = ams.retrieve(name, noisy, k=2)
     assert r.matches[0].id == "f7" and len(r.matches) == 2
     assert r.image.size == (28, 28) and r.state == "ready" and r.trained_count == 20
+    assert r.recall is None  # only kind pc reports what its recall did
     assert float(np.mean((r.array - original) ** 2)) < 0.005
     exact = ams.retrieve(name, noisy, include_vector=True)
     assert exact.pattern.vector.shape == (784,) and exact.array.shape == (1, 28, 28)
@@ -305,6 +306,9 @@ def test_train_wait_cancel_and_jobs(ams, fresh) -> None:
         and recalled.trained_count == 4
         and {m.id for m in recalled.matches} == set("abcd")
     )
+    report = recalled.recall  # kind pc says what its recall did; its nearest is one of the stored
+    assert report is not None and report.index and report.nearest.id in set("abcd")
+    assert isinstance(report.stored, bool) and isinstance(report.unique, bool)
 
     long = ams.train(name, epochs=100_000)
     cancelled = ams.cancel_job(long.id)

@@ -431,3 +431,6 @@ def test_training_a_pc_memory_shows_progress_energy_and_then_recalls(page, serve
     page.click("button[data-mask=bottom]")
     _recall(page, "#complete")
     assert page.locator("#result-summary .best-id").inner_text() == "p5"
+    # the pc memory's own report: the network's reconstruction of a stored pattern
+    expect(page.locator("#result-summary")).to_have_attribute("data-answer", "stored")
+    expect(page.locator("#verdict-answer")).to_contain_text("reconstruction of the stored pattern p5")

@@ -52,6 +52,27 @@ def test_compose_file_is_valid_with_volume_healthcheck_and_gpu_profile():
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
 
 
+def test_compose_cluster_profile_runs_a_head_two_workers_and_the_gateway():
+    """The Ray mode's profile (docs/scale.md): every node shares the image with Ray and one data
+    volume, token auth on; the gateway joins as a node without CPUs and serves the API."""
+    services = _compose_config("--profile", "cluster")["services"]
+    assert {"ray-head", "ray-worker-1", "ray-worker-2", "ams-gateway"} <= set(services)
+    for name in ("ray-head", "ray-worker-1", "ray-worker-2", "ams-gateway"):
+        node = services[name]
+        assert node["build"]["args"]["EXTRAS"] == "distributed"
+        assert node["environment"]["RAY_AUTH_MODE"] == "token"
+        assert [(v["source"], v["target"]) for v in node["volumes"]] == [("ams-cluster-data", "/data")]
+    assert "--head" in services["ray-head"]["command"] and "--num-cpus=0" in services["ray-head"]["command"]
+    for worker in ("ray-worker-1", "ray-worker-2"):
+        assert "--address=ray-head:6379" in services[worker]["command"]
+    gateway = services["ams-gateway"]
+    assert gateway["environment"]["AMS_RAY_ADDRESS"] == "auto"
+    assert "ray start --address=ray-head:6379 --num-cpus=0" in gateway["entrypoint"][-1]
+    assert gateway["entrypoint"][-1].endswith("exec python -m app")
+    assert gateway["ports"][0]["host_ip"] == "127.0.0.1"
+    assert gateway["healthcheck"]["test"] == ["CMD", "python", "-m", "app.healthcheck"]
+
+
 def _runtime_stage() -> tuple[dict[str, str], list[str], list[str], str]:
     """ENV, ENTRYPOINT, HEALTHCHECK command and USER of the Dockerfile's final stage."""
     text = DOCKERFILE.read_text().replace("\\\n", " ")

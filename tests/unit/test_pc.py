@@ -98,7 +98,7 @@ def never_rises(trace: list[float], rel: float = 1e-6) -> bool:
     return all(b <= a + rel * abs(a) for a, b in itertools.pairwise(trace))
 
 
-def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
+def test_recall_trusts_the_learned_prior_more_by_default(fashion_pc, fashion_vectors):
     """By default recall raises the hidden layers' precision RECALL_HIDDEN_GAIN (3) times and
     puts a zero-mean prior on the top latent, scaled to the stored codes. On 100
     Fashion-MNIST images, hidden layer wider than the set, each recalls clearly more noisy
@@ -106,8 +106,7 @@ def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
     (measured: equal trust 48%, the gain alone 62%, with COMPLETE_TOP_PRIOR (0.03) 74%,
     the default 96%; the fixed RECALL_TOP_PRIOR (0.1) 91%)."""
     x = fashion_vectors[:100]
-    pc = PCMemory(sizes=[256, 512, 784], device="cpu", seed=0)
-    pc.fit(x, progress=False)
+    pc = fashion_pc[0]  # PCMemory(sizes=[256, 512, 784], seed=0) fit on x (shared: put back below)
     assert pc.config.recall_pi == (RECALL_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)  # the config alone
     assert pc.recall_pi == (RECALL_PRIOR_PER_CODE_PRECISION * pc.code_precision, RECALL_HIDDEN_GAIN, 1.0)
     assert pc.config.complete_pi == (COMPLETE_TOP_PRIOR, RECALL_HIDDEN_GAIN, 1.0)
@@ -118,12 +117,15 @@ def test_recall_trusts_the_learned_prior_more_by_default(fashion_vectors):
         pc.config = dataclasses.replace(trained, **recall)
         return float(((pc.retrieve(cue) - x).square().mean(1) < 0.005).float().mean())
 
-    default = correct()
-    gain_only = correct(recall_prior_precision=0.0)
-    assert pc.config.recall_pi == (0.0, RECALL_HIDDEN_GAIN, 1.0)
-    equal = correct(recall_prior_precision=0.0, recall_precisions=(1.0, 1.0))
-    assert pc.config.recall_pi == (0.0, 1.0, 1.0)
-    weak_prior = correct(recall_prior_precision=COMPLETE_TOP_PRIOR)
+    try:
+        default = correct()
+        gain_only = correct(recall_prior_precision=0.0)
+        assert pc.config.recall_pi == (0.0, RECALL_HIDDEN_GAIN, 1.0)
+        equal = correct(recall_prior_precision=0.0, recall_precisions=(1.0, 1.0))
+        assert pc.config.recall_pi == (0.0, 1.0, 1.0)
+        weak_prior = correct(recall_prior_precision=COMPLETE_TOP_PRIOR)
+    finally:
+        pc.config = trained
     assert gain_only >= equal + 0.05, (gain_only, equal)
     assert weak_prior >= gain_only + 0.05, (weak_prior, gain_only)
     assert default >= weak_prior + 0.05, (default, weak_prior)

@@ -3,64 +3,60 @@
 Salvatori et al. describe their network as a generative model with the hippocampus as a
 memory index. ``PCMemory.retrieve`` (the paper's pure variant) relaxes the latents on the
 cue and reads the sensory prediction: on real images beyond about 100 patterns that
-prediction is a blend, several times less noisy than the cue but not the stored image
-(results/pc_real_images.md). ``PCIndex`` adds the index:
+prediction is a blend of stored images. ``PCIndex`` adds the index:
 
-- ``build``: training infers every stored pattern's latent state anyway; the index keeps
-  it, for every latent layer (codes z_i (N, n_0), h_i (N, n_1), ...), from one
-  relaxation of each stored pattern clamped with training's precisions.
+- ``build``: keeps every stored pattern's latent state, for every latent layer (codes
+  z_i (N, n_0), h_i (N, n_1), ...): what one relaxation of the pattern clamped with
+  training's precisions settles to (``fit`` infers them anyway: ``FitHistory.codes``).
 - ``recall``: the network infers the cue's latents as the pure variant does (one round
-  of noisy recall, or completion's relaxation for a partial cue). A Hopfield search in
+  of noisy recall, or completion's relaxation for a partial cue); a Hopfield search in
   the top latent space proposes the ``candidates`` stored codes nearest the cue's top
-  latent (euclidean); the network's energy of the cue at each candidate's stored latent
-  state (its sensory error on the cue's known entries) picks one, a max separation on
-  -E; the network then predicts the sensory layer from that latent state (mu_x =
-  W f(h) + b). For a noisy cue this is one round of F; F repeats with the prediction as
-  the new cue until it stops moving (``PCIndexConfig.tol``: 2 rounds once it lands). A
-  partial cue's known entries stay as given, so its one round is F's fixed point.
+  latent (euclidean); the network's energy of the cue at each candidate's stored state
+  (its sensory error on the cue's known entries) picks one, a max separation on -E; the
+  network predicts the sensory layer from that state (mu_x = W f(h) + b). For a noisy cue
+  this is one round of F, repeated with the prediction as the new cue until it stops
+  moving (``PCIndexConfig.tol``); a partial cue's known entries stay as given, so its one
+  round is F's fixed point. The output is the network's prediction, never a copy.
+- Stored or not: a likelihood-ratio test on the cue's known entries, is the cue the
+  landed-on pattern plus white noise? The free reconstruction (the pure variant's, from
+  the same latents) absorbs a fraction ``absorbed`` of white noise, measured at ``build``
+  on noisy copies of stored patterns, so SSE_free / (1 - absorbed) estimates the cue's
+  noise; the test passes when SSE_matched <= (1 + ``noise_margin``) x that +
+  ``fit_margin`` x (that pattern's own fit MSE) x k, k the known entries. When the
+  runner-up passes too, two stored patterns explain the cue: the answer is the better
+  one, flagged not ``unique``. A cue that fails is taken for something not stored and
+  gets the pure variant's reconstruction.
 
-Everything stays predictive coding: inference is the network's own local relaxation; the
-index is one more layer of N units, each bound in one shot (local, Hebbian) to the
-latent state inference settled to for its pattern, and the unit that wins is the one
-whose state gives the cue the lowest prediction error. The output is the network's
-sensory prediction, never a copy of a stored pattern; how far it is from the stored one
-is the network's own fit (median MSE 0.0005 for 1000 Fashion-MNIST images at width 1024).
-Why not the latent distance alone: from half an image the latents are loose along the
-directions the known rows barely see, and the nearest code was the right one for 98.5% of
-half images but 55% of quarter images (same model); the known entries' error decides
-that.
-
-Each recall says whether its output is a stored pattern's reconstruction, by a
-likelihood-ratio test on the cue's known entries: is the cue the landed-on pattern plus
-white noise? The free reconstruction (the pure variant's prediction from the same
-latents) absorbs a fraction ``absorbed`` of white noise, measured at ``build`` on noisy
-copies of stored patterns (44% for 1000 Fashion-MNIST images, width 1024), so
-SSE_free / (1 - absorbed) estimates the cue's noise; the test passes when
-SSE_matched <= (1 + ``noise_margin``) x that + ``fit_margin`` x (that pattern's own fit
-MSE) x k, k the known entries. Measured on that model: stored patterns under noise of
-std 0.2 score 0.96-1.07 of the noise estimate (10th-90th percentile), unseen images
-1.25-1.89; a partial cue's known entries are exact, so there the fit margin decides.
-When the runner-up candidate passes the test too, two stored patterns explain the cue
-(a quarter of a Fashion-MNIST image is often mostly background, two near-copies under
-strong noise): the answer is still the better one, flagged not ``unique``. A cue that
-fails is taken for something not stored and gets the pure variant's reconstruction (what
-a generative model offers for unseen images; results/pc_real_images.md). At strong noise
-(variance 0.2) an unseen image close to a stored one cannot always be told from it
-(unseen 1.05-1.23 there).
+Why each piece, and its limits: docs/science/pc.md; measured: results/pc_real_images.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from .checks import EmptyMemoryError, check_batch, check_mask
-from .hopfield import UniversalHopfield
-from .pc import PCMemory
+from ..checks import EmptyMemoryError, check_batch, check_mask
+from ..files import atomic_write
+from ..hopfield import UniversalHopfield
+from .memory import PCMemory
 
-__all__ = ["IndexRecall", "PCIndex", "PCIndexConfig"]
+__all__ = ["INDEX_FORMAT", "IndexRecall", "PCIndex", "PCIndexConfig", "model_digest"]
+
+INDEX_FORMAT = "ams-pc-index/1"
+
+
+def model_digest(pc: PCMemory) -> str:
+    """A digest of ``pc``'s parameters (sizes, dtype and values): names the model an index fits."""
+    h = hashlib.sha256(repr((list(pc.sizes), str(pc.dtype))).encode())
+    for t in pc.parameters():
+        h.update(t.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -149,29 +145,35 @@ class PCIndex:
         self.fit_errors: Tensor | None = None  # (N,) each stored pattern's own fit MSE
         self.predictions: Tensor | None = None  # (N, D) the network's prediction from each code
         self.absorbed = 0.0  # fraction of white noise the free reconstruction absorbs
+        self.metadata: dict[str, str] = {}  # what ``save`` was given (``load`` restores it)
         self._lookup: UniversalHopfield | None = None
 
     def __len__(self) -> int:
         return 0 if self.codes is None else self.codes[0].shape[0]
 
     @torch.no_grad()
-    def build(self, patterns: Tensor) -> None:
-        """Keep the latent codes of the stored ``patterns`` (N, D) (those ``pc`` was fit on)."""
+    def build(self, patterns: Tensor, codes: list[Tensor] | None = None) -> None:
+        """Keep the latent codes of the stored ``patterns`` (N, D) (those ``pc`` was fit on).
+
+        ``codes``: their latent states if already inferred (``fit``'s ``FitHistory.codes``,
+        one (N, n_l) per latent layer): the build then skips that relaxation of the set.
+        """
         if not self.pc.is_trained:
             raise EmptyMemoryError("fit the PC memory before building its index")
         patterns = check_batch(patterns, self.pc.dim, "patterns").to(self.pc.device, self.pc.dtype)
-        size = self.pc.config.max_batch
-        parts = [
-            self.pc.infer_latents(patterns[i : i + size], purpose="code")
-            for i in range(0, len(patterns), size)
-        ]
-        self.codes = [torch.cat(layer) for layer in zip(*parts, strict=True)]
-        top = self.codes[0]
+        if codes is None:
+            codes = self.pc.codes(patterns)
+        widths = [tuple(c.shape) for c in codes]
+        if widths != [(len(patterns), n) for n in self.pc.sizes[:-1]]:
+            raise ValueError(
+                f"codes have shapes {widths}; {len(patterns)} patterns need {self.pc.sizes[:-1]}"
+            )
+        self.codes = [c.to(self.pc.device, self.pc.dtype) for c in codes]
         self.predictions = self.pc.predict_sensory(self.codes)
         self.fit_errors = (self.predictions - patterns).square().mean(1)
         self.fit_mse = float(self.fit_errors.median())
-        self._lookup = UniversalHopfield("euclidean", "max", device=self.pc.device, dtype=self.pc.dtype)
-        self._lookup.store(top)  # search only: the k codes nearest a cue's top latent
+        self._store_codes()
+        top = self.codes[0]
         if len(top) > 1:  # each code's nearest other code (chunked: no (N, N) matrix)
             nearest_other = -self._lookup.search(top, k=2)[0][:, 1]
             self.spacing = float(nearest_other.median().clamp_min(1e-12))
@@ -182,6 +184,72 @@ class PCIndex:
         free = self.pc.predict_sensory(self.pc.infer_latents(noisy))
         kept = float((noisy - free).square().sum(1).mean()) / (std**2 * sample.shape[1])
         self.absorbed = min(max(1.0 - kept, 0.0), 0.9)
+
+    def _store_codes(self) -> None:
+        self._lookup = UniversalHopfield("euclidean", "max", device=self.pc.device, dtype=self.pc.dtype)
+        self._lookup.store(self.codes[0])  # search only: the k codes nearest a cue's top latent
+
+    # --- files ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+        """Write the index (codes, fit errors, calibration, config) as safetensors, atomically.
+
+        The file names the model it was built for by a digest of its parameters, so
+        ``load`` refuses it beside another model. ``metadata``: strings kept with it (the
+        service keeps the stored patterns' ids there), back as ``load(...).metadata``.
+        """
+        if self.codes is None:
+            raise EmptyMemoryError("the index is empty: call build(patterns) after fit")
+        from safetensors.torch import save as st_save
+
+        tensors = {f"codes.{l}": c for l, c in enumerate(self.codes)} | {"fit_errors": self.fit_errors}
+        meta = {
+            "format": INDEX_FORMAT,
+            "model": model_digest(self.pc),
+            "config": json.dumps(asdict(self.config)),
+            "scalars": json.dumps(
+                {"spacing": self.spacing, "fit_mse": self.fit_mse, "absorbed": self.absorbed}
+            ),
+            "metadata": json.dumps(metadata or {}),
+        }
+        cpu = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
+        atomic_write(Path(path), st_save(cpu, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, pc: PCMemory) -> PCIndex:
+        """Read an index written by ``save`` for ``pc``; ValueError for a file that is not
+        one, or one built for another model or with shapes that do not fit ``pc``."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load as st_load
+
+        raw = Path(path).read_bytes()
+        try:
+            tensors = st_load(raw)
+            meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
+            if meta.get("format") != INDEX_FORMAT:
+                raise ValueError(f"format {meta.get('format')!r}")
+            index = cls(pc, PCIndexConfig(**json.loads(meta["config"])))
+            scalars, index.metadata = json.loads(meta["scalars"]), json.loads(meta["metadata"])
+        except (SafetensorError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a PC memory index ({exc})") from None
+        if meta["model"] != model_digest(pc):
+            raise ValueError(f"{path}: this index was built for another model than the one given")
+        layers = len(pc.sizes) - 1
+        if set(tensors) != {f"codes.{l}" for l in range(layers)} | {"fit_errors"}:
+            raise ValueError(f"{path}: index tensors {sorted(tensors)} do not fit sizes {list(pc.sizes)}")
+        n = tensors["fit_errors"].shape[0]
+        for l in range(layers):
+            if tuple(tensors[f"codes.{l}"].shape) != (n, pc.sizes[l]):
+                raise ValueError(f"{path}: codes.{l} has shape {tuple(tensors[f'codes.{l}'].shape)}")
+        index.codes = [tensors[f"codes.{l}"].to(pc.device, pc.dtype) for l in range(layers)]
+        index.fit_errors = tensors["fit_errors"].to(pc.device, pc.dtype)
+        index.spacing, index.fit_mse, index.absorbed = (
+            scalars["spacing"],
+            scalars["fit_mse"],
+            scalars["absorbed"],
+        )
+        index.predictions = pc.predict_sensory(index.codes)
+        index._store_codes()
+        return index
 
     @torch.no_grad()
     def recall(self, cue: Tensor, mask: Tensor | None = None) -> IndexRecall:

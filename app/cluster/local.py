@@ -1,0 +1,262 @@
+"""A real multi-process Ray cluster on this machine, for development, tests and benchmarks.
+
+    python -m app.cluster.local run  [--workers 2] [--cpus 4]   # cluster + service; Ctrl-C stops both
+    python -m app.cluster.local start --dir DIR [--workers 2]    # prints the environment to export
+    python -m app.cluster.local stop --dir DIR
+
+A head node (no CPUs: it runs Ray's control plane and the gateway connects to it) and
+``workers`` worker nodes (``cpus`` logical CPUs each: shards and replicas run there), each
+a ``ray start`` of its own with free ports on the loopback (``NODE_IP``), token authentication with a fresh
+token, a small object store, and everything under ``DIR``. Each node is started in a
+process group of its own, and ``stop`` ends exactly those groups and their descendants (Ray's
+workers, which take groups of their own); never ``ray stop``, which would end every Ray
+process of the user on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalCluster"]
+
+_RAY = str(Path(sys.executable).with_name("ray"))
+# Every node's address: loopback, so nothing leaves the machine, but not 127.0.0.1, which Ray
+# replaces by the machine's outside address (and refuses a second node on, with
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Linux routes all of 127.0.0.0/8 to the loopback.
+NODE_IP = "127.0.0.2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))  # free on every address
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """A Ray cluster of processes on this machine (see the module docstring).
+
+    Attributes:
+        root: where its temp dir, logs and ``cluster.json`` live.
+        workers, cpus: worker nodes and logical CPUs per worker.
+        address: the head's address (NODE_IP:port) once started.
+        token: the cluster's auth token (a fresh one when not given).
+        groups: process group ids of the head and each worker, in start order.
+    """
+
+    root: Path
+    workers: int = 2
+    cpus: int = 4
+    object_store_mb: int = 128
+    address: str = ""
+    token: str = ""
+    temp: str = ""  # Ray's temp dir: short, as its unix sockets' paths must be under 108 bytes
+    groups: list[int] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process joining this cluster needs in its environment (the gateway too)."""
+        return {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "AMS_RAY_ADDRESS": self.address,
+            "AMS_RAY_NODE_IP": NODE_IP,
+        }
+
+    def _launch(self, head: bool) -> tuple[subprocess.Popen, Path]:
+        """Start one node's ``ray start`` (it returns once the node runs) in a process group."""
+        ports = {
+            "--node-manager-port": _free_port(),
+            "--object-manager-port": _free_port(),
+            "--dashboard-agent-listen-port": _free_port(),
+            "--dashboard-agent-grpc-port": _free_port(),
+            "--metrics-export-port": _free_port(),
+            "--runtime-env-agent-port": _free_port(),
+        }
+        args = [_RAY, "start", f"--node-ip-address={NODE_IP}", "--disable-usage-stats"]
+        args += [f"{k}={v}" for k, v in ports.items()]
+        args += [f"--object-store-memory={self.object_store_mb * 1024 * 1024}"]
+        if head:
+            port = _free_port()
+            self.address = f"{NODE_IP}:{port}"
+            args += [
+                "--head",
+                f"--port={port}",
+                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-port={_free_port()}",
+                "--include-dashboard=false",
+                f"--temp-dir={self.temp}",
+                "--num-cpus=0",
+            ]
+        else:
+            args += [f"--address={self.address}", f"--num-cpus={self.cpus}"]
+        env = {**os.environ, **self.env}
+        path = self.root / f"node-{'head' if head else 'worker'}-{time.monotonic_ns()}.log"
+        log = open(path, "wb")  # noqa: SIM115 (kept by the child)
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.groups.append(proc.pid)  # its daemons keep its process group
+        return proc, path
+
+    def _start_node(self, head: bool, tries: int = 3) -> None:
+        """Start one node. A ``ray start`` that fails (Ray waits only 30 s for a new raylet to
+        register, which a loaded machine can miss) is ended and started again, up to ``tries``
+        times in all."""
+        for _ in range(tries):
+            proc, path = self._launch(head)
+            code = proc.wait(timeout=180)
+            if code == 0:
+                self.save()
+                return
+            _end(_descendants({pid for pid, group in _processes().items() if group == proc.pid}), 2.0)
+            self.groups.remove(proc.pid)
+        raise RuntimeError(f"ray start failed {tries} times: see {path}")
+
+    def start(self) -> LocalCluster:
+        """Start the head and the workers; wait until every worker has joined."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
+        self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
+        try:
+            self._start_node(head=True)
+            for _ in range(self.workers):  # one at a time: two raylets registering at once on
+                self._start_node(head=False)  # one address made one of them miss Ray's deadline
+            self._wait_for_workers()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_for_workers(self, timeout: float = 120.0) -> None:
+        code = (
+            "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', _node_ip_address=sys.argv[2]);"
+            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-c", code, self.address, NODE_IP],
+                env={**os.environ, **self.env},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if out.returncode == 0 and int(out.stdout.split()[-1]) >= self.workers + 1:
+                return
+            time.sleep(1.0)
+        raise RuntimeError(f"the cluster's {self.workers} workers did not all join within {timeout:g} s")
+
+    def save(self) -> None:
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        (self.root / "cluster.json").write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, root: Path) -> LocalCluster:
+        data = json.loads((root / "cluster.json").read_text())
+        data["root"] = Path(data["root"])
+        return cls(**data)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """End this cluster's processes: its process groups and every descendant of theirs."""
+        _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
+        self.groups = []
+        self.save()
+        if self.temp:
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _end(pids: set[int], grace: float) -> None:
+    """SIGTERM to ``pids``, then SIGKILL to those alive after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.2)
+
+
+def _processes() -> dict[int, int]:
+    """pid -> process group of every process (from /proc)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            out[int(entry.name)] = int(fields[2])  # state, ppid, pgrp, ...
+    return out
+
+
+def _descendants(roots: set[int]) -> set[int]:
+    """``roots`` and every process below them."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier and pid not in found}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited (its parent reaps it)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m app.cluster.local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["start", "stop", "run"])
+    parser.add_argument("--dir", type=Path, default=None, help="cluster folder (default: a new temp folder)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker")
+    args = parser.parse_args()
+    root = args.dir or Path(f"/tmp/ams-ray-{os.getpid()}")
+    if args.action == "stop":
+        LocalCluster.load(root).stop()
+        return
+    cluster = LocalCluster(root, workers=args.workers, cpus=args.cpus).start()
+    if args.action == "start":
+        for key, value in cluster.env.items():
+            print(f"export {key}={value}")
+        print(f"# stop with: python -m app.cluster.local stop --dir {root}", file=sys.stderr)
+        return
+    try:  # run: the service against the cluster until Ctrl-C
+        subprocess.run([sys.executable, "-m", "app"], env={**os.environ, **cluster.env}, check=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Durable state of the Ray mode: each shard's SQLite file, and the gateway's sequence numbers.
+
+``ShardStorage`` is ``SQLiteStorage`` (the same file format: one memory row and its
+patterns) with what a shard needs beyond it: patterns inserted at sequence numbers the
+gateway hands out (one counter per memory across all its shards, so that storage order,
+listing cursors and ties between equal scores are those of one machine), and deletes of
+a batch's ids when a store is called off.
+
+``SeqCounter`` is the gateway's side: per memory, the next sequence number, with a
+high-water mark made durable (in ``cluster.sqlite3`` beside the catalog) before any
+number under it is handed out, so numbers are never reused across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import PatternExists
+from ..storage import (
+    CLUSTER_FILE,
+    Fact,
+    FactRow,
+    MemoryRecord,
+    NewPattern,
+    PatternRow,
+    SQLiteStorage,
+    Storage,
+)
+
+__all__ = ["CLUSTER_FILE", "ClusterStorage", "SeqCounter", "ShardStorage"]
+
+_BLOCK = 1 << 16  # sequence numbers reserved per durable write of the high-water mark
+
+
+class ShardStorage(SQLiteStorage):
+    """One shard's SQLite file (``data_dir/ams.sqlite3``), holding one memory's partition."""
+
+    def open_memory(
+        self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict
+    ) -> MemoryRecord:
+        """The shard's memory row: created on the shard's first start, read on every restart."""
+        for record in self.list_memories():
+            if record.name == name:
+                return record
+        return self.create_memory(name, kind, shape, text, config)
+
+    def add_patterns_at(self, memory_id: int, patterns: list[NewPattern], seqs: list[int]) -> None:
+        """Insert patterns at the given sequence numbers in one transaction (durable on return);
+        ``PatternExists`` (nothing stored) when an id is taken."""
+        rows = [
+            (
+                seq,
+                memory_id,
+                p.id,
+                np.ascontiguousarray(p.vector, dtype="<f4").tobytes(),
+                p.text,
+                None if p.metadata is None else json.dumps(p.metadata),
+            )
+            for p, seq in zip(patterns, seqs, strict=True)
+        ]
+
+        def insert(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                try:
+                    conn.execute(
+                        "INSERT INTO patterns (seq, memory_id, pid, vector, text, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                except sqlite3.IntegrityError:
+                    raise PatternExists(f"#{memory_id}", [row[2]]) from None
+
+        self._write(insert)
+
+    def delete_staged(self, memory_id: int, rows: list[tuple[str, int]]) -> None:
+        """Delete the rows of these (id, sequence number) pairs where present, in one transaction
+        (durable on return). Sequence numbers are never reused, so a pattern of that id stored
+        earlier (at another number) stays."""
+
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM patterns WHERE memory_id = ? AND pid = ? AND seq = ?",
+                [(memory_id, pid, seq) for pid, seq in rows],
+            )
+
+        self._write(delete)
+
+    def max_seq(self, memory_id: int) -> int:
+        """The largest sequence number stored (0 when none)."""
+        row = (
+            self._reader()
+            .execute("SELECT MAX(seq) FROM patterns WHERE memory_id = ?", (memory_id,))
+            .fetchone()
+        )
+        return int(row[0] or 0)
+
+
+class SeqCounter:
+    """Per memory, sequence numbers for new patterns, never reused (see the module docstring).
+
+    Arguments:
+        path: the SQLite file (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS seqs (memory_id INTEGER PRIMARY KEY, high INTEGER NOT NULL)"
+        )
+        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(4),))
+        # Names this data directory's actors, so that two services never share one by name.
+        self.cluster_id: str = self._conn.execute(
+            "SELECT value FROM meta WHERE key = 'cluster_id'"
+        ).fetchone()[0]
+        self._lock = threading.Lock()
+        self._next: dict[int, int] = {}
+        self._high: dict[int, int] = dict(self._conn.execute("SELECT memory_id, high FROM seqs").fetchall())
+
+    def start(self, memory_id: int, at_least: int) -> None:
+        """Before the first ``take`` after a start: numbers continue above ``at_least`` (the
+        largest stored) and above every number reserved before."""
+        with self._lock:
+            self._next[memory_id] = max(at_least + 1, self._high.get(memory_id, 0) + 1)
+            self._high[memory_id] = self._next[memory_id] - 1  # the next take reserves a block
+
+    def take(self, memory_id: int, n: int) -> list[int]:
+        """``n`` new increasing sequence numbers (their block's high-water mark durable first)."""
+        with self._lock:
+            first = self._next.get(memory_id, self._high.get(memory_id, 0) + 1)
+            last = first + n - 1
+            if last > self._high.get(memory_id, 0):
+                high = last + _BLOCK
+                self._conn.execute(
+                    "INSERT INTO seqs (memory_id, high) VALUES (?, ?) "
+                    "ON CONFLICT(memory_id) DO UPDATE SET high = excluded.high",
+                    (memory_id, high),
+                )
+                self._high[memory_id] = high
+            self._next[memory_id] = last + 1
+            return list(range(first, last + 1))
+
+    def forget(self, memory_id: int) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM seqs WHERE memory_id = ?", (memory_id,))
+            self._next.pop(memory_id, None)
+            self._high.pop(memory_id, None)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class ClusterStorage(Storage):
+    """The gateway's storage: the catalog (``SQLiteStorage``: memories, and the patterns of
+    memories that are not sharded), with the reads of a sharded memory's patterns (pages,
+    one pattern, captions) answered by its shards.
+
+    Arguments:
+        catalog: the catalog.
+        sharded: memory id -> its ``ShardedMemory``, or None for a memory held whole.
+    """
+
+    def __init__(self, catalog: Storage, sharded: Callable[[int], Any]) -> None:
+        self.catalog, self._sharded = catalog, sharded
+
+    def create_memory(self, name, kind, shape, text, config):  # type: ignore[no-untyped-def]
+        return self.catalog.create_memory(name, kind, shape, text, config)
+
+    def delete_memory(self, memory_id: int) -> None:
+        self.catalog.delete_memory(memory_id)
+
+    def list_memories(self) -> list[MemoryRecord]:
+        return self.catalog.list_memories()
+
+    def set_extra(self, memory_id: int, extra: dict[str, Any]) -> None:
+        self.catalog.set_extra(memory_id, extra)
+
+    def add_patterns(self, memory_id: int, patterns: list[NewPattern]) -> list[int]:
+        return self.catalog.add_patterns(memory_id, patterns)
+
+    def delete_pattern(self, memory_id: int, pattern_id: str) -> bool:
+        return self.catalog.delete_pattern(memory_id, pattern_id)
+
+    def get_pattern(self, memory_id: int, pattern_id: str) -> PatternRow | None:
+        sharded = self._sharded(memory_id)
+        if sharded is not None:
+            return sharded.get_pattern(pattern_id)
+        return self.catalog.get_pattern(memory_id, pattern_id)
+
+    def get_texts(self, memory_id: int, pattern_ids: list[str]) -> dict[str, str | None]:
+        sharded = self._sharded(memory_id)
+        if sharded is not None:
+            return sharded.get_texts(pattern_ids)
+        return self.catalog.get_texts(memory_id, pattern_ids)
+
+    def page_patterns(self, memory_id: int, after_seq: int, limit: int) -> list[PatternRow]:
+        sharded = self._sharded(memory_id)
+        if sharded is not None:
+            return sharded.page(after_seq, limit)
+        return self.catalog.page_patterns(memory_id, after_seq, limit)
+
+    def iter_vectors(
+        self, memory_id: int, batch: int = 4096, dim: int | None = None
+    ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
+        return self.catalog.iter_vectors(memory_id, batch, dim)
+
+    def count_patterns(self, memory_id: int) -> int:
+        sharded = self._sharded(memory_id)
+        return sharded.count if sharded is not None else self.catalog.count_patterns(memory_id)
+
+    # A relational memory's facts are never sharded: the catalog holds them, as in one process.
+    def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:
+        return self.catalog.add_facts(memory_id, facts)
+
+    def delete_fact(self, memory_id: int, fact_id: int) -> Fact | None:
+        return self.catalog.delete_fact(memory_id, fact_id)
+
+    def get_fact(self, memory_id: int, fact_id: int) -> FactRow | None:
+        return self.catalog.get_fact(memory_id, fact_id)
+
+    def page_facts(self, memory_id: int, after_seq: int, limit: int) -> list[FactRow]:
+        return self.catalog.page_facts(memory_id, after_seq, limit)
+
+    def checkpoint_dir(self, memory_id: int) -> Path:
+        return self.catalog.checkpoint_dir(memory_id)
+
+    def close(self) -> None:
+        self.catalog.close()
