@@ -49,7 +49,7 @@ from torch import Tensor
 
 from memory_core import EmptyMemoryError
 
-from .exceptions import NotTrained, ShardUnavailable
+from .exceptions import MemoryFailed, NotTrained, ShardUnavailable
 from .kinds import CaptionLookup, LiveMemory, Recall, TextLookup
 from .metrics import Metrics
 
@@ -59,7 +59,7 @@ log = logging.getLogger("app.batching")
 
 # Errors that say something about the memory, not about one cue: every caller gets them
 # (MemoryEmpty is an EmptyMemoryError too; ShardUnavailable: a shard of it is restarting).
-_MEMORY_ERRORS = (EmptyMemoryError, NotTrained, ShardUnavailable)
+_MEMORY_ERRORS = (EmptyMemoryError, NotTrained, MemoryFailed, ShardUnavailable)
 
 T = TypeVar("T")
 Answer = Recall | TextLookup | CaptionLookup
@@ -281,7 +281,7 @@ def _run_batch(live: LiveMemory, batch: list[_Waiting]) -> tuple[list[Outcome], 
             answers = _call(live, group)
         except _MEMORY_ERRORS as exc:
             for i, _ in members:
-                outcomes[i] = (None, type(exc)(*exc.args))  # one exception object per caller
+                outcomes[i] = (None, _clone(exc))  # one exception object per caller
             continue
         except Exception as exc:
             if len(group) == 1:
@@ -301,6 +301,14 @@ def _run_batch(live: LiveMemory, batch: list[_Waiting]) -> tuple[list[Outcome], 
         for (i, r), answer in zip(members, answers, strict=True):
             outcomes[i] = _finish(r.waiting, answer)
     return outcomes, timings
+
+
+def _clone(exc: BaseException) -> BaseException:
+    """A copy of an exception, whatever its constructor takes (its args and attributes)."""
+    new = type(exc).__new__(type(exc))
+    new.args = exc.args
+    new.__dict__.update(exc.__dict__)
+    return new
 
 
 def _finish(w: _Waiting, answer: Answer) -> Outcome:

@@ -31,6 +31,7 @@ __all__ = [
     "clean_validation_errors",
     "error_response",
     "install_error_handlers",
+    "out_of_memory",
     "service_error_response",
 ]
 
@@ -89,6 +90,7 @@ _HTTP_CODES = {
     413: "request_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     503: "not_ready",
 }
 
@@ -139,5 +141,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if out_of_memory(exc):  # the budget (budget.py) should have refused it first: logged as a bug
+            log.error("out of memory on %s %s: %s", request.method, request.url.path, exc)
+            return error_response(
+                503,
+                "out_of_memory",
+                "the service ran out of memory for this request: retry later, or with less",
+                headers={"Retry-After": "5"},
+            )
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error (a bug: please report it)")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, or torch's allocator giving up."""
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
+    )

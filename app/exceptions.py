@@ -23,17 +23,23 @@ __all__ = [
     "InvalidShape",
     "JobNotFound",
     "JobRunning",
+    "MemoryBudgetExceeded",
     "MemoryEmpty",
     "MemoryExists",
+    "MemoryFailed",
     "MemoryNotFound",
     "NotReady",
     "NotTrainable",
     "NotTrained",
     "PatternExists",
     "PatternNotFound",
+    "RateLimited",
     "RuleConflict",
+    "ServerBusy",
     "ServiceError",
     "ShardUnavailable",
+    "StorageFull",
+    "StorageUnavailable",
     "TooManyMemories",
     "UnknownEntity",
     "UnknownKind",
@@ -134,6 +140,18 @@ class NotTrained(ServiceError):
     status, code = 409, "not_trained"
 
 
+class MemoryFailed(ServiceError):
+    """The memory could not be recovered (or its model is damaged): ``reason`` says why.
+
+    Its details, listing and delete still work; everything else answers this until the
+    damage is repaired (a damaged model by training again) or the memory deleted."""
+
+    status, code = 409, "memory_failed"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"memory {name!r} failed: {reason}", {"memory": name, "reason": reason})
+
+
 class JobRunning(ServiceError):
     """The memory has an unfinished job already; ``job_id`` is that job's."""
 
@@ -165,9 +183,54 @@ class NotTrainable(ServiceError):
     status, code = 422, "not_trainable"
 
 
-# --- not ready -------------------------------------------------------------------------------
+class MemoryBudgetExceeded(ServiceError):
+    """What was asked for would take more memory than the service's budget allows
+    (AMS_MEMORY_BUDGET); ``details`` give the bytes needed, free and the limit."""
+
+    status, code = 422, "memory_budget_exceeded"
+
+    def __init__(self, what: str, needed: int, free: int, limit: int) -> None:
+        mib = 1 << 20
+        super().__init__(
+            f"{what} needs about {needed / mib:.0f} MiB; {free / mib:.0f} MiB of the service's memory "
+            f"budget of {limit / mib:.0f} MiB (AMS_MEMORY_BUDGET) is free",
+            {"needed_bytes": needed, "free_bytes": free, "limit_bytes": limit},
+        )
+
+
+# --- the service cannot do it now ------------------------------------------------------------
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
+
+
+class ServerBusy(ServiceError):
+    """Every byte or slot that this request would need is taken by others right now: retry."""
+
+    status, code = 503, "server_busy"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, {"retry_after": retry_after}, {"Retry-After": str(retry_after)})
+
+
+class RateLimited(ServiceError):
+    """This key (or client) has sent more requests than AMS_RATE_LIMIT allows."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"retry_after": retry_after}, {"Retry-After": str(retry_after)})
+
+
+class StorageFull(ServiceError):
+    """The disk (or the filesystem's quota) is full: nothing of the write was kept."""
+
+    status, code = 507, "insufficient_storage"
+
+
+class StorageUnavailable(ServiceError):
+    """Durable storage failed otherwise (an I/O error): nothing of the write was kept."""
+
+    status, code = 503, "storage_error"
 
 
 class ShardUnavailable(ServiceError):

@@ -23,10 +23,12 @@ import memory_core
 from . import api
 from .errors import install_error_handlers
 from .fastpath import RecallFastPath
+from .gate import AccessGate
 from .head import HeadAsGetMiddleware
 from .limits import BodyLimitMiddleware
 from .metrics import MetricsMiddleware
 from .page import install_page
+from .ratelimit import RateLimit
 from .schemas import CompleteRequest, LookupRequest, RetrieveRequest, StorePatterns
 from .service import Service
 from .settings import Settings, get_settings
@@ -75,13 +77,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The API's routes as their routers hold them (paths with the prefixes), for the fast
     # path and the Allow header of a 405 (errors.py), which match requests against them.
     app.state.api_routes = [route for router in api.ROUTERS for route in router.routes]
-    # Added innermost first: HEAD is routed as GET, metrics see every request, the body limit
-    # runs before routing, and the recall endpoints are answered past FastAPI's routing
-    # (fastpath.py).
+    # Added innermost first. From the outside in: metrics see every request; the gate checks
+    # the API key on the headers alone (gate.py), then the rate limit; only then is a body
+    # read, within its size, time and in-flight limits (limits.py); the recall endpoints are
+    # answered past FastAPI's routing (fastpath.py); HEAD is routed as GET.
     app.add_middleware(HeadAsGetMiddleware)
     if settings.fast_recall:
         app.add_middleware(RecallFastPath, routes=app.state.api_routes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        max_inflight=int(
+            settings.max_inflight_bytes or max(settings.max_request_bytes, service.budget.limit // 8)
+        ),
+        timeout=settings.body_timeout,
+    )
+    if settings.rate_limit > 0:
+        app.add_middleware(RateLimit, rate=settings.rate_limit, burst=settings.rate_burst)
+    app.add_middleware(AccessGate, routes=app.state.api_routes, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     install_page(app)  # the demo page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -65,6 +65,12 @@ class Limits(BaseModel):
     max_page: int
     max_k: int
     max_steps: int
+    max_epochs: int = Field(description="most epochs of a training job (AMS_MAX_EPOCHS)")
+    max_solver_steps: int = Field(description="largest *_steps or *_iters of a config (AMS_MAX_SOLVER_STEPS)")
+    max_text_chars: int = Field(description="longest caption or text query (AMS_MAX_TEXT_CHARS)")
+    memory_budget_bytes: int = Field(description="the memory budget of memories, requests and jobs")
+    memory_free_bytes: int = Field(description="what is free of it now")
+    rate_limit: float = Field(description="requests per second per API key or client; 0 = no limit")
 
 
 class Info(BaseModel):
@@ -89,6 +95,12 @@ class Info(BaseModel):
                         "max_page": 1000,
                         "max_k": 100,
                         "max_steps": 100,
+                        "max_epochs": 100000,
+                        "max_solver_steps": 10000,
+                        "max_text_chars": 2000,
+                        "memory_budget_bytes": 8589934592,
+                        "memory_free_bytes": 8455716864,
+                        "rate_limit": 0.0,
                     },
                     "auth": False,
                 }
@@ -173,13 +185,15 @@ class MemoryDetails(BaseModel):
     text: bool
     config: dict[str, Any] = Field(description="the resolved constructor arguments")
     count: int = Field(description="stored patterns (a relational memory: stored facts)")
-    state: Literal["ready", "untrained", "training", "stale"] = Field(
-        description="hopfield: always ready; pc, pcgraph, relational: untrained, training, ready or stale"
+    state: Literal["ready", "untrained", "training", "stale", "failed"] = Field(
+        description="hopfield: ready; pc, pcgraph, relational: untrained, training, ready or stale; "
+        "any kind: failed (recovery could not rebuild it, or its model checkpoint is damaged: see `error`)"
     )
     trained_count: int = Field(
         description="stored patterns (facts) the model has learned (hopfield: all of them)"
     )
     created_at: datetime
+    error: str | None = Field(None, description="why the memory failed (state failed), else null")
     placement: list[dict[str, Any]] | None = Field(
         None,
         exclude_if=lambda value: value is None,  # one process: not in the answer at all

@@ -15,10 +15,12 @@ import torch
 from memory_core import resolve_device
 
 from .batching import Batcher
+from .budget import MemoryBudget, available_memory
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
 from .storage import CLUSTER_FILE, SQLiteStorage, Storage
+from .text_memory import embed
 
 __all__ = ["Service"]
 
@@ -40,6 +42,13 @@ class Service:
             jobs=lambda: self.registry.jobs.running() if self.registry is not None else [],
         )
         self.batcher = Batcher(settings.recall_batch_max, settings.recall_batch_wait_ms, self.metrics)
+        if settings.memory_budget:
+            limit, source = int(settings.memory_budget), "AMS_MEMORY_BUDGET"
+        else:
+            free, source = available_memory()
+            limit, source = max(1 << 26, free // 2), f"half of the free memory ({source})"
+        self.budget = MemoryBudget(limit)
+        log.info("memory budget: %d MiB (%s)", limit >> 20, source)
         self.storage: Storage | None = None
         self.registry: Registry | None = None
         self.error: str | None = None
@@ -66,8 +75,10 @@ class Service:
                         f"{self.settings.data_dir} holds memories of the Ray mode (their patterns are in "
                         "their shards): serve it with AMS_RAY_ADDRESS set"
                     )
-                registry = Registry(self.storage, self.device, self.settings)
+                registry = Registry(self.storage, self.device, self.settings, self.budget)
                 patterns = registry.recover()
+            if any(live.record.text for live in registry.all()):
+                self._load_text_model()
         except Exception as exc:  # stays not ready, and says why on /readyz
             log.exception("recovery failed")
             self.error = f"recovery failed: {type(exc).__name__}: {exc}"
@@ -81,6 +92,15 @@ class Service:
             self.settings.data_dir,
             self.device,
         )
+
+    def _load_text_model(self) -> None:
+        """Load the caption model now, before ready, when text memories exist: its first load
+        holds the interpreter for up to a second in places (imports), which would otherwise
+        stall every request of the first caption store or text query."""
+        try:
+            embed(["warm up"], self.device)
+        except Exception as exc:  # a deployment without it answers 501 when it is needed
+            log.warning("caption model not loaded: %s", exc)
 
     def close(self) -> None:
         """Stop jobs and release storage."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ByteSize, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,13 +40,49 @@ class Settings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="most patterns in one store request")
     max_dim: int = Field(1 << 20, ge=1, description="largest pattern dimension D = C*H*W of a memory")
     max_memories: int = Field(1000, ge=1, description="most memories at once")
-    max_text_chars: int = Field(4096, ge=1, description="longest caption of a pattern")
+    max_text_chars: int = Field(
+        2000,
+        ge=1,
+        le=2000,
+        description="longest caption of a pattern or text query (the text encoder's 2000 at most)",
+    )
     max_metadata_bytes: int = Field(
         16 * 1024, ge=2, description="largest metadata object of a pattern, as JSON"
     )
     max_page: int = Field(1000, ge=1, description="most patterns in one page of a listing")
     max_k: int = Field(100, ge=1, description="most matches one recall may ask for")
     max_steps: int = Field(100, ge=1, description="most iterated retrieval steps one recall may ask for")
+    max_epochs: int = Field(100_000, ge=1, description="most epochs of a training job or a config's epochs")
+    max_solver_steps: int = Field(
+        10_000,
+        ge=1,
+        description="largest value of a config's *_steps and *_iters (relaxation, recall, training)",
+    )
+
+    # --- protection --------------------------------------------------------------------
+    memory_budget: ByteSize | None = Field(
+        None,
+        description="bytes the memories, requests and jobs may take together, e.g. 8GiB; "
+        "unset: half of what the process could get at start (RAM, cgroup, RLIMIT_AS)",
+    )
+    max_inflight_bytes: ByteSize | None = Field(
+        None,
+        description="request body bytes held at once by all requests; unset: an eighth of the memory "
+        "budget (at least AMS_MAX_REQUEST_BYTES)",
+    )
+    body_timeout: float = Field(60.0, gt=0, description="seconds a client may take to send a request body")
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a client may take to send a request's headers (python -m app)"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections and requests at once; more get 503 (python -m app)"
+    )
+    rate_limit: float = Field(
+        0.0, ge=0, description="requests per second per API key (or client address without keys); 0 = off"
+    )
+    rate_burst: int = Field(
+        0, ge=0, description="requests one key may send at once on top; 0 = 2 s of rate_limit"
+    )
 
     # --- micro-batching of recalls ----------------------------------------------------
     recall_batch_max: int = Field(

@@ -19,6 +19,16 @@ after a restart) and is the cursor of listings. Memory ids are never reused eith
 so a checkpoint can never be mistaken for another memory's. Facts of relational
 memories (a relation name and the argument names, as a JSON list) are kept the same
 way in a table of their own, once each per memory; their sequence number is their id.
+
+Failures. A write that fails (disk full: ``StorageFull``, 507; any other I/O error:
+``StorageUnavailable``, 503) is rolled back whole: nothing of it is visible afterwards,
+in this process or after a restart. On open, a checkpoint folder whose memory the
+database does not hold is a leftover of a delete interrupted by a crash, and removed,
+only if the database's id counter has passed it; a folder of an id the database never
+gave out, or any folder beside a database that holds no memories (a lost or replaced
+database file), stops the start with ``StorageDamaged`` rather than delete a model.
+Stored vectors are checked as they are read (``iter_vectors``): a wrong length or a
+non-finite number is ``DamagedPattern``, naming the patterns.
 """
 
 from __future__ import annotations
@@ -37,9 +47,11 @@ from typing import Any
 import numpy as np
 
 from .exceptions import MemoryExists, PatternExists  # raised here, answered as 409
+from .storage_errors import DamagedPattern, StorageDamaged, storage_error
 
 __all__ = [
     "CLUSTER_FILE",
+    "DamagedPattern",
     "Fact",
     "FactRow",
     "MemoryExists",
@@ -49,6 +61,8 @@ __all__ = [
     "PatternRow",
     "SQLiteStorage",
     "Storage",
+    "StorageDamaged",
+    "storage_error",
 ]
 
 
@@ -164,9 +178,15 @@ class Storage(ABC):
 
     @abstractmethod
     def iter_vectors(
-        self, memory_id: int, batch: int = 4096
+        self, memory_id: int, batch: int = 4096, dim: int | None = None
     ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
-        """All of a memory's patterns in storage order, as (seqs, ids, vectors (n, D)) batches."""
+        """All of a memory's patterns in storage order, as (seqs, ids, vectors (n, D)) batches;
+        ``DamagedPattern`` for vectors of another length than ``dim`` (or each other's) or
+        with non-finite numbers."""
+
+    @abstractmethod
+    def count_patterns(self, memory_id: int) -> int:
+        """How many patterns a memory holds in storage."""
 
     @abstractmethod
     def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:
@@ -243,9 +263,14 @@ class SQLiteStorage(Storage):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._writer = self._connect()
-        with self._write_lock:
-            self._writer.executescript(_SCHEMA)
-        self._remove_orphan_checkpoints()
+        fresh = self._writer.execute("SELECT 1 FROM sqlite_master WHERE name = 'memories'").fetchone() is None
+        try:
+            with self._write_lock:
+                self._writer.executescript(_SCHEMA)
+            self._check_checkpoints(fresh)
+        except BaseException:
+            self.close()
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -264,16 +289,25 @@ class SQLiteStorage(Storage):
         return conn
 
     def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``fn`` in one IMMEDIATE transaction; committed (and fsynced) on return."""
+        """Run ``fn`` in one IMMEDIATE transaction; committed (and fsynced) on return. On any
+        failure (``fn``'s, or the commit's: a full disk) the transaction is rolled back whole
+        and the error raised, I/O errors as ``storage_error`` says."""
         with self._write_lock:
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:  # SQLite may have rolled back itself (SQLITE_FULL)
+                        pass
+                mapped = storage_error(exc)
+                if mapped is not None:
+                    raise mapped from exc
                 raise
-            conn.execute("COMMIT")
             return result
 
     # --- memories -------------------------------------------------------------------
@@ -431,7 +465,7 @@ class SQLiteStorage(Storage):
         return [self._row(r, with_vector=False) for r in rows]
 
     def iter_vectors(
-        self, memory_id: int, batch: int = 4096
+        self, memory_id: int, batch: int = 4096, dim: int | None = None
     ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
         after = -1
         conn = self._reader()
@@ -444,9 +478,28 @@ class SQLiteStorage(Storage):
                 return
             seqs = [r[0] for r in rows]
             ids = [r[1] for r in rows]
-            vectors = np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]).astype(np.float32)  # (n, D)
+            want = 4 * dim if dim is not None else len(rows[0][2])
+            odd = [r[1] for r in rows if not isinstance(r[2], bytes) or len(r[2]) != want or want == 0]
+            if odd:
+                raise DamagedPattern(f"stored vectors of a wrong length: patterns {odd[:10]}", odd)
+            vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), -1)
+            vectors = vectors.astype(np.float32)  # (n, D), a copy of its own
+            bad = ~np.isfinite(vectors).all(axis=1)
+            if bad.any():
+                named = [ids[i] for i in np.flatnonzero(bad)]
+                raise DamagedPattern(
+                    f"stored vectors with NaN or infinite numbers: patterns {named[:10]}", named
+                )
             yield seqs, ids, vectors
             after = seqs[-1]
+
+    def count_patterns(self, memory_id: int) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT COUNT(*) FROM patterns WHERE memory_id = ?", (memory_id,))
+            .fetchone()
+        )
+        return int(row[0])
 
     # --- facts ----------------------------------------------------------------------
     @staticmethod
@@ -514,13 +567,26 @@ class SQLiteStorage(Storage):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _remove_orphan_checkpoints(self) -> None:
+    def _check_checkpoints(self, fresh: bool) -> None:
+        """Remove the checkpoint folders of memories deleted by an interrupted delete; raise
+        ``StorageDamaged`` for folders the database cannot account for (module docstring)."""
         root = self._checkpoint_root()
         if not root.exists():
             return
-        live = {str(r.id) for r in self.list_memories()}
-        for child in root.iterdir():
-            if child.is_dir() and child.name not in live:
+        folders = [c for c in root.iterdir() if c.is_dir() and c.name.isdigit()]
+        live = {r.id for r in self.list_memories()}
+        row = self._reader().execute("SELECT seq FROM sqlite_sequence WHERE name = 'memories'").fetchone()
+        given_out = 0 if row is None else int(row[0])  # the highest memory id ever given out
+        unknown = sorted(int(c.name) for c in folders if int(c.name) not in live and int(c.name) > given_out)
+        if unknown:  # ids past the counter: the database is older than the files, or new
+            state = "is new (it had no tables)" if fresh else f"gave out memory ids up to {given_out} only"
+            raise StorageDamaged(
+                f"{self.path} {state}, but {root} holds checkpoints of memories {unknown[:10]}: the "
+                "database file may have been lost, emptied or replaced. Restore it from a backup; or, "
+                "to start without those models, move the checkpoints folder away."
+            )
+        for child in folders:
+            if int(child.name) not in live:
                 shutil.rmtree(child, ignore_errors=True)
 
     def close(self) -> None:

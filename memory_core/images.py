@@ -7,22 +7,27 @@
 - A cue of another size than the memory's is centre-cropped to the memory's aspect
   ratio and resized to it.
 
-Decoding refuses images with more than ``max_pixels`` pixels before decompressing
-them (decompression bombs), and any undecodable bytes, with ``ImageError``.
+Decoding opens PNG and JPEG only (``FORMATS``: what the service documents; Pillow's other
+decoders, ICO, TIFF, BMP, ..., are never reached), reads the size from the header and
+refuses images with more than ``max_pixels`` pixels before decompressing them
+(decompression bombs), and any undecodable bytes, with ``ImageError``. A JPEG's EXIF
+orientation is applied (a phone photo comes out the right way up).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from struct import error as struct_error
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "FORMATS",
     "ImageError",
     "ImageTooLarge",
     "alpha_mask",
@@ -30,12 +35,17 @@ __all__ = [
     "decode_mask",
     "fit_to_shape",
     "image_to_tensor",
+    "load_image",
+    "mask_from_image",
     "mask_to_png",
     "open_image",
+    "peek_image",
     "tensor_to_png",
 ]
 
 DEFAULT_MAX_PIXELS = 16_000_000
+FORMATS = ("PNG", "JPEG")
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 class ImageError(ValueError):
@@ -46,39 +56,60 @@ class ImageTooLarge(ImageError):
     """An image with more pixels than allowed."""
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode image bytes, refusing bombs before decompressing.
-
-    Arguments:
-        data: the file's bytes (PNG, JPEG, or anything else Pillow reads).
-        max_pixels: largest width * height accepted.
+def peek_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open image bytes lazily (the header only): a PNG or JPEG of at most ``max_pixels`` pixels.
 
     Returns:
-        a loaded PIL image.
+        an unloaded PIL image, for ``load_image``; its ``size`` is the header's.
     """
     if not data:
         raise ImageError("empty image data")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))  # lazy: reads the header only
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-                )
-            img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
+        img = Image.open(io.BytesIO(data), formats=FORMATS)  # lazy: reads the header only
     except UnidentifiedImageError:
         raise ImageError(
-            "not a readable image: the bytes are no picture format Pillow knows (PNG, JPEG, ...)"
+            f"not a readable image: the bytes are no {' or '.join(FORMATS)} picture (the formats accepted)"
         ) from None
-    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # a corrupt header
         raise ImageError(f"corrupt image data: {exc}") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     return img
+
+
+def load_image(img: Image.Image) -> Image.Image:
+    """Decode a ``peek_image`` result, EXIF orientation applied; ``ImageError`` for corrupt data."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img.load()
+            if img.getexif().get(_ORIENTATION, 1) != 1:  # else exif_transpose would copy it all
+                img = ImageOps.exif_transpose(img) or img
+            return img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"image refused as a decompression bomb: {exc}") from None
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        TypeError,
+        KeyError,
+        struct_error,
+    ) as exc:  # truncated or corrupt
+        raise ImageError(f"corrupt image data: {exc}") from None
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode image bytes (``peek_image`` then ``load_image``): a PNG or JPEG
+    of at most ``max_pixels`` pixels, refused before decompressing otherwise.
+
+    Returns:
+        a loaded PIL image, the right way up.
+    """
+    return load_image(peek_image(data, max_pixels))
 
 
 def image_to_tensor(img: Image.Image, channels: int | None = None) -> Tensor:
@@ -141,13 +172,17 @@ def alpha_mask(img: Image.Image) -> Tensor | None:
 
 
 def decode_mask(data: bytes, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
-    """A mask picture -> (H, W) bool, True = known, fitted to ``size`` = (H, W).
+    """A mask picture -> (H, W) bool, True = known, fitted to ``size`` = (H, W) (``mask_from_image``)."""
+    return mask_from_image(open_image(data, max_pixels), size)
+
+
+def mask_from_image(img: Image.Image, size: tuple[int, int]) -> Tensor:
+    """A decoded mask picture -> (H, W) bool, True = known, fitted to ``size`` = (H, W).
 
     A picture with alpha marks unknown pixels with alpha 0; otherwise it is read as
     greyscale, white (>= 128) = known. It is centre-cropped and resized like a cue
     (nearest neighbour, so the mask stays sharp).
     """
-    img = open_image(data, max_pixels)
     height, width = size
     if img.size != (width, height):
         img = img.crop(_centre_crop_box(img.width, img.height, width, height))

@@ -26,21 +26,20 @@ memory grows as N^2 whatever the density.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 
 import torch
-from safetensors.torch import load_file, save
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import pcgraph_checkpoint
 from .checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
-from .files import atomic_write
 from .graphs import as_adjacency, fully_connected, hierarchy, layered, random_sparse
+from .interrupt import poll
 from .pc.energy import ACTIVATIONS, activation_pair  # f and f', shared with PCMemory
 
 __all__ = [
@@ -143,6 +142,9 @@ class PCGraphConfig:
         sizes = self.hidden_sizes
         if any(s < 0 for s in sizes) or (self.topology == "layered" and any(s < 1 for s in sizes)):
             raise ValueError(f"hidden sizes must be positive, got {self.hidden!r}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
         for name in ("train_steps", "recall_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -154,8 +156,14 @@ class PCGraphConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name, top in (("infer_lr", 10.0), ("weight_lr", 1.0), ("weight_decay", 1.0), ("init_std", 100.0)):
+            if not getattr(self, name) <= top:  # far past any useful value: beyond it training diverges
+                raise ValueError(f"{name} must be at most {top:g}, got {getattr(self, name)}")
         if self.topology == "random" and not 0.0 < self.density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
+        # fit seeds a generator with seed + trained_count, which must fit torch's 64 bits.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> PCGraphConfig:
@@ -382,6 +390,7 @@ class PCGraph:
         mom = self.config.momentum
         velocity = torch.zeros_like(x)  # (B, N) heavy-ball momentum of the inference dynamics
         for _ in range(steps):
+            poll()  # a caller may cancel here (memory_core.interrupt)
             _, _, grad = self.energy_gradient(x)  # (B, N)
             if mom:
                 velocity = torch.add(grad, velocity, alpha=mom)
@@ -408,6 +417,7 @@ class PCGraph:
             x[:, : self.dim] = k * cue + (1 - k) * self.bias[: self.dim]
             free[:, : self.dim] = 1 - k
         for _ in range(self.config.init_sweeps):
+            poll()
             mu = torch.addmm(self.bias, self.act(x)[0], self.weights)  # (B, N)
             x = torch.addcmul(x, free, mu - x)  # free vertices take their prediction
         if known is None:
@@ -455,6 +465,7 @@ class PCGraph:
             order = torch.randperm(n, generator=gen).to(self.device)
             total = 0.0
             for start in range(0, n, bs):
+                poll()
                 batch = patterns[order[start : start + bs]]  # (b, D)
                 x, free = self._start(batch, torch.ones_like(batch, dtype=torch.bool))
                 x, fx, eps = self._relax(x, free, self.config.train_steps)
@@ -534,52 +545,10 @@ class PCGraph:
         A crash leaves either the old checkpoint or the new one, never a torn file
         (``files.atomic_write``).
         """
-        tensors = {
-            "weights": self.weights.detach().cpu().contiguous(),
-            "bias": self.bias.detach().cpu().contiguous(),
-            "adjacency": self.adjacency.cpu().contiguous(),
-        }
-        for name, (m, v) in self._opt.moments.items():
-            tensors[f"adam.{name}.m"] = m.cpu().contiguous()
-            tensors[f"adam.{name}.v"] = v.cpu().contiguous()
-        meta = {
-            "format": "memory_core.PCGraph",
-            "version": "1",
-            "config": json.dumps(asdict(self.config)),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "trained_count": str(self.trained_count),
-            "adam_step": str(self._opt.step),
-        }
-        atomic_write(path, save(tensors, metadata=meta))
+        pcgraph_checkpoint.save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> PCGraph:
-        """Read a checkpoint written by ``save`` (onto ``device``)."""
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # safetensors raises its own error type for a bad header
-            raise ValueError(f"{path} is not a PCGraph checkpoint: {exc}") from exc
-        if meta.get("format") != "memory_core.PCGraph":
-            raise ValueError(f"{path} is not a PCGraph checkpoint (no PCGraph metadata)")
-        config = PCGraphConfig.from_dict(json.loads(meta["config"]))  # old key names too
-        tensors = load_file(str(path))
-        adj = as_adjacency(tensors["adjacency"], config.n_vertices)
-        dtype = getattr(torch, meta["dtype"])
-        graph = cls.__new__(cls)
-        graph._setup(config, adj, device, dtype)
-        graph.weights = tensors["weights"].to(graph.device, dtype)
-        graph.bias = tensors["bias"].to(graph.device, dtype)
-        graph.trained_count = int(meta["trained_count"])
-        graph._opt.step = int(meta["adam_step"])
-        for name in ("weights", "bias"):
-            if f"adam.{name}.m" in tensors:
-                graph._opt.moments[name] = (
-                    tensors[f"adam.{name}.m"].to(graph.device, dtype),
-                    tensors[f"adam.{name}.v"].to(graph.device, dtype),
-                )
-        return graph
+        """Read a checkpoint written by ``save`` (onto ``device``); ValueError for a file that is
+        not one, whose tensors do not fit its config, or that holds non-finite numbers."""
+        return pcgraph_checkpoint.load(cls, PCGraphConfig, path, device)

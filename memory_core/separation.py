@@ -254,6 +254,10 @@ SEPARATIONS: tuple[str, ...] = (
     "threshold",
     "normalised_identity",
 )
+# The largest beta and polynomial order n: far past argmax already (beta = 1e4 separates
+# scores 0.001 apart by e^10), and small enough that beta * s or n * log c stays finite in
+# float32 for any score a memory can have, so no separation ever makes an inf or a NaN.
+MAX_SHARPNESS = 1e12
 
 
 def make_separation(
@@ -262,12 +266,12 @@ def make_separation(
     """Build a separation by name from the parameters it uses; ValueError on bad ones."""
     if name not in SEPARATIONS:
         raise ValueError(f"unknown separation {name!r}; known: {', '.join(SEPARATIONS)}")
-    if name in ("softmax", "topk") and not (math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    if name == "polynomial" and not (math.isfinite(n) and n > 0):
-        raise ValueError(f"polynomial order n must be a finite number > 0, got {n!r}")
-    if name == "topk" and not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"top-k needs an integer k >= 1, got {k!r}")
+    if name in ("softmax", "topk") and not (math.isfinite(beta) and 0 < beta <= MAX_SHARPNESS):
+        raise ValueError(f"beta must be a number in (0, {MAX_SHARPNESS:g}], got {beta!r}")
+    if name == "polynomial" and not (math.isfinite(n) and 0 < n <= MAX_SHARPNESS):
+        raise ValueError(f"polynomial order n must be a number in (0, {MAX_SHARPNESS:g}], got {n!r}")
+    if name == "topk" and not (isinstance(k, int) and 1 <= k < 2**31):
+        raise ValueError(f"top-k needs an integer k >= 1 (below 2^31), got {k!r}")
     if name == "threshold" and not (math.isfinite(radius) and radius >= 0):
         raise ValueError(f"threshold radius must be a finite number >= 0, got {radius!r}")
     return {

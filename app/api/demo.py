@@ -17,13 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..codec import prepare_patterns
 from ..exceptions import ApiError, JobRunning, MemoryNotFound, WrongKind
+from ..gate import body_limit
 from ..jobs import JobContext
 from ..kinds import LiveMemory, RelationalKind
 from ..presets import PRESETS, Preset
 from ..registry import Registry
 from ..schemas import NAME_PATTERN, Job, MemoryDetails
 from ..service import Service
-from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from .deps import (
+    READ,
+    READ_ERRORS,
+    SMALL_BODY,
+    WRITE,
+    WRITE_ERRORS,
+    RegistryDep,
+    ServiceDep,
+    errors,
+    run_sync,
+)
 from .memories import memory_details
 
 router = APIRouter(prefix="/v1/demo", tags=["demo"])
@@ -167,6 +178,7 @@ async def list_presets() -> DemoPresetList:
     dependencies=WRITE,
     responses=errors(400, 409, 413, 422, 501, *WRITE_ERRORS),
 )
+@body_limit(SMALL_BODY)
 async def create_demo(body: DemoRequest, registry: RegistryDep, service: ServiceDep) -> DemoStarted:
     """Create a memory preloaded from a preset: `fashion` (Fashion-MNIST, [1, 28, 28]),
     `photos` (69 captioned photo crops, [3, 64, 64], a text memory), or the knowledge bases
@@ -218,11 +230,13 @@ def _start_load(
         if not ctx.report(1, steps):
             return
         for step, start in enumerate(range(0, count, batch), start=2):
+            part = raw[start : start + batch]
             if isinstance(live, RelationalKind):
-                live.store_facts(registry.storage, raw[start : start + batch])
+                live.store_facts(registry.storage, part)
             else:
-                patterns, vectors = prepare_patterns(raw[start : start + batch], live.record, settings)
-                registry.store(live, patterns, vectors)
+                with registry.storing(live, len(part)):
+                    patterns, vectors = prepare_patterns(part, live.record, settings, budget=registry.budget)
+                    registry.store(live, patterns, vectors)
                 service.metrics.patterns_stored.labels(live.kind).inc(len(patterns))
             if not ctx.report(step, steps):
                 return
@@ -237,7 +251,15 @@ def _start_load(
             pass
 
     try:
-        job = registry.jobs.submit(live.name, "demo", load, patterns=count, epochs=steps, on_finish=on_finish)
+        job = registry.jobs.submit(
+            live.name,
+            "demo",
+            load,
+            patterns=count,
+            epochs=steps,
+            on_finish=on_finish,
+            key=registry.job_key(live),
+        )
     except JobRunning as exc:  # only if someone started a job on the brand-new memory
         raise JobRunning(f"memory {live.name!r} has a job already", exc.job_id) from None
     return job.to_dict()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -10,12 +9,17 @@ import anyio.to_thread
 from fastapi import Depends, Request, Response, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from ..exceptions import ApiError, NotReady
+from ..auth import check_key
+from ..exceptions import NotReady
 from ..registry import Registry
 from ..schemas import ErrorResponse
 from ..service import Service
 
 T = TypeVar("T")
+
+# The body limit of routes whose JSON bodies FastAPI parses itself, on the event loop
+# (create, train, demo): their bodies are small, and a large one would hold the loop.
+SMALL_BODY = 64 * 1024
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <AMS_API_KEY or AMS_READ_API_KEY>")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key, as a header")
@@ -41,33 +45,10 @@ async def get_registry(service: ServiceDep) -> Registry:
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 
 
-def _equal(a: str, b: str | None) -> bool:
-    """Constant-time comparison (False when b is not set)."""
-    return b is not None and hmac.compare_digest(a.encode(), b.encode())
-
-
 def _check_key(
     service: Service, bearer: HTTPAuthorizationCredentials | None, header: str | None, write: bool
 ) -> None:
-    settings = service.settings
-    if not settings.api_key:
-        return
-    key = bearer.credentials if bearer is not None else header
-    if not key:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "an API key is needed: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    full, read = _equal(key, settings.api_key), _equal(key, settings.read_api_key)  # both, always
-    if full:
-        return
-    if read:
-        if write:
-            raise ApiError(403, "forbidden", "this API key may only read and recall")
-        return
-    raise ApiError(401, "unauthorized", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
+    check_key(service.settings, bearer.credentials if bearer is not None else header, write)
 
 
 async def require_read(
@@ -135,14 +116,17 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "the read-only key may not write",
         404: "unknown memory, pattern or job",
         406: "the asked-for representation is not available",
-        409: "conflict (exists already, busy, empty)",
+        408: "the request body did not arrive in time (AMS_BODY_TIMEOUT)",
+        409: "conflict (exists already, busy, empty, or the memory failed recovery: memory_failed)",
         413: "request body or image too large",
         415: "unsupported content type",
-        422: "invalid input (shape, dimension, NaN, base64, image, batch size, config)",
-        503: "not ready: memories are still being loaded",
+        422: "invalid input (shape, dimension, NaN, base64, image, batch size, config, memory budget)",
+        429: "too many requests for this API key (AMS_RATE_LIMIT); see Retry-After",
+        503: "not ready (memories still loading), busy (see Retry-After), or storage failing",
+        507: "the disk is full: nothing was written",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "error")} for s in statuses}
 
 
-READ_ERRORS = (401, 503)  # what any /v1 read may answer besides its own errors
-WRITE_ERRORS = (401, 403, 503)  # and any write
+READ_ERRORS = (401, 408, 429, 503)  # what any /v1 read may answer besides its own errors
+WRITE_ERRORS = (401, 403, 408, 429, 503, 507)  # and any write

@@ -17,11 +17,26 @@ from ..fact_schemas import (
     StoreFacts,
     Vocabulary,
 )
+from ..gate import body_limit
 from ..kinds import relational_memory
-from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync
+from .deps import (
+    READ,
+    READ_ERRORS,
+    SMALL_BODY,
+    WRITE,
+    WRITE_ERRORS,
+    RegistryDep,
+    ServiceDep,
+    errors,
+    run_sync,
+)
 from .params import NameParam, decode_cursor, encode_cursor, page_limit
 
 router = APIRouter(prefix="/v1/memories", tags=["facts"])
+
+# A store's body: FastAPI parses it whole, on the event loop, so it is kept small: AMS_MAX_BATCH
+# facts of ~4 KiB each (names of up to 200 characters), far above what real facts take.
+FACTS_BODY = 4 << 20
 
 FactIdParam = Path(ge=1, le=2**63 - 1, description="the fact's id (from a store or a listing)", examples=[1])
 
@@ -33,6 +48,7 @@ FactIdParam = Path(ge=1, le=2**63 - 1, description="the fact's id (from a store 
     dependencies=WRITE,
     responses=errors(400, 404, 413, 422, *WRITE_ERRORS),
 )
+@body_limit(FACTS_BODY)
 async def store_facts(
     body: StoreFacts, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> FactsStored:
@@ -48,7 +64,14 @@ async def store_facts(
             422, "batch_too_large", f"{len(body.facts)} facts in one request; the limit is {limit}"
         )
     facts = [(f.relation, tuple(f.args)) for f in body.facts]
-    ids, new, count = await run_sync(live.store_facts, registry.storage, facts)
+    # what the model may grow by: new entities' embeddings, their gradients and Adam's moments
+    growth = 4 * 4 * 2 * sum(len(args) for _, args in facts) * int(live.record.config["dim"])
+
+    def store() -> tuple[list[int], int, int]:
+        with registry.budget.reserve(growth, f"storing {len(facts)} facts in {name!r}"):
+            return live.store_facts(registry.storage, facts)
+
+    ids, new, count = await run_sync(store)
     return FactsStored(ids=ids, new=new, count=count)
 
 
@@ -111,6 +134,7 @@ async def delete_fact(registry: RegistryDep, name: str = NameParam, fact_id: int
     dependencies=READ,
     responses=errors(400, 404, 409, 413, 422, *READ_ERRORS),
 )
+@body_limit(SMALL_BODY)
 async def query(body: QueryRequest, registry: RegistryDep, name: str = NameParam) -> QueryResult:
     """Complete a fact with one missing argument (`null`): every entity the memory knows ranked
     as that argument, best first, the first `k` returned (`filter_known` leaves out those that

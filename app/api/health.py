@@ -56,6 +56,7 @@ def metrics(service: ServiceDep) -> Response:
 def info(service: ServiceDep) -> Info:
     """Version, device, limits, and what memories can be made of (kinds, similarities, separations)."""
     s = service.settings
+    budget = service.budget.usage()
     return Info(
         version=memory_core.__version__,
         device=str(service.device),
@@ -72,6 +73,12 @@ def info(service: ServiceDep) -> Info:
             max_page=s.max_page,
             max_k=s.max_k,
             max_steps=s.max_steps,
+            max_epochs=s.max_epochs,
+            max_solver_steps=s.max_solver_steps,
+            max_text_chars=s.max_text_chars,
+            memory_budget_bytes=budget["limit"],
+            memory_free_bytes=budget["free"],
+            rate_limit=s.rate_limit,
         ),
         auth=bool(s.api_key),
     )

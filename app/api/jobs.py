@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from ..exceptions import JobNotFound
+from ..gate import body_limit
 from ..schemas import NAME_PATTERN, Job, JobList, TrainRequest
-from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
+from .deps import READ, READ_ERRORS, SMALL_BODY, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
 from .params import JobIdParam, NameParam
 
 router = APIRouter(tags=["jobs"])
@@ -26,6 +27,7 @@ TrainBody = Annotated[
     dependencies=WRITE,
     responses=errors(400, 404, 409, 422, *WRITE_ERRORS),
 )
+@body_limit(SMALL_BODY)
 async def train(registry: RegistryDep, body: TrainBody = None, name: str = NameParam) -> Job:
     """Train a memory's model (kinds pc, pcgraph, relational) on every pattern (fact) stored now,
     as a background job (202). One job at a time per memory (409 while one is unfinished);
@@ -60,7 +62,7 @@ async def get_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
     "/v1/jobs/{job_id}", response_model=Job, dependencies=WRITE, responses=errors(404, 422, *WRITE_ERRORS)
 )
 async def cancel_job(registry: RegistryDep, job_id: str = JobIdParam) -> Job:
-    """Cancel a job: it stops after its current epoch and the memory keeps its previous model."""
+    """Cancel a job: it stops within one step of its work and the memory keeps its previous model."""
     job = registry.jobs.cancel(job_id)
     if job is None:
         raise JobNotFound(job_id)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import torch
 from fastapi import APIRouter, Request, Response
 
-from ..codec import is_image, parse_cue, parse_json, picture_cue, png_base64
+from ..codec import cue_values, is_image, parse_cue, parse_json, picture_cue, png_base64
 from ..exceptions import ApiError
+from ..gate import body_limit
+from ..jsonbody import check_values
 from ..kinds import CaptionLookup, LiveMemory, TextLookup, pattern_memory
 from ..registry import Registry
 from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult, RecalledPattern
 from ..service import Service
 from ..text_memory import embed
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, run_sync
-from .params import NameParam, body_kind, check_limits, image_form, read_form
+from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_body_limit
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -93,6 +95,7 @@ def _by_pattern(live: LiveMemory, found: CaptionLookup, storage) -> LookupResult
     openapi_extra=LOOKUP_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
+@body_limit(recall_body_limit)
 async def lookup(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:
@@ -135,8 +138,9 @@ async def lookup_response(request: Request, service: Service, registry: Registry
                 raise ApiError(
                     422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON 'vector'"
                 )
-            cue, mask = picture_cue(record, settings, image, mask_data)
+            cue, mask = picture_cue(record, settings, image, mask_data, registry.budget)
             return "pattern", cue, mask, k
+        check_values(body, cue_values(record, settings), f"a lookup in memory {name!r} (D = {record.dim})")
         req = parse_json(body, LookupRequest)
         check_limits(req.k, 1, settings)
         if req.text is not None:
@@ -151,7 +155,7 @@ async def lookup_response(request: Request, service: Service, registry: Registry
             if not req.text.strip():
                 raise ApiError(422, "invalid_cue", "text is blank")
             return "text", embed([req.text], live.device)[0].cpu(), None, req.k  # (384,)
-        cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask)
+        cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask, registry.budget)
         return "pattern", cue, mask, req.k
 
     # Parsing (and the caption's embedding) runs on a worker thread; the memory call is

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 
+from ..gate import body_limit
 from ..kinds import LiveMemory
 from ..schemas import MemoryCreate, MemoryDetails, MemoryList
-from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
+from .deps import READ, READ_ERRORS, SMALL_BODY, WRITE, WRITE_ERRORS, RegistryDep, errors, run_sync
 from .params import NameParam
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
@@ -37,6 +38,7 @@ def memory_details(live: LiveMemory) -> MemoryDetails:
     dependencies=WRITE,
     responses=errors(400, 409, 413, 422, *WRITE_ERRORS),
 )
+@body_limit(SMALL_BODY)
 async def create_memory(body: MemoryCreate, registry: RegistryDep) -> MemoryDetails:
     """Create a memory. `config` keys are the constructor arguments of its kind; `{}` = good defaults
     (hopfield: euclidean similarity, mask-aware, softmax separation at beta 100; see /v1/info
@@ -58,8 +60,9 @@ async def list_memories(registry: RegistryDep) -> MemoryList:
     "/{name}", response_model=MemoryDetails, dependencies=READ, responses=errors(404, 422, *READ_ERRORS)
 )
 async def get_memory(registry: RegistryDep, name: str = NameParam) -> MemoryDetails:
-    """A memory's kind, shape, config, count, state and trained_count."""
-    return await run_sync(lambda: memory_details(registry.get(name)))
+    """A memory's kind, shape, config, count, state and trained_count (and, for a memory that
+    failed recovery, state "failed" and why in `error`)."""
+    return await run_sync(lambda: memory_details(registry.get(name, allow_failed=True)))
 
 
 @router.delete(

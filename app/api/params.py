@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from fastapi import Path, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
-from ..exceptions import ApiError
+from ..codec import cue_values, is_image
+from ..exceptions import ApiError, ServiceError
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
+from ..storage import storage_error
 
 __all__ = [
     "JobIdParam",
@@ -24,7 +28,12 @@ __all__ = [
     "image_form",
     "page_limit",
     "read_form",
+    "recall_body_limit",
 ]
+
+# Bytes a JSON value of a cue may take: the longest float (-1.2345678901234567e-308), its
+# comma, and indentation to spare.
+_BYTES_PER_VALUE = 48
 
 NameParam = Path(pattern=NAME_PATTERN, description="the memory's name", examples=["fashion"])
 PatternIdParam = Path(pattern=ID_PATTERN, description="the pattern's id", examples=["shoe-1"])
@@ -47,6 +56,8 @@ async def read_form(request: Request, max_files: int) -> dict[str, list]:
     """Parse a multipart body: field name -> [bytes (files) or str (fields)]; 400 when malformed."""
     try:
         form = await request.form(max_files=max_files, max_fields=3 * max_files + 10)
+    except OSError as exc:  # spooling an upload to a full disk
+        raise storage_error(exc) from exc
     except StarletteHTTPException as exc:
         detail = str(exc.detail)
         if "Too many files" in detail:
@@ -59,6 +70,24 @@ async def read_form(request: Request, max_files: int) -> dict[str, list]:
     finally:
         await form.close()
     return out
+
+
+def recall_body_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] | None:
+    """The body limit of a recall of a vector memory (``gate.body_limit``): what its largest
+    cue can take (``cue_values``: a vector and a mask of D values, a caption), so that a
+    larger body is refused on its Content-Length, before it is read. None (the default
+    limit) for image memories, whose cues are pictures, and for names that are not a memory."""
+    service = scope["app"].state.service
+    if service.registry is None:
+        return None
+    try:
+        record = service.registry.get(params.get("name", ""), allow_failed=True).record
+    except ServiceError:
+        return None
+    if is_image(record):
+        return None
+    limit = _BYTES_PER_VALUE * cue_values(record, service.settings) + 65536
+    return limit, f"a recall of memory {record.name!r}, D = {record.dim}, takes at most {limit} bytes"
 
 
 def check_limits(k: int, steps: int, settings: Settings) -> None:
@@ -108,6 +137,6 @@ def decode_cursor(cursor: str) -> int:
         seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out") from None
-    if seq < 0:
+    if not 0 <= seq < 2**63:  # storage's sequence numbers are 64-bit
         raise ApiError(422, "invalid_cursor", "cursor is not one this service gave out")
     return seq

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
 
-from ..codec import RawPattern, is_image, parse_json, png_base64, png_bytes, prepare_patterns
+from ..codec import RawPattern, is_image, png_base64, png_bytes, prepare_patterns, store_items
 from ..exceptions import ApiError, PatternNotFound
 from ..kinds import pattern_memory
-from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StorePatterns, StoreResult
+from ..schemas import ID_PATTERN, PatternOut, PatternPage, PatternSummary, StoreResult
 from .deps import READ, READ_ERRORS, WRITE, WRITE_ERRORS, RegistryDep, ServiceDep, errors, run_sync, wants_png
 from .params import NameParam, PatternIdParam, body_kind, decode_cursor, encode_cursor, page_limit, read_form
 
@@ -86,6 +86,8 @@ async def store_patterns(
     JSON: `{"patterns": [{"id"?, "vector" | "image" (base64 PNG/JPEG), "text"?, "metadata"?}]}`.
     Multipart: files in field `images` (optional `ids`, `texts`, one per file). Every pattern is
     checked first: one bad pattern (shape, dimension, NaN, image, duplicate id) stores nothing.
+    What the batch takes in memory is checked against the memory budget first (422
+    `memory_budget_exceeded` naming the limit, or 503 `server_busy` while others hold it).
     """
     live = pattern_memory(registry.get(name), "storing patterns")
     settings = service.settings
@@ -96,13 +98,10 @@ async def store_patterns(
         items = None
 
     def work() -> StoreResult:
-        raw = (
-            items
-            if items is not None
-            else [RawPattern.from_json(p) for p in parse_json(body, StorePatterns).patterns]
-        )
-        patterns, vectors = prepare_patterns(raw, live.record, settings, fit)
-        ids, count = registry.store(live, patterns, vectors)
+        raw = items if items is not None else store_items(body, live.record, settings)
+        with registry.storing(live, len(raw)):
+            patterns, vectors = prepare_patterns(raw, live.record, settings, fit, registry.budget)
+            ids, count = registry.store(live, patterns, vectors)
         service.metrics.patterns_stored.labels(live.kind).inc(len(ids))
         return StoreResult(ids=ids, count=count)
 
@@ -124,7 +123,8 @@ async def list_patterns(
 ) -> PatternPage:
     """A page of patterns in storage order: `{id, text, metadata}` each, and `next_cursor`."""
     limit = page_limit(limit, service.settings)
-    live = pattern_memory(registry.get(name), "listing patterns")
+    # a failed memory's patterns can still be read out
+    live = pattern_memory(registry.get(name, allow_failed=True), "listing patterns")
     after = decode_cursor(cursor) if cursor else -1
     rows = await run_sync(registry.storage.page_patterns, live.record.id, after, limit + 1)
     more = len(rows) > limit
@@ -152,7 +152,7 @@ async def get_pattern(
 ) -> PatternOut | Response:
     """One stored pattern: JSON (image memories: base64 PNG `image`; vector memories: `vector`),
     or the PNG itself with `Accept: image/png` (image memories)."""
-    live = pattern_memory(registry.get(name), "reading a pattern")
+    live = pattern_memory(registry.get(name, allow_failed=True), "reading a pattern")
     record = live.record
     png = wants_png(request)
     if png and not is_image(record):

@@ -11,14 +11,16 @@ import torch
 from fastapi import APIRouter, Request, Response
 
 from ..batching import Cue
-from ..codec import b64decode, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
+from ..codec import b64decode, cue_values, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
 from ..exceptions import ApiError
+from ..gate import body_limit
+from ..jsonbody import check_values
 from ..kinds import LiveMemory, Recall, pattern_memory
 from ..registry import Registry
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
-from .params import NameParam, body_kind, check_limits, image_form, read_form
+from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_body_limit
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -84,6 +86,7 @@ RETRIEVE_BODY = {
     openapi_extra=RETRIEVE_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
+@body_limit(recall_body_limit)
 async def retrieve(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:
@@ -109,10 +112,12 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
     # parsed, its cue decoded, recalled from and answered (serialised) on the batch's worker
     # thread. (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
     def cue() -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+        check_values(body, cue_values(record, settings), f"a recall of memory {name!r} (D = {record.dim})")
         req = parse_json(body, RetrieveRequest)
         check_limits(req.k, req.steps, settings)
         parsed.append(req)
-        return (*parse_cue(record, settings, req.vector, req.image, req.mask), req.k, req.steps)
+        cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask, registry.budget)
+        return cue, mask, req.k, req.steps
 
     def answer(rec: Recall) -> bytes:
         if is_image(record):
@@ -155,6 +160,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
         **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
     },
 )
+@body_limit(recall_body_limit)
 async def complete(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:
@@ -190,12 +196,13 @@ async def complete_response(request: Request, service: Service, registry: Regist
     def cue_of() -> tuple[torch.Tensor, torch.Tensor, int, int]:
         nonlocal image, mask_data, k
         if body is not None:
+            check_values(body, cue_values(record, settings), f"a completion in memory {name!r}")
             req = parse_json(body, CompleteRequest)
             image = b64decode(req.image, "image")
             mask_data = None if req.mask is None else b64decode(req.mask, "mask")
             k = req.k
         check_limits(k, 1, settings)
-        cue, mask = picture_cue(record, settings, image, mask_data)  # (D,), (D,) | None
+        cue, mask = picture_cue(record, settings, image, mask_data, registry.budget)  # (D,), (D,) | None
         if mask is None:
             raise ApiError(
                 422,

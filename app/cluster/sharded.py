@@ -289,6 +289,16 @@ class ShardedMemory:
         return {pid: text for texts in found.values() for pid, text in texts.items()}
 
     # --- what the API and metrics read ----------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """Always "ready", as a hopfield memory in one process (its details say the same)."""
+        return "ready"
+
+    def resident_bytes(self) -> int:
+        """Bytes the gateway holds for it (the memory budget, app/budget.py): none, its patterns
+        live in the shards' processes."""
+        return 0
+
     def details(self) -> dict[str, Any]:
         return {
             "count": self.count,

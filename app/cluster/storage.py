@@ -210,9 +210,13 @@ class ClusterStorage(Storage):
         return self.catalog.page_patterns(memory_id, after_seq, limit)
 
     def iter_vectors(
-        self, memory_id: int, batch: int = 4096
+        self, memory_id: int, batch: int = 4096, dim: int | None = None
     ) -> Iterator[tuple[list[int], list[str], np.ndarray]]:
-        return self.catalog.iter_vectors(memory_id, batch)
+        return self.catalog.iter_vectors(memory_id, batch, dim)
+
+    def count_patterns(self, memory_id: int) -> int:
+        sharded = self._sharded(memory_id)
+        return sharded.count if sharded is not None else self.catalog.count_patterns(memory_id)
 
     # A relational memory's facts are never sharded: the catalog holds them, as in one process.
     def add_facts(self, memory_id: int, facts: list[Fact]) -> tuple[list[int], int]:

@@ -20,7 +20,7 @@ import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -29,13 +29,23 @@ from torch import Tensor
 from memory_core import UniversalHopfield
 from memory_core.crossmodal import nearest_captions
 
-from ..exceptions import MemoryEmpty
+from ..exceptions import ApiError, MemoryEmpty
 from ..jobs import JobContext
 from ..rwlock import RWLock
 from ..storage import MemoryRecord, Storage
-from ..text_memory import layout_of
+from ..text_memory import layout_of, stored_dim
 
-__all__ = ["CaptionLookup", "LiveMemory", "Recall", "TextLookup", "check_keys", "check_number"]
+__all__ = [
+    "CaptionLookup",
+    "LiveMemory",
+    "Recall",
+    "TextLookup",
+    "check_caps",
+    "check_fields",
+    "check_finite",
+    "check_keys",
+    "check_number",
+]
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,11 @@ class LiveMemory(ABC):
         """Stored patterns the recall model has learned."""
         return self.count
 
+    @property
+    def failure(self) -> str | None:
+        """Why this memory cannot serve (state "failed"), or None: set by recovery."""
+        return None
+
     def _changed(self) -> None:
         """Called (under ``rw.write``) after patterns were added or removed."""
 
@@ -173,6 +188,37 @@ class LiveMemory(ABC):
 
     def training_ended(self, status: str) -> None:
         """Called once a training job has ended, however it ended (even before it started)."""
+
+    # --- what a kind's memory takes (the memory budget, app/budget.py) ----------------
+    @classmethod
+    def model_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool) -> int:
+        """Bytes a model of this (resolved) config keeps in RAM beyond the stored patterns:
+        parameters, optimizer state, recall caches. 0 for kinds whose patterns are the model."""
+        return 0
+
+    @classmethod
+    def training_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, patterns: int) -> int:
+        """Bytes a training job on ``patterns`` stored patterns holds while it runs (its copy of
+        the model, the patterns' snapshot, its working set); 0 for kinds without training."""
+        return 0
+
+    @classmethod
+    def recall_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, batch: int) -> int:
+        """Bytes one batched recall of ``batch`` cues needs on top of the model (its working set)."""
+        return 0
+
+    def resident_bytes(self) -> int:
+        """Bytes this memory holds in RAM now: stored patterns and model (read without a lock:
+        a moment's figure, as the budget's checks need)."""
+        r = self.record
+        return 4 * self.count * stored_dim(r.shape, r.text) + (
+            self.model_bytes(r.config, r.shape, r.text) if self.has_model else 0
+        )
+
+    @property
+    def has_model(self) -> bool:
+        """Whether a model of ``model_bytes`` is in RAM now."""
+        return True
 
     # --- shared machinery -------------------------------------------------------------
     @property
@@ -225,6 +271,7 @@ class LiveMemory(ABC):
             if self.record.text:
                 cues, masks = layout_of(self.record).image_cue(cues, masks)  # (B, D + 384)
             out, energy, reports = self._recall(cues, masks, steps)  # (B, D'), (B,), B reports
+            check_finite(out)
             scores, rows = self.index.search(out, k=min(k, self.count))  # (B, k), (B, k)
             out = out[:, : self.record.dim]
             state, trained = self.state, self.trained_count
@@ -268,6 +315,7 @@ class LiveMemory(ABC):
             self._check_recallable()
             cue, mask = layout.text_cue(embeddings.to(self.device, torch.float32))  # (B, D + 384)
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            check_finite(out)
             scores, rows = self.index.search(cue, k=min(k, self.count), mask=mask)  # (B, k)
             stored = layout.image_part(self.index.keys[rows.flatten()]).float().cpu()  # (B*k, D)
             return TextLookup(
@@ -289,6 +337,7 @@ class LiveMemory(ABC):
                 cues.to(self.device, torch.float32), None if masks is None else masks.to(self.device)
             )
             out, energy = self._output(cue, mask, 1)  # (B, D + 384), (B,)
+            check_finite(out)
             stored = layout.text_part(self.index.keys)  # (N, 384)
             scores, rows = nearest_captions(layout.text_part(out), stored, k=min(k, self.count))
             return CaptionLookup(
@@ -306,9 +355,14 @@ class LiveMemory(ABC):
         ]
 
     def details(self) -> dict[str, Any]:
-        """Count, state and trained_count, read together."""
+        """Count, state, trained_count and the failure's reason (None), read together."""
         with self.rw.read():
-            return {"count": self.count, "state": self.state, "trained_count": self.trained_count}
+            return {
+                "count": self.count,
+                "state": self.state,
+                "trained_count": self.trained_count,
+                "error": self.failure,
+            }
 
 
 def check_number(key: str, value: Any, integer: bool = False) -> None:
@@ -318,6 +372,91 @@ def check_number(key: str, value: Any, integer: bool = False) -> None:
         raise ValueError(
             f"config.{key} must be {'an integer' if integer else 'a finite number'}, got {value!r}"
         )
+
+
+def check_finite(out: Tensor) -> None:
+    """422 for a result with NaN or inf (the micro-batcher then reruns the batch's cues one by
+    one, so only the cue that caused it gets the error)."""
+    if not bool(torch.isfinite(out).all()):
+        raise ApiError(
+            422,
+            "non_finite_result",
+            "the recall produced NaN or infinite values: the cue's values are too large for this "
+            "memory's model (or its model is damaged)",
+        )
+
+
+_INT_RANGE = 2**31  # config integers: counts, sizes and seeds, all far below it
+
+
+def _field_ok(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a config field's annotation (``int``, ``float``, ``str``,
+    ``bool``, ``tuple[float, ...]``, unions of those and None): ints within +-2^31, numbers finite."""
+    for option in (part.strip() for part in annotation.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if option == "int" and isinstance(value, int) and -_INT_RANGE < value < _INT_RANGE:
+            return True
+        if option == "float" and isinstance(value, (int, float)) and math.isfinite(value):
+            return True
+        if option == "str" and isinstance(value, str):
+            return True
+        if option.startswith("tuple[") and isinstance(value, (list, tuple)):
+            item = option[len("tuple[") :].split(",")[0].strip()
+            if all(_field_ok(v, item) for v in value):
+                return True
+    return False
+
+
+_WORDS = {
+    "int": "an integer (|n| < 2^31)",
+    "float": "a finite number",
+    "str": "a string",
+    "bool": "a boolean",
+}
+
+
+def _describe(annotation: str) -> str:
+    options = [part.strip() for part in annotation.split("|")]
+    words = [
+        "null"
+        if o == "None"
+        else f"a list of {_describe(o[6:].split(',')[0])}"
+        if o.startswith("tuple[")
+        else _WORDS.get(o, o)
+        for o in options
+    ]
+    return " or ".join(words)
+
+
+def check_fields(config: dict[str, Any], spec: type) -> None:
+    """ValueError naming the first key of ``config`` whose value does not fit the type of the
+    dataclass ``spec``'s field of that name (see ``_field_ok``), so that a config accepted at
+    create can never fail later for its types (an int of 2^70, a NaN, a string for a number)."""
+    types = {
+        f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "") for f in fields(spec)
+    }
+    for key, value in config.items():
+        annotation = types.get(key)
+        if annotation and not _field_ok(value, annotation):
+            raise ValueError(f"config.{key} must be {_describe(annotation)}, got {value!r}")
+
+
+def check_caps(config: dict[str, Any], max_epochs: int, max_steps: int) -> None:
+    """ValueError for work counts over the service's caps, by key name, whatever the kind:
+    ``epochs`` over ``max_epochs`` (AMS_MAX_EPOCHS); ``*_steps``, ``*_iters`` and ``*_sweeps``
+    over ``max_steps`` (AMS_MAX_SOLVER_STEPS)."""
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if key == "epochs" and value > max_epochs:
+            raise ValueError(f"config.epochs = {value} is over AMS_MAX_EPOCHS = {max_epochs}")
+        if key.endswith(("_steps", "_iters", "_sweeps")) and value > max_steps:
+            raise ValueError(f"config.{key} = {value} is over AMS_MAX_SOLVER_STEPS = {max_steps}")
 
 
 def check_keys(kind: str, config: dict[str, Any], allowed: list[str]) -> None:

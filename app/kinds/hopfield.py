@@ -11,7 +11,7 @@ from torch import Tensor
 from memory_core import HopfieldConfig, UniversalHopfield
 
 from ..storage import MemoryRecord
-from .base import LiveMemory, check_keys, check_number
+from .base import LiveMemory, check_fields, check_finite, check_keys, check_number
 
 __all__ = ["HopfieldMemory"]
 
@@ -38,6 +38,7 @@ class HopfieldMemory(LiveMemory):
         cls, config: dict[str, Any], shape: tuple[int, ...], text: bool = False
     ) -> dict[str, Any]:
         check_keys(cls.kind, config, [f.name for f in fields(HopfieldConfig)])
+        check_fields(config, HopfieldConfig)
         resolved = {**cls.DEFAULTS, **config}
         for key in ("similarity", "separation"):
             if not isinstance(resolved[key], str):
@@ -55,4 +56,5 @@ class HopfieldMemory(LiveMemory):
 
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
         out = self.model.retrieve(cue, mask=mask, steps=steps)  # (B, D)
+        check_finite(out)  # before its energy, which refuses NaN
         return out, self.model.energy(out)  # (B,)

@@ -19,7 +19,7 @@ from torch import Tensor
 from memory_core import IndexRecall, PCConfig, PCIndexConfig, PCMemory
 
 from ..text_memory import stored_dim
-from .base import check_keys
+from .base import check_fields, check_keys
 from .pc_model import PCModel, index_path
 from .trained import TrainedKind
 
@@ -75,6 +75,7 @@ class PCKind(TrainedKind):
         dim = stored_dim(shape, text)
         check_keys(cls.kind, config, [f.name for f in fields(PCConfig)] + ["index"])
         network = {k: v for k, v in config.items() if k != "index"}
+        check_fields(network, PCConfig)
         resolved = {**asdict(PCConfig()), "sizes": cls.default_sizes(dim), **network}
         sizes = resolved["sizes"]
         if not isinstance(sizes, list) or any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
@@ -103,6 +104,32 @@ class PCKind(TrainedKind):
         resolved = cls.resolve_config({}, (1,))
         resolved["sizes"] = [TOP, f"{WIDE} if D <= {WIDE_UP_TO} else {NARROW}", "D"]  # the memory's own D
         return resolved
+
+    # Bytes per float32 parameter: the weights, Adam's two moments and recall's cached copies
+    # (a model in RAM); its gradients and a second model (a training job's copy).
+    _MODEL_COPIES, _TRAINING_COPIES = 5, 6
+    # Floats per unit of every layer per cue that relaxation keeps (states, errors, f, f',
+    # gradients, momenta, the last accepted state; conjugate gradients' directions and trials).
+    _RELAX_FLOATS = 16
+
+    @staticmethod
+    def _parameters(sizes: list[int]) -> int:
+        return sum(sizes[l] * sizes[l - 1] + sizes[l] for l in range(1, len(sizes))) + sizes[0]
+
+    @classmethod
+    def model_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool) -> int:
+        return 4 * cls._MODEL_COPIES * cls._parameters(config["sizes"])
+
+    @classmethod
+    def recall_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, batch: int) -> int:
+        return 4 * cls._RELAX_FLOATS * min(batch, config["max_batch"]) * sum(config["sizes"])
+
+    @classmethod
+    def training_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, patterns: int) -> int:
+        batch = config["batch_size"] or min(64, max(8, patterns // 4))
+        snapshot = 4 * patterns * stored_dim(shape, text)
+        model = 4 * cls._TRAINING_COPIES * cls._parameters(config["sizes"])
+        return snapshot + model + cls.recall_bytes(config, shape, text, max(batch, patterns))
 
     @property
     def _index_config(self) -> PCIndexConfig | None:

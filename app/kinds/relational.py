@@ -47,6 +47,7 @@ from ..exceptions import (
     FactNotFound,
     InvalidQuery,
     InvalidRule,
+    MemoryFailed,
     MemoryNotFound,
     NotTrained,
     RuleConflict,
@@ -56,7 +57,7 @@ from ..exceptions import (
 )
 from ..jobs import JobContext
 from ..storage import Fact, MemoryRecord, Storage
-from .base import LiveMemory, check_keys, check_number
+from .base import LiveMemory, check_fields, check_keys, check_number
 
 __all__ = ["Candidate", "QueryAnswer", "RelationalKind"]
 
@@ -114,6 +115,7 @@ class RelationalKind(LiveMemory):
         self._journals: deque[list[tuple[str, list[Fact]]]] = deque()
         self._journal_lock = threading.Lock()
         self._checkpoint: str | None = None
+        self._model_fault: str | None = None  # why the recovered checkpoint could not be loaded
 
     # --- config -------------------------------------------------------------------------
     @classmethod
@@ -134,6 +136,7 @@ class RelationalKind(LiveMemory):
             checked = BoxEConfig.from_dict({**asdict(BoxEConfig()), **settings})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"config: {exc}") from None
+        check_fields(settings, BoxEConfig)
         cls._check_limits(checked)
         rules = config.get("rules", [])
         if not isinstance(rules, list):
@@ -189,13 +192,40 @@ class RelationalKind(LiveMemory):
         if self._journals:
             return "training"
         if not self._trained:
-            return "untrained"
+            return "failed" if self._model_fault else "untrained"
         return "ready" if self._trained_version == self._version else "stale"
+
+    @property
+    def failure(self) -> str | None:
+        """Why the recovered checkpoint could not be loaded, until a training job succeeds."""
+        return None if self._trained else self._model_fault
 
     @property
     def trained_count(self) -> int:
         """Facts the current embeddings were trained on."""
         return self.model.trained_facts if self._trained else 0
+
+    # --- what it takes (the memory budget, app/budget.py) ---------------------------------------
+    # A model in RAM: its embeddings, their gradients and Adam's two moments (4 float32 copies);
+    # a training job adds its copy of all that. Entities per fact: at most its arity, taken as 2
+    # (binary facts; n-ary facts share their entities in practice). One step's working set:
+    # the batch's scores over (1 + negatives) candidates per argument position, with autograd's
+    # intermediates (8 floats each).
+    _COPIES, _ENTITIES_PER_FACT, _STEP_FLOATS_PER_SCORE, _POSITIONS = 4, 2, 8, 2
+
+    @classmethod
+    def training_bytes(cls, config: dict[str, Any], shape: tuple[int, ...], text: bool, patterns: int) -> int:
+        dim = int(config["dim"])
+        model = 4 * cls._COPIES * (2 * cls._ENTITIES_PER_FACT * patterns * dim)
+        step = int(config["batch_size"]) * (1 + int(config["negatives"])) * dim * cls._POSITIONS
+        return model + 4 * cls._STEP_FLOATS_PER_SCORE * step + 8 * 3 * patterns  # + the facts' table
+
+    def resident_bytes(self) -> int:
+        """The model's tensors as they are now (embeddings, boxes, facts) and what training them
+        keeps beside them (gradients, Adam's moments); read without a lock, a moment's figure."""
+        model = self.model
+        weights = sum(p.numel() for p in model.parameters())
+        return 4 * self._COPIES * weights + 8 * len(model) * (1 + model.max_arity)
 
     def nbytes(self) -> int:
         with self.rw.read():
@@ -249,6 +279,8 @@ class RelationalKind(LiveMemory):
         """Rank entities as the one missing (None) argument of ``relation(args)``, best first,
         at most ``k`` (more than there are entities gives them all)."""
         with self.rw.read():
+            if not self._trained and self._model_fault:
+                raise MemoryFailed(self.name, self._model_fault)
             if not self._trained:
                 raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
             model = self.model
@@ -336,9 +368,11 @@ class RelationalKind(LiveMemory):
             try:
                 model = BoxE.load(folder / name, device=self.device)
             except (OSError, ValueError) as exc:  # storage names it, so this is damage
-                log.error(
-                    "memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, name, exc
+                self._model_fault = (
+                    f"its model checkpoint {name} is damaged ({exc}); its facts are kept: "
+                    "POST .../train makes a new model"
                 )
+                log.error("memory %r: %s", self.name, self._model_fault)
                 name = None
         stored = _all_facts(storage, self.record.id)
         if model is None:

@@ -9,7 +9,13 @@ changes nothing.
 
 State: ``untrained`` (no model yet), ``training`` (a job is queued or running),
 ``ready`` (the model was fit on exactly the patterns stored now), ``stale`` (patterns
-were stored or deleted since).
+were stored or deleted since), ``failed`` (the checkpoint recovery found was damaged:
+recalls answer 409 ``memory_failed`` with the reason; stores still work, and a training
+job that succeeds repairs it with a fresh model).
+
+A job runs under the job manager's interrupt hook (``app/jobs.py``): a cancelled job stops
+within one step of ``fit``. Nothing of a cancelled, failed or orphaned job (its memory
+deleted meanwhile) stays: its checkpoint file is removed, the model kept is the last one.
 """
 
 from __future__ import annotations
@@ -28,12 +34,20 @@ from torch import Tensor
 
 from memory_core import UniversalHopfield
 
-from ..exceptions import NotTrained
+from ..exceptions import MemoryFailed, NotTrained
 from ..jobs import JobContext
 from ..storage import MemoryRecord, Storage
-from .base import LiveMemory
+from .base import LiveMemory, check_finite
 
 __all__ = ["TrainedKind"]
+
+
+def _remove_if_empty(folder) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or gone already
+        pass
+
 
 log = logging.getLogger("app.kinds.trained")
 
@@ -57,8 +71,9 @@ class TrainedKind(LiveMemory):
         self._trained_fingerprint: str | None = None
         self._trained_count = 0
         self._fingerprint = _fingerprint([])
-        self._training = False
+        self._training = 0  # jobs started and not yet ended (one, but a new one may start as one ends)
         self._checkpoint: str | None = None
+        self._model_fault: str | None = None  # why the recovered checkpoint could not be loaded
 
     @abstractmethod
     def _new_model(self) -> Any:
@@ -92,8 +107,16 @@ class TrainedKind(LiveMemory):
         if self._training:
             return "training"
         if self.model is None:
-            return "untrained"
+            return "failed" if self._model_fault else "untrained"
         return "ready" if self._trained_fingerprint == self._fingerprint else "stale"
+
+    @property
+    def failure(self) -> str | None:
+        return self._model_fault if self.model is None else None
+
+    @property
+    def has_model(self) -> bool:
+        return self.model is not None
 
     @property
     def trained_count(self) -> int:
@@ -103,7 +126,10 @@ class TrainedKind(LiveMemory):
         self._fingerprint = _fingerprint(self.seqs)
 
     def _trained_model(self) -> Any:
-        """The current model; ``NotTrained`` (409) before the first training."""
+        """The current model; ``MemoryFailed`` (409) while its checkpoint is damaged, ``NotTrained``
+        (409) before the first training."""
+        if self.model is None and self._model_fault:
+            raise MemoryFailed(self.name, self._model_fault)
         if self.model is None:
             raise NotTrained(f"memory {self.name!r} has no trained model yet: POST .../train first")
         return self.model
@@ -125,6 +151,7 @@ class TrainedKind(LiveMemory):
     def _output(self, cue: Tensor, mask: Tensor | None, steps: int) -> tuple[Tensor, Tensor]:
         model = self._trained_model()
         out = self._retrieve(model, cue, mask)
+        check_finite(out)  # before its energy, which refuses NaN
         return out, model.energy(out)  # (B, D), (B,)
 
     def training(
@@ -134,7 +161,7 @@ class TrainedKind(LiveMemory):
         patterns = self.index.keys.detach().to("cpu", torch.float32).clone()  # (N, D)
         ids, fingerprint, start = list(self.ids), self._fingerprint, self.model
         total = int(epochs if epochs is not None else self.record.config["epochs"])
-        self._training = True
+        self._training += 1
 
         def work(ctx: JobContext) -> None:
             model = self._training_copy(start) if start is not None else self._new_model()
@@ -145,28 +172,40 @@ class TrainedKind(LiveMemory):
                 total,
                 lambda info: ctx.report(info["epoch"], info["epochs"], info["energy"]),
             )
-            if ctx.cancelled:
-                return
+            ctx.check()  # cancelled (or its memory deleted) while the last epoch ran: keep nothing
             ctx.stopped(getattr(history, "stopped", "epochs"))  # "epochs" or "energy" (pc)
-            folder = storage.checkpoint_dir(self.record.id)
-            name = f"{self.kind}-{secrets.token_hex(8)}.safetensors"
+            self._switch_to(storage, model, fingerprint, patterns.shape[0])
+
+        return work, patterns.shape[0], total
+
+    def _switch_to(self, storage: Storage, model: Any, fingerprint: str, count: int) -> None:
+        """Write ``model``'s checkpoint, record it (the durable switch-over) and swap it in;
+        a write that fails, or a memory deleted meanwhile, leaves no file behind."""
+        folder = storage.checkpoint_dir(self.record.id)
+        name = f"{self.kind}-{secrets.token_hex(8)}.safetensors"
+        try:
             model.save(folder / name)  # atomic: temp file, fsync, rename
-            extra = {"checkpoint": name, "fingerprint": fingerprint, "trained_count": patterns.shape[0]}
+            extra = {"checkpoint": name, "fingerprint": fingerprint, "trained_count": count}
             with self.writing:
-                if self.deleted:
+                if self.deleted:  # deleted while it trained: its folder must not come back
+                    for written in self._checkpoint_files(name):
+                        (folder / written).unlink(missing_ok=True)
+                    _remove_if_empty(folder)
                     return
                 storage.set_extra(self.record.id, extra)  # durable: the switch-over point
                 with self.rw.write():
                     self.model, self._trained_fingerprint = model, fingerprint
-                    self._trained_count = patterns.shape[0]
+                    self._trained_count, self._model_fault = count, None
                     old, self._checkpoint = self._checkpoint, name
-            for stale in self._checkpoint_files(old) if old is not None else []:
-                (folder / stale).unlink(missing_ok=True)
-
-        return work, patterns.shape[0], total
+        except BaseException:
+            for written in self._checkpoint_files(name):  # never switched to
+                (folder / written).unlink(missing_ok=True)
+            raise
+        for stale in self._checkpoint_files(old) if old is not None else []:
+            (folder / stale).unlink(missing_ok=True)
 
     def training_ended(self, status: str) -> None:
-        self._training = False
+        self._training = max(0, self._training - 1)
 
     def restore(self, storage: Storage) -> None:
         extra = self.record.extra
@@ -176,11 +215,13 @@ class TrainedKind(LiveMemory):
             path = folder / name
             try:
                 self.model = self._load_model(path)
-            except (OSError, ValueError) as exc:  # storage names it, so this is damage
-                log.error(
-                    "memory %r: checkpoint %s unreadable (%s); it is untrained now", self.name, path, exc
+            except Exception as exc:  # storage names it, so this is damage, whatever the error
+                self._model_fault = (
+                    f"its model checkpoint {name} is damaged ({type(exc).__name__}: {exc}); "
+                    "train it again (POST .../train) or delete it"
                 )
-                name = None
+                log.error("memory %r: %s", self.name, self._model_fault)
+                self._checkpoint = name  # kept for inspection until a new model replaces it
             else:
                 self._trained_fingerprint = extra.get("fingerprint")
                 self._trained_count = int(extra.get("trained_count", 0))

@@ -89,10 +89,19 @@ class Limits:
     max_page: int
     max_k: int
     max_steps: int
+    # Newer services say these too (None from one that does not).
+    max_epochs: int | None = None
+    max_solver_steps: int | None = None
+    max_text_chars: int | None = None
+    memory_budget_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    rate_limit: float | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Limits:
-        return cls(**{k: int(d[k]) for k in cls.__dataclass_fields__})
+        return cls(
+            **{k: (float if k == "rate_limit" else int)(d[k]) for k in cls.__dataclass_fields__ if k in d}
+        )
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,9 @@ class Info:
 class Memory:
     """A memory: kind, shape ((C, H, W) for pictures, (D,) for vectors, () and ``dim`` 0 for a
     relational memory), resolved config, count (patterns, or a relational memory's facts),
-    state (ready, untrained, training, stale) and how many of them its model learned; on a
-    service in the Ray mode, ``placement``: its shards or replicas and where they run."""
+    state (ready, untrained, training, stale, failed) and how many of them its model learned;
+    ``error`` says why a failed memory failed; on a service in the Ray mode, ``placement``: its
+    shards or replicas and where they run."""
 
     name: str
     kind: str
@@ -144,6 +154,7 @@ class Memory:
     trained_count: int
     created_at: datetime
     raw: dict[str, Any] = field(repr=False, compare=False)
+    error: str | None = None
     placement: list[dict[str, Any]] | None = None
 
     @property
@@ -169,6 +180,7 @@ class Memory:
             trained_count=d["trained_count"],
             created_at=_time(d["created_at"]),
             raw=d,
+            error=d.get("error"),
             placement=d.get("placement"),
         )
 

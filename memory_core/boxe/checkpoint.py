@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .. import digest
 from ..files import atomic_write
 from .config import PARAM_NAMES as _PARAMS
 from .config import BoxEConfig
@@ -47,6 +48,7 @@ def save(model: Any, path: str | os.PathLike) -> None:
         "trained_facts": str(model.trained_facts),
         "growths": str(model._growths),
     }
+    meta[digest.KEY] = digest.digest(tensors, meta)
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
@@ -62,6 +64,7 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a BoxE checkpoint ({exc})") from None
+    digest.verify(tensors, meta, path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a BoxE checkpoint (format {meta.get('format')!r})")
     missing = [n for n in (*_PARAMS, "facts") if n not in tensors]
@@ -73,6 +76,8 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         relations = [(str(name), int(n)) for name, n in json.loads(meta["relations"])]
         rules = json.loads(meta["rules"])
         counters = {k: int(meta[k]) for k in ("epochs_done", "trained_facts", "growths")}
+        if not isinstance(entities, list) or not all(isinstance(e, str) for e in entities):
+            raise ValueError("entities are not names")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: checkpoint metadata is damaged ({exc})") from None
 
@@ -91,6 +96,55 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
                 f"{path}: {name} has shape {tuple(tensors[name].shape)}, the metadata needs {shape}"
             )
 
+    _check_content(tensors, entities, relations, A, path)
+    try:
+        return _build(model_class, config, tensors, entities, relations, rules, counters, A, device, path)
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        IndexError,
+        RuntimeError,
+    ) as exc:  # the rules', facts' own errors
+        raise ValueError(f"{path}: checkpoint content is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _check_content(tensors: dict, entities: list[str], relations: list, arity: int, path: Any) -> None:
+    """ValueError unless the vocabulary is names, every weight finite and every fact's ids in range."""
+    if len(set(entities)) != len(entities) or len({r for r, _ in relations}) != len(relations):
+        raise ValueError(f"{path}: checkpoint metadata is damaged (a name appears twice)")
+    if any(not 1 <= n <= arity for _, n in relations):
+        raise ValueError(f"{path}: checkpoint metadata is damaged (an arity outside [1, {arity}])")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinite values")
+    facts = tensors["facts"]
+    if facts.dtype != torch.int64 or facts.ndim != 2 or facts.shape[1] != 1 + arity:
+        raise ValueError(f"{path}: the fact table is not an int64 (N, {1 + arity}) table")
+    if facts.numel():
+        rel, args = facts[:, 0], facts[:, 1:]
+        arities = torch.tensor([n for _, n in relations] or [0])
+        if not bool(((rel >= 0) & (rel < len(relations))).all()):
+            raise ValueError(f"{path}: a fact names a relation the checkpoint does not hold")
+        used = torch.arange(arity).unsqueeze(0) < arities[rel.clamp(0, len(relations) - 1)].unsqueeze(1)
+        ok = torch.where(used, (args >= 0) & (args < len(entities)), args == -1)
+        if not bool(ok.all()):
+            raise ValueError(f"{path}: a fact names an entity the checkpoint does not hold")
+
+
+def _build(
+    model_class: type[_Model],
+    config: BoxEConfig,
+    tensors: dict[str, torch.Tensor],
+    entities: list[str],
+    relations: list[tuple[str, int]],
+    rules: Any,
+    counters: dict[str, int],
+    A: int,
+    device: str | torch.device,
+    path: Any,
+) -> _Model:
+    """The model the checked checkpoint content describes (see ``load``)."""
     model = model_class(config=config, device="cpu")
     # vocabulary and rules exactly as saved (the rules re-create nothing: relations exist first)
     model._entities = list(entities)

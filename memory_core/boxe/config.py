@@ -11,6 +11,11 @@ __all__ = ["PARAM_NAMES", "BoxEConfig"]
 PARAM_NAMES = ("entity_base", "entity_bump", "box_centre", "box_shape", "box_scale", "separators")
 
 
+# Ceilings far above any value that trains (the defaults: margin 3, temperature 1, lr 0.01);
+# past them float32 losses overflow or Adam's steps throw every box out, and training diverges.
+_CEILINGS = {"margin": 1e3, "adversarial_temperature": 1e3, "lr": 1.0}
+
+
 @dataclass
 class BoxEConfig:
     """Model and training settings. Defaults: the authors' reference code (``ModelOptions``)
@@ -37,9 +42,9 @@ class BoxEConfig:
         if not isinstance(self.negatives, int) or self.negatives < 0:
             raise ValueError(f"negatives must be an integer >= 0, got {self.negatives!r}")
         for name in ("margin", "adversarial_temperature", "lr"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            value, ceiling = getattr(self, name), _CEILINGS[name]
+            if not isinstance(value, int | float) or not math.isfinite(value) or not 0 <= value <= ceiling:
+                raise ValueError(f"{name} must be a number in [0, {ceiling:g}], got {value!r}")
         if self.lr == 0:
             raise ValueError("lr must be > 0")
         if not isinstance(self.seed, int):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import interrupt
 from ..checks import EmptyMemoryError
 
 BoxE = Any  # the model (model.py imports this module, so this one does not import it)
@@ -146,6 +147,7 @@ def fit(
             ex_order = torch.randperm(len(excluded), generator=gen, device=dev)
             total = torch.zeros((), device=dev)
             for step, i in enumerate(range(0, N, cfg.batch_size)):
+                interrupt.poll()  # the caller's hook (memory_core.interrupt): may cancel or pause
                 if should_stop is not None and should_stop():
                     history.stopped = "cancelled"
                     return history

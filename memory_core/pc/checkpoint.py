@@ -9,6 +9,7 @@ fresh Adam costs). Written atomically (``memory_core.files.atomic_write``).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import digest
 from ..files import atomic_write
 from .config import PCConfig
 
@@ -69,7 +71,16 @@ def save(pc: Any, path: str | os.PathLike) -> None:
         **({} if pc.code_precision is None else {"code_precision": repr(pc.code_precision)}),
         "dtype": str(pc.dtype).removeprefix("torch."),
     }
+    meta[digest.KEY] = digest.digest(tensors, meta)
     atomic_write(Path(path), st_save(tensors, metadata=meta))
+
+
+_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -81,15 +92,27 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a PC memory checkpoint ({exc})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a PC memory checkpoint (format {meta.get('format')!r})")
+    except (SafetensorError, ValueError, TypeError, AttributeError, RuntimeError, OverflowError) as exc:
+        raise ValueError(f"{path}: not a PC memory checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        format_ = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: not a PC memory checkpoint (format {format_!r})")
     return tensors, meta
 
 
-def _check_tensors(path, tensors: dict[str, Tensor], wanted: dict[str, Tensor]) -> None:
-    """Every parameter present with the config's shape, Adam's state whole or absent, nothing unknown."""
+def _expected_shapes(sizes: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The parameters' names and shapes a config of these layer widths has (W_l: (n_l, n_{l-1}))."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for l in range(1, len(sizes)):
+        shapes[f"W{l}"], shapes[f"b{l}"] = (sizes[l], sizes[l - 1]), (sizes[l],)
+    shapes["prior_mean"] = (sizes[0],)
+    return shapes
+
+
+def _check_tensors(path, tensors: dict[str, Tensor], wanted: dict[str, tuple[int, ...]]) -> None:
+    """Every parameter present with the config's shape and finite, Adam's state whole (and
+    finite) or absent, nothing unknown. Checked against the config before any model is
+    built, so that a damaged config can never make the loader allocate more than the file holds."""
     names = list(wanted)
     known = set(names) | {f"adam.{n}.{k}" for n in names for k in ("m", "v", "step")}
     missing, unknown = sorted(set(names) - set(tensors)), sorted(set(tensors) - known)
@@ -104,28 +127,66 @@ def _check_tensors(path, tensors: dict[str, Tensor], wanted: dict[str, Tensor]) 
             raise ValueError(f"{path}: checkpoint has part of Adam's state for {name}")
         if all(parts):
             shapes |= {f"adam.{name}.{k}": tensors[f"adam.{name}.{k}"].shape for k in ("m", "v")}
+            if tensors[f"adam.{name}.step"].numel() != 1:
+                raise ValueError(f"{path}: adam.{name}.step is not one number")
         for key, shape in shapes.items():
-            if shape != want.shape:
-                raise ValueError(
-                    f"{path}: {key} has shape {tuple(shape)}, the config needs {tuple(want.shape)}"
-                )
+            if tuple(shape) != tuple(want):
+                raise ValueError(f"{path}: {key} has shape {tuple(shape)}, the config needs {tuple(want)}")
+    for key, t in tensors.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{path}: {key} holds {t.dtype}, not floats")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: {key} holds NaN or infinite values (a damaged checkpoint)")
+
+
+def _count(path, meta: dict[str, str], key: str) -> int:
+    """A non-negative integer of the metadata (0 when absent)."""
+    try:
+        value = int(meta.get(key, "0"))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: metadata {key} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"{path}: metadata {key} is negative")
+    return value
+
+
+def _parse_meta(path, meta: dict[str, str]) -> tuple[PCConfig, torch.dtype, float | None]:
+    """(config, dtype, code precision) from the metadata; ValueError naming what is wrong."""
+    try:
+        config = PCConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # json's errors are ValueErrors
+        raise ValueError(f"{path}: the checkpoint's config is unreadable ({exc})") from None
+    dtype = _DTYPES.get(meta.get("dtype", "float32"))
+    if dtype is None:
+        raise ValueError(f"{path}: unknown dtype {meta.get('dtype')!r}")
+    precision = None
+    if "code_precision" in meta:  # not in checkpoints written before it was kept
+        try:
+            precision = float(meta["code_precision"])
+        except (TypeError, ValueError):
+            precision = math.nan
+        if not (math.isfinite(precision) and precision > 0):
+            raise ValueError(f"{path}: code_precision {meta['code_precision']!r} is not a positive number")
+    return config, dtype, precision
 
 
 def load(cls: type, path: str | os.PathLike, device: str | torch.device = "auto") -> Any:
     """Read a checkpoint written by ``save`` into a new ``cls`` (``PCMemory``) on ``device``;
-    ValueError for a file that is not one, or whose tensors do not fit its config."""
+    ValueError for a file that is not one, whose tensors do not fit its config, or that holds
+    non-finite numbers (OSError when it cannot be read at all)."""
     tensors, meta = _read(path)
-    config = PCConfig.from_dict(json.loads(meta["config"]))
-    dtype = getattr(torch, meta.get("dtype", "float32"))
-    pc = cls(config.sizes, config.activation, device="cpu", seed=config.seed, config=config, dtype=dtype)
-    _check_tensors(path, tensors, pc.named_parameters())
+    digest.verify(tensors, meta, path)
+    config, dtype, precision = _parse_meta(path, meta)
+    _check_tensors(path, tensors, _expected_shapes(config.sizes))
+    trained_count, epochs_done = _count(path, meta, "trained_count"), _count(path, meta, "epochs_done")
+    try:
+        pc = cls(config.sizes, config.activation, device="cpu", seed=config.seed, config=config, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. a half-precision dtype on the CPU
+        raise ValueError(f"{path}: the checkpoint's model cannot be built here ({exc})") from None
     pc.weights = [tensors[f"W{l}"].to(dtype) for l in range(1, len(config.sizes))]
     pc.biases = [tensors[f"b{l}"].to(dtype) for l in range(1, len(config.sizes))]
     pc.prior_mean = tensors["prior_mean"].to(dtype)
-    pc.trained_count = int(meta.get("trained_count", "0"))
-    pc._epochs_done = int(meta.get("epochs_done", "0"))
-    if "code_precision" in meta:  # not in checkpoints written before it was kept
-        pc.code_precision = float(meta["code_precision"])
+    pc.trained_count, pc._epochs_done, pc.code_precision = trained_count, epochs_done, precision
     pc.to(device)
     adam = {k: v for k, v in tensors.items() if k.startswith("adam.")}
     if adam:  # checkpoints written before Adam's state was saved have none

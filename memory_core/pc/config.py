@@ -37,6 +37,21 @@ RECALL_TOP_PRIOR = 0.1
 RECALL_PRIOR_PER_CODE_PRECISION = 0.005
 
 
+# Upper bounds of the rates, scales and precisions, orders of magnitude past their useful
+# values (results/pc_defaults.md): beyond them relaxation or training can only diverge.
+_MAX_PRECISION = 1e6
+_CEILINGS = {
+    "infer_lr": 10.0,
+    "complete_lr": 10.0,
+    "weight_lr": 1.0,
+    "lr_floor": 1.0,
+    "sensory_init": 100.0,
+    "prior_precision": _MAX_PRECISION,
+    "recall_prior_precision": _MAX_PRECISION,
+    "complete_prior_precision": _MAX_PRECISION,
+}
+
+
 @dataclass(frozen=True)
 class PCConfig:
     """Every hyperparameter of a ``PCMemory`` (what its checkpoint's JSON holds).
@@ -195,6 +210,16 @@ class PCConfig:
         for name in ("momentum", "complete_momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        for name, top in _CEILINGS.items():  # far past any useful value: a rate there only diverges
+            value = getattr(self, name)
+            if value is not None and not value <= top:
+                raise ValueError(f"{name} must be at most {top:g}, got {value!r}")
+        for name in ("precisions", "recall_precisions"):
+            if getattr(self, name) is not None and not max(getattr(self, name)) <= _MAX_PRECISION:
+                raise ValueError(f"{name} must be at most {_MAX_PRECISION:g} each, got {getattr(self, name)}")
+        # Generators are seeded with seed * 1_000_003 + epochs done, which must fit torch's 64 bits.
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2^32), got {self.seed!r}")
 
     @property
     def pi(self) -> tuple[float, ...]:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
+from ..interrupt import poll
 from ..linalg import gram, linear, uses_onednn  # x @ w.T via oneDNN on the CPU
 from . import checkpoint
 from .config import RECALL_PRIOR_PER_CODE_PRECISION, PCConfig
@@ -342,6 +343,7 @@ class PCMemory:
         order = torch.randperm(N, generator=gen).to(self.device)
         total = 0.0
         for i in range(0, N, batch):
+            poll()  # a caller may cancel or pause between minibatches (memory_core.interrupt)
             total += self._train_batch(patterns[order[i : i + batch]])
         self._epochs_done += 1
         self.trained_count = N

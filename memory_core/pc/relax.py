@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..interrupt import poll
 from ..linalg import linear
 from .energy import GramSensory, Network, energy, gradient, has_prior, predict, top_down
 
@@ -207,6 +208,7 @@ def heavy_ball(
     last_plain = zero_vel.clone()  # the step that led here had none
     restarts = backtracks = step = 0
     while True:
+        poll()  # a caller may cancel here (memory_core.interrupt)
         e, eps, message = energy(net, xs, x, known, pi, f, df, sensory)
         rose = (e > e_prev + tol).unsqueeze(1)  # (B, 1)
         if step > 0 and bool(rose.any()):
@@ -329,6 +331,7 @@ def conjugate_gradients(
     rows = torch.arange(B, device=x.device)
     e_all = e.clone()  # (B0,) every cue's energy, for the trace
     for it in range(1, steps + 1):
+        poll()
         alpha = (-_dot(g, p) / _curvature(net, p, df, known, pi).clamp_min(1e-30) * damp).unsqueeze(1)
         for l in range(L - 1):
             torch.addcmul(xs[l], alpha, p[l], out=trial[l])

@@ -274,7 +274,11 @@ def _verify_pc(c: httpx.Client, server: LiveServer, ledger: Ledger, where: str) 
         f"{where}: {details}"
     )  # jobs end with the process
     files = sorted(p.name for p in server.data_dir.glob("checkpoints/*/pc-*.safetensors"))
-    assert len(files) <= 1, f"{where}: checkpoints left over: {files}"
+    models = [f for f in files if not f.endswith(".index.safetensors")]  # the index file is its model's
+    assert len(models) <= 1, f"{where}: checkpoints left over: {files}"
+    assert all(f.split(".")[0] == models[0].split(".")[0] for f in files) if models else not files, (
+        f"{where}: index files left over: {files}"
+    )
     if ledger.trained:
         assert details["state"] != "untrained" and details["trained_count"] >= ledger.trained, (
             f"{where}: {details}"

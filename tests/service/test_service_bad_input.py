@@ -146,7 +146,7 @@ def test_batch_and_body_limits(setup):
     r = c.post(VEC, content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and error_code(r) == "request_too_large"
     # Just under the limit is fine (and then deleted, to leave the memory as it was).
-    ok = '{"patterns": [{"id": "long", "vector": [1, 2, 3, 4], "text": "' + "x" * 4000 + '"}]}'
+    ok = '{"patterns": [{"id": "long", "vector": [1, 2, 3, 4], "text": "' + "x" * 2000 + '"}]}'
     assert _raw(c, VEC, ok).status_code == 201
     assert c.delete(f"{VEC}/long").status_code == 204
 

@@ -81,7 +81,7 @@ def test_recall_reports_say_whether_the_answer_is_a_stored_pattern(trained, make
     cue lands on it; an image never stored, or stored since the last training (not in the
     model), gets the network's reconstruction, ``stored: false``; a trained pattern deleted
     since is still in the model, named, with no MSE to compare. A damaged index file is
-    damage: the memory restarts untrained, as with a damaged checkpoint."""
+    damage: the memory restarts failed, with the reason, as with a damaged checkpoint."""
     vectors = flatten(fashion[: N + 8])
     unseen = [
         trained.post("/v1/memories/pc/retrieve", json={"image": png_b64(fashion[i])}) for i in range(N, N + 8)
@@ -108,7 +108,10 @@ def test_recall_reports_say_whether_the_answer_is_a_stored_pattern(trained, make
     (index,) = (tmp_path / "data" / "checkpoints").rglob("*.index.safetensors")
     index.write_bytes(b"damaged")
     again = make_client()
-    assert _state(again, "pc")["state"] == "untrained"
+    details = _state(again, "pc")
+    assert details["state"] == "failed" and "index" in details["error"], details
+    refused = again.post("/v1/memories/pc/retrieve", json={"vector": vectors[0].tolist()})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "memory_failed"
 
 
 def test_a_pc_memory_without_its_index_recalls_as_the_paper_does(make_client, fashion, tmp_path):
@@ -288,7 +291,7 @@ def test_pc_config_is_checked(client):
     r = create({"activation": "swish"})
     assert r.status_code == 422 and error_code(r) == "invalid_config"
     r = create({"cycles": 2, "restart_adam": "yes"})
-    assert r.status_code == 422 and "restart_adam must be true or false" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "restart_adam must be a boolean" in r.json()["error"]["message"]
     info = client.get("/v1/info").json()
     assert "pc" in info["kinds"] and info["default_configs"]["pc"]["sizes"][-1] == "D"
     for bad in ({"index": "yes"}, {"index": {"candidates": 0}}, {"index": {"radius": 1}}):

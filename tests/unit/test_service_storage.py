@@ -11,7 +11,7 @@ import pytest
 from app.exceptions import JobRunning
 from app.jobs import JobManager
 from app.rwlock import RWLock
-from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage
+from app.storage import MemoryExists, NewPattern, PatternExists, SQLiteStorage, StorageDamaged
 from memory_core.files import atomic_write
 
 
@@ -79,15 +79,27 @@ def test_delete_memory_deletes_its_data(storage, tmp_path):
     assert count == 1
 
 
-def test_orphan_checkpoints_are_removed_on_start(tmp_path):
+def test_orphan_checkpoints_are_removed_on_start_unknown_ones_stop_it(tmp_path):
     s = SQLiteStorage(tmp_path)
     rec = s.create_memory("a", "hopfield", (3,), False, {})
-    kept = s.checkpoint_dir(rec.id)
-    orphan = tmp_path / "checkpoints" / "999"
-    orphan.mkdir()
+    gone = s.create_memory("b", "hopfield", (3,), False, {})
+    kept, orphan = s.checkpoint_dir(rec.id), s.checkpoint_dir(gone.id)
+    s._write(lambda conn: conn.execute("DELETE FROM memories WHERE id = ?", (gone.id,)))  # a delete cut short
     s.close()
     SQLiteStorage(tmp_path).close()
-    assert kept.exists() and not orphan.exists()
+    assert kept.exists() and not orphan.exists()  # a leftover of a delete: removed
+    unknown = tmp_path / "checkpoints" / "999"  # an id the database never gave out
+    unknown.mkdir()
+    with pytest.raises(StorageDamaged, match="999"):
+        SQLiteStorage(tmp_path)
+    assert unknown.exists() and kept.exists()  # nothing deleted
+    unknown.rmdir()
+    (tmp_path / "ams.sqlite3").write_bytes(b"")  # an emptied database beside a memory's checkpoints
+    for extra in ("ams.sqlite3-wal", "ams.sqlite3-shm"):
+        (tmp_path / extra).unlink(missing_ok=True)
+    with pytest.raises(StorageDamaged, match="new"):
+        SQLiteStorage(tmp_path)
+    assert kept.exists()
 
 
 def test_atomic_write(tmp_path):
