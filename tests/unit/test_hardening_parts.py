@@ -252,6 +252,7 @@ def test_bodies_in_flight_are_capped_and_given_back():
     AMS_MAX_INFLIGHT_BYTES gets 503 server_busy with Retry-After at once; once the first ends,
     its bytes are free again."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from app.limits import BodyLimitMiddleware
 
@@ -301,4 +302,5 @@ def test_bodies_in_flight_are_capped_and_given_back():
         assert limiter.inflight.held == 0 and (await request(1000))[0] == 200
         assert seen == [200, 800, 1000]
 
-    asyncio.run(main())
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own: no other loop may run in it
+        pool.submit(asyncio.run, main()).result()
