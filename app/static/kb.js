@@ -154,7 +154,9 @@ async function loadPreset() {
     if (err.code !== "memory_exists") throw err;
   }
   await loadMemories(); // calls update(): the new memory appears in the select
-  await pick(name);
+  // Already shown (a visitor who finds it loaded): picking it again would rebuild the question
+  // and undo what the visitor chose meanwhile.
+  if (!kb.memory || kb.memory.name !== name) await pick(name);
   if (kb.memory && kb.memory.state !== "ready") await train();
 }
 
