@@ -4,7 +4,8 @@ A checkpoint keeps ``digest(tensors, metadata)`` in its metadata (``KEY``); a lo
 finds it recomputes it and refuses a file whose bytes changed since it was written: a
 flipped bit in a weight's mantissa leaves a finite number that no other check can tell
 from the right one. Checkpoints written before digests were kept have none, and load
-with the other checks alone.
+with the other checks alone; so that damage to the digest's own key cannot pass a file
+off as one of those, a loader also refuses metadata keys its format never wrote.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ def digest(tensors: dict[str, Tensor], metadata: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def verify(tensors: dict[str, Tensor], metadata: dict[str, str], path: object) -> None:
-    """ValueError when ``metadata`` holds a digest that the file's content no longer matches."""
+def verify(tensors: dict[str, Tensor], metadata: dict[str, str], path: object, known: frozenset[str]) -> None:
+    """ValueError when ``metadata`` holds a key outside ``known`` (the keys its format ever
+    wrote) and ``KEY`` (a damaged key: ``sha256`` flipped to ``sha2u6`` would otherwise
+    load as a checkpoint without a digest), or a digest the file's content no longer matches."""
+    unknown = sorted(set(metadata) - known - {KEY})
+    if unknown:
+        raise ValueError(
+            f"{path}: the checkpoint's metadata has keys its format never wrote: {unknown} (a damaged file)"
+        )
     kept = metadata.get(KEY)
     if kept is not None and kept != digest(tensors, metadata):
         raise ValueError(f"{path}: the checkpoint's checksum does not match its content (a damaged file)")

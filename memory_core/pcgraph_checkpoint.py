@@ -26,6 +26,7 @@ from .graphs import as_adjacency
 __all__ = ["FORMAT", "load", "save"]
 
 FORMAT = "memory_core.PCGraph"
+METADATA_KEYS = frozenset({"format", "version", "config", "dtype", "trained_count", "adam_step"})
 _DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -75,7 +76,7 @@ def load(cls: type, config_cls: type, path: str | os.PathLike, device: str | tor
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a PCGraph checkpoint (no PCGraph metadata)")
     try:
-        digest.verify(tensors, meta, path)
+        digest.verify(tensors, meta, path, METADATA_KEYS)
         return _build(cls, config_cls, tensors, meta, device)
     except _ERRORS as exc:
         raise ValueError(f"{path}: damaged PCGraph checkpoint ({type(exc).__name__}: {exc})") from None

@@ -25,6 +25,9 @@ _Model = TypeVar("_Model")  # BoxE, which this module does not import (model.py 
 __all__ = ["load", "save"]
 
 FORMAT = "ams-boxe/1"
+METADATA_KEYS = frozenset(
+    {"format", "config", "entities", "relations", "rules", "epochs_done", "trained_facts", "growths"}
+)
 _ADAM = ("exp_avg", "exp_avg_sq", "step")
 
 
@@ -64,7 +67,7 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a BoxE checkpoint ({exc})") from None
-    digest.verify(tensors, meta, path)
+    digest.verify(tensors, meta, path, METADATA_KEYS)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a BoxE checkpoint (format {meta.get('format')!r})")
     missing = [n for n in (*_PARAMS, "facts") if n not in tensors]

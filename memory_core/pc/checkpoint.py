@@ -24,6 +24,7 @@ from .config import PCConfig
 __all__ = ["FORMAT", "adam_tensors", "load", "restore_adam", "save"]
 
 FORMAT = "ams-pc/1"
+METADATA_KEYS = frozenset({"format", "config", "trained_count", "epochs_done", "code_precision", "dtype"})
 
 
 def adam_tensors(opt: torch.optim.Optimizer | None, named: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -175,7 +176,7 @@ def load(cls: type, path: str | os.PathLike, device: str | torch.device = "auto"
     ValueError for a file that is not one, whose tensors do not fit its config, or that holds
     non-finite numbers (OSError when it cannot be read at all)."""
     tensors, meta = _read(path)
-    digest.verify(tensors, meta, path)
+    digest.verify(tensors, meta, path, METADATA_KEYS)
     config, dtype, precision = _parse_meta(path, meta)
     _check_tensors(path, tensors, _expected_shapes(config.sizes))
     trained_count, epochs_done = _count(path, meta, "trained_count"), _count(path, meta, "epochs_done")
