@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .. import digest
 from ..checks import EmptyMemoryError, check_batch, check_mask
 from ..files import atomic_write
 from ..hopfield import UniversalHopfield
@@ -49,6 +50,7 @@ from .memory import PCMemory
 __all__ = ["INDEX_FORMAT", "IndexRecall", "PCIndex", "PCIndexConfig", "model_digest"]
 
 INDEX_FORMAT = "ams-pc-index/1"
+_INDEX_KEYS = frozenset({"format", "model", "config", "scalars", "metadata"})
 
 
 def model_digest(pc: PCMemory) -> str:
@@ -212,12 +214,14 @@ class PCIndex:
             "metadata": json.dumps(metadata or {}),
         }
         cpu = {k: t.detach().to("cpu").contiguous() for k, t in tensors.items()}
+        meta[digest.KEY] = digest.digest(cpu, meta)
         atomic_write(Path(path), st_save(cpu, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, pc: PCMemory) -> PCIndex:
         """Read an index written by ``save`` for ``pc``; ValueError for a file that is not
-        one, or one built for another model or with shapes that do not fit ``pc``."""
+        one, one built for another model or with shapes that do not fit ``pc``, or a damaged
+        one (its checksum, ``memory_core.digest``, or a non-finite number)."""
         from safetensors import SafetensorError
         from safetensors.torch import load as st_load
 
@@ -227,6 +231,7 @@ class PCIndex:
             meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
             if meta.get("format") != INDEX_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
+            digest.verify(tensors, meta, path, _INDEX_KEYS)
             index = cls(pc, PCIndexConfig(**json.loads(meta["config"])))
             scalars, index.metadata = json.loads(meta["scalars"]), json.loads(meta["metadata"])
         except (SafetensorError, ValueError, KeyError, TypeError) as exc:
@@ -240,6 +245,8 @@ class PCIndex:
         for l in range(layers):
             if tuple(tensors[f"codes.{l}"].shape) != (n, pc.sizes[l]):
                 raise ValueError(f"{path}: codes.{l} has shape {tuple(tensors[f'codes.{l}'].shape)}")
+        if not all(bool(torch.isfinite(t).all()) for t in tensors.values()):
+            raise ValueError(f"{path}: the index holds NaN or infinite values (a damaged file)")
         index.codes = [tensors[f"codes.{l}"].to(pc.device, pc.dtype) for l in range(layers)]
         index.fit_errors = tensors["fit_errors"].to(pc.device, pc.dtype)
         index.spacing, index.fit_mse, index.absorbed = (

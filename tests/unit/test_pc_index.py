@@ -128,6 +128,11 @@ def test_saved_index_recalls_exactly_and_only_beside_its_model(fit, fashion_vect
     pc.save(tmp_path / "model.safetensors")  # a model checkpoint is not an index either
     with pytest.raises(ValueError, match="not a PC memory index"):
         PCIndex.load(tmp_path / "model.safetensors", pc)
+    data = bytearray((tmp_path / "index.safetensors").read_bytes())
+    data[-5] ^= 1  # one low bit of one stored number: finite, and wrong
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        PCIndex.load(tmp_path / "flipped.safetensors", pc)
 
 
 def test_the_index_refuses_what_it_cannot_do(fashion_vectors):
