@@ -23,8 +23,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import ray
-
 __all__ = ["NODE_SHARE", "ShardNodes", "alive_nodes", "pin_options"]
 
 # The amount of a node's own resource ``node:<address>`` a pinned actor asks for: any share
@@ -39,6 +37,8 @@ def pin_options(address: str) -> dict[str, Any]:
 
 def alive_nodes(cpus: float, gpus: float) -> list[str]:
     """Addresses of the alive nodes that can hold a shard (``cpus`` CPUs, ``gpus`` GPUs in all)."""
+    import ray
+
     out = []
     for node in ray.nodes():
         total = node.get("Resources", {})
