@@ -156,7 +156,8 @@ class ActorGroup:
                 entry["state"] = "up" if why is None else "down"
                 if info is not None:
                     for key in ("patterns", "bytes", "node", "node_ip", "node_id", "pid", "device", "file"):
-                        entry[key] = info.get(key)
+                        if key in info:  # (a replica has no file)
+                            entry[key] = info[key]
                 out.append(entry)
             return out
 

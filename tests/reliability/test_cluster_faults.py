@@ -189,6 +189,7 @@ def test_whole_cluster_restart_keeps_sharded_and_replicated_memories(
         assert [m["id"] for m in pc_before["matches"]] == [i for i, _ in local.matches]
         replicas = gateway.get("/v1/memories/pc").json()["placement"]
         assert [p["role"] for p in replicas] == ["replica", "replica"]
+        assert all(p["node_ip"] in ("127.0.0.3", "127.0.0.4") and "file" not in p for p in replicas)
         listing = _all_ids(gateway, "h")
         placed = gateway.get("/v1/memories/h").json()["placement"]
         assert {p["node_ip"] for p in placed} == {"127.0.0.3", "127.0.0.4"}  # spread, one per node
