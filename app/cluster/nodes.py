@@ -23,11 +23,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NODE_SHARE", "ShardNodes", "alive_nodes", "pin_options"]
+from ..exceptions import ShardUnavailable
+
+__all__ = ["NODE_SHARE", "NoNodeForShard", "ShardNodes", "alive_nodes", "pin_options"]
 
 # The amount of a node's own resource ``node:<address>`` a pinned actor asks for: any share
 # of its 1.0 pins the actor, and many actors fit.
 NODE_SHARE = 0.001
+
+
+class NoNodeForShard(ShardUnavailable):
+    """No alive node can hold a new memory's shard (503: nothing was placed or recorded)."""
 
 
 def pin_options(address: str) -> dict[str, Any]:
@@ -78,7 +84,10 @@ class ShardNodes:
             if rows:
                 return [rows.get(i, "") for i in range(shards)]
             if mode == "node" and not candidates:
-                raise RuntimeError("no alive Ray node can hold a shard (see AMS_SHARD_CPUS, AMS_SHARD_GPUS)")
+                raise NoNodeForShard(
+                    "no alive Ray node can hold a shard (AMS_SHARD_CPUS, AMS_SHARD_GPUS); retry when one has joined",
+                    retry_after=5,
+                )
             load = dict.fromkeys(candidates, 0)
             for node, count in self._conn.execute(
                 "SELECT node, COUNT(*) FROM shard_nodes WHERE node != '' GROUP BY node"

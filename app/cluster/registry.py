@@ -33,7 +33,7 @@ from ..registry import Registry
 from ..settings import Settings
 from ..storage import MemoryRecord, NewPattern, Storage
 from .actors import ActorGroup
-from .nodes import ShardNodes, alive_nodes, pin_options
+from .nodes import NoNodeForShard, ShardNodes, alive_nodes, pin_options
 from .replicas import MemoryReplica, Replicated, replicated_class
 from .shard import MemoryShard
 from .sharded import ShardedMemory
@@ -99,7 +99,11 @@ class ClusterRegistry(Registry):
         return resolved
 
     def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
-        return self._place(cls, record, None, max(60.0, self.settings.shard_timeout_s))
+        try:
+            return self._place(cls, record, None, max(60.0, self.settings.shard_timeout_s))
+        except NoNodeForShard:  # nothing was started: the create fails whole (503)
+            self.catalog.delete_memory(record.id)
+            raise
 
     def _load(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
         return self._place(cls, record, super()._load, START_SECONDS)

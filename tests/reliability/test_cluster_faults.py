@@ -256,3 +256,16 @@ def test_a_shard_whose_node_is_gone_answers_503_and_is_not_replaced(
         assert ask(gateway, "g", "retrieve", body)["matches"][0]["id"] == "p7"
     finally:
         gateway.__exit__(None, None, None)
+
+
+def test_a_memory_no_node_can_hold_is_refused_whole(tmp_path, ray_local_cluster):
+    gateway = start_client(tmp_path / "gw", ray_local_cluster.get(), shard_cpus=64.0)  # nodes have 8
+    try:
+        body = {"name": "big", "kind": "hopfield", "shape": [4], "config": {"shards": 2}}
+        r = gateway.post("/v1/memories", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shard_unavailable", r.text
+        assert r.headers["retry-after"] == "5"
+        assert gateway.get("/v1/memories/big").status_code == 404  # nothing of it remains
+        assert gateway.get("/readyz").status_code == 200
+    finally:
+        gateway.__exit__(None, None, None)
