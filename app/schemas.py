@@ -198,8 +198,8 @@ class MemoryDetails(BaseModel):
         None,
         exclude_if=lambda value: value is None,  # one process: not in the answer at all
         description="Ray mode only: the memory's shards (hopfield) or recall replicas (trained "
-        "kinds), each with role, index, actor, state (up/down), patterns, bytes, node, node_id, "
-        "pid and device",
+        "kinds), each with role, index, actor, state (up/down), patterns, bytes, node (host name), "
+        "node_ip (Ray node address), node_id, pid, device and, for a shard, file (its SQLite file)",
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ByteSize, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,11 @@ class Settings(BaseSettings):
     )
     shard_data_dir: Path | None = Field(
         None, description="where shards keep their SQLite files; default AMS_DATA_DIR/shards"
+    )
+    shard_storage: Literal["node", "shared"] = Field(
+        "node",
+        description="node: each shard pinned to the node it was first placed on, files on that node's "
+        "disk; shared: shards go anywhere, AMS_SHARD_DATA_DIR on a filesystem every node mounts",
     )
     shard_cpus: float = Field(1.0, ge=0, description="Ray CPUs each shard or replica actor reserves")
     shard_gpus: float = Field(0.0, ge=0, description="GPU fraction each shard or replica actor reserves")

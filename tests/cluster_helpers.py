@@ -36,8 +36,9 @@ CONFIGS = {
 
 class SharedCluster:
     """The test session's local Ray cluster (fixture ``ray_local_cluster``), started on first
-    use; ``restart()`` stops every process of it and starts a new one (same token, as a real
-    deployment keeps its token), for the whole-cluster restart test."""
+    use; ``restart()`` stops every process of it and starts a new one (same token and the same
+    worker node addresses and data dirs, ``root/nodes/<address>``, as a real deployment keeps
+    its token and its disks), for the whole-cluster restart test."""
 
     def __init__(self, root: Path) -> None:
         self.root, self.cluster, self._starts = root, None, 0
@@ -46,7 +47,7 @@ class SharedCluster:
         if self.cluster is None:
             self._starts += 1
             self.cluster = LocalCluster(
-                self.root / f"c{self._starts}", workers=2, cpus=8, token=_TOKEN
+                self.root / f"c{self._starts}", workers=2, cpus=8, token=_TOKEN, data=str(self.root / "nodes")
             ).start()
             os.environ.update({k: v for k, v in self.cluster.env.items() if k.startswith("RAY_")})
         return self.cluster

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 import memory_core
 from memory_core import SEPARATIONS, SIMILARITIES
@@ -30,7 +31,8 @@ async def readyz(service: ServiceDep) -> Health | JSONResponse:
     shard and replica of every memory is up); 503 until then."""
     if not service.is_ready:
         return error_response(503, "not_ready", service.error or "the service is still loading its memories")
-    down = service.registry.unavailable() if service.registry is not None else None
+    # (Ray mode: asks the cluster's control store, so off the event loop)
+    down = await run_in_threadpool(service.registry.unavailable) if service.registry is not None else None
     if down:  # Ray mode: a shard or replica is not up
         return error_response(503, "not_ready", down)
     return Health(status="ready")

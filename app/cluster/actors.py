@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ..exceptions import ShardUnavailable
 from ..settings import Settings
 
-__all__ = ["ActorGroup", "node_id"]
+__all__ = ["ActorGroup", "actor_state", "node_id", "node_ip"]
 
 log = logging.getLogger("app.cluster")
 
@@ -36,6 +36,7 @@ class ActorGroup:
         names: one actor name per index.
         specs: one constructor argument per index.
         settings: resources, namespace and timeout.
+        pins: per index, extra Ray options (``nodes.pin_options``: the node it must run on).
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class ActorGroup:
         names: list[str],
         specs: list[dict[str, Any]],
         settings: Settings,
+        pins: list[dict[str, Any]] | None = None,
     ) -> None:
         self.memory, self.role, self.timeout = memory, role, settings.shard_timeout_s
         remote = ray.remote(cls)
@@ -60,7 +62,11 @@ class ActorGroup:
             num_gpus=settings.shard_gpus,
         )
         self.names = names
-        self.handles = [remote.options(name=name, **options).remote(spec) for name, spec in zip(names, specs)]
+        pins = pins or [{}] * len(names)
+        self.handles = [
+            remote.options(name=name, **options, **pin).remote(spec)
+            for name, spec, pin in zip(names, specs, pins, strict=True)
+        ]
         self.infos: list[dict[str, Any] | None] = [None] * len(names)
         self.down: list[str | None] = ["starting"] * len(names)
         self._lock = threading.Lock()
@@ -106,7 +112,10 @@ class ActorGroup:
 
     # --- health ---------------------------------------------------------------------------
     def probe(self, timeout: float) -> None:
-        """Ask every actor for its ``info()``; remember the answers and who did not answer."""
+        """Ask every actor for its ``info()``; remember the answers and who did not answer.
+        An actor that Ray's control store reports not alive (restarting after its process
+        died, or not placed yet) is marked down at once, before the wait."""
+        self.mark_not_alive()
         refs = {i: self.call(i, "info") for i in range(len(self))}
         answers, errors = self.settle(refs, timeout)
         with self._lock:
@@ -119,8 +128,19 @@ class ActorGroup:
             for i in errors:
                 self.infos[i] = None
 
+    def mark_not_alive(self) -> None:
+        """Mark down every actor that Ray's control store reports not alive now (restarting
+        after its process died, or not placed yet); the probe marks it up once it answers."""
+        for i, handle in enumerate(self.handles):
+            state = actor_state(handle)
+            if state is not None and state != "ALIVE":
+                with self._lock:
+                    self.down[i] = f"is {state.lower().replace('_', ' ')} (Ray)"
+
     def unavailable(self) -> str | None:
-        """Why some actor of the group is not up, or None."""
+        """Why some actor of the group is not up, or None. Asks Ray's control store first, so
+        that /readyz is 503 from the moment an actor's process dies, not from the next probe."""
+        self.mark_not_alive()
         with self._lock:
             for i, why in enumerate(self.down):
                 if why is not None:
@@ -135,8 +155,9 @@ class ActorGroup:
                 entry: dict[str, Any] = {"role": self.role, "index": i, "actor": self.names[i]}
                 entry["state"] = "up" if why is None else "down"
                 if info is not None:
-                    for key in ("patterns", "bytes", "node", "node_id", "pid", "device"):
-                        entry[key] = info.get(key)
+                    for key in ("patterns", "bytes", "node", "node_ip", "node_id", "pid", "device", "file"):
+                        if key in info:  # (a replica has no file)
+                            entry[key] = info[key]
                 out.append(entry)
             return out
 
@@ -154,4 +175,25 @@ def node_id() -> str | None:
     try:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # not in a Ray worker
+        return None
+
+
+def node_ip() -> str | None:
+    """The address of the Ray node the calling actor runs on (None outside a Ray worker)."""
+    try:
+        return ray.util.get_node_ip_address()
+    except Exception:  # not in a Ray worker
+        return None
+
+
+def actor_state(handle: Any) -> str | None:
+    """Ray's control store's state of an actor ("ALIVE", "RESTARTING", "PENDING_CREATION",
+    "DEAD", ...), or None where it cannot be read. Ray's public state API (``ray.util.state``)
+    needs the dashboard, which a cluster may run without: this reads the GCS's actor table
+    directly (``ray._private.state``, a developer API; None should it change)."""
+    try:
+        from ray._private import state
+
+        return state.actors(actor_id=handle._actor_id.hex()).get("State")
+    except Exception:  # not connected, or the private API changed: the info() probe decides
         return None

@@ -1,13 +1,17 @@
 """A real multi-process Ray cluster on this machine, for development, tests and benchmarks.
 
     python -m app.cluster.local run  [--workers 2] [--cpus 4]   # cluster + service; Ctrl-C stops both
-    python -m app.cluster.local start --dir DIR [--workers 2]    # prints the environment to export
+    python -m app.cluster.local start --dir DIR [--workers 2] [--data DATA]   # prints the exports
     python -m app.cluster.local stop --dir DIR
 
 A head node (no CPUs: it runs Ray's control plane and the gateway connects to it) and
 ``workers`` worker nodes (``cpus`` logical CPUs each: shards and replicas run there), each
-a ``ray start`` of its own with free ports on the loopback (``NODE_IP``), token authentication with a fresh
-token, a small object store, and everything under ``DIR``. Each node is started in a
+a ``ray start`` of its own with free ports on a loopback address of its own (the head
+``NODE_IP``, worker ``k`` ``worker_ip(k)``: distinct node addresses, as on a real cluster,
+so that a shard pinned to a node stays there), token authentication with a fresh token, a
+small object store, and everything under ``DIR``. Worker ``k`` keeps its shards' files in
+its own data dir, ``DIR/nodes/<its address>`` (``AMS_NODE_DATA_DIR`` in its environment;
+``--data`` moves them): a restarted cluster with the same ``--data`` finds them again. Each node is started in a
 process group of its own, and ``stop`` ends exactly those groups and their descendants (Ray's
 workers, which take groups of their own); never ``ray stop``, which would end every Ray
 process of the user on the machine.
@@ -38,6 +42,11 @@ _RAY = str(Path(sys.executable).with_name("ray"))
 NODE_IP = "127.0.0.2"
 
 
+def worker_ip(index: int) -> str:
+    """The loopback address of worker node ``index`` (0-based): 127.0.0.3, 127.0.0.4, ..."""
+    return f"127.0.0.{3 + index}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))  # free on every address
@@ -51,19 +60,23 @@ class LocalCluster:
     Attributes:
         root: where its temp dir, logs and ``cluster.json`` live.
         workers, cpus: worker nodes and logical CPUs per worker.
+        data: the parent of each worker node's data dir (default ``root/nodes``).
         address: the head's address (NODE_IP:port) once started.
         token: the cluster's auth token (a fresh one when not given).
         groups: process group ids of the head and each worker, in start order.
+        nodes: node address -> its process group.
     """
 
     root: Path
     workers: int = 2
     cpus: int = 4
     object_store_mb: int = 128
+    data: str = ""
     address: str = ""
     token: str = ""
     temp: str = ""  # Ray's temp dir: short, as its unix sockets' paths must be under 108 bytes
     groups: list[int] = field(default_factory=list)
+    nodes: dict[str, int] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -76,8 +89,15 @@ class LocalCluster:
             "AMS_RAY_NODE_IP": NODE_IP,
         }
 
-    def _launch(self, head: bool) -> tuple[subprocess.Popen, Path]:
-        """Start one node's ``ray start`` (it returns once the node runs) in a process group."""
+    def node_dir(self, ip: str) -> Path:
+        """The data dir of the worker node at address ``ip`` (its ``AMS_NODE_DATA_DIR``)."""
+        return Path(self.data or self.root / "nodes") / ip
+
+    def _launch(self, worker: int | None) -> tuple[subprocess.Popen, Path]:
+        """Start one node's ``ray start`` (it returns once the node runs) in a process group:
+        the head (``worker`` None) or worker node ``worker``."""
+        head = worker is None
+        ip = NODE_IP if head else worker_ip(worker)
         ports = {
             "--node-manager-port": _free_port(),
             "--object-manager-port": _free_port(),
@@ -86,7 +106,7 @@ class LocalCluster:
             "--metrics-export-port": _free_port(),
             "--runtime-env-agent-port": _free_port(),
         }
-        args = [_RAY, "start", f"--node-ip-address={NODE_IP}", "--disable-usage-stats"]
+        args = [_RAY, "start", f"--node-ip-address={ip}", "--disable-usage-stats"]
         args += [f"{k}={v}" for k, v in ports.items()]
         args += [f"--object-store-memory={self.object_store_mb * 1024 * 1024}"]
         if head:
@@ -104,25 +124,43 @@ class LocalCluster:
         else:
             args += [f"--address={self.address}", f"--num-cpus={self.cpus}"]
         env = {**os.environ, **self.env}
-        path = self.root / f"node-{'head' if head else 'worker'}-{time.monotonic_ns()}.log"
+        env.pop("AMS_NODE_DATA_DIR", None)
+        if not head:  # its actors' processes inherit it: a shard's files go there
+            env["AMS_NODE_DATA_DIR"] = str(self.node_dir(ip))
+        path = self.root / f"node-{'head' if head else ip}-{time.monotonic_ns()}.log"
         log = open(path, "wb")  # noqa: SIM115 (kept by the child)
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.groups.append(proc.pid)  # its daemons keep its process group
+        self.nodes[ip] = proc.pid
         return proc, path
 
-    def _start_node(self, head: bool, tries: int = 3) -> None:
+    def _start_node(self, worker: int | None, tries: int = 3) -> None:
         """Start one node. A ``ray start`` that fails (Ray waits only 30 s for a new raylet to
         register, which a loaded machine can miss) is ended and started again, up to ``tries``
         times in all."""
         for _ in range(tries):
-            proc, path = self._launch(head)
+            proc, path = self._launch(worker)
             code = proc.wait(timeout=180)
             if code == 0:
                 self.save()
                 return
-            _end(_descendants({pid for pid, group in _processes().items() if group == proc.pid}), 2.0)
-            self.groups.remove(proc.pid)
+            self._end_group(proc.pid, 2.0)
         raise RuntimeError(f"ray start failed {tries} times: see {path}")
+
+    def _end_group(self, group: int, grace: float) -> None:
+        _end(_descendants({pid for pid, pgid in _processes().items() if pgid == group}), grace)
+        self.groups.remove(group)
+        self.nodes = {ip: g for ip, g in self.nodes.items() if g != group}
+
+    def stop_worker(self, index: int, grace: float = 1.0) -> None:
+        """End every process of worker node ``index`` (as if its machine were lost; its data
+        dir stays)."""
+        self._end_group(self.nodes[worker_ip(index)], grace)
+        self.save()
+
+    def start_worker(self, index: int) -> None:
+        """Start worker node ``index`` again (at its address, with its data dir)."""
+        self._start_node(index)
 
     def start(self) -> LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
@@ -130,9 +168,9 @@ class LocalCluster:
         self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
         self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
         try:
-            self._start_node(head=True)
-            for _ in range(self.workers):  # one at a time: two raylets registering at once on
-                self._start_node(head=False)  # one address made one of them miss Ray's deadline
+            self._start_node(None)
+            for k in range(self.workers):  # one at a time: two raylets registering at once
+                self._start_node(k)  # made one of them miss Ray's deadline
             self._wait_for_workers()
         except BaseException:
             self.stop()
@@ -171,7 +209,7 @@ class LocalCluster:
     def stop(self, grace: float = 5.0) -> None:
         """End this cluster's processes: its process groups and every descendant of theirs."""
         _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
-        self.groups = []
+        self.groups, self.nodes = [], {}
         self.save()
         if self.temp:
             shutil.rmtree(self.temp, ignore_errors=True)
@@ -239,12 +277,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="cluster folder (default: a new temp folder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker")
+    parser.add_argument("--data", type=Path, default=None, help="worker nodes' data dirs (default DIR/nodes)")
     args = parser.parse_args()
     root = args.dir or Path(f"/tmp/ams-ray-{os.getpid()}")
     if args.action == "stop":
         LocalCluster.load(root).stop()
         return
-    cluster = LocalCluster(root, workers=args.workers, cpus=args.cpus).start()
+    data = str(args.data.resolve()) if args.data else ""
+    cluster = LocalCluster(root, workers=args.workers, cpus=args.cpus, data=data).start()
     if args.action == "start":
         for key, value in cluster.env.items():
             print(f"export {key}={value}")

@@ -33,6 +33,7 @@ from ..registry import Registry
 from ..settings import Settings
 from ..storage import MemoryRecord, NewPattern, Storage
 from .actors import ActorGroup
+from .nodes import NoNodeForShard, ShardNodes, alive_nodes, pin_options
 from .replicas import MemoryReplica, Replicated, replicated_class
 from .shard import MemoryShard
 from .sharded import ShardedMemory
@@ -72,6 +73,7 @@ class ClusterRegistry(Registry):
         super().__init__(ClusterStorage(catalog, self._sharded.get), device, settings)
         self.catalog = catalog
         self.seqs = SeqCounter(Path(settings.data_dir) / CLUSTER_FILE)
+        self.nodes = ShardNodes(Path(settings.data_dir) / CLUSTER_FILE)
         self.shard_root = Path(settings.shard_data_dir or Path(settings.data_dir) / "shards").resolve()
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_forever, name="ams-cluster-probe", daemon=True)
@@ -97,7 +99,11 @@ class ClusterRegistry(Registry):
         return resolved
 
     def _new(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
-        return self._place(cls, record, None, max(60.0, self.settings.shard_timeout_s))
+        try:
+            return self._place(cls, record, None, max(60.0, self.settings.shard_timeout_s))
+        except NoNodeForShard:  # nothing was started: the create fails whole (503)
+            self.catalog.delete_memory(record.id)
+            raise
 
     def _load(self, cls: type[LiveMemory], record: MemoryRecord) -> Any:
         return self._place(cls, record, super()._load, START_SECONDS)
@@ -107,8 +113,9 @@ class ClusterRegistry(Registry):
         actor Ray cannot place yet stays "down", and its memory answers 503, until it can)."""
         kind_config, layout = split_config(record.config)
         kind_record = replace(record, config=cls.stored_config(kind_config))
-        if cls is HopfieldMemory:
-            return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait)
+        if cls is HopfieldMemory:  # a memory placed before AMS_SHARD_STORAGE existed stays shared
+            mode = self.settings.shard_storage if load is None else "shared"
+            return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait, mode)
         if not _replicated(cls):
             return load(cls, kind_record) if load else cls(kind_record, self.device)
         rcls = replicated_class(cls)
@@ -122,7 +129,14 @@ class ClusterRegistry(Registry):
         live.load_all()
         return live
 
-    def _sharded_memory(self, record: MemoryRecord, shards: int, wait: float) -> ShardedMemory:
+    def _sharded_memory(self, record: MemoryRecord, shards: int, wait: float, mode: str) -> ShardedMemory:
+        """Start (or find) the memory's shards, each on its recorded node (``nodes.py``); ``mode``
+        applies to a memory without a record."""
+        alive = alive_nodes(self.settings.shard_cpus, self.settings.shard_gpus)
+        pins = self.nodes.nodes(record.id, shards, mode, alive)
+        if any(pin and pin not in alive for pin in pins):  # it cannot come up now: do not wait long
+            log.warning("memory %r: a shard's node is not in the cluster (%s)", record.name, pins)
+            wait = min(wait, self.settings.shard_timeout_s)
         specs = [
             {
                 "name": record.name,
@@ -132,13 +146,16 @@ class ClusterRegistry(Registry):
                 "shard": i,
                 "shards": shards,
                 "data_dir": str(self.shard_root / f"m{record.id}" / f"shard-{i}"),
+                "node_dir": f"{self.seqs.cluster_id}/m{record.id}/shard-{i}" if pins[i] else "",
                 "device": self.settings.device,
                 "threads": self.settings.shard_threads,
             }
             for i in range(shards)
         ]
         names = [self._actor_name(record, f"shard{i}") for i in range(shards)]
-        group = ActorGroup(record.name, "shard", MemoryShard, names, specs, self.settings)
+        group = ActorGroup(
+            record.name, "shard", MemoryShard, names, specs, self.settings, [pin_options(p) for p in pins]
+        )
         group.probe(wait)  # waits for the shards to load their partitions
         self.seqs.start(record.id, max((info or {}).get("max_seq", 0) for info in group.infos))
         memory = ShardedMemory(record, group, self.seqs)
@@ -184,6 +201,7 @@ class ClusterRegistry(Registry):
             group.settle({i: group.call(i, "destroy") for i in range(len(group))})
             self._sharded.pop(live.record.id, None)
             self.seqs.forget(live.record.id)
+            self.nodes.forget(live.record.id)
             group.kill()
         elif isinstance(live, Replicated):
             group = live.replicas
@@ -220,6 +238,7 @@ class ClusterRegistry(Registry):
         self._stop.set()
         super().close()
         self.seqs.close()
+        self.nodes.close()
 
 
 def _count(layout: dict[str, Any], key: str, default: int, most: int) -> int:

@@ -36,7 +36,7 @@ from ..exceptions import ShardUnavailable
 from ..jobs import JobContext
 from ..kinds import LiveMemory, kind_class
 from ..storage import MemoryRecord, SQLiteStorage, Storage
-from .actors import ActorGroup, node_id
+from .actors import ActorGroup, node_id, node_ip
 
 __all__ = ["MemoryReplica", "Replicated", "replicated_class"]
 
@@ -70,6 +70,7 @@ class MemoryReplica:
             "patterns": 0 if live is None else live.count,
             "bytes": 0 if live is None else live.nbytes(),
             "node": socket.gethostname(),
+            "node_ip": node_ip(),
             "node_id": node_id(),
             "pid": os.getpid(),
             "device": str(self.device),

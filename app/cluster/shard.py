@@ -34,7 +34,7 @@ from memory_core.partials import Top
 from ..exceptions import PatternExists
 from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
-from .actors import node_id
+from .actors import node_id, node_ip
 from .protocol import ShardAnswer, ShardQuery, from_wire, to_wire
 from .storage import ShardStorage
 
@@ -46,13 +46,19 @@ class MemoryShard:
 
     Arguments:
         spec: ``name``, ``shape``, ``text``, ``config`` (the hopfield kind's resolved config),
-            ``shard``, ``shards``, ``data_dir`` (this shard's folder), ``device``, ``threads``.
+            ``shard``, ``shards``, ``data_dir`` (this shard's folder), ``device``, ``threads``;
+            ``node_dir``: this shard's folder under the node's ``AMS_NODE_DATA_DIR``, which
+            replaces ``data_dir`` where the node's environment sets it (``nodes.py``).
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         torch.set_num_threads(int(spec["threads"]))
         self.spec = spec
-        self.data_dir = Path(spec["data_dir"])
+        node_root = os.environ.get("AMS_NODE_DATA_DIR")
+        if spec.get("node_dir") and node_root:
+            self.data_dir = Path(node_root) / spec["node_dir"]
+        else:
+            self.data_dir = Path(spec["data_dir"])
         self.storage = ShardStorage(self.data_dir)
         record = self.storage.open_memory(
             spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
@@ -76,7 +82,9 @@ class MemoryShard:
             "patterns": self.live.count,
             "bytes": self.live.nbytes(),
             "node": socket.gethostname(),
+            "node_ip": node_ip(),
             "node_id": node_id(),
+            "file": str(self.storage.path),
             "pid": os.getpid(),
             "device": str(self.live.device),
             "recalls": self.recalls,

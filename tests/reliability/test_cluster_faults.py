@@ -1,12 +1,16 @@
 """The Ray mode's durability claims, on a real local Ray cluster (app/cluster/local.py).
 
 - kill -9 of a shard's worker process during a stream of stores and recalls: Ray
-  restarts the shard, which reloads its partition from its SQLite file; meanwhile
-  requests that need it get 503 with Retry-After (no other 5xx, no answer computed
-  without it), and afterwards every acknowledged pattern is there and nothing else is;
+  restarts the shard, on its own node, which reloads its partition from its SQLite file
+  in that node's data dir; meanwhile requests that need it get 503 with Retry-After (no
+  other 5xx, no answer computed without it), and afterwards every acknowledged pattern is
+  there and nothing else is;
+- /readyz is 503 from the moment a shard's process dies until the shard is back;
 - the whole cluster stopped (every Ray process) and started again, the gateway too: a
   sharded memory and a trained memory with read replicas come back intact, answering as
-  before; the replicas answer what the trained model itself answers.
+  before, each shard on the node it was first placed on (the local cluster's worker nodes
+  have addresses of their own, 127.0.0.3 and 127.0.0.4, and data dirs of their own);
+  the replicas answer what the trained model itself answers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +39,14 @@ def _all_ids(client, name: str) -> list[str]:
         cursor = page["next_cursor"]
         if cursor is None:
             return ids
+
+
+def _on_own_node(placement: list[dict], cluster) -> None:
+    """Each shard's file is in the data dir of the node it runs on (AMS_SHARD_STORAGE=node)."""
+    for p in placement:
+        assert p["node_ip"] in ("127.0.0.3", "127.0.0.4"), p
+        assert Path(p["file"]).parent.parent.parent.parent == cluster.node_dir(p["node_ip"]), p
+        assert Path(p["file"]).is_file(), p
 
 
 def _wait_up(client, name: str, timeout: float = 120.0) -> list[dict]:
@@ -96,6 +109,9 @@ def test_kill_9_of_a_shard_during_stores_and_recalls_loses_nothing(
             t.join(60)
         placement = _wait_up(gateway, "s")
         assert placement[1]["pid"] != victim["pid"]  # Ray restarted it in a new process
+        assert placement[1]["node_ip"] == victim["node_ip"]  # on its node, with its file
+        assert placement[1]["file"] == victim["file"]
+        _on_own_node(placement, ray_local_cluster.get())
         assert set(statuses) <= {200, 201, 503}, sorted(set(statuses))
         assert all(v == "1" for v in retry_after)
         assert len(acked) > 20  # the stream went on around the restart
@@ -110,6 +126,30 @@ def test_kill_9_of_a_shard_during_stores_and_recalls_loses_nothing(
                 ask(gateway, "s", "retrieve", {"vector": vectors[i].tolist(), "k": 1})["matches"][0]["id"]
                 == pid
             )
+    finally:
+        gateway.__exit__(None, None, None)
+
+
+def test_readyz_is_503_while_a_shard_restarts(tmp_path, ray_local_cluster, fashion_vectors):
+    gateway = start_client(tmp_path / "gw", ray_local_cluster.get())
+    try:
+        create(gateway, "r", {}, shards=1)
+        store(gateway, "r", fashion_vectors[:50])
+        victim = _wait_up(gateway, "r")[0]
+        os.kill(victim["pid"], signal.SIGKILL)  # and no request meanwhile: /readyz alone must see it
+        killed = time.monotonic()
+        while (ready := gateway.get("/readyz")).status_code == 200:
+            # Ray's control store knows at once (the prober alone would take up to 2 + 4 s)
+            assert time.monotonic() - killed < 2.0, "/readyz stayed 200 after the shard's process died"
+            time.sleep(0.05)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["error"]["code"] == "not_ready"
+        assert "memory 'r': shard 0 of 1" in ready.json()["error"]["message"]
+        assert gateway.get("/v1/memories/r").json()["placement"][0]["state"] == "down"
+        back = _wait_up(gateway, "r")  # /readyz 200 again, the shard up in a new process
+        assert back[0]["pid"] != victim["pid"] and back[0]["patterns"] == 50
+        body = {"vector": fashion_vectors[7].tolist(), "k": 1}
+        assert ask(gateway, "r", "retrieve", body)["matches"][0]["id"] == "p7"
     finally:
         gateway.__exit__(None, None, None)
 
@@ -149,17 +189,83 @@ def test_whole_cluster_restart_keeps_sharded_and_replicated_memories(
         assert [m["id"] for m in pc_before["matches"]] == [i for i, _ in local.matches]
         replicas = gateway.get("/v1/memories/pc").json()["placement"]
         assert [p["role"] for p in replicas] == ["replica", "replica"]
+        assert all(p["node_ip"] in ("127.0.0.3", "127.0.0.4") and "file" not in p for p in replicas)
         listing = _all_ids(gateway, "h")
+        placed = gateway.get("/v1/memories/h").json()["placement"]
+        assert {p["node_ip"] for p in placed} == {"127.0.0.3", "127.0.0.4"}  # spread, one per node
+        _on_own_node(placed, ray_local_cluster.get())
+        assert not (tmp_path / "gw" / "shards").exists()  # nothing on the gateway's disk
     finally:
         gateway.__exit__(None, None, None)
     cluster = ray_local_cluster.restart()  # every process of the old one stopped: no actor survives
     gateway = start_client(tmp_path / "gw", cluster)
     try:
         assert gateway.get("/v1/memories/h").json()["count"] == 300
+        replaced = gateway.get("/v1/memories/h").json()["placement"]
+        assert [(p["node_ip"], p["file"]) for p in replaced] == [(p["node_ip"], p["file"]) for p in placed]
+        assert [p["node_id"] for p in replaced] != [p["node_id"] for p in placed]  # new Ray nodes
         assert _all_ids(gateway, "h") == listing
         after = ask(gateway, "h", "retrieve", cue)
         assert after == before  # the same shards' files, the same arithmetic
         pc_after = ask(gateway, "pc", "retrieve", pc_cue)
         assert pc_after == pc_before  # the same checkpoint, loaded by new replicas
+    finally:
+        gateway.__exit__(None, None, None)
+
+
+def test_a_shard_whose_node_is_gone_answers_503_and_is_not_replaced(
+    tmp_path, ray_local_cluster, fashion_vectors
+):
+    cluster = ray_local_cluster.get()  # (first: it sets the environment Ray reads on import)
+    import ray
+
+    from app.cluster.actors import actor_state
+
+    gateway = start_client(tmp_path / "gw", cluster, shard_timeout_s=2.0)
+    body = {"vector": fashion_vectors[7].tolist(), "k": 1}
+    try:
+        create(gateway, "g", {}, shards=2)
+        store(gateway, "g", fashion_vectors[:100])
+        placed = _wait_up(gateway, "g")
+        lost = placed[1]["node_ip"]
+        handle = gateway.app.state.service.registry.get("g").shards.handles[1]
+        cluster.stop_worker(int(lost.rsplit(".", 1)[1]) - 3)  # every process of that node
+        deadline = time.monotonic() + 90.0
+        while any(n["Alive"] for n in ray.nodes() if n["NodeManagerAddress"] == lost):
+            assert time.monotonic() < deadline, "Ray never noticed the node had gone"
+            time.sleep(0.5)
+        time.sleep(3.0)  # time enough for Ray to restart the shard on the other node, were it free to
+        assert actor_state(handle) != "ALIVE"
+        r = gateway.post("/v1/memories/g/retrieve", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shard_unavailable", r.text
+        assert r.headers["retry-after"] == "1"
+        assert gateway.get("/readyz").status_code == 503
+        down = gateway.get("/v1/memories/g").json()["placement"][1]
+        assert down["state"] == "down" and down["index"] == 1
+        other = next(ip for ip in ("127.0.0.3", "127.0.0.4") if ip != lost)
+        assert not (
+            cluster.node_dir(other) / Path(placed[1]["file"]).relative_to(cluster.node_dir(lost))
+        ).exists()
+        cluster.start_worker(int(lost.rsplit(".", 1)[1]) - 3)  # the node is back: so is its shard
+        back = _wait_up(gateway, "g")
+        assert (back[1]["node_ip"], back[1]["file"], back[1]["patterns"]) == (
+            lost,
+            placed[1]["file"],
+            placed[1]["patterns"],
+        )
+        assert ask(gateway, "g", "retrieve", body)["matches"][0]["id"] == "p7"
+    finally:
+        gateway.__exit__(None, None, None)
+
+
+def test_a_memory_no_node_can_hold_is_refused_whole(tmp_path, ray_local_cluster):
+    gateway = start_client(tmp_path / "gw", ray_local_cluster.get(), shard_cpus=64.0)  # nodes have 8
+    try:
+        body = {"name": "big", "kind": "hopfield", "shape": [4], "config": {"shards": 2}}
+        r = gateway.post("/v1/memories", json=body)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shard_unavailable", r.text
+        assert r.headers["retry-after"] == "5"
+        assert gateway.get("/v1/memories/big").status_code == 404  # nothing of it remains
+        assert gateway.get("/readyz").status_code == 200
     finally:
         gateway.__exit__(None, None, None)
