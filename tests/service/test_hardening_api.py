@@ -43,6 +43,28 @@ def test_small_json_endpoints_have_a_small_body_limit(make_client):
     assert r.status_code == 413 and "D = 4" in r.json()["error"]["message"]
 
 
+def test_an_image_memorys_cue_is_counted_against_d_as_it_arrives(make_client):
+    """An image memory's cue may be a large picture, so its size is not bounded by D; its values
+    are: a JSON body of more commas than its cue can hold is refused with 422 too_many_values
+    (by the body limiter, as its chunks arrive), a picture of many bytes and no commas is not."""
+    c = make_client()
+    assert (
+        c.post("/v1/memories", json={"name": "img", "kind": "hopfield", "shape": [1, 8, 8]}).status_code
+        == 201
+    )
+    vector = b'{"vector": [' + b"0," * 200_000 + b"0]}"
+    r = c.post("/v1/memories/img/retrieve", content=vector, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and code(r) == "too_many_values", r.text
+    assert r.json()["error"]["details"]["limit"] < 10_000 and "D = 64" in r.json()["error"]["message"]
+    assert r.headers["connection"] == "close"
+    picture = {"image": "A" * 3_000_000}  # 3 MB of base64 and no comma: read whole, then judged a bad picture
+    r = c.post("/v1/memories/img/retrieve", json=picture)
+    assert r.status_code in (400, 422) and code(r) != "too_many_values", r.text
+    assert c.post("/v1/memories/img/patterns", json={"patterns": [{"vector": [0.5] * 64}]}).status_code == 201
+    r = c.post("/v1/memories/img/retrieve", json={"vector": [0.5] * 64})  # a cue of D values: answered
+    assert r.status_code == 200, r.text
+
+
 def test_rate_limit_answers_429_with_retry_after(make_client):
     c = make_client(rate_limit=2.0, rate_burst=3, **KEYS)
     answers = [c.get("/v1/memories", headers=READ).status_code for _ in range(5)]
