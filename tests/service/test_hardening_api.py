@@ -163,6 +163,30 @@ def test_no_config_is_accepted_that_fails_later(make_client, kind):
     assert accepted and refused
 
 
+def test_a_relational_query_over_the_budget_is_refused_naming_the_limit(make_client):
+    """A query scores every entity and builds k answers: its working set (4001 entities, all of
+    them asked for: ~7 MiB) is held against the budget while it runs; one that could never fit
+    (a 6 MiB budget, the model holding ~1 MiB) gets 422 memory_budget_exceeded naming the
+    limit, and a query for 10 candidates of the same memory is answered."""
+    c = make_client(memory_budget="6MiB")
+    config = {"dim": 8, "negatives": 4, "batch_size": 64, "epochs": 1}
+    assert (
+        c.post("/v1/memories", json={"name": "kb", "kind": "relational", "config": config}).status_code == 201
+    )
+    for start in range(0, 4000, 1000):
+        chain = [{"relation": "next", "args": [f"p{i}", f"p{i + 1}"]} for i in range(start, start + 1000)]
+        assert c.post("/v1/memories/kb/facts", json={"facts": chain}).status_code == 201
+    assert wait_job(c, c.post("/v1/memories/kb/train", json={}).json()["id"])["status"] == "succeeded"
+    ask = {"relation": "next", "args": ["p0", None]}
+    assert len(c.post("/v1/memories/kb/query", json=ask | {"k": 10}).json()["candidates"]) == 10
+    r = c.post("/v1/memories/kb/query", json=ask | {"k": 4001})
+    assert r.status_code == 422 and code(r) == "memory_budget_exceeded", r.text
+    error = r.json()["error"]
+    assert error["details"]["limit_bytes"] == 6 << 20 and "AMS_MEMORY_BUDGET" in error["message"]
+    assert "a query of memory 'kb' for 4001 candidates" in error["message"]
+    assert error["details"]["needed_bytes"] > error["details"]["free_bytes"]
+
+
 def test_no_relational_config_is_accepted_that_fails_later(make_client):
     """The same sweep for a relational memory (no shape; facts instead of patterns)."""
     c = make_client(memory_budget="1GiB")
