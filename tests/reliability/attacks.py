@@ -166,12 +166,12 @@ def run(target: Target, attack: Callable[[Target], dict]) -> dict:
 
 
 def survived(r: dict) -> None:
-    """Assert that the server is up and answered every /livez probe of the attack ``r``, 98% of
-    them within 100 ms, all within 1 s (docs/reliability.md, "The tests", says why these)."""
+    """Assert that the server is up and answered every /livez probe of the attack ``r`` within
+    100 ms (docs/reliability.md, "The tests", gives the margin measured for it)."""
     assert r["alive"], r
     livez = r["livez"]
     assert livez["failures"] == 0, livez
-    assert len(r["livez_slow"]) <= max(1, 0.02 * livez["probes"]) and livez["max_ms"] < 1000, r
+    assert livez["max_ms"] < 100, r
 
 
 def _livez_ok(url: str) -> bool:
