@@ -251,15 +251,16 @@ class ShardedMemory:
     def _check_budgets(self, new: dict[int, int], total: int) -> None:
         """422 ``memory_budget_exceeded`` if a shard's part would pass its memory budget (as it
         last said: AMS_SHARD_MEMORY_BUDGET, or half of its process's memory at its start).
-        A shard holds its rows (D float32 each) and, while it stores, the received part twice
-        (the wire's copy, the tensor) and its index once more (an add copies every row)."""
+        A shard holds its rows (D float32 each) in a buffer that doubles as it grows (up to 2x
+        its rows, 3x while the old buffer is copied into the new one), and while it stores,
+        the received part twice (the wire's copy, the tensor)."""
         rows = 4 * self.dim
         for i, n in sorted(new.items()):
             info = self.shards.infos[i]
             if info is None or "memory_budget" not in info:
                 continue  # down (its stage call answers 503), or a shard of an older version
             limit, held = int(info["memory_budget"]), rows * self._counts[i]
-            needed = rows * (2 * (self._counts[i] + n) + 2 * n) - held
+            needed = rows * (3 * (self._counts[i] + n) + 2 * n) - held
             if needed > limit - held:
                 raise MemoryBudgetExceeded(
                     f"storing {total} patterns in {self.name!r} ({n} of them on shard {i}, which holds "

@@ -86,9 +86,9 @@ def test_over_the_gateways_and_a_shards_budget_is_refused(target):
                 rows = rng.random((n, D)).round(3).tolist()
                 return {"patterns": [{"id": f"b{start + i}", "vector": v} for i, v in enumerate(rows)]}
 
-            # 2 x 100 rows at most per shard: 2 x (2 x 100 + 2 x 100) x 3136 B = 2.5 MB < 4 MiB
+            # ~100 rows per shard (120 at most): (3 x 120 + 2 x 120) x 3136 B = 1.9 MB < 4 MiB
             small = c.post("/v1/memories/budget/patterns", json=batch(0, 200))
-            # ~500 more per shard: (2 x 600 + 2 x 500) x 3136 B = 6.9 MB > 4 MiB
+            # ~500 more per shard: (3 x 600 + 2 x 500) x 3136 B = 8.8 MB > 4 MiB
             big = c.post("/v1/memories/budget/patterns", json=batch(200, 1000))
             count = c.get("/v1/memories/budget").json()["count"]
         return {"small": small.status_code, "big": big.json(), "count": count, "result": f"{big.status_code}"}
