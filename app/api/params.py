@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Path, Request
 from starlette.datastructures import UploadFile
@@ -13,6 +14,7 @@ from starlette.types import Scope
 
 from ..codec import cue_values, is_image
 from ..exceptions import ApiError, ServiceError
+from ..gate import body_limit, value_limit
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
 from ..storage import MemoryRecord, storage_error
@@ -29,8 +31,11 @@ __all__ = [
     "page_limit",
     "read_form",
     "recall_body_limit",
+    "recall_limits",
     "recall_value_limit",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Bytes a JSON value of a cue may take: the longest float (-1.2345678901234567e-308), its
 # comma, and indentation to spare.
@@ -94,6 +99,12 @@ def recall_value_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] 
     return cue_values(
         record, scope["app"].state.service.settings
     ), f"a recall of memory {record.name!r} (D = {record.dim})"
+
+
+def recall_limits(endpoint: F) -> F:
+    """Mark a recall route (retrieve, complete, lookup): its body bounded in bytes by
+    ``recall_body_limit`` and in values by ``recall_value_limit`` (gate.py)."""
+    return body_limit(recall_body_limit)(value_limit(recall_value_limit)(endpoint))
 
 
 def recall_body_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] | None:
