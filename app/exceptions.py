@@ -189,11 +189,19 @@ class MemoryBudgetExceeded(ServiceError):
 
     status, code = 422, "memory_budget_exceeded"
 
-    def __init__(self, what: str, needed: int, free: int, limit: int) -> None:
+    def __init__(
+        self,
+        what: str,
+        needed: int,
+        free: int,
+        limit: int,
+        budget: str = "the service's memory budget",
+        setting: str = "AMS_MEMORY_BUDGET",
+    ) -> None:
         mib = 1 << 20
         super().__init__(
-            f"{what} needs about {needed / mib:.0f} MiB; {free / mib:.0f} MiB of the service's memory "
-            f"budget of {limit / mib:.0f} MiB (AMS_MEMORY_BUDGET) is free",
+            f"{what} needs about {needed / mib:.0f} MiB; {free / mib:.0f} MiB of {budget} "
+            f"of {limit / mib:.0f} MiB ({setting}) is free",
             {"needed_bytes": needed, "free_bytes": free, "limit_bytes": limit},
         )
 

@@ -11,9 +11,11 @@ page and the API documentation (/docs, /redoc, /openapi.json) are open.
 
 It also hands the layers inside it what they need, in the ASGI scope:
 ``ams.identity`` (who to count rate limits against: the key's name, or the client's
-address without keys) and ``ams.max_body`` / ``ams.max_body_why`` (the route's body limit
+address without keys), ``ams.max_body`` / ``ams.max_body_why`` (the route's body limit
 and what sets it: ``body_limit``, which may depend on the memory the path names, or
-AMS_MAX_REQUEST_BYTES).
+AMS_MAX_REQUEST_BYTES) and, for a JSON body of a route marked with ``value_limit``,
+``ams.max_values`` (the most values it may hold, and what it is for: limits.py counts its
+commas as it arrives and refuses it as soon as they pass).
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ from .errors import service_error_response
 from .exceptions import ApiError
 from .settings import Settings
 
-__all__ = ["AccessGate", "RoutePolicy", "body_limit"]
+__all__ = ["AccessGate", "RoutePolicy", "body_limit", "value_limit"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 # A route's body limit: bytes, or a function of the request's scope and path parameters that
 # gives (bytes, what sets them), or None for the default.
 Limit = int | Callable[[Scope, dict[str, Any]], tuple[int, str] | None]
+# A route's value limit: a function of the scope and path parameters giving (values, what
+# takes them), or None for no limit.
+ValueLimit = Callable[[Scope, dict[str, Any]], tuple[int, str] | None]
 
 
 def body_limit(max_bytes: Limit) -> Callable[[F], F]:
@@ -51,19 +56,35 @@ def body_limit(max_bytes: Limit) -> Callable[[F], F]:
     return mark
 
 
+def value_limit(max_values: ValueLimit) -> Callable[[F], F]:
+    """Mark a route's endpoint as taking JSON bodies of at most ``max_values(scope, params)``
+    values (under the ``@router.<method>`` line): a recall's cue, bounded by its memory's D
+    even where the body's size is not (an image memory's cue may be a large picture)."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.max_values = max_values  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
 @dataclass(frozen=True)
 class RoutePolicy:
-    """What a route asks of a request: the full key (``write``), and its body limit in bytes."""
+    """What a route asks of a request: the full key (``write``), its body limit in bytes, and
+    the most values its JSON body may hold (None: no limit)."""
 
     write: bool
     max_body: Limit
+    max_values: ValueLimit | None = None
 
 
 def _policy(route: APIRoute, default_body: int) -> RoutePolicy:
     # The routes' key checks are dependencies (api/deps.py READ / WRITE): read them off.
     names = {getattr(dep.dependency, "__name__", "") for dep in route.dependencies}
     return RoutePolicy(
-        write="require_write" in names, max_body=getattr(route.endpoint, "max_body_bytes", default_body)
+        write="require_write" in names,
+        max_body=getattr(route.endpoint, "max_body_bytes", default_body),
+        max_values=getattr(route.endpoint, "max_values", None),
     )
 
 
@@ -109,6 +130,8 @@ class AccessGate:
         api = path == "/v1" or path.startswith("/v1/")
         policy, params = self.policy(scope) if api else (self._default, {})
         scope["ams.max_body"], scope["ams.max_body_why"] = self._max_body(scope, policy, params)
+        if policy.max_values is not None and _is_json(scope):
+            scope["ams.max_values"] = policy.max_values(scope, params)
         try:
             identity = (
                 check_key(self.settings, presented_key(scope["headers"]), policy.write) if api else "open"
@@ -126,6 +149,15 @@ class AccessGate:
             identity = {"full": "the API key", "read": "the read API key"}[identity]
         scope["ams.identity"] = identity
         await self.app(scope, receive, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    """The body is JSON (or says nothing of its type): a picture upload's bytes hold commas."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype = value.split(b";")[0].strip().lower()
+            return ctype in (b"", b"application/json") or ctype.endswith(b"+json")
+    return True
 
 
 def _announces_body(scope: Scope) -> bool:

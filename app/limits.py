@@ -9,6 +9,11 @@
   passes it;
 - time: a body not received whole within AMS_BODY_TIMEOUT seconds of the request's
   start gets 408 ``request_timeout`` (a client trickling bytes holds nothing for long);
+- values: a JSON body whose route says how many values it may hold (``ams.max_values``
+  from the gate: a recall's cue, bounded by its memory's D) gets 422 ``too_many_values``
+  as soon as its commas, counted per chunk as it arrives (one C call each), pass that
+  count (a 30 MB vector sent to a 28 x 28 image memory is refused at its first chunk,
+  not read whole and then counted);
 - memory: the bytes held by all bodies being read or waiting for their request to end
   are capped at AMS_MAX_INFLIGHT_BYTES; a request that would pass it gets 503
   ``server_busy`` with Retry-After (a declared Content-Length is counted whole at once).
@@ -47,9 +52,17 @@ class InFlight:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.details = details
 
 
 class BodyLimitMiddleware:
@@ -85,12 +98,16 @@ class BodyLimitMiddleware:
             dropped += len(message.get("body", b""))
             more = message.get("more_body", False)
 
-    async def _read(self, receive: Receive, limit: int, held: list[int]) -> bytes | None:
+    async def _read(
+        self, receive: Receive, limit: int, held: list[int], values: tuple[int, str] | None = None
+    ) -> bytes | None:
         """The whole body (None if the client went away); ``_Refused`` past a limit. ``held[0]``
-        counts what was taken from the in-flight cap (for the caller to give back)."""
+        counts what was taken from the in-flight cap (for the caller to give back); ``values``
+        is the most values the body may hold and what takes them (module docstring)."""
         deadline = time.monotonic() + self.timeout
         chunks: list[bytes] = []
         total = 0
+        commas = 0
         while True:
             left = deadline - time.monotonic()
             try:
@@ -111,6 +128,16 @@ class BodyLimitMiddleware:
                 raise _Refused(
                     413, "request_too_large", f"request body of more bytes exceeds the limit of {limit} bytes"
                 )
+            if values is not None:
+                commas += body.count(b",")
+                if commas + 1 > values[0]:
+                    await self._drain(receive, more, 1 << 20, min(deadline, time.monotonic() + 5.0))
+                    raise _Refused(
+                        422,
+                        "too_many_values",
+                        f"the request holds more than {values[0]} values; {values[1]} takes at most {values[0]}",
+                        details={"values": commas + 1, "limit": values[0]},
+                    )
             if total > held[0]:
                 if not self.inflight.take(total - held[0]):
                     raise _busy(self.inflight.cap)
@@ -137,7 +164,7 @@ class BodyLimitMiddleware:
                 if not self.inflight.take(declared):
                     raise _busy(self.inflight.cap)
                 held[0] = declared
-            data = await self._read(receive, limit, held)
+            data = await self._read(receive, limit, held, scope.get("ams.max_values"))
             if data is None:
                 return
             replayed = False
@@ -154,7 +181,7 @@ class BodyLimitMiddleware:
             if refusal.status == 413:
                 refusal.message += f" ({scope.get('ams.max_body_why', 'AMS_MAX_REQUEST_BYTES')})"
             headers = {"Connection": "close", **refusal.headers}
-            await error_response(refusal.status, refusal.code, refusal.message, headers=headers)(
+            await error_response(refusal.status, refusal.code, refusal.message, refusal.details, headers)(
                 scope, receive, send
             )
         finally:

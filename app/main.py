@@ -3,17 +3,24 @@
 The lifespan starts recovery (open storage, rebuild every memory) on a worker thread
 and yields at once, so /livez answers while memories load and /readyz says 503 until
 they are loaded. On shutdown it cancels training jobs and closes storage.
+
+The OpenAPI document (~0.15 s of pydantic schema building) is built and encoded on a
+worker thread, never on the event loop: /openapi.json awaits it there, and the served
+``app`` builds it at start-up, after recovery, so that no request waits for it (a build on
+the loop held /livez for 120 ms, results/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
@@ -43,15 +50,21 @@ noisy, corrupted or partly masked cues. Errors have the shape
 `Authorization: Bearer <key>` (or `X-API-Key`)."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service with the given settings (default: from the environment)."""
+def create_app(settings: Settings | None = None, warm_openapi: bool = False) -> FastAPI:
+    """Build the service with the given settings (default: from the environment);
+    ``warm_openapi``: build the OpenAPI document at start-up, after recovery (module docstring)."""
     settings = settings or get_settings()
     _configure_logging(settings.log_level)
     service = Service(settings)
 
+    def start() -> None:
+        service.start()
+        if warm_openapi:
+            _openapi_bytes(app)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        recovery = asyncio.create_task(asyncio.to_thread(service.start))
+        recovery = asyncio.create_task(asyncio.to_thread(start))
         try:
             yield
         finally:
@@ -98,7 +111,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=lambda: service.metrics)
     install_page(app)  # the demo page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    _serve_openapi_off_the_loop(app)
     return app
+
+
+_OPENAPI_LOCK = threading.Lock()
+
+
+def _openapi_bytes(app: FastAPI) -> bytes:
+    """The OpenAPI document as JSON bytes, built once (on the calling thread, never twice)."""
+    with _OPENAPI_LOCK:
+        cached = getattr(app.state, "openapi_bytes", None)
+        if cached is None:
+            cached = app.state.openapi_bytes = json.dumps(app.openapi(), separators=(",", ":")).encode()
+        return cached
+
+
+def _serve_openapi_off_the_loop(app: FastAPI) -> None:
+    """Replace FastAPI's /openapi.json route (which builds the document on the event loop)
+    with one that awaits ``_openapi_bytes`` on a worker thread."""
+    url = app.openapi_url
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", None) != url]
+
+    async def openapi_json(request: Request) -> Response:
+        body = getattr(app.state, "openapi_bytes", None) or await asyncio.to_thread(_openapi_bytes, app)
+        root = request.scope.get("root_path", "").rstrip("/")
+        if root and app.root_path_in_servers:  # behind a proxy's prefix: say so, as FastAPI does
+            schema = json.loads(body)
+            if root not in {s.get("url") for s in schema.get("servers", [])}:
+                schema["servers"] = [{"url": root}, *schema.get("servers", [])]
+            body = json.dumps(schema, separators=(",", ":")).encode()
+        return Response(body, media_type="application/json")
+
+    app.add_route(url, openapi_json, include_in_schema=False)
 
 
 def _configure_logging(level: str) -> None:
@@ -131,4 +176,4 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-app = create_app()
+app = create_app(warm_openapi=True)

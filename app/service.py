@@ -68,7 +68,9 @@ class Service:
             if self.settings.ray_address:  # the Ray mode: app/cluster/ (only then is Ray imported)
                 from .cluster import start_registry
 
-                registry, patterns = start_registry(self.storage, self.device, self.settings, self.metrics)
+                registry, patterns = start_registry(
+                    self.storage, self.device, self.settings, self.metrics, self.budget
+                )
             else:
                 if (self.settings.data_dir / CLUSTER_FILE).exists():
                     raise RuntimeError(

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     shard_timeout_s: float = Field(
         30.0, gt=0, description="longest wait for a shard's answer before 503 shard_unavailable"
     )
+    shard_memory_budget: ByteSize | None = Field(
+        None,
+        description="bytes each shard's patterns may take, its store's working set included, e.g. "
+        "2GiB; unset: half of what the shard's process could get when it started",
+    )
 
     @model_validator(mode="after")
     def _read_key_needs_full_key(self) -> Settings:

@@ -19,6 +19,7 @@ from ..fact_schemas import (
 )
 from ..gate import body_limit
 from ..kinds import relational_memory
+from ..kinds.relational import QueryAnswer
 from .deps import (
     READ,
     READ_ERRORS,
@@ -140,9 +141,18 @@ async def query(body: QueryRequest, registry: RegistryDep, name: str = NameParam
     as that argument, best first, the first `k` returned (`filter_known` leaves out those that
     complete a stored fact). Unknown relation or entity: 422 `unknown_relation` /
     `unknown_entity`; another number of arguments than the relation's: 422 `arity_mismatch`;
-    not exactly one null: 422 `invalid_query`; before any training: 409 `not_trained`."""
+    not exactly one null: 422 `invalid_query`; before any training: 409 `not_trained`; a
+    query whose working set (every entity scored, `k` answers) could never fit the memory
+    budget: 422 `memory_budget_exceeded`."""
     live = relational_memory(registry.get(name))
-    answer = await run_sync(live.query, body.relation, body.args, body.k, body.filter_known)
+
+    def ask() -> QueryAnswer:
+        # its working set (RelationalKind.query_bytes: every entity scored, k answers built)
+        needed = live.query_bytes(body.k)
+        with registry.budget.reserve(needed, f"a query of memory {name!r} for {body.k} candidates"):
+            return live.query(body.relation, body.args, body.k, body.filter_known)
+
+    answer = await run_sync(ask)
     return QueryResult(
         candidates=[CandidateOut(entity=c.entity, score=c.score, known=c.known) for c in answer.candidates],
         state=answer.state,

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Request, Response
 
 from ..codec import cue_values, is_image, parse_cue, parse_json, picture_cue, png_base64
 from ..exceptions import ApiError
-from ..gate import body_limit
 from ..jsonbody import check_values
 from ..kinds import CaptionLookup, LiveMemory, TextLookup, pattern_memory
 from ..registry import Registry
@@ -19,7 +18,7 @@ from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult,
 from ..service import Service
 from ..text_memory import embed
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, run_sync
-from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_body_limit
+from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_limits
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -95,7 +94,7 @@ def _by_pattern(live: LiveMemory, found: CaptionLookup, storage) -> LookupResult
     openapi_extra=LOOKUP_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
-@body_limit(recall_body_limit)
+@recall_limits
 async def lookup(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Path, Request
 from starlette.datastructures import UploadFile
@@ -13,9 +14,10 @@ from starlette.types import Scope
 
 from ..codec import cue_values, is_image
 from ..exceptions import ApiError, ServiceError
+from ..gate import body_limit, value_limit
 from ..schemas import ID_PATTERN, NAME_PATTERN
 from ..settings import Settings
-from ..storage import storage_error
+from ..storage import MemoryRecord, storage_error
 
 __all__ = [
     "JobIdParam",
@@ -29,7 +31,11 @@ __all__ = [
     "page_limit",
     "read_form",
     "recall_body_limit",
+    "recall_limits",
+    "recall_value_limit",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # Bytes a JSON value of a cue may take: the longest float (-1.2345678901234567e-308), its
 # comma, and indentation to spare.
@@ -72,21 +78,44 @@ async def read_form(request: Request, max_files: int) -> dict[str, list]:
     return out
 
 
+def _record(scope: Scope, params: dict[str, Any]) -> MemoryRecord | None:
+    """The record of the memory a path names (failed ones included), or None."""
+    service = scope["app"].state.service
+    if service.registry is None:
+        return None
+    try:
+        return service.registry.get(params.get("name", ""), allow_failed=True).record
+    except ServiceError:
+        return None
+
+
+def recall_value_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] | None:
+    """The most values a recall's JSON body may hold (``gate.value_limit``): ``cue_values``
+    of its memory, so that a body of more (a 30 MB vector sent to an image memory, whose
+    cues may be large pictures) is refused at its first chunk past them, not read whole."""
+    record = _record(scope, params)
+    if record is None:
+        return None
+    return cue_values(
+        record, scope["app"].state.service.settings
+    ), f"a recall of memory {record.name!r} (D = {record.dim})"
+
+
+def recall_limits(endpoint: F) -> F:
+    """Mark a recall route (retrieve, complete, lookup): its body bounded in bytes by
+    ``recall_body_limit`` and in values by ``recall_value_limit`` (gate.py)."""
+    return body_limit(recall_body_limit)(value_limit(recall_value_limit)(endpoint))
+
+
 def recall_body_limit(scope: Scope, params: dict[str, Any]) -> tuple[int, str] | None:
     """The body limit of a recall of a vector memory (``gate.body_limit``): what its largest
     cue can take (``cue_values``: a vector and a mask of D values, a caption), so that a
     larger body is refused on its Content-Length, before it is read. None (the default
     limit) for image memories, whose cues are pictures, and for names that are not a memory."""
-    service = scope["app"].state.service
-    if service.registry is None:
+    record = _record(scope, params)
+    if record is None or is_image(record):
         return None
-    try:
-        record = service.registry.get(params.get("name", ""), allow_failed=True).record
-    except ServiceError:
-        return None
-    if is_image(record):
-        return None
-    limit = _BYTES_PER_VALUE * cue_values(record, service.settings) + 65536
+    limit = _BYTES_PER_VALUE * cue_values(record, scope["app"].state.service.settings) + 65536
     return limit, f"a recall of memory {record.name!r}, D = {record.dim}, takes at most {limit} bytes"
 
 

@@ -13,14 +13,13 @@ from fastapi import APIRouter, Request, Response
 from ..batching import Cue
 from ..codec import b64decode, cue_values, is_image, parse_cue, parse_json, picture_cue, png_base64, png_bytes
 from ..exceptions import ApiError
-from ..gate import body_limit
 from ..jsonbody import check_values
 from ..kinds import LiveMemory, Recall, pattern_memory
 from ..registry import Registry
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
-from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_body_limit
+from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_limits
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
@@ -86,7 +85,7 @@ RETRIEVE_BODY = {
     openapi_extra=RETRIEVE_BODY,
     responses=errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
 )
-@body_limit(recall_body_limit)
+@recall_limits
 async def retrieve(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:
@@ -160,7 +159,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
         **errors(400, 404, 409, 413, 415, 422, *READ_ERRORS),
     },
 )
-@body_limit(recall_body_limit)
+@recall_limits
 async def complete(
     request: Request, registry: RegistryDep, service: ServiceDep, name: str = NameParam
 ) -> Response:

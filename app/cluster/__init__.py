@@ -16,6 +16,7 @@ import logging
 
 import torch
 
+from ..budget import MemoryBudget
 from ..metrics import Metrics
 from ..registry import Registry
 from ..settings import Settings
@@ -46,16 +47,16 @@ def connect(settings: Settings) -> None:
 
 
 def start_registry(
-    catalog: Storage, device: torch.device, settings: Settings, metrics: Metrics
+    catalog: Storage, device: torch.device, settings: Settings, metrics: Metrics, budget: MemoryBudget
 ) -> tuple[Registry, int]:
     """Connect, then a ``ClusterRegistry`` with every stored memory placed on the cluster
-    (blocks until their actors are up), its per-shard gauges added to ``metrics``; returns it
-    and the number of patterns its memories hold."""
+    (blocks until their actors are up), under the gateway's memory ``budget``, its per-shard
+    gauges added to ``metrics``; returns it and the number of patterns its memories hold."""
     connect(settings)
     from .metrics import ShardCollector
     from .registry import ClusterRegistry
 
-    registry = ClusterRegistry(catalog, device, settings)
+    registry = ClusterRegistry(catalog, device, settings, budget)
     patterns = registry.recover()
     metrics.registry.register(ShardCollector(registry.groups))
     return registry, patterns

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..budget import MemoryBudget
 from ..kinds import HopfieldMemory, LiveMemory
 from ..registry import Registry
 from ..settings import Settings
 from ..storage import MemoryRecord, NewPattern, Storage
+from ..text_memory import stored_dim
 from .actors import ActorGroup
 from .nodes import NoNodeForShard, ShardNodes, alive_nodes, pin_options
 from .replicas import MemoryReplica, Replicated, replicated_class
@@ -66,11 +70,15 @@ class ClusterRegistry(Registry):
         catalog: the gateway's storage (memories, and the patterns of unsharded ones).
         device: where the gateway's own copies compute (trained kinds' training).
         settings: the service's settings (``ray_*``, ``shard*``, ``replicas``).
+        budget: the gateway's memory budget (what the memories it holds and the work it does
+            take; each shard checks its own, ``ShardedMemory.store``).
     """
 
-    def __init__(self, catalog: Storage, device: torch.device, settings: Settings) -> None:
+    def __init__(
+        self, catalog: Storage, device: torch.device, settings: Settings, budget: MemoryBudget | None = None
+    ) -> None:
         self._sharded: dict[int, ShardedMemory] = {}
-        super().__init__(ClusterStorage(catalog, self._sharded.get), device, settings)
+        super().__init__(ClusterStorage(catalog, self._sharded.get), device, settings, budget)
         self.catalog = catalog
         self.seqs = SeqCounter(Path(settings.data_dir) / CLUSTER_FILE)
         self.nodes = ShardNodes(Path(settings.data_dir) / CLUSTER_FILE)
@@ -149,6 +157,7 @@ class ClusterRegistry(Registry):
                 "node_dir": f"{self.seqs.cluster_id}/m{record.id}/shard-{i}" if pins[i] else "",
                 "device": self.settings.device,
                 "threads": self.settings.shard_threads,
+                "memory_budget": int(self.settings.shard_memory_budget or 0) or None,
             }
             for i in range(shards)
         ]
@@ -172,6 +181,18 @@ class ClusterRegistry(Registry):
         return loaded + sum(m.count for m in self._sharded.values())
 
     # --- writes -----------------------------------------------------------------------------
+    @contextmanager
+    def storing(self, live: Any, count: int) -> Iterator[None]:
+        """As one process's, but a sharded memory's index is not at the gateway: it holds the
+        batch on its way to the shards only (the shards' own budgets: ``ShardedMemory.store``)."""
+        if not isinstance(live, ShardedMemory):
+            with super().storing(live, count):
+                yield
+            return
+        rows = stored_dim(live.record.shape, live.record.text) * 4
+        with self.budget.reserve(rows * 4 * count, f"storing {count} patterns in {live.name!r}"):
+            yield
+
     def store(self, live: Any, patterns: list[NewPattern], vectors: Tensor) -> tuple[list[str], int]:
         if isinstance(live, ShardedMemory):
             return live.store(patterns)

@@ -31,6 +31,7 @@ from memory_core import resolve_device
 from memory_core.chunked import stable_topk
 from memory_core.partials import Top
 
+from ..budget import available_memory
 from ..exceptions import PatternExists
 from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
@@ -63,6 +64,9 @@ class MemoryShard:
         record = self.storage.open_memory(
             spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
         )
+        # what its patterns may take (the gateway checks each store against it, sharded.py):
+        # AMS_SHARD_MEMORY_BUDGET, or half of what this process could get before loading them
+        self.memory_budget = int(spec.get("memory_budget") or available_memory()[0] // 2)
         self.live = HopfieldMemory(record, resolve_device(spec["device"]))
         with self.live.rw.write():
             for seqs, ids, vectors in self.storage.iter_vectors(record.id):
@@ -81,6 +85,7 @@ class MemoryShard:
             "incarnation": self.incarnation,
             "patterns": self.live.count,
             "bytes": self.live.nbytes(),
+            "memory_budget": self.memory_budget,
             "node": socket.gethostname(),
             "node_ip": node_ip(),
             "node_id": node_id(),

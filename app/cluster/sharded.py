@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import Counter
 from typing import Any
 
 import torch
@@ -34,7 +35,14 @@ from memory_core.partials import (
     merge_tops,
 )
 
-from ..exceptions import MemoryEmpty, MemoryNotFound, PatternExists, PatternNotFound, ShardUnavailable
+from ..exceptions import (
+    MemoryBudgetExceeded,
+    MemoryEmpty,
+    MemoryNotFound,
+    PatternExists,
+    PatternNotFound,
+    ShardUnavailable,
+)
 from ..kinds import CaptionLookup, Recall, TextLookup
 from ..rwlock import RWLock
 from ..storage import MemoryRecord, NewPattern, PatternRow
@@ -209,10 +217,12 @@ class ShardedMemory:
         with self.writing:
             if self.deleted:
                 raise MemoryNotFound(self.name)
+            dealt = [shard_of(p.id, len(self.shards)) for p in patterns]
+            self._check_budgets(Counter(dealt), len(patterns))
             seqs = self.seqs.take(self.record.id, len(patterns))
             parts: dict[int, tuple[list[NewPattern], list[int]]] = {}
-            for p, seq in zip(patterns, seqs):
-                part = parts.setdefault(shard_of(p.id, len(self.shards)), ([], []))
+            for p, seq, shard in zip(patterns, seqs, dealt):
+                part = parts.setdefault(shard, ([], []))
                 part[0].append(p)
                 part[1].append(seq)
             token = secrets.token_hex(8)
@@ -237,6 +247,30 @@ class ShardedMemory:
             for i in died:  # its part is on disk: its restart loads it, and it counts
                 self._counts[i] += len(parts[i][0])
             return [p.id for p in patterns], self.count
+
+    def _check_budgets(self, new: dict[int, int], total: int) -> None:
+        """422 ``memory_budget_exceeded`` if a shard's part would pass its memory budget (as it
+        last said: AMS_SHARD_MEMORY_BUDGET, or half of its process's memory at its start).
+        A shard holds its rows (D float32 each) in a buffer that doubles as it grows (up to 2x
+        its rows, 3x while the old buffer is copied into the new one), and while it stores,
+        the received part twice (the wire's copy, the tensor)."""
+        rows = 4 * self.dim
+        for i, n in sorted(new.items()):
+            info = self.shards.infos[i]
+            if info is None or "memory_budget" not in info:
+                continue  # down (its stage call answers 503), or a shard of an older version
+            limit, held = int(info["memory_budget"]), rows * self._counts[i]
+            needed = rows * (3 * (self._counts[i] + n) + 2 * n) - held
+            if needed > limit - held:
+                raise MemoryBudgetExceeded(
+                    f"storing {total} patterns in {self.name!r} ({n} of them on shard {i}, which holds "
+                    f"{self._counts[i]})",
+                    needed,
+                    max(0, limit - held),
+                    limit,
+                    budget=f"shard {i}'s memory budget",
+                    setting="AMS_SHARD_MEMORY_BUDGET",
+                )
 
     def _call_off(self, token: str, parts: dict[int, tuple[list[NewPattern], list[int]]]) -> list[str]:
         """Delete a batch's parts on every shard that got one; the ids not known deleted."""

@@ -220,6 +220,32 @@ class RelationalKind(LiveMemory):
         step = int(config["batch_size"]) * (1 + int(config["negatives"])) * dim * cls._POSITIONS
         return model + 4 * cls._STEP_FLOATS_PER_SCORE * step + 8 * 3 * patterns  # + the facts' table
 
+    # One query (``BoxE.complete``): every relation's boxes (2 x R x A x d floats, for both
+    # the boxes and their tanh); the candidates scored a chunk at a time (``_candidate_scores``:
+    # about a dozen tensors of up to E x A x d floats, capped at its chunk of 2^18 floats);
+    # per entity its score, the sort's indices, masks and the orders built from them (~48
+    # bytes); per candidate returned, the ranked (name, score) pair, its Candidate, the
+    # response's model and JSON (~1 KiB, measured: 390 B for the pair and its JSON alone).
+    _QUERY_CHUNK_FLOATS, _QUERY_CHUNK_TENSORS, _QUERY_BYTES_PER_ENTITY, _QUERY_BYTES_PER_ANSWER = (
+        1 << 18,
+        12,
+        48,
+        1024,
+    )
+
+    def query_bytes(self, k: int) -> int:
+        """Bytes one query asking for ``k`` candidates may hold while it runs (a moment's figure,
+        read without a lock: the entities grow only as facts are stored)."""
+        model = self.model
+        entities, arity, dim = len(model.entities), max(1, model.max_arity), int(self.record.config["dim"])
+        boxes = 2 * 2 * len(model.relations) * arity * dim
+        chunk = self._QUERY_CHUNK_TENSORS * min(entities * arity * dim, self._QUERY_CHUNK_FLOATS)
+        return (
+            4 * (boxes + chunk)
+            + self._QUERY_BYTES_PER_ENTITY * entities
+            + self._QUERY_BYTES_PER_ANSWER * min(k, entities)
+        )
+
     def resident_bytes(self) -> int:
         """The model's tensors as they are now (embeddings, boxes, facts) and what training them
         keeps beside them (gradients, Adam's moments); read without a lock, a moment's figure."""

@@ -165,6 +165,15 @@ def run(target: Target, attack: Callable[[Target], dict]) -> dict:
     return out
 
 
+def survived(r: dict) -> None:
+    """Assert that the server is up and answered every /livez probe of the attack ``r`` within
+    100 ms (docs/reliability.md, "The tests", gives the margin measured for it)."""
+    assert r["alive"], r
+    livez = r["livez"]
+    assert livez["failures"] == 0, livez
+    assert livez["max_ms"] < 100, r
+
+
 def _livez_ok(url: str) -> bool:
     try:
         return httpx.get(f"{url}/livez", timeout=5).status_code == 200

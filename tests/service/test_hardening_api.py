@@ -43,6 +43,28 @@ def test_small_json_endpoints_have_a_small_body_limit(make_client):
     assert r.status_code == 413 and "D = 4" in r.json()["error"]["message"]
 
 
+def test_an_image_memorys_cue_is_counted_against_d_as_it_arrives(make_client):
+    """An image memory's cue may be a large picture, so its size is not bounded by D; its values
+    are: a JSON body of more commas than its cue can hold is refused with 422 too_many_values
+    (by the body limiter, as its chunks arrive), a picture of many bytes and no commas is not."""
+    c = make_client()
+    assert (
+        c.post("/v1/memories", json={"name": "img", "kind": "hopfield", "shape": [1, 8, 8]}).status_code
+        == 201
+    )
+    vector = b'{"vector": [' + b"0," * 200_000 + b"0]}"
+    r = c.post("/v1/memories/img/retrieve", content=vector, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and code(r) == "too_many_values", r.text
+    assert r.json()["error"]["details"]["limit"] < 10_000 and "D = 64" in r.json()["error"]["message"]
+    assert r.headers["connection"] == "close"
+    picture = {"image": "A" * 3_000_000}  # 3 MB of base64 and no comma: read whole, then judged a bad picture
+    r = c.post("/v1/memories/img/retrieve", json=picture)
+    assert r.status_code in (400, 422) and code(r) != "too_many_values", r.text
+    assert c.post("/v1/memories/img/patterns", json={"patterns": [{"vector": [0.5] * 64}]}).status_code == 201
+    r = c.post("/v1/memories/img/retrieve", json={"vector": [0.5] * 64})  # a cue of D values: answered
+    assert r.status_code == 200, r.text
+
+
 def test_rate_limit_answers_429_with_retry_after(make_client):
     c = make_client(rate_limit=2.0, rate_burst=3, **KEYS)
     answers = [c.get("/v1/memories", headers=READ).status_code for _ in range(5)]
@@ -139,6 +161,30 @@ def test_no_config_is_accepted_that_fails_later(make_client, kind):
             assert recall.status_code in (200, 422), (key, value, recall.text)  # 422: a non-finite result
             assert c.delete("/v1/memories/m").status_code == 204
     assert accepted and refused
+
+
+def test_a_relational_query_over_the_budget_is_refused_naming_the_limit(make_client):
+    """A query scores every entity and builds k answers: its working set (4001 entities, all of
+    them asked for: ~7 MiB) is held against the budget while it runs; one that could never fit
+    (a 6 MiB budget, the model holding ~1 MiB) gets 422 memory_budget_exceeded naming the
+    limit, and a query for 10 candidates of the same memory is answered."""
+    c = make_client(memory_budget="6MiB")
+    config = {"dim": 8, "negatives": 4, "batch_size": 64, "epochs": 1}
+    assert (
+        c.post("/v1/memories", json={"name": "kb", "kind": "relational", "config": config}).status_code == 201
+    )
+    for start in range(0, 4000, 1000):
+        chain = [{"relation": "next", "args": [f"p{i}", f"p{i + 1}"]} for i in range(start, start + 1000)]
+        assert c.post("/v1/memories/kb/facts", json={"facts": chain}).status_code == 201
+    assert wait_job(c, c.post("/v1/memories/kb/train", json={}).json()["id"])["status"] == "succeeded"
+    ask = {"relation": "next", "args": ["p0", None]}
+    assert len(c.post("/v1/memories/kb/query", json=ask | {"k": 10}).json()["candidates"]) == 10
+    r = c.post("/v1/memories/kb/query", json=ask | {"k": 4001})
+    assert r.status_code == 422 and code(r) == "memory_budget_exceeded", r.text
+    error = r.json()["error"]
+    assert error["details"]["limit_bytes"] == 6 << 20 and "AMS_MEMORY_BUDGET" in error["message"]
+    assert "a query of memory 'kb' for 4001 candidates" in error["message"]
+    assert error["details"]["needed_bytes"] > error["details"]["free_bytes"]
 
 
 def test_no_relational_config_is_accepted_that_fails_later(make_client):

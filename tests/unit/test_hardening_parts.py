@@ -304,3 +304,45 @@ def test_bodies_in_flight_are_capped_and_given_back():
 
     with ThreadPoolExecutor(1) as pool:  # a thread of its own: no other loop may run in it
         pool.submit(asyncio.run, main()).result()
+
+
+def test_a_json_body_of_too_many_values_is_refused_at_the_chunk_that_passes_them():
+    """With ``ams.max_values`` in the scope (the gate's, for a recall), the limiter counts each
+    chunk's commas as it arrives and answers 422 too_many_values at the first chunk past the
+    count: of a 30 MB vector, it reads what it must drain (1 MiB), not 30 MB."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.limits import BodyLimitMiddleware
+
+    async def app(scope, receive, send) -> None:
+        raise AssertionError("a body over its values reached the app")
+
+    limiter = BodyLimitMiddleware(app, max_bytes=64 << 20, timeout=5)
+    chunk = b"0," * (32 << 10)  # 64 KiB, 32768 values
+    total = 480  # chunks: 30 MiB
+    received = [0]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        received[0] += 1
+        return {"type": "http.request", "body": chunk, "more_body": received[0] < total}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-length", str(total * len(chunk)).encode())],
+        "ams.max_values": (100_000, "a recall of memory 'img' (D = 784)"),
+    }
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, limiter(scope, receive, send)).result()
+    assert sent[0]["status"] == 422
+    body = json.loads(sent[1]["body"])
+    assert body["error"]["code"] == "too_many_values" and "D = 784" in body["error"]["message"]
+    assert body["error"]["details"]["limit"] == 100_000
+    assert received[0] <= 4 + (1 << 20) // len(chunk) + 1  # 4 chunks to pass 100,000, then 1 MiB drained
+    assert limiter.inflight.held == 0
