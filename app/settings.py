@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     shard_memory_budget: ByteSize | None = Field(
         None,
         description="bytes each shard's patterns may take, its store's working set included, e.g. "
-        "2GiB; unset: half of what the shard's process could get when it started",
+        "2GiB; unset: half of what the shard's process could get when it started, times its share of "
+        "its node's CPUs (AMS_SHARD_CPUS over the node's)",
     )
 
     @model_validator(mode="after")

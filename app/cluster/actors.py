@@ -186,6 +186,19 @@ def node_ip() -> str | None:
         return None
 
 
+def cpu_share() -> float:
+    """The part of its node's CPUs the calling actor reserved, in (0, 1] (1 outside a Ray
+    worker or where the node's CPUs cannot be read): Ray packs actors onto a node by their
+    CPUs, so this is the most of the node that actors like it may hold at once."""
+    try:
+        mine = float(ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0))
+        here = ray.get_runtime_context().get_node_id()
+        total = next(float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n["NodeID"] == here)
+    except Exception:  # not in a Ray worker, or the node's record cannot be read
+        return 1.0
+    return min(1.0, mine / total) if mine > 0 and total > 0 else 1.0
+
+
 def actor_state(handle: Any) -> str | None:
     """Ray's control store's state of an actor ("ALIVE", "RESTARTING", "PENDING_CREATION",
     "DEAD", ...), or None where it cannot be read. Ray's public state API (``ray.util.state``)

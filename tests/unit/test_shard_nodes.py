@@ -30,3 +30,15 @@ def test_shared_memories_are_not_pinned_and_a_node_mode_needs_a_node(tmp_path):
     assert nodes.nodes(6, 1, "node", ["10.0.0.1"]) == ["10.0.0.1"]  # nothing was recorded
     assert pin_options("10.0.0.1") == {"resources": {"node:10.0.0.1": 0.001}}
     assert pin_options("") == {}
+
+
+def test_a_shards_default_budget_is_its_cpu_share_of_the_nodes_memory():
+    from app.cluster.shard import default_budget
+
+    gib = 1 << 30
+    # four 1-CPU shards on a 4-CPU node with 16 GiB free: 2 GiB each, 8 GiB in all (half)
+    assert default_budget(16 * gib, "MemAvailable", 0.25) == 2 * gib
+    assert default_budget(16 * gib, "cgroup limit", 0.25) == 2 * gib
+    # a process's own address-space limit is not shared with the node's other shards
+    assert default_budget(16 * gib, "RLIMIT_AS", 0.25) == 8 * gib
+    assert default_budget(16 * gib, "MemAvailable", 1.0) == 8 * gib
