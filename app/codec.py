@@ -420,5 +420,8 @@ def png_base64(vector: Tensor | np.ndarray, shape: tuple[int, int, int]) -> str:
 
 
 def png_bytes(vector: Tensor | np.ndarray, shape: tuple[int, int, int]) -> bytes:
-    """(C*H*W,) in [0, 1] -> PNG bytes."""
+    """(C*H*W,) in [0, 1] -> PNG bytes. A read-only array (one from storage's buffers) is
+    copied: torch warns about wrapping one, though nothing here writes to it."""
+    if isinstance(vector, np.ndarray) and not vector.flags.writeable:
+        vector = vector.copy()
     return tensor_to_png(torch.as_tensor(vector).reshape(shape))
