@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .exceptions import MemoryBudgetExceeded, ServerBusy
 
-__all__ = ["MemoryBudget", "Reservation", "available_memory"]
+__all__ = ["MemoryBudget", "Reservation", "available_memory", "shard_budget"]
 
 log = logging.getLogger("app.budget")
 
@@ -107,6 +107,15 @@ def available_memory() -> tuple[int, str]:
         return 4 << 30, "no limit found (assumed 4 GiB)"
     source = min(known, key=known.__getitem__)
     return known[source], source
+
+
+def shard_budget(free: int, limit: str, share: float) -> int:
+    """A Ray shard's budget without ``AMS_SHARD_MEMORY_BUDGET`` (cluster/shard.py): half of
+    ``free`` bytes (what its process could get, ``available_memory``, whose binding ``limit``
+    is named), and of the node's memory only the ``share`` of the node's CPUs that the shard
+    reserved (``cluster.actors.cpu_share``), so that the shards Ray packs onto one node never
+    promise more than it has. A per-process limit (RLIMIT_AS) is the process's alone: no share."""
+    return int(free // 2 * (1.0 if limit == "RLIMIT_AS" else share))
 
 
 class Reservation:

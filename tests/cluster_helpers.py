@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ class SharedCluster:
 
     def get(self) -> LocalCluster:
         if self.cluster is None:
+            # Ray reads RAY_AUTH_MODE when it is first imported: a test process that imported it
+            # before this sets the token would fail every connection (and wait for /readyz)
+            assert self._starts or "ray" not in sys.modules or os.environ.get("RAY_AUTH_MODE") == "token", (
+                "Ray was imported before the test cluster set RAY_AUTH_MODE: keep `import ray` "
+                "(app.cluster's modules but nodes.py and local.py) out of the tests that run first"
+            )
             self._starts += 1
             self.cluster = LocalCluster(
                 self.root / f"c{self._starts}", workers=2, cpus=8, token=_TOKEN, data=str(self.root / "nodes")

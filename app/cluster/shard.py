@@ -31,7 +31,7 @@ from memory_core import resolve_device
 from memory_core.chunked import stable_topk
 from memory_core.partials import Top
 
-from ..budget import available_memory
+from ..budget import available_memory, shard_budget
 from ..exceptions import PatternExists
 from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
@@ -39,16 +39,7 @@ from .actors import cpu_share, node_id, node_ip
 from .protocol import ShardAnswer, ShardQuery, from_wire, to_wire
 from .storage import ShardStorage
 
-__all__ = ["MemoryShard", "default_budget"]
-
-
-def default_budget(free: int, limit: str, share: float) -> int:
-    """A shard's budget without ``AMS_SHARD_MEMORY_BUDGET``: half of ``free`` bytes (what its
-    process could get, ``budget.available_memory``, whose binding ``limit`` is named), and of
-    the node's memory only the ``share`` of the node's CPUs that the shard reserved
-    (``actors.cpu_share``), so that the shards Ray packs onto one node never promise more
-    than it has. A per-process limit (RLIMIT_AS) is this process's alone: no share of it."""
-    return int(free // 2 * (1.0 if limit == "RLIMIT_AS" else share))
+__all__ = ["MemoryShard"]
 
 
 class MemoryShard:
@@ -74,9 +65,7 @@ class MemoryShard:
             spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
         )
         # what its patterns may take (the gateway checks each store against it, sharded.py)
-        self.memory_budget = int(
-            spec.get("memory_budget") or default_budget(*available_memory(), cpu_share())
-        )
+        self.memory_budget = int(spec.get("memory_budget") or shard_budget(*available_memory(), cpu_share()))
         self.live = HopfieldMemory(record, resolve_device(spec["device"]))
         with self.live.rw.write():
             for seqs, ids, vectors in self.storage.iter_vectors(record.id):

@@ -33,7 +33,9 @@ def test_shared_memories_are_not_pinned_and_a_node_mode_needs_a_node(tmp_path):
 
 
 def test_a_shards_default_budget_is_its_cpu_share_of_the_nodes_memory():
-    from app.cluster.shard import default_budget
+    # (app.budget, not app.cluster.shard: importing Ray here, before a test cluster's
+    # RAY_AUTH_MODE is set, would fix Ray's auth mode for the whole test process)
+    from app.budget import shard_budget as default_budget
 
     gib = 1 << 30
     # four 1-CPU shards on a 4-CPU node with 16 GiB free: 2 GiB each, 8 GiB in all (half)
