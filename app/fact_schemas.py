@@ -32,7 +32,7 @@ Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_TEXT)]
 
 
 class _Request(BaseModel):
-    """Unknown fields refused, no lax coercion (as ``schemas._Model``)."""
+    """Unknown fields refused, no lax coercion (as ``schema_base.StrictModel``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
