@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..linalg import gram, uses_onednn  # x @ w.T via oneDNN on the CPU
 from .config import PCConfig
-from .energy import Network, activate, energy, predict
+from .energy import Network, energy, predict
 from .relax import (
     POWER_MASKED,
     SpectralNorms,
@@ -157,9 +157,6 @@ class InferenceMixin:
         Wt = self._recall_weights(uses_onednn(x), with_gram=False)[0]
         P = self._step_sizes(pi, 1.0, known)  # diagonal preconditioner, per layer (per cue for the last)
         return conjugate_gradients(self._network(Wt), x, known, steps, P, pi, trace, tol)
-
-    def _f(self, x: Tensor) -> Tensor:
-        return activate(self._act, x)
 
     def _predict(self, xs: list[Tensor]) -> Tensor:
         """(B, D) the sensory prediction mu_{L-1} from the relaxed latents."""
