@@ -11,6 +11,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .schema_base import StrictModel
+
 __all__ = [
     "MAX_ARITY",
     "CandidateOut",
@@ -31,13 +33,7 @@ NAME_TEXT = r"^[^\x00-\x1f\x7f]{1,200}$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_TEXT)]
 
 
-class _Request(BaseModel):
-    """Unknown fields refused, no lax coercion (as ``schemas._Model``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class FactIn(_Request):
+class FactIn(StrictModel):
     relation: Name = Field(description="the relation's name; created on first use", examples=["borders"])
     args: list[Name] = Field(
         min_length=1,
@@ -47,7 +43,7 @@ class FactIn(_Request):
     )
 
 
-class StoreFacts(_Request):
+class StoreFacts(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
@@ -96,7 +92,7 @@ class FactPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
-class QueryRequest(_Request):
+class QueryRequest(StrictModel):
     """A fact with one argument missing (null): which entities complete it, best first."""
 
     model_config = ConfigDict(

@@ -4,6 +4,9 @@ Images travel as base64 strings of PNG or JPEG files (a ``data:image/png;base64,
 prefix is accepted); vectors as JSON arrays of numbers. Limits that depend on the
 settings (batch size, dimensions, pixels) are checked by the service, not here, so
 that they follow ``AMS_*`` settings.
+
+Recall and lookup models are in ``recall_schemas.py``, what every model shares in
+``schema_base.py``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,16 +16,55 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+from .recall_schemas import (
+    CompleteRequest,
+    CompleteResult,
+    LookupCaption,
+    LookupPattern,
+    LookupRequest,
+    LookupResult,
+    Match,
+    NearestStored,
+    RecalledPattern,
+    RecallReport,
+    RetrieveRequest,
+    RetrieveResult,
+)
+from .schema_base import ID_PATTERN, NAME_PATTERN, PNG_1x1, StrictModel
 
-_PNG_1x1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
-
-
-class _Model(BaseModel):
-    """Request bodies: unknown fields refused, and no lax coercion ("1" or 0 for a bool)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+__all__ = [
+    "ID_PATTERN",
+    "NAME_PATTERN",
+    "CompleteRequest",
+    "CompleteResult",
+    "ErrorBody",
+    "ErrorResponse",
+    "Health",
+    "Info",
+    "Job",
+    "JobList",
+    "Limits",
+    "LookupCaption",
+    "LookupPattern",
+    "LookupRequest",
+    "LookupResult",
+    "Match",
+    "MemoryCreate",
+    "MemoryDetails",
+    "MemoryList",
+    "NearestStored",
+    "PatternIn",
+    "PatternOut",
+    "PatternPage",
+    "PatternSummary",
+    "RecallReport",
+    "RecalledPattern",
+    "RetrieveRequest",
+    "RetrieveResult",
+    "StorePatterns",
+    "StoreResult",
+    "TrainRequest",
+]
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -119,7 +161,7 @@ class Info(BaseModel):
 
 
 # --- memories -------------------------------------------------------------------------
-class MemoryCreate(_Model):
+class MemoryCreate(StrictModel):
     """A new memory. ``config`` keys are the constructor arguments of the kind's model."""
 
     model_config = ConfigDict(
@@ -237,7 +279,7 @@ class MemoryList(BaseModel):
 
 
 # --- patterns -------------------------------------------------------------------------
-class PatternIn(_Model):
+class PatternIn(StrictModel):
     """One pattern: a ``vector`` (length D) or an ``image`` (base64 PNG/JPEG), never both."""
 
     id: str | None = Field(None, pattern=ID_PATTERN, description="your id; generated when absent")
@@ -247,13 +289,13 @@ class PatternIn(_Model):
     metadata: dict[str, Any] | None = Field(None, description="any JSON object, returned with the pattern")
 
 
-class StorePatterns(_Model):
+class StorePatterns(StrictModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         json_schema_extra={
             "examples": [
-                {"patterns": [{"id": "shoe-1", "image": _PNG_1x1, "metadata": {"label": "Sneaker"}}]},
+                {"patterns": [{"id": "shoe-1", "image": PNG_1x1, "metadata": {"label": "Sneaker"}}]},
                 {"patterns": [{"vector": [0.1, 0.9, 0.0, 0.4]}, {"id": "b", "vector": [0.7, 0.2, 0.5, 0.1]}]},
             ]
         },
@@ -299,7 +341,7 @@ class PatternOut(BaseModel):
                     "text": None,
                     "metadata": {"label": "Sneaker"},
                     "vector": None,
-                    "image": _PNG_1x1,
+                    "image": PNG_1x1,
                 },
                 {"id": "b", "text": "seven", "metadata": None, "vector": [0.7, 0.2, 0.5, 0.1], "image": None},
             ]
@@ -313,146 +355,8 @@ class PatternOut(BaseModel):
     image: str | None = None
 
 
-# --- recall ---------------------------------------------------------------------------
-class RetrieveRequest(_Model):
-    """A corrupted cue: ``vector`` or ``image``, and optionally which entries are known."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [
-                {"vector": [0.1, 0.8, 0.0, 0.5], "mask": [True, True, False, False], "k": 3},
-                {"image": _PNG_1x1, "k": 1},
-            ]
-        },
-    )
-    vector: list[float] | None = Field(None, description="D numbers; unknown entries may hold anything")
-    image: str | None = Field(
-        None,
-        description="base64 PNG/JPEG, fitted to the memory's shape; "
-        "an RGBA image's alpha 0 marks unknown pixels",
-    )
-    mask: list[bool] | str | None = Field(
-        None,
-        description="True = known: D booleans (or H*W for an image memory), or a base64 mask "
-        "picture (white = known, or alpha 0 = unknown)",
-    )
-    k: int = Field(3, ge=1, description="how many stored matches to name (at most AMS_MAX_K)")
-    steps: int = Field(1, ge=1, description="iterated retrieval steps (hopfield; at most AMS_MAX_STEPS)")
-    include_vector: bool = Field(False, description="image memories: also return the result as a vector")
-
-
-class CompleteRequest(_Model):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [{"image": _PNG_1x1, "mask": _PNG_1x1}]}
-    )
-    image: str = Field(description="base64 PNG/JPEG; an RGBA image's alpha 0 marks the unknown pixels")
-    mask: str | None = Field(None, description="base64 mask picture: white = known, black = to fill")
-    k: int = Field(3, ge=1, description="how many stored matches to name")
-
-
-class Match(BaseModel):
-    id: str
-    score: float = Field(description="similarity to the result (distances negated: 0 = identical)")
-
-
-class RecalledPattern(BaseModel):
-    vector: list[float] | None = Field(None, description="the result (vector memories, or include_vector)")
-    image: str | None = Field(None, description="the result as a base64 PNG (image memories)")
-
-
-class NearestStored(BaseModel):
-    id: str = Field(
-        description="the stored pattern the recall landed on (index), or the one nearest the output "
-        "(pure recall); may name a pattern deleted since training"
-    )
-    mse: float | None = Field(description="mean squared error of the output to it (null: deleted since)")
-    evidence: float | None = Field(
-        description="the index's stored-pattern test on the cue's known entries: <= 1 passes (null: pure recall)"
-    )
-
-
-class RecallReport(BaseModel):
-    """What a pc memory's recall did (kind pc only)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "index": True,
-                    "stored": True,
-                    "unique": True,
-                    "rounds": 2,
-                    "nearest": {"id": "boot", "mse": 0.0004, "evidence": 0.93},
-                }
-            ]
-        }
-    )
-    index: bool = Field(description="the memory index was used (false: the paper's pure recall)")
-    stored: bool = Field(
-        description="the output is the network's reconstruction of the stored pattern `nearest` "
-        "(false: of something not stored, e.g. an unseen image or one stored since the last training)"
-    )
-    unique: bool = Field(description="stored, and no other stored pattern explains the cue as well")
-    rounds: int | None = Field(description="rounds of recall F the index took (null: pure recall)")
-    nearest: NearestStored
-
-
-_RECALL_FIELD = Field(None, description="kind pc: what the recall did (null for other kinds)")
-
-
-class RetrieveResult(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "pattern": {"vector": [0.1, 0.9, 0.0, 0.4], "image": None},
-                    "matches": [{"id": "a", "score": -0.0}, {"id": "b", "score": -1.8}],
-                    "energy": 0.0,
-                    "state": "ready",
-                    "trained_count": 2,
-                    "recall": None,
-                }
-            ]
-        }
-    )
-    pattern: RecalledPattern
-    matches: list[Match] = Field(description="the stored patterns nearest the result, best first")
-    energy: float = Field(description="energy of the result (lower = closer to what is stored)")
-    state: str = Field(description="the memory's state when it answered")
-    trained_count: int = Field(description="stored patterns the recall model had learned")
-    recall: RecallReport | None = _RECALL_FIELD
-
-
-class CompleteResult(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "image": _PNG_1x1,
-                    "matches": [{"id": "shoe-1", "score": -3.2}],
-                    "energy": 3.2,
-                    "state": "ready",
-                    "trained_count": 1000,
-                    "unknown_pixels": 392,
-                }
-            ]
-        }
-    )
-    image: str = Field(
-        description="the completed picture, base64 PNG: known pixels as given, the rest filled"
-    )
-    matches: list[Match]
-    energy: float
-    state: str
-    trained_count: int
-    unknown_pixels: int = Field(description="how many pixels were filled")
-    recall: RecallReport | None = _RECALL_FIELD
-
-
 # --- jobs -----------------------------------------------------------------------------
-class TrainRequest(_Model):
+class TrainRequest(StrictModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"epochs": 300}]})
     epochs: int | None = Field(
         None, ge=1, le=100_000, description="training epochs; null = the model's default"
@@ -508,89 +412,3 @@ class Job(BaseModel):
 class JobList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"jobs": []}]})
     jobs: list[Job]
-
-
-# --- cross-modal lookup -----------------------------------------------------------------
-class LookupRequest(_Model):
-    """A text query (-> patterns) or a pattern query (-> captions) for a ``text: true`` memory."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [
-                {"text": "a red motorcycle parked in a garage", "k": 3},
-                {"image": _PNG_1x1, "mask": _PNG_1x1, "k": 3},
-            ]
-        },
-    )
-    text: str | None = Field(None, min_length=1, description="a caption to find patterns for")
-    image: str | None = Field(
-        None, description="base64 PNG/JPEG (image memories); an RGBA image's alpha 0 marks unknown pixels"
-    )
-    vector: list[float] | None = Field(None, description="D numbers (vector memories)")
-    mask: list[bool] | str | None = Field(
-        None,
-        description="for image/vector queries, True = known: D (or H*W) booleans, or a base64 mask picture",
-    )
-    k: int = Field(5, ge=1, description="how many patterns or captions to return (at most AMS_MAX_K)")
-
-
-class LookupPattern(BaseModel):
-    id: str
-    text: str | None = Field(None, description="the pattern's stored caption")
-    score: float = Field(description="the memory's similarity between the query and this caption")
-    image: str | None = Field(None, description="the stored picture, base64 PNG (image memories)")
-    vector: list[float] | None = Field(None, description="the stored vector (vector memories)")
-
-
-class LookupCaption(BaseModel):
-    id: str = Field(description="the pattern the caption belongs to")
-    text: str | None
-    score: float = Field(description="cosine between the completed caption part and this caption")
-
-
-class LookupResult(BaseModel):
-    """Text query: ``completion`` (the pattern the memory completes) and ``patterns`` (the
-    stored pairs whose captions fit the query best). Pattern query: ``captions`` (the stored
-    captions nearest the caption part the memory completes)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "query": "text",
-                    "completion": {"vector": None, "image": _PNG_1x1},
-                    "patterns": [
-                        {
-                            "id": "motorcycle",
-                            "text": "a red motorcycle parked in a garage",
-                            "score": -510.3,
-                            "image": _PNG_1x1,
-                            "vector": None,
-                        }
-                    ],
-                    "captions": None,
-                    "energy": 503.2,
-                    "state": "ready",
-                    "trained_count": 69,
-                },
-                {
-                    "query": "image",
-                    "completion": None,
-                    "patterns": None,
-                    "captions": [{"id": "cat", "text": "a tabby cat with big green eyes", "score": 0.998}],
-                    "energy": 0.0,
-                    "state": "ready",
-                    "trained_count": 69,
-                },
-            ]
-        }
-    )
-    query: Literal["text", "image", "vector"]
-    completion: RecalledPattern | None = None
-    patterns: list[LookupPattern] | None = None
-    captions: list[LookupCaption] | None = None
-    energy: float
-    state: str
-    trained_count: int

@@ -5,7 +5,8 @@ Predictive Coding", NeurIPS 2021).
 - ``energy``: the activations (shared with ``PCGraph``), errors, energy and its gradient;
 - ``relax``: step-size bounds, heavy ball and conjugate gradients;
 - ``training``: what ``fit`` gives back and its weight learning rate;
-- ``memory``: ``PCMemory`` (fit, retrieve, energy, to);
+- ``memory``: ``PCMemory`` (fit, retrieve, energy, to), with two parts of it in
+  ``inference`` (relaxing with its weights) and ``fitting`` (``fit``);
 - ``checkpoint``: ``PCMemory``'s files;
 - ``index``: ``PCIndex``, the memory index: recall that lands on stored patterns.
 """

@@ -2,7 +2,9 @@
 "Associative Memories via Predictive Coding", NeurIPS 2021).
 
 The energy and its gradient are ``energy.py``'s, the relaxations ``relax.py``'s; this
-module holds the memory: its parameters, storing (``fit``), recall and checkpoints.
+module holds the memory: its parameters, recall and checkpoints. Two parts of the class
+live in modules of their own: ``inference.py`` (relaxing with the memory's weights) and
+``fitting.py`` (storing: ``fit``).
 
 - Storing (``fit``): inference learning. The sensory layer is clamped to a minibatch of
   patterns, the latents start top-down from x_0 = 0 (the same start for every pattern, no
@@ -23,34 +25,25 @@ from __future__ import annotations
 
 import math
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import fields, replace
 
 import torch
 from torch import Tensor
 
 from ..checks import EmptyMemoryError, check_batch, check_dtype, check_mask, resolve_device
-from ..interrupt import poll
-from ..linalg import gram, linear, uses_onednn  # x @ w.T via oneDNN on the CPU
 from . import checkpoint
 from .config import RECALL_PRIOR_PER_CODE_PRECISION, PCConfig
-from .energy import ACTIVATIONS, Network, activate, energy, predict
-from .relax import (
-    POWER_MASKED,
-    SpectralNorms,
-    conjugate_gradients,
-    gram_is_cheaper,
-    heavy_ball,
-    masked_spectral_sq,
-    step_sizes,
-)
-from .training import FitHistory, WeightSchedule
+from .energy import ACTIVATIONS
+from .fitting import FitMixin
+from .inference import InferenceMixin
+from .relax import SpectralNorms
+from .training import FitHistory
 
 __all__ = ["FitHistory", "PCMemory"]
 
 
-class PCMemory:
+class PCMemory(FitMixin, InferenceMixin):
     """A hierarchical predictive-coding associative memory.
 
     Arguments:
@@ -165,266 +158,9 @@ class PCMemory:
             f"device={str(self.device)!r}, trained_count={self.trained_count})"
         )
 
-    # --- what the relaxations read ------------------------------------------------------
-    def _network(self, transposed: list[Tensor]) -> Network:
-        return Network(self.weights, self.biases, self.prior_mean, self._act, transposed)
-
-    def _spectral_sq(self, l: int, warm: bool = False) -> float:
-        """||W_l||_2^2 (``relax.SpectralNorms``: cold outside ``fit``, warm inside)."""
-        return self._norms.sq(l, self.weights[l - 1], warm)
-
-    def _recall_weights(self, onednn: bool, with_gram: bool) -> tuple[list[Tensor], Tensor | None]:
-        """The weights as recall's messages read them, and the sensory Gram matrix, kept
-        between calls until a weight changes.
-
-        Returns W_l^T (n_{l-1}, n_l) for every layer (contiguous copies for oneDNN's
-        linear, views for torch's matmul) and, with ``with_gram``, G = W_x^T W_x (H, H)
-        (else whatever is kept, maybe None). A weight written in place (Adam) bumps its
-        version, a replaced one is another object (held here, so ``is`` cannot see a
-        reused id). Costs the weights' bytes again on oneDNN, plus H^2 for G.
-        """
-        cached, W = self._recall_cache, self.weights
-        if (
-            cached is not None
-            and cached[0] == onednn
-            and len(cached[1]) == len(W)
-            and all(c is w and v == w._version for (c, v), w in zip(cached[1], W, strict=True))
-        ):
-            Wt, G = cached[2], cached[3]
-        else:
-            Wt, G = [w.T.contiguous() if onednn else w.T for w in W], None
-        if with_gram and G is None:
-            G = gram(Wt[-1])  # (H, H): exactly symmetric (so f G = f G^T, what linear computes)
-        self._recall_cache = (onednn, [(w, w._version) for w in W], Wt, G)
-        return Wt, G
-
-    def _step_sizes(
-        self, pi: tuple, lr: float, known: Tensor | None = None, warm: bool = False
-    ) -> list[Tensor | float]:
-        """``relax.step_sizes`` for these weights (per cue for the last layer when ``known``
-        masks the sensory layer)."""
-        L = len(self.sizes)
-        norms = [0.0] + [math.sqrt(self._spectral_sq(l, warm)) for l in range(1, L)]
-        masked = None
-        if known is not None:
-            w = self.weights[-1]
-            self._spectral_sq(L - 1)
-            wt = self._recall_weights(uses_onednn(w), with_gram=False)[0][-1]  # (H, D): W_x^T
-            masked = masked_spectral_sq(w, wt, self._norms.vector(L - 1), known, POWER_MASKED)
-        return step_sizes(pi, lr, norms, masked)
-
-    # --- the relaxations -------------------------------------------------------------------
-    def _relax(
-        self,
-        x: Tensor,
-        known: Tensor | None,
-        steps: int,
-        lr: float,
-        pi: tuple,
-        trace: list[float] | None = None,
-        use_gram: bool | None = None,
-        momentum: float | None = None,
-        warm: bool = False,
-        reuse: bool = False,
-    ) -> list[Tensor]:
-        """Heavy-ball relaxation (``relax.heavy_ball``) of x (B, D), known (B, D) 1.0 / 0.0 or
-        None, with these weights.
-
-        Arguments:
-            use_gram: force (True) or forbid (False) the Gram-matrix message; None picks
-                the cheaper. Only for a fully clamped sensory layer.
-            momentum: heavy-ball momentum (None: ``config.momentum``).
-            warm: inside ``fit``: step sizes from warm-started power iteration.
-            reuse: recall: the weights' transposes and the Gram matrix are kept between
-                calls (``_recall_weights``), and the Gram message is then used at any batch.
-
-        Returns:
-            the latents [x_0 (B, n_0), ..., x_{L-2} (B, n_{L-2})] after relaxation.
-        """
-        onednn = uses_onednn(x)
-        G = None
-        if reuse:
-            Wt, G = self._recall_weights(onednn, with_gram=known is None and use_gram is not False)
-        else:
-            Wt = [w.T.contiguous() if onednn else w.T for w in self.weights]  # W_l^T: (n_{l-1}, n_l)
-        if use_gram is None:
-            H, D = self.sizes[-2], self.dim
-            use_gram = known is None and (reuse or gram_is_cheaper(H, D, x.shape[0], steps))
-        elif use_gram and known is not None:
-            raise ValueError("the Gram-matrix message needs a fully clamped sensory layer")
-        if use_gram and G is None:
-            G = gram(Wt[-1])  # (H, H): W^T W made for this call
-        lrs = self._step_sizes(pi, lr, known, warm)
-        momentum = self.config.momentum if momentum is None else momentum
-        xs, restarts, backtracks = heavy_ball(
-            self._network(Wt), x, known, steps, lrs, pi, momentum, G if use_gram else None, trace
-        )
-        self.restarts += restarts
-        self.backtracks += backtracks
-        return xs
-
-    def _relax_cg(
-        self,
-        x: Tensor,
-        known: Tensor | None,
-        steps: int,
-        pi: tuple,
-        trace: list[float] | None = None,
-        tol: float = 0.0,
-    ) -> list[Tensor]:
-        """Conjugate-gradient relaxation (``relax.conjugate_gradients``) with these weights."""
-        Wt = self._recall_weights(uses_onednn(x), with_gram=False)[0]
-        P = self._step_sizes(pi, 1.0, known)  # diagonal preconditioner, per layer (per cue for the last)
-        return conjugate_gradients(self._network(Wt), x, known, steps, P, pi, trace, tol)
-
-    def _f(self, x: Tensor) -> Tensor:
-        return activate(self._act, x)
-
-    def _predict(self, xs: list[Tensor]) -> Tensor:
-        """(B, D) the sensory prediction mu_{L-1} from the relaxed latents."""
-        return predict(self._network([]), xs)
-
-    def _state_energy(
-        self, xs: list[Tensor], x: Tensor, known: Tensor | None, pi: tuple
-    ) -> tuple[Tensor, list[Tensor | None], list[Tensor]]:
-        """(E (B,), errors eps_1 .. eps_{L-1}, f(x_l)) at a relaxed state, the sensory error
-        computed directly."""
-        Wt = [w.T for w in self.weights]
-        f, df = [torch.empty_like(v) for v in xs], [torch.empty_like(v) for v in xs]
-        e, eps, _ = energy(self._network(Wt), xs, x, known, pi, f, df)
-        return e, eps, f
-
-    # --- storing ---------------------------------------------------------------------
+    # --- input batches (fit, recall) ----------------------------------------------------
     def _prepare(self, x: Tensor, name: str) -> Tensor:
         return check_batch(x, self.dim, name).to(self.device, self.dtype)
-
-    def _weight_grads(self, xs: list[Tensor], x: Tensor) -> tuple[float, list[Tensor]]:
-        """The local learning rule at a relaxed state, as gradients of the batch-mean energy.
-
-        dE/dW_l = -pi_l eps_l^T f(x_{l-1}) / B and dE/db_l = -pi_l sum(eps_l) / B: each
-        weight sees only its two ends (a presynaptic activity and a postsynaptic error).
-
-        Returns:
-            (summed energy of the batch, [dW_1, db_1, ..., dW_{L-1}, db_{L-1}, d prior_mean]).
-        """
-        pi, B = self.config.pi, x.shape[0]
-        e, eps, fs = self._state_energy(xs, x, None, pi)
-        grads = []
-        for l in range(1, len(self.sizes)):
-            # e^T f as linear(e^T, f^T): oneDNN reads both as rows (the copies are (n, B), small)
-            grads.append(linear(eps[l].T.contiguous(), fs[l - 1].T.contiguous()).mul_(-pi[l] / B))
-            grads.append(eps[l].sum(0).mul_(-pi[l] / B))
-        grads.append((xs[0] - self.prior_mean).sum(0).mul_(-pi[0] / B))
-        return float(e.sum()), grads
-
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
-        """Adam over ``parameters()``; its fused kernel where torch has one (CPU, CUDA): one
-        pass over each weight instead of a dozen, the same update up to float rounding."""
-        fused = self.device.type in ("cpu", "cuda") or None
-        return torch.optim.Adam(self.parameters(), lr=lr, fused=fused)
-
-    @torch.no_grad()
-    def _train_batch(self, x: Tensor) -> float:
-        """Relax on a minibatch (B, D), take one local weight step; returns the summed energy."""
-        cfg = self.config
-        xs = self._relax(x, None, cfg.train_steps, cfg.infer_lr, cfg.pi, warm=True)
-        energy_sum, grads = self._weight_grads(xs, x)
-        for p, g in zip(self.parameters(), grads, strict=True):
-            p.grad = g
-        if cfg.prior_precision == 0:
-            self.prior_mean.grad = None  # no prior: the mean stays 0
-        self._opt.step()
-        return energy_sum
-
-    def _train_epoch(self, patterns: Tensor, batch: int) -> float:
-        """One pass over the patterns (N, D) in a seeded order; returns the mean energy per pattern."""
-        N = patterns.shape[0]
-        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._epochs_done)
-        order = torch.randperm(N, generator=gen).to(self.device)
-        total = 0.0
-        for i in range(0, N, batch):
-            poll()  # a caller may cancel or pause between minibatches (memory_core.interrupt)
-            total += self._train_batch(patterns[order[i : i + batch]])
-        self._epochs_done += 1
-        self.trained_count = N
-        return total / N
-
-    def fit(
-        self,
-        patterns: Tensor,
-        epochs: int | None = None,
-        progress: bool = True,
-        callback: Callable[[dict], bool | None] | None = None,
-    ) -> FitHistory:
-        """Store patterns by inference learning; resumes from the current weights.
-
-        Arguments:
-            patterns: (N, D) float (images in [0, 1]).
-            epochs: passes over the patterns (default ``config.epochs``); fewer when the
-                energy reaches ``config.stop_energy`` or ``callback`` returns False.
-            progress: show a tqdm bar.
-            callback: called after every epoch with {"epoch", "epochs", "energy"}
-                (epoch counts from 1); returning False stops training.
-
-        Returns:
-            a ``FitHistory`` (list-like per-epoch energies, and why it stopped).
-        """
-        from tqdm.auto import tqdm
-
-        cfg = self.config
-        patterns = self._prepare(patterns, "patterns")
-        epochs = cfg.epochs if epochs is None else int(epochs)
-        if epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {epochs}")
-        if callback is not None and not callable(callback):
-            raise TypeError("callback must be callable (dict) -> bool | None")
-        if self.trained_count == 0 and self._epochs_done == 0:
-            # The sensory bias starts at the patterns' mean: the latents then only
-            # have to explain each pattern's difference from it.
-            self.biases[-1].copy_(patterns.mean(0))
-        if self._opt is None:
-            self._opt = self._optimizer(cfg.weight_lr)
-        self._norms.clear()  # each call estimates ||W_l|| afresh, then warm: deterministic per call
-        self._recall_cache = None  # the weights are about to change: free what recall kept
-        history, start = FitHistory(), time.perf_counter()
-        batch = cfg.batch_size or min(64, max(8, patterns.shape[0] // 4))
-        schedule = WeightSchedule(cfg, epochs)
-        bar = tqdm(range(epochs), desc="pc fit", unit="epoch", disable=not progress, leave=False)
-        for epoch in bar:
-            rate, restarted = schedule.rate(epoch)
-            if restarted and cfg.restart_adam:
-                self._opt = self._optimizer(cfg.weight_lr)
-            for group in self._opt.param_groups:
-                group["lr"] = rate
-            energy_mean = self._train_epoch(patterns, batch)
-            history.energies.append(energy_mean)
-            bar.set_postfix(energy=f"{energy_mean:.4g}")
-            if not math.isfinite(energy_mean):
-                raise FloatingPointError(
-                    f"training diverged at epoch {epoch + 1} (energy {energy_mean}); "
-                    "lower infer_lr or weight_lr"
-                )
-            if (
-                callback is not None
-                and callback({"epoch": epoch + 1, "epochs": epochs, "energy": energy_mean}) is False
-            ):
-                history.stopped = "callback"
-                break
-            if schedule.should_stop(epoch, energy_mean / self.dim):
-                history.stopped = "energy"
-                break
-        bar.close()
-        with torch.no_grad():  # one relaxation of the set: the noisy cues' prior and PCIndex.build
-            history.codes = self.codes(patterns)
-            self.code_precision = self._code_precision(history.codes[0])
-        history.seconds = time.perf_counter() - start
-        return history
-
-    def _code_precision(self, top: Tensor) -> float:
-        """1 / mean(z^2): how tightly the stored set's top codes z (N, n_0) sit around the top
-        prior's mean 0, averaged over the set and the units (summed chunk by chunk)."""
-        square_sum = sum(float(z.square().sum()) for z in top.split(self.config.max_batch))
-        return top.shape[0] * self.sizes[0] / max(square_sum, 1e-30)
 
     # --- recall ----------------------------------------------------------------------
     @property
