@@ -106,10 +106,7 @@ const TITLES = {
 function showError(err) {
   const code = err.code || "error";
   $("error-title").textContent = TITLES[code] || "Error.";
-  let message = err.message || String(err);
-  if (code === "validation_error" && Array.isArray(err.details)) {
-    message += ": " + err.details.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
-  }
+  let message = err.message || String(err); // a validation_error's message names the fields itself
   if (code === "memory_not_found") message += " (deleted meanwhile? pick another memory)";
   $("error-message").textContent = message;
   $("error-code").textContent = err.status ? `${code} · HTTP ${err.status}` : code;
