@@ -39,7 +39,7 @@ from memory_core.images import (
 )
 from memory_core.masks import pixel_mask_to_vector
 
-from .errors import clean_validation_errors
+from .errors import clean_validation_errors, invalid_request
 from .exceptions import ApiError
 from .jsonbody import NotAnEnvelope, array_items, value_count
 from .schemas import ID_PATTERN, PatternIn, StorePatterns
@@ -95,11 +95,7 @@ def parse_json(body: bytes, model: type[BaseModel], loc: tuple = ("body",)) -> A
         errors = clean_validation_errors(exc.errors(include_url=False))
         for err in errors:
             err["loc"] = [*loc, *err["loc"]]
-        if any(e["type"] == "json_invalid" for e in errors):
-            raise ApiError(400, "invalid_json", "the request body is not valid JSON", errors) from None
-        raise ApiError(
-            422, "validation_error", "the request does not match the API's schema", errors
-        ) from None
+        raise ApiError(*invalid_request(errors), errors) from None
 
 
 def b64decode(text: str, what: str) -> bytes:

@@ -31,6 +31,7 @@ __all__ = [
     "clean_validation_errors",
     "error_response",
     "install_error_handlers",
+    "invalid_request",
     "out_of_memory",
     "service_error_response",
 ]
@@ -79,6 +80,40 @@ def clean_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]
     return cleaned
 
 
+def _where(loc: list[Any]) -> str:
+    """A pydantic error's location as the API's messages write it: ``patterns[0].vector``
+    for the body, ``query parameter limit`` for the rest, ``the body`` for the body whole."""
+    if loc and loc[0] == "body":
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+        return field.lstrip(".") or "the body"
+    if len(loc) >= 2:
+        return f"{loc[0]} parameter {'.'.join(str(part) for part in loc[1:])}"
+    return ".".join(str(part) for part in loc) or "the request"
+
+
+def invalid_request(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
+    """Status, code and message for cleaned pydantic errors: 400 ``invalid_json`` with the
+    parser's complaint, else 422 ``validation_error`` naming the first three problems, e.g.
+    ``the request does not match the API's schema: vector: Input should be a valid array``."""
+    for err in errors:
+        if err["type"] == "json_invalid":
+            why = (err.get("ctx") or {}).get("error")
+            at = err["loc"][-1] if err["loc"] and isinstance(err["loc"][-1], int) else None
+            where = f" at character {at}" if at is not None else ""  # FastAPI's parser gives the offset
+            return (
+                400,
+                "invalid_json",
+                "the request body is not valid JSON" + (f": {why}{where}" if why else ""),
+            )
+    problems = [f"{_where(err['loc'])}: {err['msg']}" for err in errors[:3]]
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return (
+        422,
+        "validation_error",
+        "the request does not match the API's schema: " + "; ".join(problems) + more,
+    )
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -121,9 +156,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = clean_validation_errors(list(exc.errors()))
-        if any(e["type"] == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "the request body is not valid JSON", errors)
-        return error_response(422, "validation_error", "the request does not match the API's schema", errors)
+        return error_response(*invalid_request(errors), errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

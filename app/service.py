@@ -91,7 +91,7 @@ class Service:
             "ready: %d memories, %d patterns, data in %s, device %s",
             len(registry.all()),
             patterns,
-            self.settings.data_dir,
+            self.settings.data_dir.resolve(),  # "data in data" (the default, relative) said little
             self.device,
         )
 

@@ -106,10 +106,7 @@ const TITLES = {
 function showError(err) {
   const code = err.code || "error";
   $("error-title").textContent = TITLES[code] || "Error.";
-  let message = err.message || String(err);
-  if (code === "validation_error" && Array.isArray(err.details)) {
-    message += ": " + err.details.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
-  }
+  let message = err.message || String(err); // a validation_error's message names the fields itself
   if (code === "memory_not_found") message += " (deleted meanwhile? pick another memory)";
   $("error-message").textContent = message;
   $("error-code").textContent = err.status ? `${code} · HTTP ${err.status}` : code;
@@ -291,6 +288,7 @@ function setPicture(image, hidden, info) {
   state.noiseSeed = (Math.random() * 2 ** 32) >>> 0;
   putImage("original", image);
   clearResult();
+  $("intro").replaceChildren("Paint over the picture or pick a mask, then press ", Object.assign(document.createElement("b"), { textContent: "Complete" }), ".");
   $("picture-info").textContent = info;
   renderEditor();
 }
@@ -437,6 +435,7 @@ async function pickMemory(memory, keep = false) {
   }
   if (keep && previous && memory && previous.shape.join() === memory.shape.join()) return;
   resetWorkbench();
+  if (!memory || !isImageMemory(memory)) $("pattern-select").replaceChildren(new Option("(no picture memory picked)", ""));
   if (!memory) return;
   if (memory.kind === "relational") {
     $("picture-info").textContent = "This memory stores facts: ask it in the knowledge-base panel.";
@@ -515,7 +514,9 @@ async function uploadPicture(file) {
   try {
     const answer = await api("POST", memPath("/retrieve"), { image: await fileBase64(file), k: 1 });
     const m = answer.matches[0];
-    if (m) nearest = ` Nearest stored pattern: ${m.id} (score ${fmt(m.score)}).`;
+    // matches rank the stored patterns by their similarity to the memory's answer, not to
+    // the upload: say so, or a photo of a cat reads as "nearest: dress (score 0)".
+    if (m) nearest = ` The memory recalls it as ${m.id} (score ${fmt(m.score)}; 0 = exactly that stored pattern).`;
   } catch (err) {
     if (err.code !== "memory_empty" && err.code !== "not_trained") {
       err.message = `${file.name}: ${err.message}`;

@@ -12,6 +12,7 @@ const kb = {
   presets: [], // relational presets
   memory: null, // the picked one
   vocabulary: null, // GET .../vocabulary of the picked one
+  training: false, // this page follows a training job of the picked one
 };
 
 export function setup(deps) {
@@ -52,16 +53,15 @@ export async function pick(name, keep = false) {
   kb.memory = kb.memories.find((m) => m.name === name) || null;
   $("kb-select").value = kb.memory ? kb.memory.name : "";
   $("kb-form").hidden = !kb.memory;
-  $("kb-train").hidden = !kb.memory || ["ready", "training"].includes(kb.memory.state);
   if (!kb.memory) {
+    $("kb-train").hidden = true;
     kb.vocabulary = null;
     $("kb-details").textContent = "No knowledge base yet: load one of the presets.";
     clearAnswer();
     return;
   }
   const m = kb.memory;
-  const trained = m.state === "ready" ? "trained on all of them" : `${m.state}, ${m.trained_count} trained`;
-  $("kb-details").textContent = `${m.count} facts, ${trained}.`;
+  renderState();
   if (keep && kb.vocabulary) return;
   const limit = Math.min(kb.deps.maxPage(), 1000);
   kb.vocabulary = await api("GET", `/v1/memories/${encodeURIComponent(m.name)}/vocabulary?limit=${limit}`);
@@ -71,6 +71,19 @@ export async function pick(name, keep = false) {
   if (preferred) relations.value = preferred;
   renderArgs();
   clearAnswer();
+}
+
+// What the picked knowledge base can do now: Train unless it is trained or training; Ask once
+// it has a model (before its first training the service answers 409 not_trained).
+function renderState() {
+  const m = kb.memory;
+  const training = kb.training || m.state === "training";
+  const noModel = m.state === "untrained" || (m.state === "training" && m.trained_count === 0);
+  $("kb-train").hidden = m.state === "ready" || training;
+  $("kb-form").querySelector("button[type=submit]").disabled = noModel;
+  let text = m.state === "ready" ? "trained on all of them" : `${m.state}, ${m.trained_count} trained`;
+  if (noModel) text += training ? ": ask once the training below is done" : ": press Train, then ask";
+  $("kb-details").textContent = `${m.count} facts, ${text}.`;
 }
 
 // One select per argument of the relation: an entity, or "?" for the one asked for.
@@ -164,11 +177,18 @@ async function train() {
   const { api, followJob, loadMemories } = kb.deps;
   const path = `/v1/memories/${encodeURIComponent(kb.memory.name)}/train`;
   const job = await api("POST", path, {});
-  const done = await followJob(job.id, (j) => {
-    const eta = j.status === "running" && j.eta_seconds !== null ? `, ${Math.round(j.eta_seconds)} s left` : "";
-    const loss = j.energy === null ? "" : `, loss ${j.energy.toFixed(3)}`;
-    status(`training: epoch ${j.epoch}/${j.epochs}${loss}${eta}`);
-  });
+  kb.training = true;
+  renderState();
+  let done;
+  try {
+    done = await followJob(job.id, (j) => {
+      const eta = j.status === "running" && j.eta_seconds !== null ? `, ${Math.round(j.eta_seconds)} s left` : "";
+      const loss = j.energy === null ? "" : `, loss ${j.energy.toFixed(3)}`;
+      status(`training: epoch ${j.epoch}/${j.epochs}${loss}${eta}`);
+    });
+  } finally {
+    kb.training = false;
+  }
   status(done.status === "succeeded" ? `trained ${done.epochs} epochs on ${done.patterns} facts.` : `training ${done.status}.`);
   await loadMemories();
 }

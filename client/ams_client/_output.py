@@ -44,10 +44,18 @@ def exit_code(exc: BaseException) -> int:
     return FAILED
 
 
+# The service's hints name query parameters; on the command line they are options.
+_CLI_HINTS = {"pass ?fit=true": "pass --fit"}
+
+
 def error_line(exc: BaseException) -> str:
-    """One line naming the problem: the service's code and message, or the local error."""
+    """One line naming the problem: the service's code and message (its hints in the command
+    line's words), or the local error."""
     if isinstance(exc, ApiError):
-        return str(exc)
+        line = str(exc)
+        for rest, cli in _CLI_HINTS.items():
+            line = line.replace(rest, cli)
+        return line
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.strerror or exc}: {exc.filename}"
     return f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)

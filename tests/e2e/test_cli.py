@@ -144,7 +144,11 @@ def test_cli_exit_codes_and_one_line_errors(capsys, url_key, ams_server, fresh, 
     cases = [
         ((*url_key, "memories", "get", fresh("missing")), 3, "memory_not_found: no memory named"),
         ((*url_key, "memories", "create", name, "--shape", "4"), 4, "memory_exists"),
-        ((*url_key, "store", name, str(wrong)), 5, "shape_mismatch"),
+        (
+            (*url_key, "store", name, str(wrong)),
+            5,
+            "this memory stores 8x8 (pass --fit to centre-crop and resize)",
+        ),
         ((*url_key, "store", name, str(tmp_path / "absent.png")), 5, "absent.png"),
         (
             (*url_key, "memories", "create", fresh("c"), "--shape", "4", "--config", "{oops"),

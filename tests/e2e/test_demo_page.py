@@ -155,7 +155,8 @@ def test_upload_store_paint_and_complete_shows_the_stored_original(page, server,
         "#upload", files=[{"name": "mine.png", "mimeType": "image/png", "buffer": png(upload)}]
     )
     expect(page.locator("#picture-info")).to_contain_text("Upload mine.png (28×28")  # noqa: RUF001 (the page writes a times sign)
-    expect(page.locator("#picture-info")).to_contain_text("Nearest stored pattern: f")
+    expect(page.locator("#picture-info")).to_contain_text("The memory recalls it as f")
+    expect(page.locator("#intro")).to_have_text("Paint over the picture or pick a mask, then press Complete.")
     assert _mse(_grey(_canvas(page, "original")), upload) == 0.0  # shown as uploaded
     # Store it from the page.
     page.fill("#store-id", "mine")

@@ -76,3 +76,43 @@ def test_a_visitor_loads_a_knowledge_base_and_asks_it(visitor: Page, server: Liv
     expect(visitor.locator("#error-code")).to_have_text("invalid_query · HTTP 422")
     no_overflow(visitor, size)
     shot(visitor, size, "kb-2-error")
+
+
+def test_an_untrained_knowledge_base_is_trained_before_it_is_asked(
+    visitor: Page, server: LiveServer, size: str
+) -> None:
+    """Ask is offered only once a model exists (the service would answer 409 not_trained), and
+    Train is not offered while the page follows a training job: before, a visitor pressing Ask
+    during the preset's training read "press Train" beside a running job."""
+    name = f"kb-raw-{size}"
+    with server.client() as api:
+        body = {"name": name, "kind": "relational", "config": {"epochs": 100_000}}  # a job that lasts
+        assert api.post("/v1/memories", json=body).status_code == 201
+        facts = [{"relation": "borders", "args": pair} for pair in (["spain", "france"], ["france", "italy"])]
+        assert api.post(f"/v1/memories/{name}/facts", json={"facts": facts}).status_code == 201
+    visitor.goto(f"{server.url}/")
+    expect(visitor.locator("body")).to_have_attribute("data-ready", "true", timeout=120_000)
+    # No picture memory is picked here (one vector memory): the picture tools say so.
+    expect(visitor.locator("#pattern-select option").first).to_have_text("(no picture memory picked)")
+    panel = visitor.locator("#kb-panel")
+    panel.locator("#kb-select").select_option(name)
+    details, ask, train = (
+        panel.locator("#kb-details"),
+        panel.locator("#kb-form button[type=submit]"),
+        panel.locator("#kb-train"),
+    )
+    expect(details).to_have_text("2 facts, untrained, 0 trained: press Train, then ask.")
+    expect(ask).to_be_disabled()
+    train.click()
+    expect(details).to_have_text("2 facts, untrained, 0 trained: ask once the training below is done.")
+    expect(train).to_be_hidden()
+    expect(ask).to_be_disabled()
+    shot(visitor, size, "kb-3-training")
+    with server.client() as api:  # cancelled: still no model, so Train comes back
+        job = next(j for j in api.get("/v1/jobs").json()["jobs"] if j["memory"] == name)
+        assert api.delete(f"/v1/jobs/{job['id']}").status_code in (200, 202, 204)
+    expect(panel.locator("#kb-status")).to_have_text("training cancelled.")
+    expect(details).to_have_text("2 facts, untrained, 0 trained: press Train, then ask.")
+    expect(train).to_be_visible()
+    with server.client() as api:
+        assert api.delete(f"/v1/memories/{name}").status_code == 204
