@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from .exceptions import ApiError
 from .settings import Settings
 
-__all__ = ["check_key", "presented_key"]
+__all__ = ["authorization_problem", "check_key", "presented_key"]
 
 
 def _equal(a: str, b: str | None) -> bool:
@@ -36,16 +36,31 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     return bearer or header or None
 
 
-def check_key(settings: Settings, key: str | None, write: bool) -> str:
+def authorization_problem(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """What is wrong with an ``Authorization`` header that carries no Bearer token (e.g. the
+    bare key, or ``Basic ...``), or None: a 401 names it instead of asking for a key."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return None
+            if scheme.lower() == "bearer":
+                return "the Authorization header has no key after 'Bearer'"
+            return "the Authorization header must read 'Bearer <key>' (its scheme is not Bearer)"
+    return None
+
+
+def check_key(settings: Settings, key: str | None, write: bool, problem: str | None = None) -> str:
     """Who the request is, for rate limits ("full", "read", or "open" without keys set);
-    ``ApiError`` 401 for a missing or wrong key, 403 for the read key on a write."""
+    ``ApiError`` 401 for a missing or wrong key (``problem``: why the headers carry none, from
+    ``authorization_problem``), 403 for the read key on a write."""
     if not settings.api_key:
         return "open"
     if not key:
         raise ApiError(
             401,
             "unauthorized",
-            "an API key is needed: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            f"{problem or 'an API key is needed'}: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
     full, read = _equal(key, settings.api_key), _equal(key, settings.read_api_key)  # both, always

@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .auth import check_key, presented_key
+from .auth import authorization_problem, check_key, presented_key
 from .errors import service_error_response
 from .exceptions import ApiError
 from .settings import Settings
@@ -133,8 +133,10 @@ class AccessGate:
         if policy.max_values is not None and _is_json(scope):
             scope["ams.max_values"] = policy.max_values(scope, params)
         try:
+            headers = scope["headers"]
+            problem = authorization_problem(headers) if api else None
             identity = (
-                check_key(self.settings, presented_key(scope["headers"]), policy.write) if api else "open"
+                check_key(self.settings, presented_key(headers), policy.write, problem) if api else "open"
             )
         except ApiError as exc:
             response = service_error_response(exc)

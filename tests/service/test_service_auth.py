@@ -71,6 +71,23 @@ def test_keys_gate_v1(c):
     assert [m["name"] for m in c.get("/v1/memories", headers=rk).json()["memories"]] == ["m"]
 
 
+def test_a_malformed_authorization_header_is_named(c, client):
+    """The bare key, another scheme or an empty Bearer: the 401 says what the header lacks
+    (not only "a key is needed"), and never echoes the key."""
+    cases = {
+        FULL: "its scheme is not Bearer",
+        "Basic Zm9vOmJhcg==": "its scheme is not Bearer",
+        "Bearer ": "no key after 'Bearer'",
+    }
+    for value, named in cases.items():
+        r = c.get("/v1/memories", headers={"Authorization": value})
+        message = r.json()["error"]["message"]
+        assert r.status_code == 401 and named in message and FULL not in message, (value, message)
+    r = c.get("/v1/memories", headers={"Authorization": FULL, "X-API-Key": FULL})
+    assert r.status_code == 200  # the X-API-Key header still counts
+    assert client.get("/v1/memories", headers={"Authorization": "Basic x"}).status_code == 200  # no keys set
+
+
 def test_no_keys_means_open(client):
     assert client.get("/v1/info").json()["auth"] is False
     assert "securitySchemes" not in client.get("/openapi.json").json()["components"]
