@@ -516,7 +516,7 @@ async function uploadPicture(file) {
     const m = answer.matches[0];
     // matches rank the stored patterns by their similarity to the memory's answer, not to
     // the upload: say so, or a photo of a cat reads as "nearest: dress (score 0)".
-    if (m) nearest = ` The memory recalls it as ${m.id} (score ${fmt(m.score)}; 0 = exactly that stored pattern).`;
+    if (m) nearest = ` The memory recalls it as ${m.id} (score ${fmtScore(m.score)}; 0 = exactly that stored pattern).`;
   } catch (err) {
     if (err.code !== "memory_empty" && err.code !== "not_trained") {
       err.message = `${file.name}: ${err.message}`;
@@ -555,6 +555,8 @@ async function storeUpload() {
 // --- recall ---------------------------------------------------------------------------
 
 const fmt = (x) => (x === null || x === undefined ? "—" : Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : x.toFixed(3).replace(/\.?0+$/, "") || "0");
+// A score within float32 rounding of 0 (the cue is that stored pattern) reads as 0, not -2.7e-10.
+export const fmtScore = (x) => (typeof x === "number" && Math.abs(x) < 1e-6 ? "0" : fmt(x));
 
 function needPicture() {
   if (!state.memory) throw new ApiError(0, "no_memory", "pick a memory first");
@@ -652,7 +654,7 @@ async function showResult(title, b64, answer, sent, extra) {
   for (const m of matches) {
     const li = document.createElement("li");
     li.dataset.id = m.id;
-    li.append(Object.assign(new Image(), { src: thumbUrl(m.image), alt: m.id }), `${m.id} (${fmt(m.score)})`);
+    li.append(Object.assign(new Image(), { src: thumbUrl(m.image), alt: m.id }), `${m.id} (${fmtScore(m.score)})`);
     list.append(li);
   }
 }
@@ -739,7 +741,7 @@ async function lookupText(text, k) {
   // The memory's own completion of the picture part, then the stored pairs whose captions fit best.
   const completion = answer.completion && answer.completion.image;
   if (completion) out.append(card(completion, "completion", `energy ${fmt(answer.energy)}`));
-  for (const p of answer.patterns || []) out.append(card(p.image, `${p.id} (${fmt(p.score)})`, p.text || "", p.id));
+  for (const p of answer.patterns || []) out.append(card(p.image, `${p.id} (${fmtScore(p.score)})`, p.text || "", p.id));
   out.dataset.best = answer.patterns && answer.patterns.length ? answer.patterns[0].id : "";
 }
 

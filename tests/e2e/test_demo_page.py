@@ -233,6 +233,11 @@ def test_noisy_cue_retrieve(page, server, api):
     expect(page.locator("#result-title")).to_have_text("Retrieved")
     assert page.locator("#result-summary .best-id").inner_text() == "f17"
     assert _mse(_grey(_canvas(page, "result")), original) < 0.005  # DESIGN.md: noisy cue
+    # Scores within float32 rounding of 0 (an exact stored pattern) read as 0; others as they are.
+    shown = page.evaluate(
+        "import('/static/demo.js').then((m) => [-2.72e-10, 6.9e-15, -2.67e-4, -5.834].map(m.fmtScore))"
+    )
+    assert shown == ["0", "0", "-2.67e-4", "-5.834"]
     # Noise and a painted mask together: retrieve still finds it.
     page.click("[data-mask=bottom]")
     _recall(page, "#retrieve")
