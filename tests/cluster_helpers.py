@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
+from service_helpers import wait_job
 
 from app.cluster.local import LocalCluster
 from app.main import create_app
@@ -164,6 +165,20 @@ def create(client: TestClient, name: str, config: dict, shards: int | None = Non
     r = client.post("/v1/memories", json=body)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def create_trained(
+    client: TestClient, name: str, vectors: torch.Tensor, sizes: list[int], epochs: int, replicas: int = 2
+) -> None:
+    """A pc memory with ``replicas`` read replicas holding ``vectors`` (N, D) as patterns
+    ``q<i>``, trained (its job waited for)."""
+    config = {"sizes": sizes, "epochs": epochs, "replicas": replicas}
+    body = {"name": name, "kind": "pc", "shape": [vectors.shape[1]], "config": config}
+    assert client.post("/v1/memories", json=body).status_code == 201
+    patterns = {"patterns": [{"id": f"q{i}", "vector": v.tolist()} for i, v in enumerate(vectors)]}
+    assert client.post(f"/v1/memories/{name}/patterns", json=patterns).status_code == 201
+    job = client.post(f"/v1/memories/{name}/train", json={}).json()
+    assert wait_job(client, job["id"])["status"] == "succeeded"
 
 
 def store(client: TestClient, name: str, vectors: torch.Tensor, start: int = 0, batch: int = 500) -> None:
