@@ -7,20 +7,21 @@ node's environment sets ``AMS_NODE_DATA_DIR``, else ``<temp dir>/ams-scratch-<ui
 
 A folder is ``<role>-<pid>-<token>`` with an ``owner.json`` written before anything else:
 the owner's pid, its start time (clock ticks since boot, ``/proc/<pid>/stat``), the
-machine's host name and boot id, and the owner's pid namespace. Its owner removes it on an orderly exit
-(``release``: the memory deleted, the actor terminated gracefully, the interpreter
-exiting). A process killed outright (``kill -9``, a lost node, a stopped cluster) cannot,
-so ``sweep`` removes every folder whose owner is gone: the pid no longer runs, or runs a
-process that started at another time (the pid was reused), or the machine rebooted since.
-Every actor that starts on the node sweeps, and running ones sweep again at most every
-``SWEEP_SECONDS`` (from their health probe), so orphans do not accumulate.
+machine's host name and boot id, and the owner's pid namespace. Its owner removes it on an
+orderly exit (``release``: the memory deleted, the actor terminated gracefully, the
+interpreter exiting). A process killed outright (``kill -9``, a lost node, a stopped
+cluster) cannot, so ``sweep`` removes every folder whose owner is gone: the pid no longer
+runs, or runs a process that started at another time (the pid was reused), or the machine
+rebooted since. Every actor that starts on the node sweeps, and running ones sweep again at
+most every ``SWEEP_SECONDS`` (from their health probe), so orphans do not accumulate.
 
-A folder is only judged by a process of its owner's machine (host name; a root on a
+A folder is only judged by a process of its owner's machine (host name: a root on a
 filesystem other machines share is safe) and, but for a reboot, where the owner's pid means
 something: the same boot and pid namespace (a container sharing the folder with another is
-left alone unless the machine rebooted). A folder without a readable ``owner.json`` is removed once older than
-``UNCLAIMED_GRACE_S`` (its owner died between creating it and writing the file). Where
-``/proc`` is missing (not Linux), nothing is swept: folders are still released on exit.
+left alone unless the machine rebooted). A folder without a readable ``owner.json`` is
+removed once older than ``UNCLAIMED_GRACE_S`` (its owner died between creating it and
+writing the file). Where ``/proc`` is missing (not Linux), nothing is swept: folders are
+still released on exit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["SWEEP_SECONDS", "Scratch", "scratch_root", "sweep", "sweep_now_and_then"]
+__all__ = [
+    "OWNER_FILE",
+    "SWEEP_SECONDS",
+    "UNCLAIMED_GRACE_S",
+    "Scratch",
+    "owner_gone",
+    "process_start",
+    "scratch_root",
+    "sweep",
+    "sweep_now_and_then",
+]
 
 log = logging.getLogger("app.cluster")
 
