@@ -4,7 +4,7 @@ service does) against the same FastAPI app as a Ray Serve ingress deployment (1 
 Serve's HTTP proxy in front). Recall latency (median, p95) and throughput over real HTTP.
 
     .venv/bin/python scripts/bench_serve_ingress.py [--n 20000] [--shards 2] [--rounds 4]
-        [--per-round 40] [--clients 8] [--seconds 4] [--out results/bench_serve_ingress.json]
+        [--per-round 40] [--clients 8] [--seconds 4] [--out results/bench_serve_ingress.json] [--keep]
 
 What it does:
 
@@ -26,7 +26,8 @@ What it does:
    ``--seconds`` s; gateways alternate, ``--rounds`` rounds each; median recalls per second.
 
 Threads: one torch thread in this process, the gateways and each shard. Prints a table,
-writes JSON (--out).
+writes JSON (--out). Its temp folder (cluster, data, logs) is removed at the end;
+--keep, or a failed run, keeps it for inspection (the path is printed).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,7 +50,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cluster_helpers import SharedCluster  # noqa: E402
+from cluster_helpers import SharedCluster, work_folder  # noqa: E402
 
 from app.cluster.local import NODE_IP, _free_port  # noqa: E402
 from memory_core.data import fashion_mnist, flatten  # noqa: E402
@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_serve_ingress.json")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (cluster, logs) at the end")
     args = parser.parse_args()
     torch.set_num_threads(1)
     vectors = flatten(fashion_mnist("train", limit=args.n)[0])  # (N, 784)
@@ -182,92 +183,92 @@ def main() -> None:
     picks = torch.randint(0, args.n, (400,), generator=gen)
     cues = (vectors[picks] + 0.3 * torch.randn(400, 784, generator=gen)).clamp(0, 1)
     bodies = [{"vector": c.tolist(), "k": 3} for c in cues]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    shared = SharedCluster(tmp / "ray")
-    child = None
-    try:
-        cluster = shared.get()
-        ports = {"in-process": _free_port(), "serve": _free_port()}
-        urls = {label: f"http://127.0.0.1:{port}" for label, port in ports.items()}
-        child = start_in_process(tmp / "in-process", cluster, ports["in-process"], tmp / "in-process.log")
-        start_serve(tmp / "serve", cluster, ports["serve"])
-        clients = {}
-        for label, url in urls.items():
-            wait_ready(url)
-            clients[label] = httpx.Client(base_url=url, timeout=120)
-            fill(clients[label], args.shards, vectors)
-            print(f"{label}: ready, {args.n} patterns in {args.shards} shards", flush=True)
-        latency: dict[str, list[float]] = {label: [] for label in urls}
-        worst, at = 0.0, 0
-        for rnd in range(args.rounds):
-            for _ in range(args.per_round):
-                answers = {}
-                for label, client in clients.items():
-                    start = time.perf_counter()
-                    r = client.post("/v1/memories/m/retrieve", json=bodies[at % len(bodies)])
-                    latency[label].append(time.perf_counter() - start)
-                    assert r.status_code == 200, r.text
-                    answers[label] = r.json()
-                worst = max(worst, same_answer(answers["in-process"], answers["serve"]))
-                at += 1
-            print(f"latency round {rnd + 1}/{args.rounds} done", flush=True)
-        rates: dict[str, list[float]] = {label: [] for label in urls}
-        for rnd in range(args.rounds):
-            for label, url in urls.items():
-                rates[label].append(throughput(url, bodies, args.clients, args.seconds))
-            print(f"throughput round {rnd + 1}/{args.rounds} done", flush=True)
-        table = {
-            label: {
-                "latency_ms_median": 1e3 * statistics.median(latency[label]),
-                "latency_ms_p95": 1e3 * float(np.percentile(latency[label], 95)),
-                "recalls_per_s_median": statistics.median(rates[label]),
-                "recalls_per_s_rounds": rates[label],
-            }
-            for label in urls
-        }
-        base, serve_row = table["in-process"], table["serve"]
-        ratios = {
-            "latency_median_serve_over_in_process": serve_row["latency_ms_median"]
-            / base["latency_ms_median"],
-            "latency_p95_serve_over_in_process": serve_row["latency_ms_p95"] / base["latency_ms_p95"],
-            "throughput_serve_over_in_process": serve_row["recalls_per_s_median"]
-            / base["recalls_per_s_median"],
-        }
-        for label, row in table.items():
-            print(
-                f"{label:10s} latency median {row['latency_ms_median']:7.2f} ms  p95 {row['latency_ms_p95']:7.2f} ms"
-                f"  {args.clients} clients: {row['recalls_per_s_median']:6.1f} recalls/s"
-            )
-        print("serve / in-process: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
-        result = {
-            "n": args.n,
-            "dim": 784,
-            "shards": args.shards,
-            "clients": args.clients,
-            "seconds": args.seconds,
-            "rounds": args.rounds,
-            "requests_per_latency_sample": args.rounds * args.per_round,
-            "config": "hopfield defaults (euclidean, softmax, beta 100), k = 3",
-            "configurations": table,
-            "ratios": ratios,
-            "largest_score_difference": worst,
-        }
-        for client in clients.values():
-            client.close()
-    finally:
-        if child is not None:
-            child.terminate()
-            child.wait(60)
+    with work_folder("bench-serve-", args.keep) as tmp:
+        shared = SharedCluster(tmp / "ray")
+        child = None
         try:
-            from ray import serve
+            cluster = shared.get()
+            ports = {"in-process": _free_port(), "serve": _free_port()}
+            urls = {label: f"http://127.0.0.1:{port}" for label, port in ports.items()}
+            child = start_in_process(tmp / "in-process", cluster, ports["in-process"], tmp / "in-process.log")
+            start_serve(tmp / "serve", cluster, ports["serve"])
+            clients = {}
+            for label, url in urls.items():
+                wait_ready(url)
+                clients[label] = httpx.Client(base_url=url, timeout=120)
+                fill(clients[label], args.shards, vectors)
+                print(f"{label}: ready, {args.n} patterns in {args.shards} shards", flush=True)
+            latency: dict[str, list[float]] = {label: [] for label in urls}
+            worst, at = 0.0, 0
+            for rnd in range(args.rounds):
+                for _ in range(args.per_round):
+                    answers = {}
+                    for label, client in clients.items():
+                        start = time.perf_counter()
+                        r = client.post("/v1/memories/m/retrieve", json=bodies[at % len(bodies)])
+                        latency[label].append(time.perf_counter() - start)
+                        assert r.status_code == 200, r.text
+                        answers[label] = r.json()
+                    worst = max(worst, same_answer(answers["in-process"], answers["serve"]))
+                    at += 1
+                print(f"latency round {rnd + 1}/{args.rounds} done", flush=True)
+            rates: dict[str, list[float]] = {label: [] for label in urls}
+            for rnd in range(args.rounds):
+                for label, url in urls.items():
+                    rates[label].append(throughput(url, bodies, args.clients, args.seconds))
+                print(f"throughput round {rnd + 1}/{args.rounds} done", flush=True)
+            table = {
+                label: {
+                    "latency_ms_median": 1e3 * statistics.median(latency[label]),
+                    "latency_ms_p95": 1e3 * float(np.percentile(latency[label], 95)),
+                    "recalls_per_s_median": statistics.median(rates[label]),
+                    "recalls_per_s_rounds": rates[label],
+                }
+                for label in urls
+            }
+            base, serve_row = table["in-process"], table["serve"]
+            ratios = {
+                "latency_median_serve_over_in_process": serve_row["latency_ms_median"]
+                / base["latency_ms_median"],
+                "latency_p95_serve_over_in_process": serve_row["latency_ms_p95"] / base["latency_ms_p95"],
+                "throughput_serve_over_in_process": serve_row["recalls_per_s_median"]
+                / base["recalls_per_s_median"],
+            }
+            for label, row in table.items():
+                print(
+                    f"{label:10s} latency median {row['latency_ms_median']:7.2f} ms  p95 {row['latency_ms_p95']:7.2f} ms"
+                    f"  {args.clients} clients: {row['recalls_per_s_median']:6.1f} recalls/s"
+                )
+            print("serve / in-process: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+            result = {
+                "n": args.n,
+                "dim": 784,
+                "shards": args.shards,
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "rounds": args.rounds,
+                "requests_per_latency_sample": args.rounds * args.per_round,
+                "config": "hopfield defaults (euclidean, softmax, beta 100), k = 3",
+                "configurations": table,
+                "ratios": ratios,
+                "largest_score_difference": worst,
+            }
+            for client in clients.values():
+                client.close()
+        finally:
+            if child is not None:
+                child.terminate()
+                child.wait(60)
+            try:
+                from ray import serve
 
-            serve.shutdown()
-        except Exception as exc:  # never started
-            print(f"serve.shutdown: {exc}")
-        shared.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+                serve.shutdown()
+            except Exception as exc:  # never started
+                print(f"serve.shutdown: {exc}")
+            shared.close()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,30 @@
 """Helpers for the Ray mode's tests and checks: a gateway over a real local Ray cluster, the
 same memory in one process, the recalls both answer, and the comparison of their answers.
 
-Used by tests/e2e/test_cluster_exact.py, tests/reliability/test_cluster_faults.py and
-scripts/check_cluster_exact.py (which runs the same comparison at N = 20 000).
+Used by tests/e2e/test_cluster_exact.py, tests/reliability/test_cluster_*.py and the Ray
+mode's scripts (scripts/check_cluster_exact.py runs the same comparison at N = 20 000).
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
+from service_helpers import wait_job
 
 from app.cluster.local import LocalCluster
 from app.main import create_app
@@ -70,6 +77,22 @@ class SharedCluster:
             self.cluster = None
 
 
+@contextmanager
+def work_folder(prefix: str, keep: bool = False) -> Iterator[Path]:
+    """A new temp folder for a script's cluster, services and logs, removed at the end; kept
+    (and said so on stderr) when ``keep`` is set or the work raised, for inspection."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    except BaseException:
+        print(f"kept {folder} for inspection (the run failed)", file=sys.stderr)
+        raise
+    if keep:
+        print(f"kept {folder} (--keep)", file=sys.stderr)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def stop_cluster(cluster: LocalCluster, grace: float = 5.0) -> None:
     """This process leaves the cluster (a Ray driver whose cluster vanishes ends its process),
     then every process of the cluster is stopped (SIGKILL after ``grace`` seconds)."""
@@ -79,10 +102,29 @@ def stop_cluster(cluster: LocalCluster, grace: float = 5.0) -> None:
     cluster.stop(grace)
 
 
+class _LogTail(logging.Handler):
+    """The last ``lines`` log records of the service, formatted (tracebacks included)."""
+
+    def __init__(self, lines: int = 40) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.records: deque[str] = deque(maxlen=lines)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+    def text(self) -> str:
+        return "\n".join(self.records)[-4000:]
+
+
 def start_client(
     data_dir: Path, cluster: LocalCluster | None = None, timeout: float = 300.0, **overrides
 ) -> TestClient:
-    """A started, ready TestClient: in one process, or as the gateway of ``cluster``."""
+    """A started, ready TestClient: in one process, or as the gateway of ``cluster``.
+
+    Waits up to ``timeout`` s for a start that is under way (actors being placed and loaded
+    on a loaded machine), but fails at once, with the service's error and the tail of its
+    log, when its recovery has ended in failure (it would never become ready)."""
     settings: dict[str, Any] = {"data_dir": data_dir, "device": "cpu"}
     if cluster is not None:
         settings |= {
@@ -93,11 +135,26 @@ def start_client(
             "shard_timeout_s": 10.0,
         }
     client = TestClient(create_app(Settings(**(settings | overrides))))
-    client.__enter__()
-    deadline = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/readyz").json()
-        time.sleep(0.1)
+    tail, logger = _LogTail(), logging.getLogger("app")
+    logger.addHandler(tail)  # (after create_app, which adds the service's own stderr handler)
+    try:
+        client.__enter__()
+        service = client.app.state.service
+        deadline = time.monotonic() + timeout
+        while (ready := client.get("/readyz")).status_code != 200:
+            if service.error is not None:  # recovery is over, and failed
+                client.__exit__(None, None, None)
+                raise AssertionError(
+                    f"the service did not start: {service.error}\n--- its log ---\n{tail.text()}"
+                )
+            if time.monotonic() > deadline:
+                client.__exit__(None, None, None)
+                raise AssertionError(
+                    f"not ready after {timeout:g} s: {ready.json()}\n--- its log ---\n{tail.text()}"
+                )
+            time.sleep(0.1)
+    finally:
+        logger.removeHandler(tail)
     return client
 
 
@@ -108,6 +165,20 @@ def create(client: TestClient, name: str, config: dict, shards: int | None = Non
     r = client.post("/v1/memories", json=body)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def create_trained(
+    client: TestClient, name: str, vectors: torch.Tensor, sizes: list[int], epochs: int, replicas: int = 2
+) -> None:
+    """A pc memory with ``replicas`` read replicas holding ``vectors`` (N, D) as patterns
+    ``q<i>``, trained (its job waited for)."""
+    config = {"sizes": sizes, "epochs": epochs, "replicas": replicas}
+    body = {"name": name, "kind": "pc", "shape": [vectors.shape[1]], "config": config}
+    assert client.post("/v1/memories", json=body).status_code == 201
+    patterns = {"patterns": [{"id": f"q{i}", "vector": v.tolist()} for i, v in enumerate(vectors)]}
+    assert client.post(f"/v1/memories/{name}/patterns", json=patterns).status_code == 201
+    job = client.post(f"/v1/memories/{name}/train", json={}).json()
+    assert wait_job(client, job["id"])["status"] == "succeeded"
 
 
 def store(client: TestClient, name: str, vectors: torch.Tensor, start: int = 0, batch: int = 500) -> None:

@@ -36,6 +36,8 @@ from pathlib import Path
 __all__ = ["LocalCluster"]
 
 _RAY = str(Path(sys.executable).with_name("ray"))
+TEMP_PREFIX = "amsray-"
+STALE_TEMP_S = 600.0  # a Ray temp dir no process names is left this long (a cluster starting)
 # Every node's address: loopback, so nothing leaves the machine, but not 127.0.0.1, which Ray
 # replaces by the machine's outside address (and refuses a second node on, with
 # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0). Linux routes all of 127.0.0.0/8 to the loopback.
@@ -166,7 +168,8 @@ class LocalCluster:
         """Start the head and the workers; wait until every worker has joined."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.token = self.token or secrets.token_hex(24)  # (a restart keeps the cluster's token)
-        self.temp = tempfile.mkdtemp(prefix="amsray-", dir="/tmp")
+        sweep_stale_temps()
+        self.temp = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir="/tmp")
         try:
             self._start_node(None)
             for k in range(self.workers):  # one at a time: two raylets registering at once
@@ -207,7 +210,9 @@ class LocalCluster:
         return cls(**data)
 
     def stop(self, grace: float = 5.0) -> None:
-        """End this cluster's processes: its process groups and every descendant of theirs."""
+        """End this cluster's processes (its process groups and every descendant of theirs),
+        then remove Ray's temp dir (sockets, session logs: nothing of it is read once every
+        process has ended; the nodes' data dirs under ``root`` stay)."""
         _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
         self.groups, self.nodes = [], {}
         self.save()
@@ -219,6 +224,45 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def sweep_stale_temps(root: Path = Path("/tmp"), older_than: float = STALE_TEMP_S) -> list[Path]:
+    """Remove the Ray temp dirs of local clusters that are gone (their starter was killed
+    before ``stop``): ``amsray-*`` under ``root``, of this user, untouched for ``older_than``
+    seconds, and named by no running process (Ray's GCS, raylets and agents carry their temp
+    dir on their command lines). Returns what it removed."""
+    named = "\0".join(_command_lines())
+    removed = []
+    for folder in root.glob(f"{TEMP_PREFIX}*"):
+        try:
+            info = folder.lstat()
+        except OSError:  # gone meanwhile
+            continue
+        stale = time.time() - max(info.st_mtime, _newest_entry(folder)) > older_than
+        if folder.is_dir() and info.st_uid == os.getuid() and stale and str(folder) not in named:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _newest_entry(folder: Path) -> float:
+    """The latest modification time of ``folder``'s direct entries (0 when none)."""
+    try:
+        return max((p.lstat().st_mtime for p in folder.iterdir()), default=0.0)
+    except OSError:
+        return 0.0
+
+
+def _command_lines() -> list[str]:
+    """Every running process's command line (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:  # gone meanwhile
+                continue
+    return out
 
 
 def _end(pids: set[int], grace: float) -> None:

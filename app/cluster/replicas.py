@@ -19,13 +19,10 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +34,7 @@ from ..jobs import JobContext
 from ..kinds import LiveMemory, kind_class
 from ..storage import MemoryRecord, SQLiteStorage, Storage
 from .actors import ActorGroup, node_id, node_ip
+from .scratch import Scratch, sweep_now_and_then
 
 __all__ = ["MemoryReplica", "Replicated", "replicated_class"]
 
@@ -47,6 +45,11 @@ _STALE = "stale"
 class MemoryReplica:
     """A read replica of a trained memory (a Ray actor; see the module docstring).
 
+    Its copy of the checkpoint files is in a scratch folder of its own under the node's
+    scratch root (``scratch.py``): removed when the memory is deleted (``destroy``) or the
+    actor ends gracefully; after a ``kill -9`` the next actor to start or probe on the node
+    sweeps it.
+
     Arguments:
         spec: ``device`` and ``threads``.
     """
@@ -54,8 +57,8 @@ class MemoryReplica:
     def __init__(self, spec: dict[str, Any]) -> None:
         torch.set_num_threads(int(spec["threads"]))
         self.device = resolve_device(spec["device"])
-        self.scratch = Path(tempfile.mkdtemp(prefix="ams-replica-"))
-        self.storage = SQLiteStorage(self.scratch)  # only its checkpoint folders are used
+        self.scratch = Scratch("replica")  # (sweeps the node's orphans first)
+        self.storage = SQLiteStorage(self.scratch.path)  # only its checkpoint folders are used
         self.live: LiveMemory | None = None
         self.version = -1  # nothing loaded: the first recall asks for a snapshot
         self.incarnation = secrets.token_hex(8)
@@ -63,6 +66,7 @@ class MemoryReplica:
         self.recall_seconds = 0.0
 
     def info(self) -> dict[str, Any]:
+        sweep_now_and_then()  # (the gateway's health probe calls this every 2 s)
         live = self.live
         return {
             "incarnation": self.incarnation,
@@ -122,8 +126,13 @@ class MemoryReplica:
             self.recall_seconds += time.perf_counter() - start
 
     def destroy(self) -> None:
+        """Its memory was deleted: remove its scratch folder (the actor is killed next)."""
         self.storage.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.release()
+
+    def __ray_shutdown__(self) -> None:
+        """Ray ends the actor gracefully (its handles gone, ``__ray_terminate__``)."""
+        self.destroy()
 
     def _write_files(self, record: MemoryRecord, files: dict[str, bytes]) -> None:
         folder = self.storage.checkpoint_dir(record.id)

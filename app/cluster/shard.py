@@ -37,6 +37,7 @@ from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
 from .actors import cpu_share, node_id, node_ip
 from .protocol import ShardAnswer, ShardQuery, from_wire, to_wire
+from .scratch import sweep, sweep_now_and_then
 from .storage import ShardStorage
 
 __all__ = ["MemoryShard"]
@@ -75,10 +76,12 @@ class MemoryShard:
         self.incarnation = secrets.token_hex(8)  # new after every restart
         self.recalls = 0
         self.recall_seconds = 0.0
+        sweep()  # the node's orphaned scratch folders (replicas killed outright; scratch.py)
 
     # --- health -------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """What /metrics and /v1/memories/{name} show about this shard."""
+        sweep_now_and_then()  # (the gateway's health probe calls this every 2 s)
         return {
             "shard": self.spec["shard"],
             "incarnation": self.incarnation,
@@ -156,6 +159,10 @@ class MemoryShard:
         with self.live.writing:
             self.storage.close()
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            try:  # its memory's folder, once its last shard on this disk is gone
+                self.data_dir.parent.rmdir()
+            except OSError:  # another shard's folder is still in it
+                pass
 
     # --- reads ----------------------------------------------------------------------------
     def compute(self, query: ShardQuery) -> ShardAnswer:

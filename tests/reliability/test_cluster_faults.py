@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cluster_helpers import ask, create, start_client, store
-from service_helpers import wait_job
+from cluster_helpers import ask, create, create_trained, start_client, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -165,20 +164,7 @@ def test_whole_cluster_restart_keeps_sharded_and_replicated_memories(
     try:
         create(gateway, "h", {"similarity": "manhattan", "beta": 0.05}, shards=2)
         store(gateway, "h", vectors)
-        pc = {
-            "name": "pc",
-            "kind": "pc",
-            "shape": [49],
-            "config": {"sizes": [16, 49], "epochs": 30, "replicas": 2},
-        }
-        assert gateway.post("/v1/memories", json=pc).status_code == 201
-        r = gateway.post(
-            "/v1/memories/pc/patterns",
-            json={"patterns": [{"id": f"q{i}", "vector": v.tolist()} for i, v in enumerate(small)]},
-        )
-        assert r.status_code == 201
-        job = gateway.post("/v1/memories/pc/train", json={}).json()
-        assert wait_job(gateway, job["id"])["status"] == "succeeded"
+        create_trained(gateway, "pc", small, sizes=[16, 49], epochs=30, replicas=2)
         before = ask(gateway, "h", "retrieve", cue)
         pc_before = ask(gateway, "pc", "retrieve", pc_cue)
         assert pc_before["state"] == "ready" and pc_before["trained_count"] == 40
