@@ -31,6 +31,7 @@ __all__ = [
     "form_int",
     "image_form",
     "page_limit",
+    "picture_form_schema",
     "read_form",
     "recall_body_limit",
     "recall_limits",
@@ -128,6 +129,26 @@ def check_limits(k: int, steps: int, settings: Settings) -> None:
         raise ApiError(
             422, "steps_too_large", f"steps = {steps} is over AMS_MAX_STEPS = {settings.max_steps}"
         )
+
+
+def picture_form_schema(image: str, k: str, **options: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart picture query (``image_form``'s fields): an ``image``
+    file (described by ``image``), an optional ``mask`` picture, ``k`` (described by ``k``) and
+    the endpoint's further ``options`` (name -> JSON schema)."""
+    return {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": image},
+            "mask": {
+                "type": "string",
+                "format": "binary",
+                "description": "mask picture: white = known, black = unknown",
+            },
+            "k": {"type": "integer", "minimum": 1, "description": k},
+            **options,
+        },
+    }
 
 
 def image_form(

@@ -26,6 +26,7 @@ from .params import (
     form_bool,
     form_int,
     image_form,
+    picture_form_schema,
     read_form,
     recall_limits,
 )
@@ -34,23 +35,9 @@ router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
 T = TypeVar("T")
 
-_MULTIPART_COMPLETE = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {
-            "type": "string",
-            "format": "binary",
-            "description": "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)",
-        },
-        "mask": {
-            "type": "string",
-            "format": "binary",
-            "description": "mask picture: white = known, black = to fill",
-        },
-        "k": {"type": "integer", "minimum": 1, "description": "how many stored matches to name"},
-    },
-}
+_MULTIPART_COMPLETE = picture_form_schema(
+    "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)", "how many stored matches to name"
+)
 COMPLETE_BODY = {
     "requestBody": {
         "required": True,
@@ -79,24 +66,15 @@ def _matches(rec: Recall) -> list[Match]:
     return [Match(id=i, score=s) for i, s in rec.matches]
 
 
-_MULTIPART_RETRIEVE = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {
-            "type": "string",
-            "format": "binary",
-            "description": "the cue picture (PNG/JPEG, fitted to the memory's shape; RGBA: alpha 0 = unknown)",
-        },
-        "mask": {"type": "string", "format": "binary", "description": "mask picture: white = known"},
-        "k": {"type": "integer", "minimum": 1, "description": "how many stored matches to name"},
-        "steps": {"type": "integer", "minimum": 1, "description": "iterated retrieval steps (hopfield)"},
-        "include_vector": {
-            "type": "boolean",
-            "description": "also return the result as a vector (`true` or `false`)",
-        },
+_MULTIPART_RETRIEVE = picture_form_schema(
+    "the cue picture (PNG/JPEG, fitted to the memory's shape; RGBA: alpha 0 = unknown)",
+    "how many stored matches to name",
+    steps={"type": "integer", "minimum": 1, "description": "iterated retrieval steps (hopfield)"},
+    include_vector={
+        "type": "boolean",
+        "description": "also return the result as a vector (`true` or `false`)",
     },
-}
+)
 RETRIEVE_BODY = {
     "requestBody": {
         "required": True,

@@ -73,6 +73,7 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
     ).clamp(0, 1)
     known = ~bottom_half_unknown(28, 28)  # (28, 28): top half known
     partial = images[5] * known
+    upload = {"image": ("p.png", png(partial), "image/png"), "mask": ("m.png", mask_png(known), "image/png")}
     return [
         # retrieve
         (
@@ -104,14 +105,7 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
         (  # multipart, as complete takes it: the same handler answers it on both
             "POST",
             "/v1/memories/img/retrieve",
-            {
-                "headers": read,
-                "files": {
-                    "image": ("p.png", png(partial), "image/png"),
-                    "mask": ("m.png", mask_png(known), "image/png"),
-                },
-                "data": {"k": "2", "include_vector": "true"},
-            },
+            {"headers": read, "files": upload, "data": {"k": "2", "include_vector": "true"}},
         ),
         ("POST", "/v1/memories/cap/retrieve", {"headers": read, "files": {"image": ("p.png", png(partial))}}),
         (
@@ -149,13 +143,7 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
         (
             "POST",
             "/v1/memories/img/complete",
-            {
-                "headers": read,
-                "files": {
-                    "image": ("p.png", png(partial), "image/png"),
-                    "mask": ("m.png", mask_png(known), "image/png"),
-                },
-            },
+            {"headers": read, "files": upload},
         ),
         (
             "POST",
