@@ -18,19 +18,19 @@ from ..schemas import LookupCaption, LookupPattern, LookupRequest, LookupResult,
 from ..service import Service
 from ..text_memory import embed
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, run_sync
-from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_limits
+from .params import (
+    NameParam,
+    body_kind,
+    check_limits,
+    image_form,
+    picture_form_schema,
+    read_form,
+    recall_limits,
+)
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
-_MULTIPART_LOOKUP = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "a picture (PNG/JPEG) to caption"},
-        "mask": {"type": "string", "format": "binary", "description": "mask picture: white = known"},
-        "k": {"type": "integer", "minimum": 1, "description": "how many captions to return"},
-    },
-}
+_MULTIPART_LOOKUP = picture_form_schema("a picture (PNG/JPEG) to caption", "how many captions to return")
 LOOKUP_BODY = {
     "requestBody": {
         "required": True,

@@ -27,8 +27,11 @@ __all__ = [
     "check_limits",
     "decode_cursor",
     "encode_cursor",
+    "form_bool",
+    "form_int",
     "image_form",
     "page_limit",
+    "picture_form_schema",
     "read_form",
     "recall_body_limit",
     "recall_limits",
@@ -128,22 +131,89 @@ def check_limits(k: int, steps: int, settings: Settings) -> None:
         )
 
 
-def image_form(fields: dict[str, list], endpoint: str, default_k: int) -> tuple[bytes, bytes | None, int]:
-    """Multipart fields of a picture query: (image bytes, mask bytes or None, k)."""
-    images, masks, ks = fields.get("image", []), fields.get("mask", []), fields.get("k", [])
-    if len(images) != 1 or not isinstance(images[0], bytes):
-        raise ApiError(422, "invalid_multipart", f"{endpoint} needs exactly one file in field 'image'")
+def picture_form_schema(image: str, k: str, **options: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart picture query (``image_form``'s fields): an ``image``
+    file (described by ``image``), an optional ``mask`` picture, ``k`` (described by ``k``) and
+    the endpoint's further ``options`` (name -> JSON schema)."""
+    return {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": image},
+            "mask": {
+                "type": "string",
+                "format": "binary",
+                "description": "mask picture: white = known, black = unknown",
+            },
+            "k": {"type": "integer", "minimum": 1, "description": k},
+            **options,
+        },
+    }
+
+
+def image_form(
+    fields: dict[str, list], endpoint: str, default_k: int, options: tuple[str, ...] = ()
+) -> tuple[bytes, bytes | None, int]:
+    """Multipart fields of a picture query: (image bytes, mask bytes or None, k).
+
+    ``options``: the endpoint's further text fields (read with ``form_int`` / ``form_bool``);
+    any other field is a 422 naming it, as an unknown key of the JSON body is."""
+    taken = ("image", "mask", "k", *options)
+    unknown = [key for key in fields if key not in taken]
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_multipart",
+            f"{endpoint} takes no multipart field {unknown[0]!r}; its fields: {', '.join(taken)}",
+        )
+    images, masks = fields.get("image", []), fields.get("mask", [])
+    if len(images) != 1:
+        raise ApiError(
+            422, "invalid_multipart", f"{endpoint} needs exactly one file in field 'image'; got {len(images)}"
+        )
+    if not isinstance(images[0], bytes):
+        raise ApiError(
+            422, "invalid_multipart", "field 'image' must be a file (curl: -F image=@cue.png), not text"
+        )
     if len(masks) > 1 or (masks and not isinstance(masks[0], bytes)):
         raise ApiError(422, "invalid_multipart", "field 'mask' must be one file")
-    k = default_k
-    if ks:
-        try:
-            k = int(ks[0])
-        except (TypeError, ValueError):
-            raise ApiError(422, "validation_error", "field 'k' must be an integer") from None
-        if k < 1:
-            raise ApiError(422, "validation_error", "field 'k' must be >= 1")
-    return images[0], masks[0] if masks else None, k
+    return images[0], masks[0] if masks else None, form_int(fields, "k", default_k)
+
+
+def _form_text(fields: dict[str, list], key: str) -> str | None:
+    """The one text value of multipart field ``key``, or None when absent."""
+    values = fields.get(key, [])
+    if len(values) > 1:
+        raise ApiError(422, "invalid_multipart", f"field {key!r} given {len(values)} times; give it once")
+    if values and not isinstance(values[0], str):
+        raise ApiError(422, "invalid_multipart", f"field {key!r} must be text, not a file")
+    return values[0].strip() if values else None
+
+
+def form_int(fields: dict[str, list], key: str, default: int) -> int:
+    """Multipart text field ``key`` as an integer >= 1 (``default`` when absent)."""
+    text = _form_text(fields, key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(
+            422, "validation_error", f"field {key!r} must be an integer, not {text[:40]!r}"
+        ) from None
+    if value < 1:
+        raise ApiError(422, "validation_error", f"field {key!r} must be >= 1")
+    return value
+
+
+def form_bool(fields: dict[str, list], key: str, default: bool) -> bool:
+    """Multipart text field ``key`` as a boolean: ``true`` or ``false``, as in JSON."""
+    text = _form_text(fields, key)
+    if text is None:
+        return default
+    if text not in ("true", "false"):
+        raise ApiError(422, "validation_error", f"field {key!r} must be true or false, not {text[:40]!r}")
+    return text == "true"
 
 
 def page_limit(limit: int | None, settings: Settings) -> int:

@@ -19,29 +19,25 @@ from ..registry import Registry
 from ..schemas import CompleteRequest, CompleteResult, Match, RecalledPattern, RetrieveRequest, RetrieveResult
 from ..service import Service
 from .deps import READ, READ_ERRORS, RegistryDep, ServiceDep, errors, json_bytes_response, wants_png
-from .params import NameParam, body_kind, check_limits, image_form, read_form, recall_limits
+from .params import (
+    NameParam,
+    body_kind,
+    check_limits,
+    form_bool,
+    form_int,
+    image_form,
+    picture_form_schema,
+    read_form,
+    recall_limits,
+)
 
 router = APIRouter(prefix="/v1/memories", tags=["recall"])
 
 T = TypeVar("T")
 
-_MULTIPART_COMPLETE = {
-    "type": "object",
-    "required": ["image"],
-    "properties": {
-        "image": {
-            "type": "string",
-            "format": "binary",
-            "description": "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)",
-        },
-        "mask": {
-            "type": "string",
-            "format": "binary",
-            "description": "mask picture: white = known, black = to fill",
-        },
-        "k": {"type": "integer", "minimum": 1, "description": "how many stored matches to name"},
-    },
-}
+_MULTIPART_COMPLETE = picture_form_schema(
+    "the partial picture (PNG/JPEG; RGBA: alpha 0 = unknown pixel)", "how many stored matches to name"
+)
 COMPLETE_BODY = {
     "requestBody": {
         "required": True,
@@ -70,12 +66,26 @@ def _matches(rec: Recall) -> list[Match]:
     return [Match(id=i, score=s) for i, s in rec.matches]
 
 
+_MULTIPART_RETRIEVE = picture_form_schema(
+    "the cue picture (PNG/JPEG, fitted to the memory's shape; RGBA: alpha 0 = unknown)",
+    "how many stored matches to name",
+    steps={"type": "integer", "minimum": 1, "description": "iterated retrieval steps (hopfield)"},
+    include_vector={
+        "type": "boolean",
+        "description": "also return the result as a vector (`true` or `false`)",
+    },
+)
 RETRIEVE_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RetrieveRequest"}}},
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RetrieveRequest"}},
+            "multipart/form-data": {"schema": _MULTIPART_RETRIEVE},
+        },
     }
 }
+# Multipart retrieve: the text fields beside `image` and `mask` (k is image_form's).
+_RETRIEVE_OPTIONS = ("steps", "include_vector")
 
 
 @router.post(
@@ -91,8 +101,10 @@ async def retrieve(
 ) -> Response:
     """Recall a stored pattern from a corrupted cue: a `vector` (D numbers) or an `image` (base64;
     fitted to the memory's shape). `mask` says which entries are known (True); an RGBA image's
-    alpha 0 marks unknown pixels. The answer names the stored patterns nearest the result
-    (`matches`, best first) and the result's `energy`."""
+    alpha 0 marks unknown pixels. Or multipart, as complete takes it: an `image` file, an
+    optional `mask` picture (white = known) and the text fields `k`, `steps`, `include_vector`.
+    The answer names the stored patterns nearest the result (`matches`, best first) and the
+    result's `energy`."""
     return await retrieve_response(request, service, registry, name)
 
 
@@ -100,21 +112,32 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
     """The retrieve endpoint once the API key is checked and the registry is ready (shared by
     the route above and the fast path, app/fastpath.py)."""
     settings = service.settings
-    if body_kind(request) != "json":
-        raise ApiError(415, "unsupported_media_type", "retrieve takes a JSON body (application/json)")
+    multipart = body_kind(request) == "multipart"
     live = pattern_memory(registry.get(name), "retrieve")
     record = live.record
-    body = await request.body()
-    parsed: list[RetrieveRequest] = []  # the request, once the batch's thread has parsed it
+    if multipart and not is_image(record):
+        raise ApiError(
+            422, "not_an_image_memory", f"memory {name!r} stores vectors: send JSON with a 'vector'"
+        )
+    form = await read_form(request, 2) if multipart else None
+    body = None if multipart else await request.body()
+    include_vector: list[bool] = []  # the request's option, once the batch's thread has parsed it
 
     # Batched with the memory's other concurrent recalls (app/batching.py): the body is
     # parsed, its cue decoded, recalled from and answered (serialised) on the batch's worker
     # thread. (Parsing 784 numbers of JSON was the event loop's largest single cost under load.)
     def cue() -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+        if form is not None:
+            image, mask_data, k = image_form(form, "retrieve", default_k=3, options=_RETRIEVE_OPTIONS)
+            steps = form_int(form, "steps", 1)
+            check_limits(k, steps, settings)
+            include_vector.append(form_bool(form, "include_vector", False))
+            cue, mask = picture_cue(record, settings, image, mask_data, registry.budget)
+            return cue, mask, k, steps
         check_values(body, cue_values(record, settings), f"a recall of memory {name!r} (D = {record.dim})")
         req = parse_json(body, RetrieveRequest)
         check_limits(req.k, req.steps, settings)
-        parsed.append(req)
+        include_vector.append(req.include_vector)
         cue, mask = parse_cue(record, settings, req.vector, req.image, req.mask, registry.budget)
         return cue, mask, req.k, req.steps
 
@@ -122,7 +145,7 @@ async def retrieve_response(request: Request, service: Service, registry: Regist
         if is_image(record):
             pattern = RecalledPattern(
                 image=png_base64(rec.output.clamp(0, 1), record.shape),
-                vector=rec.output.tolist() if parsed[0].include_vector else None,
+                vector=rec.output.tolist() if include_vector[0] else None,
             )
         else:
             pattern = RecalledPattern(vector=rec.output.tolist())

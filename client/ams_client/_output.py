@@ -4,6 +4,7 @@ result files (pictures, ``.npy`` arrays), one-line errors and exit codes."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,22 @@ def exit_code(exc: BaseException) -> int:
 
 # The service's hints name query parameters; on the command line they are options.
 _CLI_HINTS = {"pass ?fit=true": "pass --fit"}
+
+
+def name_sources(message: str, sources: list[str], offset: int) -> str:
+    """A store's error message with each ``patterns[i]`` (the index within the request that
+    failed, whose first pattern is the ``offset``-th of the upload) written as the input it
+    came from: ``patterns[2].image: ...`` -> ``pics/f42.png: ...``, ``patterns[0].id 'a'``
+    -> ``codes.npy row 3: id 'a'``."""
+
+    def source(match: re.Match) -> str:
+        index = offset + int(match[1])
+        if index >= len(sources):  # not one of ours: leave it as the service wrote it
+            return match[0]
+        field = match[2]
+        return sources[index] + ("" if field in (None, "image", "vector") else f": {field}")
+
+    return re.sub(r"patterns\[(\d+)\](?:\.(\w+))?", source, message)
 
 
 def error_line(exc: BaseException) -> str:

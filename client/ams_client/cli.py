@@ -34,6 +34,7 @@ from . import _output as out
 from ._cli_facts import add_commands as add_fact_commands
 from .client import Client
 from .codec import array_of
+from .errors import ApiError
 from .models import RecallReport
 
 SUPPRESS = argparse.SUPPRESS
@@ -133,11 +134,13 @@ def cmd_memories_delete(ams: Client, args: argparse.Namespace) -> int:
     return out.OK
 
 
-def _store_inputs(files: Sequence[str], auto_ids: bool) -> tuple[list[Any], list[str] | None]:
-    """Files -> patterns and default ids: a picture is one pattern (id: the file's stem), a
-    .npy file a batch (ids: stem-0, stem-1, ...)."""
+def _store_inputs(files: Sequence[str], auto_ids: bool) -> tuple[list[Any], list[str] | None, list[str]]:
+    """Files -> patterns, default ids and where each pattern came from: a picture is one
+    pattern (id: the file's stem; from: the file), a .npy file a batch (ids: stem-0, stem-1,
+    ...; from: "codes.npy row 0", ...)."""
     patterns: list[Any] = []
     ids: list[str] = []
+    sources: list[str] = []
     for f in files:
         p = Path(f)
         if p.suffix.lower() == ".npy":
@@ -146,16 +149,18 @@ def _store_inputs(files: Sequence[str], auto_ids: bool) -> tuple[list[Any], list
                 batch = batch[None]
             patterns.extend(batch)
             ids.extend(f"{p.stem}-{i}" for i in range(len(batch)))
+            sources.extend(f"{f} row {i}" for i in range(len(batch)))
         else:
             if not p.is_file():
                 raise FileNotFoundError(2, "no such file", f)
             patterns.append(p)
             ids.append(p.stem)
-    return patterns, None if auto_ids else ids
+            sources.append(f)
+    return patterns, None if auto_ids else ids, sources
 
 
 def cmd_store(ams: Client, args: argparse.Namespace) -> int:
-    patterns, ids = _store_inputs(args.files, args.auto_ids)
+    patterns, ids, sources = _store_inputs(args.files, args.auto_ids)
     if args.ids is not None:
         ids = args.ids
     texts = args.texts
@@ -165,9 +170,16 @@ def cmd_store(ams: Client, args: argparse.Namespace) -> int:
     if args.metadata is not None:
         meta = _config(args.metadata)
         metadata = [meta] * len(patterns)
-    result = ams.store(
-        args.name, patterns, ids=ids, texts=texts, metadata=metadata, fit=args.fit, progress=args.progress
-    )  # None: a bar on a terminal, for uploads of several requests
+    try:
+        result = ams.store(
+            args.name, patterns, ids=ids, texts=texts, metadata=metadata, fit=args.fit, progress=args.progress
+        )  # None: a bar on a terminal, for uploads of several requests
+    except ApiError as exc:  # name the file, not the request's field: patterns[i] of the failed request
+        done = len(exc.stored.ids) if exc.stored else 0
+        exc.message = out.name_sources(exc.message, sources, done)
+        if done:
+            exc.message += f" (the first {done} patterns are stored)"
+        raise
     text = f"stored {len(result.ids)} patterns in {args.name} (count now {result.count})"
     out.emit(args.json, {"ids": result.ids, "count": result.count}, text)
     return out.OK

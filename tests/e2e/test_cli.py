@@ -190,6 +190,26 @@ def test_cli_exit_codes_and_one_line_errors(capsys, url_key, ams_server, fresh, 
     assert code == 8 and "job_cancelled" in err
 
 
+def test_cli_store_errors_name_the_file(capsys, url_key, fresh, tmp_path) -> None:
+    """A store's error names the file (or the .npy row) it is about, not the request's
+    patterns[i], also in the second request of a split upload (40 patterns a request here)."""
+    name = fresh("files")
+    assert cli(capsys, *url_key, "memories", "create", name, "--shape", "1", "8", "8")[0] == 0
+    files = [str(save_png(np.full((8, 8), i / 50), tmp_path / f"p{i:02}.png")) for i in range(45)]
+    files[42] = str(save_png(np.zeros((10, 10)), tmp_path / "wrong-size.png"))
+    code, _, err = cli(capsys, *url_key, "store", name, *files)
+    assert code == 5 and err.startswith(f"ams: error: shape_mismatch: {files[42]} is 10x10 pixels"), err
+    assert "patterns[" not in err and "the first 40 patterns are stored" in err, err
+    np.save(tmp_path / "good.npy", np.zeros((3, 64), np.float32))
+    np.save(tmp_path / "short.npy", np.zeros((2, 63), np.float32))
+    code, _, err = cli(
+        capsys, *url_key, "store", name, str(tmp_path / "good.npy"), str(tmp_path / "short.npy")
+    )
+    assert code == 5 and f"{tmp_path / 'short.npy'} row 0" in err and "patterns[" not in err, err
+    code, _, err = cli(capsys, *url_key, "store", name, files[0], files[1], "--ids", "same", "same")
+    assert code == 5 and f"{files[1]}: id 'same' appears twice" in err, err
+
+
 def test_cli_commands_and_json(capsys, url_key, fresh, tmp_path) -> None:
     code, out, _ = cli(capsys, *url_key, "info", "--json")
     assert code == 0 and json.loads(out)["auth"] is True

@@ -196,9 +196,10 @@ def test_a_caller_that_goes_away_does_not_disturb_the_others(fashion_vectors):
 
 
 def test_over_http_concurrent_retrieves_are_batched(make_client, fashion):
-    """Through the service: 24 concurrent retrieves, fewer batched calls than requests,
-    every answer the caller's own image, and the batch metrics on /metrics."""
-    from service_helpers import png_b64
+    """Through the service: 24 concurrent retrieves (half JSON, half multipart: batched
+    together), fewer batched calls than requests, every answer the caller's own image, and the
+    batch metrics on /metrics."""
+    from service_helpers import png, png_b64
 
     client = make_client(recall_batch_max=64, recall_batch_wait_ms=200)
     assert (
@@ -213,9 +214,15 @@ def test_over_http_concurrent_retrieves_are_batched(make_client, fashion):
     barrier = threading.Barrier(24)
 
     def ask(i: int) -> dict:
-        body = {"image": png_b64(fashion[i]), "k": 1 + i % 3}
+        if i % 2:
+            request = {
+                "files": {"image": ("q.png", png(fashion[i]), "image/png")},
+                "data": {"k": str(1 + i % 3)},
+            }
+        else:
+            request = {"json": {"image": png_b64(fashion[i]), "k": 1 + i % 3}}
         barrier.wait()
-        resp = client.post("/v1/memories/f/retrieve", json=body)
+        resp = client.post("/v1/memories/f/retrieve", **request)
         assert resp.status_code == 200, resp.text
         return resp.json()
 

@@ -73,6 +73,7 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
     ).clamp(0, 1)
     known = ~bottom_half_unknown(28, 28)  # (28, 28): top half known
     partial = images[5] * known
+    upload = {"image": ("p.png", png(partial), "image/png"), "mask": ("m.png", mask_png(known), "image/png")}
     return [
         # retrieve
         (
@@ -100,6 +101,17 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
             "POST",
             "/v1/memories/img/retrieve",
             {"headers": read, "content": b"0.5", "headers_extra": {"Content-Type": "text/plain"}},
+        ),
+        (  # multipart, as complete takes it: the same handler answers it on both
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "files": upload, "data": {"k": "2", "include_vector": "true"}},
+        ),
+        ("POST", "/v1/memories/cap/retrieve", {"headers": read, "files": {"image": ("p.png", png(partial))}}),
+        (
+            "POST",
+            "/v1/memories/img/retrieve",
+            {"headers": read, "files": {"mask": ("m.png", mask_png(known))}},
         ),
         ("POST", "/v1/memories/nothing/retrieve", {"headers": read, "json": {"vector": [0.5] * 784}}),
         ("POST", "/v1/memories/bad%20name!/retrieve", {"headers": read, "json": {"vector": [0.5] * 784}}),
@@ -131,13 +143,7 @@ def _requests(images: torch.Tensor) -> list[tuple[str, str, dict]]:
         (
             "POST",
             "/v1/memories/img/complete",
-            {
-                "headers": read,
-                "files": {
-                    "image": ("p.png", png(partial), "image/png"),
-                    "mask": ("m.png", mask_png(known), "image/png"),
-                },
-            },
+            {"headers": read, "files": upload},
         ),
         (
             "POST",
@@ -229,7 +235,7 @@ def test_fast_path_answers_as_fastapi_does(services, fashion_images):
     fast_lines, plain_lines = _recall_request_metrics(fast), _recall_request_metrics(plain)
     assert fast_lines == plain_lines
     assert (
-        'ams_requests_total{method="POST",route="/v1/memories/{name}/retrieve",status="200"} 3.0'
+        'ams_requests_total{method="POST",route="/v1/memories/{name}/retrieve",status="200"} 4.0'
         in fast_lines
     )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from service_helpers import png_b64
 
+RECALLS = ("retrieve", "complete", "lookup")  # the recall endpoints: JSON or multipart
+
 
 def _resolve(doc, schema):
     ref = schema.get("$ref")
@@ -69,8 +71,8 @@ def test_openapi_describes_every_endpoint_with_examples(client):
             if body and "application/json" in body["content"]:
                 schema = _resolve(doc, body["content"]["application/json"]["schema"])
                 assert schema.get("examples"), f"{where}: request body without examples"
-    # Store and complete take JSON or multipart; both described.
-    for path in ("/v1/memories/{name}/patterns", "/v1/memories/{name}/complete"):
+    # Store, retrieve, complete and lookup take JSON or multipart; both described.
+    for path in ("/v1/memories/{name}/patterns", *(f"/v1/memories/{{name}}/{r}" for r in RECALLS)):
         assert set(doc["paths"][path]["post"]["requestBody"]["content"]) == {
             "application/json",
             "multipart/form-data",
