@@ -57,6 +57,13 @@ def _texts(fields: dict[str, list], key: str, n: int) -> list[str | None]:
 
 
 def multipart_patterns(fields: dict[str, list]) -> list[RawPattern]:
+    unknown = [key for key in fields if key not in _MULTIPART_STORE["properties"]]
+    if unknown:  # a typo (e.g. 'image' for 'images') is named, not silently dropped
+        raise ApiError(
+            422,
+            "invalid_multipart",
+            f"store takes no multipart field {unknown[0]!r}; its fields: {', '.join(_MULTIPART_STORE['properties'])}",
+        )
     images = fields.get("images", [])
     if not images:
         raise ApiError(422, "invalid_multipart", "multipart store needs one or more files in field 'images'")

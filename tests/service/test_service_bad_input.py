@@ -161,6 +161,12 @@ def test_bad_multipart(setup):
         IMG, files=[("images", ("a.png", png(torch.rand(1, 28, 28)), "image/png"))], data={"ids": ["a", "b"]}
     )
     assert r.status_code == 422 and error_code(r) == "invalid_multipart"
+    # A misspelt field beside good images is named, not dropped: nothing is stored.
+    before = c.get(IMG.rsplit("/", 1)[0]).json()["count"]
+    good = ("images", ("a.png", png(torch.rand(1, 28, 28)), "image/png"))
+    r = c.post(IMG, files=[good], data={"id": "a"})
+    assert r.status_code == 422 and "no multipart field 'id'" in r.json()["error"]["message"]
+    assert c.get(IMG.rsplit("/", 1)[0]).json()["count"] == before
     r = _raw(c, IMG, b"--xx\r\ngarbage", ctype="multipart/form-data")  # no boundary parameter
     assert r.status_code == 400 and error_code(r) == "invalid_multipart"
     r = _raw(c, IMG, "hello", ctype="text/plain")
