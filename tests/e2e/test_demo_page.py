@@ -325,7 +325,7 @@ def test_caption_lookup_text_box(page, server, api):
     page.fill("#lookup-text", pairs.paraphrases[i])  # in other words than the stored caption
     page.fill("#lookup-k", "3")
     page.click("#lookup-form button")
-    expect(page.locator("#result-panel")).to_have_attribute("data-state", "done", timeout=30_000)
+    expect(page.locator("#lookup-panel")).to_have_attribute("data-state", "done", timeout=30_000)
     cards = page.locator("#lookup-results figure[data-id]")
     expect(cards).to_have_count(3)
     expect(page.locator("#lookup-results")).to_have_attribute("data-best", "astronaut-face")
