@@ -98,5 +98,7 @@ export function panelRequests(panelId, busyId) {
       ok = true;
     });
     panel.dataset.state = ok ? "done" : "error";
+    // On a phone the panel is screens below the button: bring its answer into view.
+    if (ok && panel.getBoundingClientRect().top >= window.innerHeight) panel.scrollIntoView({ block: "start" });
   };
 }

@@ -60,5 +60,6 @@ export async function train() {
   const body = epochs > 0 ? { epochs } : {};
   const job = await api("POST", memPath("/train"), body);
   pollJobs();
+  await loadMemories(); // the memory says "training" and Train goes away while its job runs
   return job;
 }
