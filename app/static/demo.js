@@ -19,7 +19,7 @@
 
 import { api, setApiKey } from "./api.js";
 import { setupEditor } from "./editor.js";
-import { clearError, onError, panelActions, panelRequests, showError } from "./feedback.js";
+import { clearError, onError, onPressOnce, panelActions, panelRequests, showError } from "./feedback.js";
 import { followJob, pollJobs } from "./jobs.js";
 import * as knowledge from "./kb.js";
 import { lookupText } from "./lookup.js";
@@ -113,11 +113,7 @@ function bind() {
   });
   $("memory-refresh").addEventListener("click", () => memoryPanel("Loading", () => loadMemories()));
   $("preset-select").addEventListener("change", showPreset);
-  $("demo-load").addEventListener("click", async (e) => {
-    e.target.disabled = true;
-    await memoryPanel("Creating the demo memory", createDemo);
-    e.target.disabled = false;
-  });
+  onPressOnce($("demo-load"), () => memoryPanel("Creating the demo memory", createDemo));
   $("train").addEventListener("click", () => memoryPanel("Starting training", train));
   knowledge.setup({ followJob, loadMemories });
 }

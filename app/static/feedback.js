@@ -86,6 +86,19 @@ function makeRunner(busyId) {
   };
 }
 
+// A button whose press runs run() and that stays disabled until it ends (a long job, such
+// as loading a demo memory, is not started twice by a second press).
+export function onPressOnce(button, run) {
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await run();
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 // A runner that also keeps the panel's data-state (busy, done, error) for its results.
 export function panelRequests(panelId, busyId) {
   const act = panelActions(busyId);

@@ -5,7 +5,7 @@
 // back. The panel's work shows in its own busy label (#kb-busy), never in another panel's.
 
 import { ApiError, api } from "./api.js";
-import { panelActions } from "./feedback.js";
+import { onPressOnce, panelActions } from "./feedback.js";
 import { maxPage } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
@@ -26,11 +26,7 @@ export function setup(deps) {
   kb.deps = deps;
   $("kb-select").addEventListener("change", (e) => act("Loading", () => pick(e.target.value)));
   $("kb-relation").addEventListener("change", renderArgs);
-  $("kb-load").addEventListener("click", async (e) => {
-    e.target.disabled = true;
-    await act("Loading the knowledge base", loadPreset);
-    e.target.disabled = false;
-  });
+  onPressOnce($("kb-load"), () => act("Loading the knowledge base", loadPreset));
   $("kb-train").addEventListener("click", () => act("Training", train));
   $("kb-form").addEventListener("submit", (e) => {
     e.preventDefault();
