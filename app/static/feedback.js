@@ -20,7 +20,7 @@ const TITLES = {
   not_a_text_memory: "Not a text memory.",
   shape_mismatch: "Wrong picture size.",
   text_required: "Caption needed.",
-  not_trained: "Not trained yet: press Train.",
+  not_trained: "Not trained yet: train it, or wait for its training job.",
   job_running: "A job is running on this memory.",
   dataset_unavailable: "Demo data not installed.",
   wrong_kind: "Not for this kind of memory.",

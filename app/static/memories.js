@@ -19,6 +19,19 @@ function describe(m) {
   return `${m.kind}, shape ${shape}${m.text ? ", with captions" : ""}: ${m.count} patterns, ${m.state}${trained}`;
 }
 
+// A memory that recalls through a trained network (kind pc) but has none yet says so beside
+// Complete: pressing it would only get "not trained".
+function showModelHint(memory) {
+  const hint = $("model-hint");
+  const noModel = memory && memory.kind !== "relational" && (memory.state === "untrained" || (memory.state === "training" && memory.trained_count === 0));
+  hint.hidden = !noModel;
+  if (!noModel) return;
+  hint.textContent =
+    memory.state === "training"
+      ? "This memory is training its network (see Jobs): Complete and Retrieve answer once the job is done."
+      : "This memory recalls through a network it has not trained yet: press Train (Memory and jobs), then Complete.";
+}
+
 // Reload the list; pick `pick` (a name), else keep the picked memory if it is still there.
 export async function loadMemories(pick) {
   const { memories } = await api("GET", "/v1/memories");
@@ -45,6 +58,7 @@ export async function pickMemory(memory, keep = false) {
   $("lookup-panel").hidden = !(memory && memory.text);
   $("caption").hidden = !(memory && memory.text);
   $("store-row").hidden = !(memory && state.upload);
+  showModelHint(memory);
   if (memory && memory.text) {
     $("lookup-hint").textContent = "Captions are stored with the pictures; try your own words.";
   }
