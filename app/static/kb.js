@@ -1,13 +1,18 @@
 // The knowledge-base panel of the demo page: load a relational preset (its facts, then a
 // training job), pick a relation and the known arguments, and see every entity ranked as
-// the missing one. demo.js owns the page and hands this module its API helpers (setup) and
-// the memories and presets it loads (update); nothing here reaches back into demo.js.
+// the missing one. demo.js hands this module the job follower and the memory reload (setup)
+// and memories.js the memories and presets it loads (update); nothing here imports them
+// back. The panel's work shows in its own busy label (#kb-busy), never in another panel's.
+
+import { ApiError, api } from "./api.js";
+import { onPressOnce, panelActions } from "./feedback.js";
+import { maxPage } from "./state.js";
 
 const $ = (id) => document.getElementById(id);
 const HOLE = "\u0000?"; // the value of an argument's "?" option (no entity name starts with NUL)
 
 const kb = {
-  deps: null, // {api, act, ApiError, followJob, loadMemories, maxPage}
+  deps: null, // {followJob, loadMemories}
   memories: [], // relational memories, as GET /v1/memories gives them
   presets: [], // relational presets
   memory: null, // the picked one
@@ -15,19 +20,17 @@ const kb = {
   training: false, // this page follows a training job of the picked one
 };
 
+const act = panelActions("kb-busy");
+
 export function setup(deps) {
   kb.deps = deps;
-  $("kb-select").addEventListener("change", (e) => deps.act("Loading", () => pick(e.target.value)));
+  $("kb-select").addEventListener("change", (e) => act("Loading", () => pick(e.target.value)));
   $("kb-relation").addEventListener("change", renderArgs);
-  $("kb-load").addEventListener("click", async (e) => {
-    e.target.disabled = true;
-    await deps.act("Loading the knowledge base", loadPreset);
-    e.target.disabled = false;
-  });
-  $("kb-train").addEventListener("click", () => deps.act("Training", train));
+  onPressOnce($("kb-load"), () => act("Loading the knowledge base", loadPreset));
+  $("kb-train").addEventListener("click", () => act("Training", train));
   $("kb-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    deps.act("Asking", ask);
+    act("Asking", ask);
   });
 }
 
@@ -49,7 +52,6 @@ export async function update(memories, presets) {
 
 // Pick a knowledge base (keep: the same one refreshed, so the question stays as it is).
 export async function pick(name, keep = false) {
-  const { api } = kb.deps;
   kb.memory = kb.memories.find((m) => m.name === name) || null;
   $("kb-select").value = kb.memory ? kb.memory.name : "";
   $("kb-form").hidden = !kb.memory;
@@ -63,8 +65,7 @@ export async function pick(name, keep = false) {
   const m = kb.memory;
   renderState();
   if (keep && kb.vocabulary) return;
-  const limit = Math.min(kb.deps.maxPage(), 1000);
-  kb.vocabulary = await api("GET", `/v1/memories/${encodeURIComponent(m.name)}/vocabulary?limit=${limit}`);
+  kb.vocabulary = await api("GET", `/v1/memories/${encodeURIComponent(m.name)}/vocabulary?limit=${maxPage()}`);
   const relations = $("kb-relation");
   relations.replaceChildren(...kb.vocabulary.relations.map((r) => new Option(`${r.name} (${r.arity})`, r.name)));
   const preferred = ["exports3", "borders"].find((n) => kb.vocabulary.relations.some((r) => r.name === n));
@@ -116,7 +117,6 @@ function clearAnswer() {
 }
 
 async function ask() {
-  const { api, ApiError } = kb.deps;
   if (!kb.memory) throw new ApiError(0, "no_memory", "load a knowledge base first");
   const relation = $("kb-relation").value;
   const args = [...document.querySelectorAll(".kb-arg")].map((s) => (s.value === HOLE ? null : s.value));
@@ -156,7 +156,7 @@ function renderAnswer(answer) {
 
 // POST /v1/demo with the preset (its facts, by a job), then train it (another job).
 async function loadPreset() {
-  const { api, ApiError, followJob, loadMemories } = kb.deps;
+  const { followJob, loadMemories } = kb.deps;
   const preset = kb.presets.find((p) => p.name === $("kb-preset").value);
   if (!preset) throw new ApiError(0, "no_preset", "no knowledge base to load");
   const name = preset.memory_name;
@@ -174,7 +174,7 @@ async function loadPreset() {
 }
 
 async function train() {
-  const { api, followJob, loadMemories } = kb.deps;
+  const { followJob, loadMemories } = kb.deps;
   const path = `/v1/memories/${encodeURIComponent(kb.memory.name)}/train`;
   const job = await api("POST", path, {});
   kb.training = true;

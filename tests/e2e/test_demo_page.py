@@ -325,7 +325,7 @@ def test_caption_lookup_text_box(page, server, api):
     page.fill("#lookup-text", pairs.paraphrases[i])  # in other words than the stored caption
     page.fill("#lookup-k", "3")
     page.click("#lookup-form button")
-    expect(page.locator("#result-panel")).to_have_attribute("data-state", "done", timeout=30_000)
+    expect(page.locator("#lookup-panel")).to_have_attribute("data-state", "done", timeout=30_000)
     cards = page.locator("#lookup-results figure[data-id]")
     expect(cards).to_have_count(3)
     expect(page.locator("#lookup-results")).to_have_attribute("data-best", "astronaut-face")
@@ -420,7 +420,9 @@ def test_training_a_pc_memory_shows_progress_energy_and_then_recalls(page, serve
     _open(page, server, memory="pcmem")
     expect(page.locator("#memory-details")).to_contain_text("untrained")
     expect(page.locator("#train-row")).to_be_visible()
+    expect(page.locator("#model-hint")).to_contain_text("press Train")  # beside Complete
     page.click("#train")
+    expect(page.locator("#train-row")).to_be_hidden()  # no second Train beside the running job
     row = page.locator("#jobs li.job", has_text="pcmem")
     expect(row).to_have_attribute("data-status", "running")
     bar = row.locator("progress")
@@ -433,6 +435,7 @@ def test_training_a_pc_memory_shows_progress_energy_and_then_recalls(page, serve
     expect(row).to_have_attribute("data-status", "succeeded", timeout=180_000)
     expect(row.locator(".job-reason")).to_have_text("Finished: trained all 150 epochs.")
     expect(page.locator("#memory-details")).to_contain_text("ready", timeout=10_000)
+    expect(page.locator("#model-hint")).to_be_hidden()
     _pick(page, "p5")
     page.click("button[data-mask=bottom]")
     _recall(page, "#complete")

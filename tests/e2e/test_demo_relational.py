@@ -116,3 +116,34 @@ def test_an_untrained_knowledge_base_is_trained_before_it_is_asked(
     expect(train).to_be_visible()
     with server.client() as api:
         assert api.delete(f"/v1/memories/{name}").status_code == 204
+
+
+def test_a_training_knowledge_base_is_busy_in_its_own_panel(
+    visitor: Page, server: LiveServer, size: str
+) -> None:
+    """While a knowledge base trains, its panel says so and panel 1 says nothing: before, the
+    page had one busy label, and "Training…" stood beside panel 1's Complete button."""
+    name = f"kb-busy-{size}"
+    with server.client() as api:
+        body = {"name": name, "kind": "relational", "config": {"epochs": 100_000}}  # a job that lasts
+        assert api.post("/v1/memories", json=body).status_code == 201
+        facts = [{"relation": "borders", "args": ["spain", "france"]}]
+        assert api.post(f"/v1/memories/{name}/facts", json={"facts": facts}).status_code == 201
+    visitor.goto(f"{server.url}/")
+    expect(visitor.locator("body")).to_have_attribute("data-ready", "true", timeout=120_000)
+    panel = visitor.locator("#kb-panel")
+    panel.locator("#kb-select").select_option(name)
+    panel.locator("#kb-train").click()
+    expect(panel.locator("#kb-status")).to_contain_text("training: epoch")
+    expect(visitor.locator("#busy")).to_have_text("")  # panel 1's label, beside Complete
+    expect(visitor.locator("#memory-panel .busy")).to_have_text("")
+    expect(panel.locator(".busy")).to_have_text("Training…")
+    no_overflow(visitor, size)
+    shot(visitor, size, "kb-4-busy")
+    with server.client() as api:
+        job = next(j for j in api.get("/v1/jobs").json()["jobs"] if j["memory"] == name)
+        assert api.delete(f"/v1/jobs/{job['id']}").status_code in (200, 202, 204)
+    expect(panel.locator("#kb-status")).to_have_text("training cancelled.")
+    expect(panel.locator(".busy")).to_have_text("")
+    with server.client() as api:
+        assert api.delete(f"/v1/memories/{name}").status_code == 204

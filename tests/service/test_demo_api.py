@@ -145,14 +145,26 @@ def test_demo_needs_the_write_key(make_client):
     assert c.get("/").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/", "/static/demo.js", "/static/demo.css"])
+STATIC_PATHS = sorted(
+    f"/static/{p.relative_to(STATIC_DIR).as_posix()}" for p in STATIC_DIR.rglob("*") if p.is_file()
+)
+
+
+@pytest.mark.parametrize("path", ["/", *STATIC_PATHS])
 def test_page_is_served_by_the_package(client, path):
+    """The page and each of its files, every ES module included, revalidated on each load
+    (no-cache, ETag): a browser never mixes modules of two versions."""
     r = client.get(path)
     assert r.status_code == 200 and r.content
+    assert r.headers["cache-control"] == "no-cache"
     if path == "/":
         assert r.headers["content-type"].startswith("text/html")
         csp = r.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        return
+    assert client.get(path, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    if path.endswith(".js"):  # a module script needs a JavaScript MIME type
+        assert r.headers["content-type"].startswith("text/javascript")
 
 
 def test_page_needs_nothing_from_the_network():

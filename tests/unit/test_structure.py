@@ -5,11 +5,14 @@
   functions count too), so a cycle cannot hide behind an import at the bottom of a module.
 - ``memory_core`` never imports ``app``.
 - No Python file in ``app/`` or ``memory_core/`` over 600 lines.
+- The demo page's ES modules (``app/static/*.js``): no import cycle, every import a file
+  that is there, none over 350 lines (one job each).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import grimp
@@ -18,6 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("app", "memory_core")
 MAX_LINES = 600
+STATIC = ROOT / "app" / "static"
+MAX_SCRIPT_LINES = 350
+# import ... from "./x.js", export ... from "./x.js", import "./x.js" (static imports only).
+SCRIPT_IMPORT = re.compile(r'^\s*(?:import|export)\b[^;"]*?(?:from\s*)?"\./([\w-]+\.js)"', re.MULTILINE)
 
 
 def import_cycles(graph: grimp.ImportGraph) -> list[tuple[str, ...]]:
@@ -103,3 +110,25 @@ def test_no_module_over_600_lines():
     assert len(sizes) > 40  # the walk found the packages
     over = {path: n for path, n in sorted(sizes.items()) if n > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines (split them by job): {over}"
+
+
+def script_graph() -> tuple[grimp.ImportGraph, dict[str, int]]:
+    """The demo page's modules as a graph (names without ".js") and each one's line count."""
+    g = grimp.ImportGraph()
+    sizes = {}
+    for path in sorted(STATIC.glob("*.js")):
+        text = path.read_text(encoding="utf-8")
+        sizes[path.name] = len(text.splitlines())
+        g.add_module(path.stem)
+        for imported in SCRIPT_IMPORT.findall(text):
+            assert (STATIC / imported).is_file(), f"{path.name} imports {imported}, which is not there"
+            g.add_import(importer=path.stem, imported=imported.removesuffix(".js"))
+    return g, sizes
+
+
+def test_demo_page_scripts_have_no_cycle_and_one_job_each():
+    g, sizes = script_graph()
+    assert len(sizes) > 5 and g.find_modules_directly_imported_by("demo")  # the walk found the modules
+    assert not import_cycles(g), f"import cycles among app/static/*.js: {import_cycles(g)}"
+    over = {name: n for name, n in sizes.items() if n > MAX_SCRIPT_LINES}
+    assert not over, f"scripts over {MAX_SCRIPT_LINES} lines (split them by job): {over}"
