@@ -67,7 +67,12 @@ def path(template: str, **params: str) -> str:
 
 
 def page_params(cursor: str | None, page_size: int | None) -> dict[str, Any]:
-    """The query parameters of a page of a listing."""
+    """The query parameters of a page of a listing; ValueError for a ``page_size`` below 1
+    (the service's maximum, ``max_page`` of ``info().limits``, it names itself)."""
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise ValueError(f"page_size must be a positive integer or None, got {page_size!r}")
     return {k: v for k, v in (("cursor", cursor), ("limit", page_size)) if v is not None}
 
 
