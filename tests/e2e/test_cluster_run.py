@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,23 +19,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ams_client import ApiError, Client
+from live_server import free_port
 
 from app.cluster.local import _alive, _descendants, _end, _processes
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Run:
     """One ``python -m app.cluster.local run`` (one worker node) on a free port."""
 
     def __init__(self, root: Path, data: Path, name: str) -> None:
-        self.dir, self.url = root / name, f"http://127.0.0.1:{_free_port()}"
+        self.dir, self.url = root / name, f"http://127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AMS_", "RAY_"))}
         env |= {
             "AMS_DATA_DIR": str(data),
@@ -50,16 +45,11 @@ class Run:
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"run exited with {self.proc.returncode}: {self._log()}"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"not ready after {timeout} s: {self._log()}")
+        try:
+            with Client(self.url, max_retries=0) as client:
+                client.wait_ready(timeout=timeout, interval=0.5)
+        except ApiError as exc:
+            raise AssertionError(f"{exc} (run: {self.proc.poll()}): {self._log()}") from exc
 
     def processes(self) -> set[int]:
         """The run, the service, and every process of the cluster's nodes (their groups)."""
