@@ -307,9 +307,11 @@ def main() -> None:
         print(f"# stop with: python -m app.cluster.local stop --dir {root}", file=sys.stderr)
         return
     try:
-        _serve(cluster)
+        code = _serve(cluster)
     finally:
         cluster.stop()
+    if code:  # the service failed (a port in use, a bad setting): so does `make run-cluster`
+        sys.exit(code)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -323,11 +325,11 @@ def run_data_dir(environ: dict[str, str] | os._Environ) -> Path:
     return (Path(environ.get("AMS_DATA_DIR") or "data") / "nodes").resolve()
 
 
-def _serve(cluster: LocalCluster, shutdown_s: float = 60.0) -> None:
+def _serve(cluster: LocalCluster, shutdown_s: float = 60.0) -> int:
     """The service against ``cluster`` until it exits or this process gets SIGINT (Ctrl-C) or
     SIGTERM: the signal is forwarded once to the service (its own process group, so that a
     terminal's Ctrl-C reaches it once, through here), which gets ``shutdown_s`` seconds to
-    finish gracefully before SIGKILL."""
+    finish gracefully before SIGKILL. Returns the service's exit code (0 after a stop)."""
     app = subprocess.Popen([sys.executable, "-m", "app"], env={**os.environ, **cluster.env}, process_group=0)
     stopping: list[int] = []
 
@@ -349,6 +351,7 @@ def _serve(cluster: LocalCluster, shutdown_s: float = 60.0) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return 0 if stopping else app.returncode
 
 
 if __name__ == "__main__":
