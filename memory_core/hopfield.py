@@ -60,7 +60,8 @@ class HopfieldConfig:
 
     Attributes:
         similarity: dot, cosine, euclidean, manhattan or hamming.
-        separation: identity, softmax, polynomial, max, topk or threshold.
+        separation: identity, softmax, polynomial, max, topk, threshold or
+            normalised_identity.
         beta: inverse temperature of softmax / top-k (per unit of similarity).
         n: order of the polynomial separation.
         k: how many patterns top-k separation mixes.
@@ -92,6 +93,14 @@ class HopfieldConfig:
         make_separation(self.separation, beta=self.beta, n=self.n, k=self.k, radius=self.radius)
 
 
+def _number(name: str, value: object, cast: type) -> float | int:
+    """``cast(value)``, or a ValueError naming the argument (not float()'s own message)."""
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
 class UniversalHopfield:
     """A universal Hopfield network: similarity, separation, projection.
 
@@ -120,7 +129,8 @@ class UniversalHopfield:
         dtype: torch.dtype = torch.float32,
         chunk_size: int | None = None,
     ) -> None:
-        self.config = HopfieldConfig(similarity, separation, float(beta), float(n), int(k), float(radius))
+        numbers = (_number("beta", beta, float), _number("n", n, float), _number("k", k, int))
+        self.config = HopfieldConfig(similarity, separation, *numbers, _number("radius", radius, float))
         self.sim = get_similarity(similarity)
         self.sep = make_separation(separation, beta=beta, n=n, k=k, radius=radius)
         self.device = resolve_device(device)
@@ -287,11 +297,11 @@ class UniversalHopfield:
         return iterate_retrieval(one_pass, cue, mask, steps, tol, self.dtype)
 
     def search(self, cue: Tensor, k: int = 5, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The k nearest stored patterns under the similarity.
+        """The k nearest stored patterns under the similarity (all N when k > N).
 
         Returns:
-            scores (B, k) best first (similarity units; distances negated), and
-            indices (B, k) into the stored patterns, in storage order.
+            scores (B, min(k, N)) best first (similarity units; distances negated), and
+            indices (B, min(k, N)) into the stored patterns (their storage order).
         """
         cue, mask = self._prepare(cue, mask)
         if k < 1:

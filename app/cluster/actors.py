@@ -63,6 +63,10 @@ class ActorGroup:
         )
         self.names = names
         pins = pins or [{}] * len(names)
+        # the node address each actor is pinned to ("node" storage: its file is there), or None
+        self.homes = [
+            next((r[5:] for r in pin.get("resources", {}) if r.startswith("node:")), None) for pin in pins
+        ]
         self.handles = [
             remote.options(name=name, **options, **pin).remote(spec)
             for name, spec, pin in zip(names, specs, pins, strict=True)
@@ -102,7 +106,13 @@ class ActorGroup:
                 errors[index] = self._unavailable(index, f"is restarting ({type(exc).__name__})")
         return answers, errors
 
+    def _why(self, index: int, why: str) -> str:
+        """``why`` with the node a pinned actor waits for (it runs nowhere else)."""
+        home = self.homes[index]
+        return f"{why}; pinned to node {home}, which holds its file" if home else why
+
     def _unavailable(self, index: int, why: str) -> ShardUnavailable:
+        why = self._why(index, why)
         with self._lock:
             self.down[index] = why
         return ShardUnavailable(
@@ -135,7 +145,7 @@ class ActorGroup:
             state = actor_state(handle)
             if state is not None and state != "ALIVE":
                 with self._lock:
-                    self.down[i] = f"is {state.lower().replace('_', ' ')} (Ray)"
+                    self.down[i] = self._why(i, f"is {state.lower().replace('_', ' ')} (Ray)")
 
     def unavailable(self) -> str | None:
         """Why some actor of the group is not up, or None. Asks Ray's control store first, so
@@ -158,6 +168,8 @@ class ActorGroup:
                     for key in ("patterns", "bytes", "node", "node_ip", "node_id", "pid", "device", "file"):
                         if key in info:  # (a replica has no file)
                             entry[key] = info[key]
+                elif self.homes[i]:  # down: where it will run again
+                    entry["node_ip"] = self.homes[i]
                 out.append(entry)
             return out
 

@@ -1,6 +1,6 @@
 """A real multi-process Ray cluster on this machine, for development, tests and benchmarks.
 
-    python -m app.cluster.local run  [--workers 2] [--cpus 4]   # cluster + service; Ctrl-C stops both
+    python -m app.cluster.local run  [--workers 2] [--cpus 4]   # cluster + service; Ctrl-C (or SIGTERM) stops both
     python -m app.cluster.local start --dir DIR [--workers 2] [--data DATA]   # prints the exports
     python -m app.cluster.local stop --dir DIR
 
@@ -15,6 +15,12 @@ its own data dir, ``DIR/nodes/<its address>`` (``AMS_NODE_DATA_DIR`` in its envi
 process group of its own, and ``stop`` ends exactly those groups and their descendants (Ray's
 workers, which take groups of their own); never ``ray stop``, which would end every Ray
 process of the user on the machine.
+
+``run`` keeps the worker nodes' data dirs beside the service's catalog, in
+``$AMS_DATA_DIR/nodes`` (default ``./data/nodes``), so that the next ``run`` over the same
+data dir finds every shard's file again (``--data`` moves them). It runs the service in a
+process group of its own and forwards one SIGINT or SIGTERM to it: the service shuts down
+gracefully, then the cluster is stopped.
 """
 
 from __future__ import annotations
@@ -321,25 +327,75 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="cluster folder (default: a new temp folder)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=4, help="logical CPUs per worker")
-    parser.add_argument("--data", type=Path, default=None, help="worker nodes' data dirs (default DIR/nodes)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="worker nodes' data dirs (default: run, $AMS_DATA_DIR/nodes; start, DIR/nodes)",
+    )
     args = parser.parse_args()
     root = args.dir or Path(f"/tmp/ams-ray-{os.getpid()}")
     if args.action == "stop":
         LocalCluster.load(root).stop()
         return
-    data = str(args.data.resolve()) if args.data else ""
+    if args.data:
+        data = str(args.data.resolve())
+    else:  # run: beside the service's catalog; start: DIR/nodes
+        data = str(run_data_dir(os.environ)) if args.action == "run" else ""
+    if args.action == "run":  # a SIGTERM while the nodes start stops them as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     cluster = LocalCluster(root, workers=args.workers, cpus=args.cpus, data=data).start()
     if args.action == "start":
         for key, value in cluster.env.items():
             print(f"export {key}={value}")
         print(f"# stop with: python -m app.cluster.local stop --dir {root}", file=sys.stderr)
         return
-    try:  # run: the service against the cluster until Ctrl-C
-        subprocess.run([sys.executable, "-m", "app"], env={**os.environ, **cluster.env}, check=False)
-    except KeyboardInterrupt:
-        pass
+    try:
+        code = _serve(cluster)
     finally:
         cluster.stop()
+    if code:  # the service failed (a port in use, a bad setting): so does `make run-cluster`
+        sys.exit(code)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_data_dir(environ: dict[str, str] | os._Environ) -> Path:
+    """Where ``run`` keeps the worker nodes' data dirs without ``--data``: ``nodes`` in the
+    service's data dir (``AMS_DATA_DIR``, default ``./data``), so that they live as long as
+    the catalog that names their shards and a second ``run`` finds them again."""
+    return (Path(environ.get("AMS_DATA_DIR") or "data") / "nodes").resolve()
+
+
+def _serve(cluster: LocalCluster, shutdown_s: float = 60.0) -> int:
+    """The service against ``cluster`` until it exits or this process gets SIGINT (Ctrl-C) or
+    SIGTERM: the signal is forwarded once to the service (its own process group, so that a
+    terminal's Ctrl-C reaches it once, through here), which gets ``shutdown_s`` seconds to
+    finish gracefully before SIGKILL. Returns the service's exit code (0 after a stop)."""
+    app = subprocess.Popen([sys.executable, "-m", "app"], env={**os.environ, **cluster.env}, process_group=0)
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+        if app.poll() is None:
+            app.send_signal(signum)  # uvicorn: the first SIGINT or SIGTERM shuts down gracefully
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while app.poll() is None and not stopping:
+            time.sleep(0.2)
+        try:
+            app.wait(timeout=shutdown_s)
+        except subprocess.TimeoutExpired:
+            print(f"the service did not stop within {shutdown_s:g} s: killed", file=sys.stderr)
+            app.kill()
+            app.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping else app.returncode
 
 
 if __name__ == "__main__":

@@ -66,8 +66,24 @@ def path(template: str, **params: str) -> str:
     return template.format(**{k: quote(str(v), safe="") for k, v in params.items()})
 
 
+def _may_have_stored(response: httpx.Response) -> bool:
+    """A 503 that says part of a write may have happened (the Ray mode's
+    ``details.stored_unknown``: a store that could not be called off on every shard), so
+    that repeating it is not known to be safe."""
+    try:
+        details = response.json()["error"]["details"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(details, dict) and bool(details.get("stored_unknown"))
+
+
 def page_params(cursor: str | None, page_size: int | None) -> dict[str, Any]:
-    """The query parameters of a page of a listing."""
+    """The query parameters of a page of a listing; ValueError for a ``page_size`` below 1
+    (the service's maximum, ``max_page`` of ``info().limits``, it names itself)."""
+    if page_size is not None and (
+        isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1
+    ):
+        raise ValueError(f"page_size must be a positive integer or None, got {page_size!r}")
     return {k: v for k, v in (("cursor", cursor), ("limit", page_size)) if v is not None}
 
 
@@ -165,6 +181,8 @@ class Core:
                     f"{method} {self.url}{route}: {type(exc).__name__}: {exc or 'no answer'}", code=code
                 ) from exc
             status = response.status_code
+            if can_retry and status in RETRY_ALWAYS and not safe and _may_have_stored(response):
+                can_retry = False
             if can_retry and (status in RETRY_ALWAYS or (safe and status in RETRY_IDEMPOTENT)):
                 wait = parse_retry_after(response.headers)
                 if wait is None or wait <= self.max_retry_wait:

@@ -67,9 +67,9 @@ def load(path: str | os.PathLike, device: str | torch.device, model_class: type[
         meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")]).get("__metadata__") or {}
     except (SafetensorError, ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a BoxE checkpoint ({exc})") from None
-    digest.verify(tensors, meta, path, METADATA_KEYS)
-    if meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT:  # first: another model's checkpoint is not a damaged one
         raise ValueError(f"{path}: not a BoxE checkpoint (format {meta.get('format')!r})")
+    digest.verify(tensors, meta, path, METADATA_KEYS)
     missing = [n for n in (*_PARAMS, "facts") if n not in tensors]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks tensors {missing}")

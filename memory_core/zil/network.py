@@ -166,7 +166,12 @@ class ZILNetwork:
         key = (self.model.training, *((t.shape, t.dtype, t.device) for t in inputs))
         plan = self._plans.get(key)
         if plan is None:
-            plan = build_plan(self.model, self.graph_module, inputs, self.levelled, self.value_nodes)
+            _check_dtypes(self.model, inputs)
+            try:
+                plan = build_plan(self.model, self.graph_module, inputs, self.levelled, self.value_nodes)
+            except RuntimeError as exc:  # torch's own complaint, e.g. a wrong number of channels
+                shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+                raise ValueError(f"the model does not run on x of shape {shapes}: {exc}") from exc
             self._plans[key] = plan
             if len(self._plans) > 8:
                 self._plans.popitem(last=False)
@@ -324,6 +329,17 @@ class ZILNetwork:
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= mu.shape[1]):
             raise ValueError(f"class indices must lie in [0, {mu.shape[1]})")
         return F.one_hot(y.to(mu.device), mu.shape[1]).to(mu.dtype)
+
+
+def _check_dtypes(model: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+    """TypeError naming both dtypes when an input's differs from the model's parameters'."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    wrong = [t.dtype for t in inputs if dtype is not None and t.dtype != dtype]
+    if wrong:
+        raise TypeError(
+            f"x has dtype {wrong[0]}, the model's parameters {dtype}: convert one of them "
+            "(model.double() or x.float(), ...)"
+        )
 
 
 def _inputs(x: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:

@@ -116,6 +116,8 @@ def test_store_vectors_from_every_input_and_page_through(ams, fresh, tmp_path) -
     listed = list(ams.patterns(name, page_size=2))  # five pages
     assert [p.id for p in listed][:5] == ["a", "b", "c", "t0", "t1"] and len(listed) == 9
     assert (listed[0].text, listed[1].text, listed[2].metadata) == ("one", None, {"tags": ["x", "y"]})
+    with pytest.raises(ValueError, match="page_size must be a positive integer"):
+        list(ams.patterns(name, page_size=0))  # refused before anything is sent
 
     assert ams.delete_pattern(name, "b") is None
     with pytest.raises(NotFound) as err:

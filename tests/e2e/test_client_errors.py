@@ -150,6 +150,20 @@ def test_429_with_a_date_is_honoured_for_a_store_and_the_same_body_sent_again(sc
     assert server.gaps()[1] >= 0.9
 
 
+def test_a_503_that_may_have_stored_is_not_repeated(scripted) -> None:
+    """The Ray mode's 503 with ``details.stored_unknown`` (a store that some shard may have
+    kept): raised with those ids, not sent again."""
+    doubt = {"code": "shard_unavailable", "message": "shard 1 of 2 ...", "details": {"stored_unknown": ["b"]}}
+    server = scripted(
+        (200, {}, json.dumps(INFO).encode()),
+        (503, {"Retry-After": "0"}, json.dumps({"error": doubt}).encode()),
+    )
+    with Client(server.url, max_retries=3) as client, pytest.raises(Unavailable) as err:
+        client.store("m", np.eye(2, 4), ids=["a", "b"])
+    assert [m for m, _, _, _ in server.seen] == ["GET", "POST"]  # info, then the store once
+    assert err.value.details == {"stored_unknown": ["b"]} and err.value.stored is None
+
+
 def test_a_proxys_502_is_retried_for_reads_only(scripted) -> None:
     server = scripted(
         (502, {}, b"<html>bad gateway</html>"), (200, {}, json.dumps({"memories": [MEMORY]}).encode())

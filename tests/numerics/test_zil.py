@@ -198,6 +198,10 @@ def test_bad_models_and_inputs_are_refused(fmnist):
         zil_gradients(make_mlp(), images, targets, step_offset=-1)
     with pytest.raises(TypeError, match="x must be a float"):
         zil_gradients(make_mlp(), images.long(), targets)
+    with pytest.raises(TypeError, match=r"x has dtype torch.float32, the model's parameters torch.float64"):
+        zil_gradients(make_mlp(), images.float(), targets)
+    with pytest.raises(ValueError, match=r"the model does not run on x of shape \(16, 1, 28, 20\)"):
+        zil_gradients(make_mlp(), images[..., :20], targets)
     reflect = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten()).double()
     with pytest.raises(ValueError, match="padding_mode"):
         zil_gradients(reflect, images, torch.zeros(16, 2 * 28 * 28, dtype=torch.float64))

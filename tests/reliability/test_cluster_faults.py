@@ -225,9 +225,11 @@ def test_a_shard_whose_node_is_gone_answers_503_and_is_not_replaced(
         r = gateway.post("/v1/memories/g/retrieve", json=body)
         assert r.status_code == 503 and r.json()["error"]["code"] == "shard_unavailable", r.text
         assert r.headers["retry-after"] == "1"
-        assert gateway.get("/readyz").status_code == 503
+        assert f"pinned to node {lost}" in r.json()["error"]["message"], r.text  # what it waits for
+        ready = gateway.get("/readyz")
+        assert ready.status_code == 503 and f"pinned to node {lost}" in ready.json()["error"]["message"]
         down = gateway.get("/v1/memories/g").json()["placement"][1]
-        assert down["state"] == "down" and down["index"] == 1
+        assert down["state"] == "down" and down["index"] == 1 and down["node_ip"] == lost, down
         other = next(ip for ip in ("127.0.0.3", "127.0.0.4") if ip != lost)
         assert not (
             cluster.node_dir(other) / Path(placed[1]["file"]).relative_to(cluster.node_dir(lost))

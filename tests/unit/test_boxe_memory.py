@@ -187,6 +187,14 @@ def test_load_refuses_what_is_not_a_checkpoint(tmp_path):
     save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "ams-pc/1"})
     with pytest.raises(ValueError, match="not a BoxE checkpoint"):
         BoxE.load(other)
+    # another model's real checkpoint is named as such, not called a damaged file
+    from memory_core import PCMemory
+
+    pc = PCMemory(sizes=[2, 4], epochs=1, device="cpu")
+    pc.fit(torch.rand(3, 4), progress=False)
+    pc.save(tmp_path / "pc.safetensors")
+    with pytest.raises(ValueError, match=r"not a BoxE checkpoint \(format 'ams-pc/1'\)"):
+        BoxE.load(tmp_path / "pc.safetensors")
 
 
 def test_remove_facts_forgets_them_everywhere():

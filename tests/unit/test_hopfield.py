@@ -179,6 +179,10 @@ def test_device_and_dtype(fashion_vectors):
 # --- clear errors -----------------------------------------------------------------------------
 def test_errors_are_clear(fashion_vectors):
     m = UniversalHopfield(device="cpu")
+    with pytest.raises(ValueError, match="beta must be a number, got 'x'"):
+        UniversalHopfield(beta="x", device="cpu")
+    with pytest.raises(ValueError, match="k must be a number, got None"):
+        UniversalHopfield(separation="topk", k=None, device="cpu")
     with pytest.raises(EmptyMemoryError, match="empty"):
         m.retrieve(fashion_vectors[:1])
     with pytest.raises(ValueError, match=r"shape \(batch, dim\)"):

@@ -1,0 +1,25 @@
+"""``python -m app.cluster.local run``'s parts that need no Ray: where it keeps the worker
+nodes' shard files, and that a service which fails to start fails the run (and so
+``make run-cluster``) with its exit code. The whole run, twice over one data dir and stopped
+by SIGTERM and SIGINT, is tests/e2e/test_cluster_run.py."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from app.cluster.local import _serve, run_data_dir
+
+
+def test_shard_files_live_beside_the_catalog(tmp_path, monkeypatch):
+    assert run_data_dir({"AMS_DATA_DIR": str(tmp_path / "d")}) == tmp_path / "d" / "nodes"
+    monkeypatch.chdir(tmp_path)
+    assert run_data_dir({}) == tmp_path / "data" / "nodes"  # the service's default ./data
+    assert run_data_dir({"AMS_DATA_DIR": "rel"}) == tmp_path / "rel" / "nodes"  # absolute for the nodes
+
+
+def test_a_service_that_cannot_start_fails_the_run(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("AMS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("AMS_PORT", "70000")  # refused by the service's settings at start
+    cluster = SimpleNamespace(env={"AMS_RAY_ADDRESS": "127.0.0.2:1"})  # never reached
+    assert _serve(cluster) not in (0, None)
+    assert "AMS_PORT" in capfd.readouterr().err  # the service said why
