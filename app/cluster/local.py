@@ -355,7 +355,10 @@ def main() -> None:
     finally:
         cluster.stop()
     if code:  # the service failed (a port in use, a bad setting): so does `make run-cluster`
+        print(f"# the cluster's node logs are kept in {root}", file=sys.stderr)
         sys.exit(code)
+    if args.dir is None:  # a folder of this run only (node logs, cluster.json): the data is elsewhere
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -5,6 +5,7 @@ the same ``AMS_DATA_DIR`` (a new cluster folder, as every run gets), must find e
 acknowledged pattern again (the worker nodes' shard files live in ``$AMS_DATA_DIR/nodes``,
 not in the run's temp folder) and is stopped with SIGINT (Ctrl-C). Each stop must end
 every process the run started: the service, Ray's head and worker nodes and the shards.
+The second run, without ``--dir``, removes its own /tmp folder when it ends.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ pytestmark = pytest.mark.slow
 class Run:
     """One ``python -m app.cluster.local run`` (one worker node) on a free port."""
 
-    def __init__(self, root: Path, data: Path, name: str) -> None:
-        self.dir, self.url = root / name, f"http://127.0.0.1:{free_port()}"
+    def __init__(self, root: Path, data: Path, name: str, own_dir: bool = True) -> None:
+        """``own_dir=False``: no ``--dir``, as `make run-cluster` runs it (a folder of the run's
+        own under /tmp, which a run that ends well removes)."""
+        self.url = f"http://127.0.0.1:{free_port()}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AMS_", "RAY_"))}
         env |= {
             "AMS_DATA_DIR": str(data),
@@ -41,8 +44,10 @@ class Run:
             "AMS_SHARD_CPUS": "0.5",
         }
         self.log = open(root / f"{name}.log", "wb")  # noqa: SIM115 (lives as long as the process)
-        argv = [sys.executable, "-m", "app.cluster.local", "run", "--dir", str(self.dir), "--workers", "1"]
+        argv = [sys.executable, "-m", "app.cluster.local", "run", "--workers", "1"]
+        argv += ["--dir", str(root / name)] if own_dir else []
         self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.dir = root / name if own_dir else Path(f"/tmp/ams-ray-{self.proc.pid}")
 
     def wait_ready(self, timeout: float = 240.0) -> None:
         try:
@@ -104,7 +109,7 @@ def test_run_cluster_twice_keeps_patterns_and_stops_everything(tmp_path):
         if first.proc.poll() is None:
             first.stop(signal.SIGTERM)
 
-    second = Run(tmp_path, data, "second")
+    second = Run(tmp_path, data, "second", own_dir=False)
     try:
         second.wait_ready()
         details = httpx.get(f"{second.url}/v1/memories/big", timeout=30).json()
@@ -115,3 +120,5 @@ def test_run_cluster_twice_keeps_patterns_and_stops_everything(tmp_path):
     finally:
         if second.proc.poll() is None:
             second.stop(signal.SIGINT)
+    assert not second.dir.exists(), "the run's own folder outlived a run that ended well"
+    assert (tmp_path / "first").is_dir()  # a --dir given is the user's: kept
