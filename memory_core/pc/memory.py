@@ -81,6 +81,8 @@ class PCMemory(FitMixin, InferenceMixin):
         dtype: torch.dtype = torch.float32,
         **overrides,
     ) -> None:
+        if isinstance(sizes, PCConfig):  # PCMemory(PCConfig(...)): say where a config goes
+            raise TypeError("PCMemory's first argument is sizes; pass a PCConfig as config=PCConfig(...)")
         base = config or PCConfig()
         names = {f.name for f in fields(PCConfig)}
         unknown = sorted(set(overrides) - names)

@@ -544,6 +544,8 @@ def test_clear_errors(small):
         quick(epoch=3)
     with pytest.raises(ValueError, match="sizes"):
         PCMemory(sizes=[784])
+    with pytest.raises(TypeError, match=r"config=PCConfig"):
+        PCMemory(PCConfig(sizes=(4, 8)))
     with pytest.raises(ValueError, match="activation"):
         PCMemory(sizes=[4, 8], activation="swish")
     with pytest.raises(ValueError, match="precisions"):
