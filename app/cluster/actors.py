@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from typing import Any
 
 import ray
@@ -225,7 +226,9 @@ class ActorGroup:
 def restarted() -> bool:
     """Whether the calling actor was restarted by Ray (its process died), not started anew."""
     try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # (it reads the deprecated ``actor_id`` itself)
+            warnings.simplefilter("ignore")
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
     except Exception:  # not in a Ray worker
         return False
 
