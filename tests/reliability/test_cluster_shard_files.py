@@ -68,6 +68,11 @@ def _refused(client, name: str, file: str, node_ip: str, why: str, vectors) -> N
         "node_ip": node_ip,
         "reason": "shard_file_missing" if why == "is missing" else "shard_file_foreign",
     }
+    metrics = client.get("/metrics")
+    assert (
+        metrics.status_code == 200
+        and f'ams_shard_up{{index="1",memory="{name}",role="shard"}} 0.0' in metrics.text
+    )
     ready = client.get("/readyz")
     assert ready.status_code == 503 and file in ready.json()["error"]["message"] and why in ready.text
     body = {
