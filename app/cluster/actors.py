@@ -223,14 +223,19 @@ class ActorGroup:
                 log.info("memory %r: %s already gone (%s)", self.memory, self.role, exc)
 
 
-def restarted() -> bool:
-    """Whether the calling actor was restarted by Ray (its process died), not started anew."""
-    try:
-        with warnings.catch_warnings():  # (it reads the deprecated ``actor_id`` itself)
-            warnings.simplefilter("ignore")
-            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:  # not in a Ray worker
-        return False
+def restarted(tries: int = 3) -> bool:
+    """Whether the calling actor was restarted by Ray (its process died), not started anew.
+    Where Ray's control store cannot tell (``tries`` failed reads), True: a shard then does
+    not make a file it may have had (it looks for it, ``MemoryShard``), never the reverse."""
+    for attempt in range(tries):
+        try:
+            with warnings.catch_warnings():  # (it reads the deprecated ``actor_id`` itself)
+                warnings.simplefilter("ignore")
+                return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        except Exception as exc:  # the control store unreachable for a moment
+            log.warning("could not tell whether this actor was restarted (%s)", exc)
+            time.sleep(0.5 * (attempt + 1))
+    return True
 
 
 def node_id() -> str | None:

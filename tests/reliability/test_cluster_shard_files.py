@@ -132,6 +132,25 @@ def test_a_shard_without_its_own_file_refuses_to_serve_until_it_is_back(
         for i in (7, 31, 58):
             body = {"vector": vectors[i].tolist(), "k": 1}
             assert ask(gateway, "f", "retrieve", body)["matches"][0]["id"] == f"p{i}"
+
+        # 3. the gateway restarted and the shard started anew (not a Ray restart: its recorded
+        # file must exist), its file gone meanwhile
+        import ray
+
+        ray.kill(gateway.app.state.service.registry.get("f").shards.handles[1], no_restart=True)
+        gateway.__exit__(None, None, None)
+        folder.rename(aside)
+        gateway = start_client(
+            tmp_path / "gw", ray_local_cluster.get(), until=lambda r: victim["file"] in r.text
+        )
+        _refused(gateway, "f", victim["file"], victim["node_ip"], "is missing", vectors)
+        assert not folder.exists()
+        aside.rename(folder)
+        _wait(gateway, "f", _up)
+        assert gateway.get("/v1/memories/f").json()["count"] == 60
+        assert (
+            ask(gateway, "f", "retrieve", {"vector": vectors[7].tolist(), "k": 1})["matches"][0]["id"] == "p7"
+        )
         assert gateway.delete("/v1/memories/f").status_code == 204
         assert not folder.exists()  # deleting the memory still removes its files
     finally:
