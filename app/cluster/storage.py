@@ -42,11 +42,23 @@ __all__ = [
     "ShardFileFault",
     "ShardFiles",
     "ShardStorage",
+    "connect_cluster_file",
     "open_shard_file",
 ]
 
 _BLOCK = 1 << 16  # sequence numbers reserved per durable write of the high-water mark
 _META_TABLE = "CREATE TABLE IF NOT EXISTS shard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+def connect_cluster_file(path: Path, *schema: str) -> sqlite3.Connection:
+    """A connection to the gateway's ``cluster.sqlite3`` (WAL, every commit fsynced; shared by
+    threads), with ``schema``'s statements run (``CREATE TABLE IF NOT EXISTS ...``)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    for statement in schema:
+        conn.execute(statement)
+    return conn
 
 
 class ShardFileFault(Exception):
@@ -213,12 +225,10 @@ class ShardFiles:
     """
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
+        self._conn = connect_cluster_file(
+            path,
             "CREATE TABLE IF NOT EXISTS shard_files (memory_id INTEGER NOT NULL, shard INTEGER NOT NULL,"
-            " token TEXT NOT NULL, confirmed INTEGER NOT NULL, PRIMARY KEY (memory_id, shard))"
+            " token TEXT NOT NULL, confirmed INTEGER NOT NULL, PRIMARY KEY (memory_id, shard))",
         )
         self._lock = threading.Lock()
         self._confirmed: set[tuple[int, int]] = set()
@@ -280,13 +290,11 @@ class SeqCounter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS seqs (memory_id INTEGER PRIMARY KEY, high INTEGER NOT NULL)"
+        self._conn = connect_cluster_file(
+            path,
+            "CREATE TABLE IF NOT EXISTS seqs (memory_id INTEGER PRIMARY KEY, high INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )
-        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(4),))
         # Names this data directory's actors, so that two services never share one by name.
         self.cluster_id: str = self._conn.execute(
