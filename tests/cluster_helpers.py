@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,13 +118,18 @@ class _LogTail(logging.Handler):
 
 
 def start_client(
-    data_dir: Path, cluster: LocalCluster | None = None, timeout: float = 300.0, **overrides
+    data_dir: Path,
+    cluster: LocalCluster | None = None,
+    timeout: float = 300.0,
+    until: Callable[[Any], bool] | None = None,
+    **overrides,
 ) -> TestClient:
     """A started, ready TestClient: in one process, or as the gateway of ``cluster``.
 
     Waits up to ``timeout`` s for a start that is under way (actors being placed and loaded
     on a loaded machine), but fails at once, with the service's error and the tail of its
-    log, when its recovery has ended in failure (it would never become ready)."""
+    log, when its recovery has ended in failure (it would never become ready). ``until``:
+    wait for that of the /readyz response instead of a 200 (a start that stays not ready)."""
     settings: dict[str, Any] = {"data_dir": data_dir, "device": "cpu"}
     if cluster is not None:
         settings |= {
@@ -141,7 +146,8 @@ def start_client(
         client.__enter__()
         service = client.app.state.service
         deadline = time.monotonic() + timeout
-        while (ready := client.get("/readyz")).status_code != 200:
+        done = until or (lambda r: r.status_code == 200)
+        while not done(ready := client.get("/readyz")):
             if service.error is not None:  # recovery is over, and failed
                 client.__exit__(None, None, None)
                 raise AssertionError(

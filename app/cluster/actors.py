@@ -13,15 +13,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from ..exceptions import ShardUnavailable
 from ..settings import Settings
+from .storage import ShardFileFault
 
-__all__ = ["ActorGroup", "actor_state", "node_id", "node_ip"]
+__all__ = ["FAULT_RETRY_AFTER", "ActorGroup", "actor_state", "node_id", "node_ip", "restarted"]
+
+FAULT_RETRY_AFTER = 30  # Retry-After (s) while a shard's file is missing: someone must act
 
 log = logging.getLogger("app.cluster")
 
@@ -104,7 +108,29 @@ class ActorGroup:
                 errors[index] = self._unavailable(index, f"gave no answer within {self.timeout:g} s")
             except RayActorError as exc:  # died, restarting, or unreachable
                 errors[index] = self._unavailable(index, f"is restarting ({type(exc).__name__})")
+            except RayTaskError as exc:
+                if not isinstance(exc.cause, ShardFileFault):
+                    raise
+                errors[index] = self._faulted(index, exc.cause)
         return answers, errors
+
+    def _faulted(self, index: int, fault: ShardFileFault) -> ShardUnavailable:
+        """503 for a shard that refuses to serve (its file is missing or another's), naming the
+        file and its node; ``details``: shard, file, node_ip, reason."""
+        with self._lock:
+            self.down[index] = fault.message
+            info = self.infos[index] or {}
+        error = ShardUnavailable(
+            f"memory {self.memory!r}: {self.role} {index} of {len(self)} {fault.message}",
+            retry_after=FAULT_RETRY_AFTER,
+        )
+        error.details = {
+            "shard": index,
+            "file": fault.file,
+            "node_ip": info.get("node_ip", self.homes[index]),
+            "reason": fault.reason,
+        }
+        return error
 
     def _why(self, index: int, why: str) -> str:
         """``why`` with the node a pinned actor waits for (it runs nowhere else)."""
@@ -134,7 +160,12 @@ class ActorGroup:
                     log.warning(
                         "memory %r: %s %d was restarted (pid %s)", self.memory, self.role, i, info["pid"]
                     )
-                self.infos[i], self.down[i] = info, None
+                fault = info.get("fault")  # its file is missing or another's: it refuses to serve
+                if fault and fault != self.down[i]:
+                    log.error("memory %r: %s %d of %d %s", self.memory, self.role, i, len(self), fault)
+                elif not fault and self.infos[i] is not None and self.infos[i].get("fault"):
+                    log.warning("memory %r: %s %d found its file and serves again", self.memory, self.role, i)
+                self.infos[i], self.down[i] = info, fault
             for i in errors:
                 self.infos[i] = None
 
@@ -165,7 +196,17 @@ class ActorGroup:
                 entry: dict[str, Any] = {"role": self.role, "index": i, "actor": self.names[i]}
                 entry["state"] = "up" if why is None else "down"
                 if info is not None:
-                    for key in ("patterns", "bytes", "node", "node_ip", "node_id", "pid", "device", "file"):
+                    for key in (
+                        "patterns",
+                        "bytes",
+                        "node",
+                        "node_ip",
+                        "node_id",
+                        "pid",
+                        "device",
+                        "file",
+                        "fault",
+                    ):
                         if key in info:  # (a replica has no file)
                             entry[key] = info[key]
                 elif self.homes[i]:  # down: where it will run again
@@ -180,6 +221,21 @@ class ActorGroup:
                 ray.kill(handle, no_restart=True)
             except Exception as exc:  # gone already
                 log.info("memory %r: %s already gone (%s)", self.memory, self.role, exc)
+
+
+def restarted(tries: int = 3) -> bool:
+    """Whether the calling actor was restarted by Ray (its process died), not started anew.
+    Where Ray's control store cannot tell (``tries`` failed reads), True: a shard then does
+    not make a file it may have had (it looks for it, ``MemoryShard``), never the reverse."""
+    for attempt in range(tries):
+        try:
+            with warnings.catch_warnings():  # (it reads the deprecated ``actor_id`` itself)
+                warnings.simplefilter("ignore")
+                return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        except Exception as exc:  # the control store unreachable for a moment
+            log.warning("could not tell whether this actor was restarted (%s)", exc)
+            time.sleep(0.5 * (attempt + 1))
+    return True
 
 
 def node_id() -> str | None:

@@ -44,7 +44,7 @@ class ShardCollector:
             for entry, info in zip(group.placement(), group.infos):
                 key = [memory, group.role, str(entry["index"])]
                 up.add_metric(key, 1.0 if entry["state"] == "up" else 0.0)
-                if info is None:
+                if info is None or "fault" in info:  # (down, or without its file: nothing known)
                     continue
                 patterns.add_metric(key, float(info["patterns"]))
                 nbytes.add_metric(key, float(info["bytes"]))

@@ -18,12 +18,12 @@ setting applies to new memories only, and memories placed before the mode existe
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import ShardUnavailable
+from .storage import connect_cluster_file
 
 __all__ = ["NODE_SHARE", "NoNodeForShard", "ShardNodes", "alive_nodes", "pin_options"]
 
@@ -61,12 +61,10 @@ class ShardNodes:
     """
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
+        self._conn = connect_cluster_file(
+            path,
             "CREATE TABLE IF NOT EXISTS shard_nodes (memory_id INTEGER NOT NULL, shard INTEGER NOT NULL,"
-            " node TEXT NOT NULL, PRIMARY KEY (memory_id, shard))"
+            " node TEXT NOT NULL, PRIMARY KEY (memory_id, shard))",
         )
         self._lock = threading.Lock()
 

@@ -41,7 +41,7 @@ from .nodes import NoNodeForShard, ShardNodes, alive_nodes, pin_options
 from .replicas import MemoryReplica, Replicated, replicated_class
 from .shard import MemoryShard
 from .sharded import ShardedMemory
-from .storage import CLUSTER_FILE, ClusterStorage, SeqCounter
+from .storage import CLUSTER_FILE, ClusterStorage, SeqCounter, ShardFiles
 
 __all__ = ["CLUSTER_KEYS", "ClusterRegistry"]
 
@@ -82,6 +82,7 @@ class ClusterRegistry(Registry):
         self.catalog = catalog
         self.seqs = SeqCounter(Path(settings.data_dir) / CLUSTER_FILE)
         self.nodes = ShardNodes(Path(settings.data_dir) / CLUSTER_FILE)
+        self.files = ShardFiles(Path(settings.data_dir) / CLUSTER_FILE)
         self.shard_root = Path(settings.shard_data_dir or Path(settings.data_dir) / "shards").resolve()
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._probe_forever, name="ams-cluster-probe", daemon=True)
@@ -123,7 +124,7 @@ class ClusterRegistry(Registry):
         kind_record = replace(record, config=cls.stored_config(kind_config))
         if cls is HopfieldMemory:  # a memory placed before AMS_SHARD_STORAGE existed stays shared
             mode = self.settings.shard_storage if load is None else "shared"
-            return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait, mode)
+            return self._sharded_memory(kind_record, int(layout.get("shards", 1)), wait, mode, load is None)
         if not _replicated(cls):
             return load(cls, kind_record) if load else cls(kind_record, self.device)
         rcls = replicated_class(cls)
@@ -137,11 +138,15 @@ class ClusterRegistry(Registry):
         live.load_all()
         return live
 
-    def _sharded_memory(self, record: MemoryRecord, shards: int, wait: float, mode: str) -> ShardedMemory:
-        """Start (or find) the memory's shards, each on its recorded node (``nodes.py``); ``mode``
-        applies to a memory without a record."""
+    def _sharded_memory(
+        self, record: MemoryRecord, shards: int, wait: float, mode: str, new: bool
+    ) -> ShardedMemory:
+        """Start (or find) the memory's shards, each on its recorded node (``nodes.py``) with
+        its file's recorded identity (``ShardFiles``); ``mode`` applies to a memory without a
+        record; ``new``: the memory is being created now (its shards make their files)."""
         alive = alive_nodes(self.settings.shard_cpus, self.settings.shard_gpus)
         pins = self.nodes.nodes(record.id, shards, mode, alive)
+        files = self.files.expected(record.id, shards, new)
         if any(pin and pin not in alive for pin in pins):  # it cannot come up now: do not wait long
             log.warning("memory %r: a shard's node is not in the cluster (%s)", record.name, pins)
             wait = min(wait, self.settings.shard_timeout_s)
@@ -158,6 +163,8 @@ class ClusterRegistry(Registry):
                 "device": self.settings.device,
                 "threads": self.settings.shard_threads,
                 "memory_budget": int(self.settings.shard_memory_budget or 0) or None,
+                "file_token": files[i][0],
+                "create_file": files[i][1],
             }
             for i in range(shards)
         ]
@@ -169,8 +176,16 @@ class ClusterRegistry(Registry):
         self.seqs.start(record.id, max((info or {}).get("max_seq", 0) for info in group.infos))
         memory = ShardedMemory(record, group, self.seqs)
         memory.learn_counts()
+        self._confirm_files(memory)
         self._sharded[record.id] = memory
         return memory
+
+    def _confirm_files(self, memory: ShardedMemory) -> None:
+        """Record the file identity each shard reported (see ``ShardFiles``): from then on a
+        missing or foreign file stops that shard instead of being made anew."""
+        for i, info in enumerate(memory.shards.infos):
+            if info is not None and info.get("file_token"):
+                self.files.confirm(memory.record.id, i, info["file_token"])
 
     def _actor_name(self, record: MemoryRecord, role: str) -> str:
         return f"ams-{self.seqs.cluster_id}-m{record.id}-{role}"
@@ -223,6 +238,7 @@ class ClusterRegistry(Registry):
             self._sharded.pop(live.record.id, None)
             self.seqs.forget(live.record.id)
             self.nodes.forget(live.record.id)
+            self.files.forget(live.record.id)
             group.kill()
         elif isinstance(live, Replicated):
             group = live.replicas
@@ -254,12 +270,18 @@ class ClusterRegistry(Registry):
                     group.probe(max(1.0, PROBE_SECONDS * 2))
                 except Exception:  # a probe must never end the prober
                     log.exception("probing %s actors failed", group.role)
+            for memory in list(self._sharded.values()):
+                try:
+                    self._confirm_files(memory)
+                except Exception:  # (cluster.sqlite3 busy: the next round records it)
+                    log.exception("recording the shard files of %r failed", memory.name)
 
     def close(self) -> None:
         self._stop.set()
         super().close()
         self.seqs.close()
         self.nodes.close()
+        self.files.close()
 
 
 def _count(layout: dict[str, Any], key: str, default: int, most: int) -> int:

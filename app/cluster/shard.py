@@ -15,10 +15,12 @@ run on a few threads at once (reads together), under the memory's own locks.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,12 +37,14 @@ from ..budget import available_memory, shard_budget
 from ..exceptions import PatternExists
 from ..kinds import HopfieldMemory
 from ..storage import NewPattern, PatternRow
-from .actors import cpu_share, node_id, node_ip
+from .actors import cpu_share, node_id, node_ip, restarted
 from .protocol import ShardAnswer, ShardQuery, from_wire, to_wire
 from .scratch import sweep, sweep_now_and_then
-from .storage import ShardStorage
+from .storage import ShardFileFault, open_shard_file
 
 __all__ = ["MemoryShard"]
+
+log = logging.getLogger("app.cluster")
 
 
 class MemoryShard:
@@ -50,7 +54,14 @@ class MemoryShard:
         spec: ``name``, ``shape``, ``text``, ``config`` (the hopfield kind's resolved config),
             ``shard``, ``shards``, ``data_dir`` (this shard's folder), ``device``, ``threads``;
             ``node_dir``: this shard's folder under the node's ``AMS_NODE_DATA_DIR``, which
-            replaces ``data_dir`` where the node's environment sets it (``nodes.py``).
+            replaces ``data_dir`` where the node's environment sets it (``nodes.py``);
+            ``file_token``: the identity token its file must hold (None: a shard made before
+            tokens, which adopts its existing file); ``create_file``: the shard is new and may
+            make its file (never after Ray restarted the actor).
+
+    A shard whose file is missing or another's (``storage.open_shard_file``) makes nothing and
+    refuses to serve: ``info()`` reports the fault (and looks for the file again), every other
+    call raises ``ShardFileFault``, which the gateway answers 503 naming the file.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -61,27 +72,69 @@ class MemoryShard:
             self.data_dir = Path(node_root) / spec["node_dir"]
         else:
             self.data_dir = Path(spec["data_dir"])
-        self.storage = ShardStorage(self.data_dir)
-        record = self.storage.open_memory(
-            spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
-        )
         # what its patterns may take (the gateway checks each store against it, sharded.py)
         self.memory_budget = int(spec.get("memory_budget") or shard_budget(*available_memory(), cpu_share()))
-        self.live = HopfieldMemory(record, resolve_device(spec["device"]))
-        with self.live.rw.write():
-            for seqs, ids, vectors in self.storage.iter_vectors(record.id):
-                self.live.add(seqs, ids, torch.from_numpy(vectors))
         self._order: tuple[int, torch.Tensor] | None = None  # (row count, (N,) seqs), cached
         self._staged: dict[str, tuple[list[int], list[NewPattern]]] = {}
         self.incarnation = secrets.token_hex(8)  # new after every restart
         self.recalls = 0
         self.recall_seconds = 0.0
+        self.fault: ShardFileFault | None = None
+        self.file_token: str | None = None
+        self._opening = threading.Lock()
+        self._open(bool(spec.get("create_file")) and not restarted())
         sweep()  # the node's orphaned scratch folders (replicas killed outright; scratch.py)
+
+    def _open(self, may_create: bool) -> None:
+        """Open the shard's file (checked: ``open_shard_file``) and load its partition, or keep
+        the fault that stops it."""
+        spec = self.spec
+        try:
+            storage, token = open_shard_file(self.data_dir, spec.get("file_token"), may_create)
+        except ShardFileFault as exc:
+            message = f"refuses to serve on node {node_ip()}: {exc}"
+            if self.fault is None:
+                log.error("memory %r: shard %s %s", spec["name"], spec["shard"], message)
+            self.fault = ShardFileFault(message, exc.file, exc.reason)
+            return
+        record = storage.open_memory(
+            spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
+        )
+        live = HopfieldMemory(record, resolve_device(spec["device"]))
+        with live.rw.write():
+            for seqs, ids, vectors in storage.iter_vectors(record.id):
+                live.add(seqs, ids, torch.from_numpy(vectors))
+        self.storage, self.live, self.file_token = storage, live, token
+        self.fault = None  # (last: calls check it, then use what is set above)
+
+    def _serving(self) -> None:
+        """``ShardFileFault`` while the shard's file is missing or another's."""
+        fault = self.fault
+        if fault is not None:
+            raise ShardFileFault(*fault.args)
 
     # --- health -------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """What /metrics and /v1/memories/{name} show about this shard."""
+        """What /metrics and /v1/memories/{name} show about this shard (with ``fault``, and no
+        patterns, while its file is missing or another's: it looks for the file again first)."""
         sweep_now_and_then()  # (the gateway's health probe calls this every 2 s)
+        if self.fault is not None:
+            with self._opening:
+                if self.fault is not None:
+                    self._open(False)
+        fault = self.fault
+        if fault is not None:
+            return {
+                "shard": self.spec["shard"],
+                "incarnation": self.incarnation,
+                "fault": fault.message,
+                "fault_reason": fault.reason,
+                "node": socket.gethostname(),
+                "node_ip": node_ip(),
+                "node_id": node_id(),
+                "file": fault.file,
+                "pid": os.getpid(),
+            }
         return {
             "shard": self.spec["shard"],
             "incarnation": self.incarnation,
@@ -97,12 +150,14 @@ class MemoryShard:
             "recalls": self.recalls,
             "recall_seconds": self.recall_seconds,
             "max_seq": self.storage.max_seq(self.live.record.id),
+            "file_token": self.file_token,
         }
 
     # --- writes ---------------------------------------------------------------------------
     def stage(self, token: str, patterns: list[NewPattern], seqs: list[int]) -> list[str]:
         """Make a batch's part durable, not yet visible. Returns the ids that are taken already
         (then nothing is stored), else []."""
+        self._serving()
         live = self.live
         with live.writing:
             staged = {p.id for _, part in self._staged.values() for p in part}
@@ -119,6 +174,7 @@ class MemoryShard:
     def publish(self, token: str) -> int:
         """Make a staged part visible to recalls; returns the shard's count. (After a restart the
         part was reloaded from disk already, and this finds nothing left to do.)"""
+        self._serving()
         live = self.live
         with live.writing:
             seqs, patterns = self._staged.pop(token, ([], []))
@@ -132,6 +188,7 @@ class MemoryShard:
     def abort(self, token: str, rows: list[tuple[str, int]]) -> int:
         """Call a batch's part off: delete its (id, sequence number) rows from disk and RAM
         wherever they are (a pattern of the same id stored before keeps its own number)."""
+        self._serving()
         live = self.live
         with live.writing:
             self._staged.pop(token, None)
@@ -145,6 +202,7 @@ class MemoryShard:
 
     def delete(self, pattern_id: str) -> bool:
         """Delete one pattern (durable, then invisible); False when the shard has none of that id."""
+        self._serving()
         live = self.live
         with live.writing:
             if not live.has(pattern_id):
@@ -155,9 +213,12 @@ class MemoryShard:
             return True
 
     def destroy(self) -> None:
-        """The memory is deleted: drop this shard's file (the gateway kills the actor next)."""
-        with self.live.writing:
-            self.storage.close()
+        """The memory is deleted: drop this shard's file (the gateway kills the actor next), or
+        whatever is in its folder while its file is missing or another's."""
+        with self._opening:
+            if self.fault is None:
+                with self.live.writing:
+                    self.storage.close()
             shutil.rmtree(self.data_dir, ignore_errors=True)
             try:  # its memory's folder, once its last shard on this disk is gone
                 self.data_dir.parent.rmdir()
@@ -168,6 +229,7 @@ class MemoryShard:
     def compute(self, query: ShardQuery) -> ShardAnswer:
         """This shard's parts of one fan-out (see ``ShardQuery``), tensors as numpy arrays
         (``protocol.to_wire``)."""
+        self._serving()
         start = time.perf_counter()
         query = from_wire(query)
         live = self.live
@@ -225,10 +287,13 @@ class MemoryShard:
         return Top(best, best, order[rows]), self._ids(rows)
 
     def page(self, after_seq: int, limit: int) -> list[PatternRow]:
+        self._serving()
         return self.storage.page_patterns(self.live.record.id, after_seq, limit)
 
     def get_pattern(self, pattern_id: str) -> PatternRow | None:
+        self._serving()
         return self.storage.get_pattern(self.live.record.id, pattern_id)
 
     def get_texts(self, pattern_ids: list[str]) -> dict[str, str | None]:
+        self._serving()
         return self.storage.get_texts(self.live.record.id, pattern_ids)

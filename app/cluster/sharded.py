@@ -95,15 +95,19 @@ class ShardedMemory:
         if self._unknown:
             infos, _ = self.shards.settle({i: self.shards.call(i, "info") for i in list(self._unknown)})
             for i, info in infos.items():
-                self._counts[i] = info["patterns"]
-                self._unknown.discard(i)
+                if "patterns" in info:  # (not while its file is missing: asked again next time)
+                    self._counts[i] = info["patterns"]
+                    self._unknown.discard(i)
         return sum(self._counts)
 
     def learn_counts(self) -> None:
-        """Take the patterns per shard from the last health probe (after a start)."""
+        """Take the patterns per shard from the last health probe (after a start); a shard
+        whose file is missing is asked again until it has found it."""
         for i, info in enumerate(self.shards.infos):
-            if info is not None:
+            if info is not None and "patterns" in info:
                 self._counts[i] = info["patterns"]
+            elif info is not None:
+                self._unknown.add(i)
 
     # --- fan-out --------------------------------------------------------------------------
     def _fanout(self, query: ShardQuery) -> list[ShardAnswer]:
@@ -231,13 +235,19 @@ class ShardedMemory:
             )
             taken = {pid for ids in staged.values() for pid in ids}
             if taken or failed:
-                doubt = self._call_off(token, parts)
+                # a shard without its file refused to stage (it has nothing to call off)
+                refused = {
+                    i
+                    for i, e in failed.items()
+                    if str((e.details or {}).get("reason")).startswith("shard_file")
+                }
+                doubt = self._call_off(token, {i: part for i, part in parts.items() if i not in refused})
                 if taken:
                     raise PatternExists(self.name, [p.id for p in patterns if p.id in taken])
                 error = next(iter(failed.values()))
                 if doubt:
                     error.message += f"; these ids could not be called off and may be stored: {doubt[:10]}"
-                    error.details = {"stored_unknown": doubt}
+                    error.details = {**(error.details or {}), "stored_unknown": doubt}
                 else:
                     error.message += "; nothing of this batch was stored"
                 raise error
@@ -340,7 +350,8 @@ class ShardedMemory:
             "trained_count": self.count,
             # patterns as of the last write or recall (the probe's may be older)
             "placement": [
-                {**entry, "patterns": n} for entry, n in zip(self.shards.placement(), self._counts)
+                entry if "fault" in entry else {**entry, "patterns": n}  # (unknown without its file)
+                for entry, n in zip(self.shards.placement(), self._counts)
             ],
         }
 

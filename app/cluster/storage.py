@@ -35,13 +35,70 @@ from ..storage import (
     Storage,
 )
 
-__all__ = ["CLUSTER_FILE", "ClusterStorage", "SeqCounter", "ShardStorage"]
+__all__ = [
+    "CLUSTER_FILE",
+    "ClusterStorage",
+    "SeqCounter",
+    "ShardFileFault",
+    "ShardFiles",
+    "ShardStorage",
+    "connect_cluster_file",
+    "open_shard_file",
+]
 
 _BLOCK = 1 << 16  # sequence numbers reserved per durable write of the high-water mark
+_META_TABLE = "CREATE TABLE IF NOT EXISTS shard_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+def connect_cluster_file(path: Path, *schema: str) -> sqlite3.Connection:
+    """A connection to the gateway's ``cluster.sqlite3`` (WAL, every commit fsynced; shared by
+    threads), with ``schema``'s statements run (``CREATE TABLE IF NOT EXISTS ...``)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    for statement in schema:
+        conn.execute(statement)
+    return conn
+
+
+class ShardFileFault(Exception):
+    """A shard's file is missing, or is not the one its shard made: the shard refuses to serve
+    (it never starts empty in its place).
+
+    Arguments (kept in ``args``, so that it pickles across Ray):
+        message: what is wrong and what to do, naming the file.
+        file: the file's path.
+        reason: "shard_file_missing" or "shard_file_foreign".
+    """
+
+    def __init__(self, message: str, file: str = "", reason: str = "shard_file_missing") -> None:
+        super().__init__(message, file, reason)
+        self.message, self.file, self.reason = message, file, reason
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ShardStorage(SQLiteStorage):
-    """One shard's SQLite file (``data_dir/ams.sqlite3``), holding one memory's partition."""
+    """One shard's SQLite file (``data_dir/ams.sqlite3``), holding one memory's partition,
+    and the file's identity token (table ``shard_meta``: see ``open_shard_file``)."""
+
+    def file_token(self) -> str | None:
+        """The identity token written into this file when its shard made it (None: none yet)."""
+        conn = self._reader()
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'shard_meta'").fetchone() is None:
+            return None
+        row = conn.execute("SELECT value FROM shard_meta WHERE key = 'file_token'").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_file_token(self, token: str) -> None:
+        """Write the file's identity token (durable on return)."""
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(_META_TABLE)
+            conn.execute("INSERT OR REPLACE INTO shard_meta VALUES ('file_token', ?)", (token,))
+
+        self._write(put)
 
     def open_memory(
         self, name: str, kind: str, shape: tuple[int, ...], text: bool, config: dict
@@ -102,6 +159,128 @@ class ShardStorage(SQLiteStorage):
         return int(row[0] or 0)
 
 
+_PUT_BACK = (
+    "put the shard's file back (from the node's disk or a backup) and restart the shard, or delete the memory"
+)
+
+
+def open_shard_file(data_dir: Path, expected: str | None, may_create: bool) -> tuple[ShardStorage, str]:
+    """A shard's file, checked to be the one its shard made: (storage, the file's token).
+
+    Arguments:
+        data_dir: the shard's folder (its file is ``data_dir/ams.sqlite3``).
+        expected: the token the gateway recorded for this shard; None for a shard made
+            before tokens existed (an existing file is adopted: its token, or a new one
+            written into it, is the shard's from now on).
+        may_create: the shard is new (the gateway is creating it, and it has never reported
+            its file): a missing file is made, with ``expected`` (or a new token) in it.
+
+    ``ShardFileFault`` (nothing created or changed) when the file is missing and the shard is
+    not new, or when its token differs from ``expected`` (another shard's or another
+    cluster's file), or it has none though the gateway expects one.
+    """
+    path = Path(data_dir) / "ams.sqlite3"
+    existed = path.is_file()
+    if not existed and not may_create:
+        raise ShardFileFault(
+            f"its file {path} is missing (the node's disk was wiped, or AMS_NODE_DATA_DIR / "
+            f"AMS_SHARD_DATA_DIR points elsewhere than when the shard was made): it does not start "
+            f"empty; {_PUT_BACK}",
+            str(path),
+        )
+    storage = ShardStorage(Path(data_dir))
+    try:
+        found = storage.file_token()
+        if found is None and existed and expected is not None and not may_create:
+            raise ShardFileFault(
+                f"its file {path} has no identity token, but the shard's file had one: it is not "
+                f"this shard's file; {_PUT_BACK}",
+                str(path),
+                "shard_file_foreign",
+            )
+        if found is None:
+            found = expected or secrets.token_hex(16)
+            storage.set_file_token(found)
+        elif expected is not None and found != expected:
+            raise ShardFileFault(
+                f"its file {path} is another shard's file (identity token {found[:8]}..., "
+                f"expected {expected[:8]}...): it is not served; {_PUT_BACK}",
+                str(path),
+                "shard_file_foreign",
+            )
+    except BaseException:
+        storage.close()
+        raise
+    return storage, found
+
+
+class ShardFiles:
+    """Per memory and shard, the identity token of the shard's file, in the gateway's
+    ``cluster.sqlite3`` (table ``shard_files``): recorded before a new shard first starts
+    (``confirmed`` 0), confirmed once the shard reports its file made; a shard made before
+    tokens existed has no row until it reports the token of the file it adopted.
+
+    Arguments:
+        path: the gateway's ``cluster.sqlite3`` (the table is created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = connect_cluster_file(
+            path,
+            "CREATE TABLE IF NOT EXISTS shard_files (memory_id INTEGER NOT NULL, shard INTEGER NOT NULL,"
+            " token TEXT NOT NULL, confirmed INTEGER NOT NULL, PRIMARY KEY (memory_id, shard))",
+        )
+        self._lock = threading.Lock()
+        self._confirmed: set[tuple[int, int]] = set()
+
+    def expected(self, memory_id: int, shards: int, new: bool) -> list[tuple[str | None, bool]]:
+        """Per shard, (the token its file must hold or None, whether it may make its file).
+        ``new``: the memory is being created now (fresh tokens are recorded first)."""
+        with self._lock:
+            if new:
+                tokens = [secrets.token_hex(16) for _ in range(shards)]
+                self._conn.execute("DELETE FROM shard_files WHERE memory_id = ?", (memory_id,))
+                self._conn.executemany(
+                    "INSERT INTO shard_files VALUES (?, ?, ?, 0)",
+                    [(memory_id, i, t) for i, t in enumerate(tokens)],
+                )
+                return [(t, True) for t in tokens]
+            rows = {
+                shard: (token, bool(confirmed))
+                for shard, token, confirmed in self._conn.execute(
+                    "SELECT shard, token, confirmed FROM shard_files WHERE memory_id = ?", (memory_id,)
+                )
+            }
+            # a shard never confirmed never made its file (or never reported it): it may make it
+            return [(rows[i][0], not rows[i][1]) if i in rows else (None, False) for i in range(shards)]
+
+    def confirm(self, memory_id: int, shard: int, token: str) -> None:
+        """The shard reported its file's ``token``: record it (a shard made before tokens:
+        the file it adopted) or confirm the recorded one. A different recorded token stays."""
+        if (memory_id, shard) in self._confirmed:
+            return
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO shard_files VALUES (?, ?, ?, 1) ON CONFLICT(memory_id, shard) "
+                "DO UPDATE SET confirmed = 1 WHERE token = excluded.token",
+                (memory_id, shard, token),
+            )
+            row = self._conn.execute(
+                "SELECT token, confirmed FROM shard_files WHERE memory_id = ? AND shard = ?",
+                (memory_id, shard),
+            ).fetchone()
+            if row == (token, 1):
+                self._confirmed.add((memory_id, shard))
+
+    def forget(self, memory_id: int) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM shard_files WHERE memory_id = ?", (memory_id,))
+            self._confirmed = {k for k in self._confirmed if k[0] != memory_id}
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class SeqCounter:
     """Per memory, sequence numbers for new patterns, never reused (see the module docstring).
 
@@ -111,13 +290,11 @@ class SeqCounter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS seqs (memory_id INTEGER PRIMARY KEY, high INTEGER NOT NULL)"
+        self._conn = connect_cluster_file(
+            path,
+            "CREATE TABLE IF NOT EXISTS seqs (memory_id INTEGER PRIMARY KEY, high INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )
-        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('cluster_id', ?)", (secrets.token_hex(4),))
         # Names this data directory's actors, so that two services never share one by name.
         self.cluster_id: str = self._conn.execute(
