@@ -139,6 +139,7 @@ def test_an_earlier_release_s_data_folder_loads_and_answers_the_same(upgraded, m
     assert client.get("/readyz").status_code == 200
     _check_memories(client, expected)
     _check_recalls(client, expected)
+    assert client.get("/v1/jobs").json()["jobs"] == []  # the trained models loaded, none retrained
     counts = _use_after_upgrade(client, expected)
 
     # The folder the current code has written to opens again, consistent and complete.
