@@ -166,10 +166,11 @@ _PUT_BACK = (
 
 def _read_token(path: Path) -> tuple[bool, str | None]:
     """(whether ``path`` is a shard file of this service, its identity token or None), read
-    through a read-only connection (``mode=ro``): nothing is ever written to a file that may
-    be another's, nor to one that is no shard's at all. An empty database (no tables: a shard
-    stopped while making its file) counts as a shard's file without a token; a file that is
-    not SQLite, or whose tables are none of this service's, does not count."""
+    through a read-only connection (``immutable=1``, or ``mode=ro`` beside a -wal file):
+    nothing is ever written to a file that may be another's, nor to one that is no shard's at
+    all. An empty database (no tables: a shard stopped while making its file) counts as a
+    shard's file without a token; a file that is not SQLite, or whose tables are none of this
+    service's, does not count."""
     # without a -wal file everything is in the file itself: read it as immutable (no locks,
     # no -wal or -shm made beside it); with one, read-only through it (its -shm may be made)
     mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
