@@ -213,6 +213,7 @@ class MemoryDetails(BaseModel):
                         "radius": 0.0,
                     },
                     "count": 1000,
+                    "count_complete": True,
                     "state": "ready",
                     "trained_count": 1000,
                     "created_at": "2025-01-01T12:00:00Z",
@@ -227,6 +228,13 @@ class MemoryDetails(BaseModel):
     text: bool
     config: dict[str, Any] = Field(description="the resolved constructor arguments")
     count: int = Field(description="stored patterns (a relational memory: stored facts)")
+    count_complete: bool = Field(
+        True,
+        description="whether `count` is every pattern's; false in the Ray mode while a shard is "
+        "down (see its `placement` entry): `count` then has the up shards' patterns and, for a shard "
+        "down, what it held when last heard from (nothing if not since the gateway started). "
+        "Always true in one process",
+    )
     state: Literal["ready", "untrained", "training", "stale", "failed"] = Field(
         description="hopfield: ready; pc, pcgraph, relational: untrained, training, ready or stale; "
         "any kind: failed (recovery could not rebuild it, or its model checkpoint is damaged: see `error`)"
@@ -266,6 +274,7 @@ class MemoryList(BaseModel):
                                 "radius": 0.0,
                             },
                             "count": 300,
+                            "count_complete": True,
                             "state": "ready",
                             "trained_count": 300,
                             "created_at": "2025-01-01T12:00:00Z",

@@ -344,15 +344,21 @@ class ShardedMemory:
         return 0
 
     def details(self) -> dict[str, Any]:
+        """Count, state, trained_count and placement; ``count_complete`` is False while a shard
+        is down or its count unknown (``count`` then misses or guesses its patterns)."""
+        count = self.count
+        placement = [
+            # patterns as of the last write or recall (the probe's may be older); none without its file
+            entry if "fault" in entry else {**entry, "patterns": n}
+            for entry, n in zip(self.shards.placement(), self._counts)
+        ]
+        complete = not self._unknown and all(entry["state"] == "up" for entry in placement)
         return {
-            "count": self.count,
+            "count": count,
+            "count_complete": complete,
             "state": "ready",
-            "trained_count": self.count,
-            # patterns as of the last write or recall (the probe's may be older)
-            "placement": [
-                entry if "fault" in entry else {**entry, "patterns": n}  # (unknown without its file)
-                for entry, n in zip(self.shards.placement(), self._counts)
-            ],
+            "trained_count": count,
+            "placement": placement,
         }
 
     def nbytes(self) -> int:

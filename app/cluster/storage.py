@@ -164,6 +164,60 @@ _PUT_BACK = (
 )
 
 
+def _read_token(path: Path) -> tuple[bool, str | None]:
+    """(whether ``path`` is a shard file of this service, its identity token or None), read
+    through a read-only connection (``immutable=1``, or ``mode=ro`` beside a -wal file):
+    nothing is ever written to a file that may be another's, nor to one that is no shard's at
+    all. An empty database (no tables: a shard stopped while making its file) counts as a
+    shard's file without a token; a file that is not SQLite, or whose tables are none of this
+    service's, does not count."""
+    # without a -wal file everything is in the file itself: read it as immutable (no locks,
+    # no -wal or -shm made beside it); with one, read-only through it (its -shm may be made)
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, timeout=30.0)
+    except sqlite3.Error:
+        return False, None
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "shard_meta" not in tables:
+            return not tables or "memories" in tables, None
+        row = conn.execute("SELECT value FROM shard_meta WHERE key = 'file_token'").fetchone()
+        return True, None if row is None else str(row[0])
+    except sqlite3.DatabaseError:  # not a SQLite file at all
+        return False, None
+    finally:
+        conn.close()
+
+
+def _check_token(path: Path, expected: str | None, may_create: bool) -> str | None:
+    """The existing file's token, or ``ShardFileFault`` (nothing opened for writing) when it
+    is not the shard's own file (see ``open_shard_file``)."""
+    ours, found = _read_token(path)
+    if not ours:
+        raise ShardFileFault(
+            f"its file {path} is not a shard file of this service: it is not served (and left "
+            f"as it is); {_PUT_BACK}",
+            str(path),
+            "shard_file_foreign",
+        )
+    if found is None and expected is not None and not may_create:
+        raise ShardFileFault(
+            f"its file {path} has no identity token, but the shard's file had one: it is not "
+            f"this shard's file; {_PUT_BACK}",
+            str(path),
+            "shard_file_foreign",
+        )
+    if found is not None and expected is not None and found != expected:
+        raise ShardFileFault(
+            f"its file {path} is another shard's file (identity token {found[:8]}..., "
+            f"expected {expected[:8]}...): it is not served; {_PUT_BACK}",
+            str(path),
+            "shard_file_foreign",
+        )
+    return found
+
+
 def open_shard_file(data_dir: Path, expected: str | None, may_create: bool) -> tuple[ShardStorage, str]:
     """A shard's file, checked to be the one its shard made: (storage, the file's token).
 
@@ -175,13 +229,18 @@ def open_shard_file(data_dir: Path, expected: str | None, may_create: bool) -> t
         may_create: the shard is new (the gateway is creating it, and it has never reported
             its file): a missing file is made, with ``expected`` (or a new token) in it.
 
-    ``ShardFileFault`` (nothing created or changed) when the file is missing and the shard is
-    not new, or when its token differs from ``expected`` (another shard's or another
-    cluster's file), or it has none though the gateway expects one.
+    ``ShardFileFault`` when the file is missing and the shard is not new, or when its token
+    differs from ``expected`` (another shard's or another cluster's file), or it has none
+    though the gateway expects one, or it is no shard file of this service. The file is
+    checked through a read-only connection before it is opened for writing, so a refused
+    file (and its folder) is left byte for byte as it was, however often it is checked
+    (a shard without its file looks again every 2 s).
     """
     path = Path(data_dir) / "ams.sqlite3"
-    existed = path.is_file()
-    if not existed and not may_create:
+    found = None
+    if path.is_file():
+        found = _check_token(path, expected, may_create)
+    elif not may_create:
         raise ShardFileFault(
             f"its file {path} is missing (the node's disk was wiped, or AMS_NODE_DATA_DIR / "
             f"AMS_SHARD_DATA_DIR points elsewhere than when the shard was made): it does not start "
@@ -190,24 +249,9 @@ def open_shard_file(data_dir: Path, expected: str | None, may_create: bool) -> t
         )
     storage = ShardStorage(Path(data_dir))
     try:
-        found = storage.file_token()
-        if found is None and existed and expected is not None and not may_create:
-            raise ShardFileFault(
-                f"its file {path} has no identity token, but the shard's file had one: it is not "
-                f"this shard's file; {_PUT_BACK}",
-                str(path),
-                "shard_file_foreign",
-            )
         if found is None:
             found = expected or secrets.token_hex(16)
             storage.set_file_token(found)
-        elif expected is not None and found != expected:
-            raise ShardFileFault(
-                f"its file {path} is another shard's file (identity token {found[:8]}..., "
-                f"expected {expected[:8]}...): it is not served; {_PUT_BACK}",
-                str(path),
-                "shard_file_foreign",
-            )
     except BaseException:
         storage.close()
         raise

@@ -129,7 +129,22 @@ def shape_cell(shape: Sequence[int]) -> str | None:
 def memory_rows(memories: Sequence[Memory]) -> str:
     return table(
         ["name", "kind", "shape", "count", "state", "trained", "text"],
-        [[m.name, m.kind, shape_cell(m.shape), m.count, m.state, m.trained_count, m.text] for m in memories],
+        [
+            [m.name, m.kind, shape_cell(m.shape), count_cell(m), m.state, m.trained_count, m.text]
+            for m in memories
+        ],
+    )
+
+
+def count_cell(m: Memory) -> str | int:
+    """The count, or ``57 (incomplete: 1 shard down)`` while it misses a shard's patterns."""
+    if m.count_complete:
+        return m.count
+    down = m.shards_down
+    return (
+        f"{m.count} (incomplete: {down} shard{'' if down == 1 else 's'} down)"
+        if down
+        else f"{m.count} (incomplete)"
     )
 
 
@@ -141,7 +156,7 @@ def memory_text(m: Memory) -> str:
             ("shape", " ".join(map(str, m.shape)) or None),
             ("dim", m.dim),
             ("text", m.text),
-            ("count", m.count),
+            ("count", count_cell(m)),
             ("state", m.state),
             ("trained_count", m.trained_count),
             ("created_at", m.created_at.isoformat()),

@@ -141,7 +141,8 @@ class Memory:
     relational memory), resolved config, count (patterns, or a relational memory's facts),
     state (ready, untrained, training, stale, failed) and how many of them its model learned;
     ``error`` says why a failed memory failed; on a service in the Ray mode, ``placement``: its
-    shards or replicas and where they run."""
+    shards or replicas and where they run, and ``count_complete`` False while a shard is down
+    (``count`` then misses, or has an old figure for, that shard's patterns; ``shards_down``)."""
 
     name: str
     kind: str
@@ -156,6 +157,12 @@ class Memory:
     raw: dict[str, Any] = field(repr=False, compare=False)
     error: str | None = None
     placement: list[dict[str, Any]] | None = None
+    count_complete: bool = True
+
+    @property
+    def shards_down(self) -> int:
+        """How many of its shards are down (``placement``; 0 in one process)."""
+        return sum(p.get("role") == "shard" and p.get("state") != "up" for p in self.placement or [])
 
     @property
     def is_image(self) -> bool:
@@ -182,6 +189,7 @@ class Memory:
             raw=d,
             error=d.get("error"),
             placement=d.get("placement"),
+            count_complete=d.get("count_complete", True),  # (absent from services before it)
         )
 
 

@@ -228,8 +228,10 @@ def test_a_shard_whose_node_is_gone_answers_503_and_is_not_replaced(
         assert f"pinned to node {lost}" in r.json()["error"]["message"], r.text  # what it waits for
         ready = gateway.get("/readyz")
         assert ready.status_code == 503 and f"pinned to node {lost}" in ready.json()["error"]["message"]
-        down = gateway.get("/v1/memories/g").json()["placement"][1]
+        details = gateway.get("/v1/memories/g").json()
+        down = details["placement"][1]
         assert down["state"] == "down" and down["index"] == 1 and down["node_ip"] == lost, down
+        assert (details["count"], details["count_complete"]) == (100, False)  # as last heard
         other = next(ip for ip in ("127.0.0.3", "127.0.0.4") if ip != lost)
         assert not (
             cluster.node_dir(other) / Path(placed[1]["file"]).relative_to(cluster.node_dir(lost))
@@ -242,6 +244,7 @@ def test_a_shard_whose_node_is_gone_answers_503_and_is_not_replaced(
             placed[1]["patterns"],
         )
         assert ask(gateway, "g", "retrieve", body)["matches"][0]["id"] == "p7"
+        assert gateway.get("/v1/memories").json()["memories"][0]["count_complete"] is True
     finally:
         gateway.__exit__(None, None, None)
 

@@ -5,9 +5,10 @@ Its file moved away (a wiped disk, a wrong AMS_NODE_DATA_DIR) or replaced by ano
 and its process killed: Ray restarts the shard, which makes no file in its place and
 refuses to serve; the memory's recalls and the stores that need that shard answer 503
 ``shard_unavailable`` naming the node and the file, /readyz is 503 naming it, the memory's
-placement shows the fault, the gateway logs it at error level, and another memory serves
-as usual. Its own file put back, the shard finds it again (no restart needed) and every
-pattern is there.
+placement shows the fault and its details ``count_complete: false``, the gateway logs it
+at error level, and another memory serves as usual. Its own file put back, the shard finds
+it again (no restart needed) and every pattern is there. The same in both storage modes
+(``AMS_SHARD_STORAGE`` node and shared).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from ams_client._output import memory_text
+from ams_client.models import Memory
 from cluster_helpers import ask, create, start_client, store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -48,9 +51,11 @@ def _up(placement, ready) -> bool:
     return ready.status_code == 200 and all(p["state"] == "up" for p in placement)
 
 
-def _refused(client, name: str, file: str, node_ip: str, why: str, vectors) -> None:
-    """Every way the memory's fault must show while shard 1's file is ``why``."""
+def _refused(client, name: str, file: str, node_ip: str | None, why: str, vectors) -> dict:
+    """Every way the memory's fault must show while shard 1's file is ``why`` (on ``node_ip``;
+    None: wherever Ray restarted it); the memory's details."""
     placement = _wait(client, name, lambda p, _: "fault" in p[1])
+    node_ip = node_ip or placement[1]["node_ip"]
     assert placement[1]["state"] == "down" and placement[1]["file"] == file, placement[1]
     assert why in placement[1]["fault"] and f"node {node_ip}" in placement[1]["fault"]
     assert "patterns" not in placement[1] and placement[0]["state"] == "up"
@@ -81,6 +86,12 @@ def _refused(client, name: str, file: str, node_ip: str, why: str, vectors) -> N
     r = client.post(f"/v1/memories/{name}/patterns", json=body)
     assert r.status_code == 503 and file in r.json()["error"]["message"], r.text
     assert "stored_unknown" not in r.json()["error"]["details"]  # nothing half-stored anywhere
+    details = client.get(f"/v1/memories/{name}").json()
+    assert details["count_complete"] is False  # the count cannot vouch for shard 1's patterns
+    assert [m for m in client.get("/v1/memories").json()["memories"] if m["name"] == name] == [details]
+    shown = memory_text(Memory.from_json(details))  # what `ams memories get` prints
+    assert f"count {details['count']} (incomplete: 1 shard down)" in " ".join(shown.split()), shown
+    return details
 
 
 def test_a_shard_without_its_own_file_refuses_to_serve_until_it_is_back(
@@ -140,19 +151,42 @@ def test_a_shard_without_its_own_file_refuses_to_serve_until_it_is_back(
         ray.kill(gateway.app.state.service.registry.get("f").shards.handles[1], no_restart=True)
         gateway.__exit__(None, None, None)
         folder.rename(aside)
-        gateway = start_client(
-            tmp_path / "gw", ray_local_cluster.get(), until=lambda r: victim["file"] in r.text
+        gateway = start_client(  # (new memories in shared storage: part 4)
+            tmp_path / "gw",
+            ray_local_cluster.get(),
+            until=lambda r: victim["file"] in r.text,
+            shard_storage="shared",
         )
-        _refused(gateway, "f", victim["file"], victim["node_ip"], "is missing", vectors)
+        details = _refused(gateway, "f", victim["file"], victim["node_ip"], "is missing", vectors)
+        assert details["count"] == other["patterns"]  # never heard from shard 1 since it started
         assert not folder.exists()
         aside.rename(folder)
         _wait(gateway, "f", _up)
-        assert gateway.get("/v1/memories/f").json()["count"] == 60
+        details = gateway.get("/v1/memories/f").json()
+        assert (details["count"], details["count_complete"]) == (60, True)
         assert (
             ask(gateway, "f", "retrieve", {"vector": vectors[7].tolist(), "k": 1})["matches"][0]["id"] == "p7"
         )
         assert gateway.delete("/v1/memories/f").status_code == 204
         assert not folder.exists()  # deleting the memory still removes its files
+
+        # 4. AMS_SHARD_STORAGE=shared (files under AMS_SHARD_DATA_DIR, shards not pinned): the
+        # same refusal, wherever Ray restarts the shard
+        create(gateway, "sh", {}, shards=2)
+        store(gateway, "sh", vectors[:60])
+        victim = _wait(gateway, "sh", _up)[1]
+        folder = Path(victim["file"]).parent
+        aside = folder.with_name("shard-1.aside")
+        assert folder.is_relative_to(tmp_path / "gw" / "shards"), victim["file"]  # AMS_DATA_DIR/shards
+        folder.rename(aside)
+        os.kill(victim["pid"], signal.SIGKILL)
+        _refused(gateway, "sh", victim["file"], None, "is missing", vectors)
+        assert not folder.exists()
+        aside.rename(folder)
+        assert _wait(gateway, "sh", _up)[1]["patterns"] == victim["patterns"]
+        assert gateway.get("/v1/memories/sh").json()["count_complete"] is True
+        for name in ("sh", "ok"):  # (their actors would hold the shared cluster's CPUs)
+            assert gateway.delete(f"/v1/memories/{name}").status_code == 204
     finally:
         logging.getLogger("app.cluster").removeHandler(errors)
         gateway.__exit__(None, None, None)

@@ -78,6 +78,9 @@ def test_fashion_mnist_flow(client, fashion):
     }
     assert (details["count"], details["state"], details["dim"]) == (0, "ready", 784)
     ids = _store_fashion(client, fashion)
+    # one process: the count is always every pattern's, and there is no placement
+    listed = client.get("/v1/memories").json()["memories"][0]
+    assert (listed["count"], listed["count_complete"], "placement" in listed) == (len(ids), True, False)
     images = fashion[:200]  # pattern ids[i] is images[i]
 
     assert _all_ids(client, "fashion") == ids  # storage order, each once, cursor paging

@@ -8,6 +8,7 @@ gateway's record goes from "may create" to "must exist" once the shard reports i
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -89,3 +90,50 @@ def test_the_gateway_record_allows_creation_until_the_shard_reports_its_file(tmp
     again.forget(7)
     assert again.expected(7, 2, new=False) == [(None, False), (None, False)]
     again.close()
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_refused_file_is_never_written_however_often_it_is_checked(tmp_path):
+    unrelated = tmp_path / "unrelated"  # someone's own SQLite file placed at the shard's path
+    unrelated.mkdir()
+    conn = sqlite3.connect(unrelated / "ams.sqlite3")
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('mine')")
+    conn.commit()
+    conn.close()
+    garbage = tmp_path / "garbage"  # not SQLite at all
+    garbage.mkdir()
+    (garbage / "ams.sqlite3").write_bytes(b"not a database" * 100)
+    _shard_with_patterns(tmp_path / "other", "b" * 32)  # another shard's file
+    for folder, expected, why in (
+        (unrelated, "a" * 32, "not a shard file"),
+        (unrelated, None, "not a shard file"),  # not even adopted by a shard made before tokens
+        (garbage, "a" * 32, "not a shard file"),
+        (tmp_path / "other", "a" * 32, "another shard's file"),
+    ):
+        before = _snapshot(folder)
+        for _ in range(3):  # the shard's re-check every 2 s (MemoryShard.info) calls the same
+            with pytest.raises(ShardFileFault, match=why) as refused:
+                open_shard_file(folder, expected, may_create=False)
+            assert refused.value.reason == "shard_file_foreign"
+        assert _snapshot(folder) == before, folder  # byte for byte, and no file added
+    conn = sqlite3.connect(unrelated / "ams.sqlite3")
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["notes"]
+    conn.close()
+
+
+def test_the_token_is_read_from_a_file_copied_with_its_wal(tmp_path):
+    storage, token = open_shard_file(tmp_path / "s0", None, may_create=True)  # open: the WAL holds it
+    shutil.copy(storage.path, tmp_path / "copy.sqlite3")
+    (tmp_path / "s1").mkdir()
+    shutil.copy(tmp_path / "copy.sqlite3", tmp_path / "s1" / "ams.sqlite3")
+    shutil.copy(f"{storage.path}-wal", tmp_path / "s1" / "ams.sqlite3-wal")  # no -shm: a plain copy
+    storage.close()
+    with pytest.raises(ShardFileFault, match="another shard's file"):
+        open_shard_file(tmp_path / "s1", "a" * 32, may_create=False)
+    reopened, found = open_shard_file(tmp_path / "s1", token, may_create=False)
+    assert found == token
+    reopened.close()
