@@ -26,6 +26,7 @@ gracefully, then the cluster is stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -35,7 +36,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -218,12 +221,14 @@ class LocalCluster:
     def stop(self, grace: float = 5.0) -> None:
         """End this cluster's processes (its process groups and every descendant of theirs),
         then remove Ray's temp dir (sockets, session logs: nothing of it is read once every
-        process has ended; the nodes' data dirs under ``root`` stay)."""
-        _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
-        self.groups, self.nodes = [], {}
-        self.save()
-        if self.temp:
-            shutil.rmtree(self.temp, ignore_errors=True)
+        process has ended; the nodes' data dirs under ``root`` stay). A Ctrl-C or SIGTERM that
+        arrives meanwhile is ignored: a second one must not leave the cluster half stopped."""
+        with _signals_held():
+            _end(_descendants({pid for pid, pgid in _processes().items() if pgid in self.groups}), grace)
+            self.groups, self.nodes = [], {}
+            self.save()
+            if self.temp:
+                shutil.rmtree(self.temp, ignore_errors=True)
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -269,6 +274,21 @@ def _command_lines() -> list[str]:
             except OSError:  # gone meanwhile
                 continue
     return out
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored for the block (in the main thread, the only one that may set
+    handlers; elsewhere nothing changes), their handlers restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _end(pids: set[int], grace: float) -> None:

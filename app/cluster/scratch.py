@@ -117,14 +117,18 @@ def owner_gone(owner: dict[str, object]) -> bool:
 
 
 def _orphaned(folder: Path, now: float) -> bool:
+    """Whether ``folder``'s owner is gone; an owner file that cannot be read or names no
+    usable pid counts as none (orphaned once the folder is ``UNCLAIMED_GRACE_S`` old)."""
     try:
         owner = json.loads((folder / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        try:
-            return now - folder.stat().st_mtime > UNCLAIMED_GRACE_S
-        except OSError:  # removed meanwhile
-            return False
-    return isinstance(owner, dict) and owner_gone(owner)
+        if isinstance(owner, dict):
+            return owner_gone(owner)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return now - folder.stat().st_mtime > UNCLAIMED_GRACE_S
+    except OSError:  # removed meanwhile
+        return False
 
 
 def sweep(root: Path | None = None) -> list[Path]:

@@ -97,13 +97,17 @@ class MemoryShard:
                 log.error("memory %r: shard %s %s", spec["name"], spec["shard"], message)
             self.fault = ShardFileFault(message, exc.file, exc.reason)
             return
-        record = storage.open_memory(
-            spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
-        )
-        live = HopfieldMemory(record, resolve_device(spec["device"]))
-        with live.rw.write():
-            for seqs, ids, vectors in storage.iter_vectors(record.id):
-                live.add(seqs, ids, torch.from_numpy(vectors))
+        try:  # (a file that cannot be loaded is closed again: info() retries every 2 s)
+            record = storage.open_memory(
+                spec["name"], "hopfield", tuple(spec["shape"]), bool(spec["text"]), dict(spec["config"])
+            )
+            live = HopfieldMemory(record, resolve_device(spec["device"]))
+            with live.rw.write():
+                for seqs, ids, vectors in storage.iter_vectors(record.id):
+                    live.add(seqs, ids, torch.from_numpy(vectors))
+        except BaseException:
+            storage.close()
+            raise
         self.storage, self.live, self.file_token = storage, live, token
         self.fault = None  # (last: calls check it, then use what is set above)
 

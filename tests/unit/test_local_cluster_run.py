@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from app.cluster.local import _serve, run_data_dir
 
 
@@ -23,3 +25,36 @@ def test_a_service_that_cannot_start_fails_the_run(tmp_path, monkeypatch, capfd)
     cluster = SimpleNamespace(env={"AMS_RAY_ADDRESS": "127.0.0.2:1"})  # never reached
     assert _serve(cluster) not in (0, None)
     assert "AMS_PORT" in capfd.readouterr().err  # the service said why
+
+
+def test_a_second_signal_does_not_cut_the_stop_short(tmp_path, monkeypatch):
+    """A second Ctrl-C or SIGTERM while ``stop`` ends the nodes (``run`` restores its
+    handlers first; a user presses Ctrl-C twice) must not leave the cluster half stopped."""
+    import os
+    import signal
+
+    import app.cluster.local as local
+
+    temp = tmp_path / "amsray-x"
+    temp.mkdir()
+    cluster = local.LocalCluster(tmp_path / "c", temp=str(temp), groups=[12345], nodes={"a": 12345})
+    (tmp_path / "c").mkdir()
+    ended = []
+
+    def end(pids, grace):  # the signal arrives while the nodes are being ended
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        ended.append(pids)
+
+    monkeypatch.setattr(local, "_end", end)
+    monkeypatch.setattr(local, "_processes", lambda: {})
+    previous = signal.signal(signal.SIGTERM, local._interrupt)  # as `run` leaves it
+    try:
+        cluster.stop()
+    except KeyboardInterrupt:
+        pytest.fail("a signal during stop cut it short")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert ended and cluster.groups == [] and not temp.exists()
+    assert local.LocalCluster.load(tmp_path / "c").groups == []  # saved as stopped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers back after

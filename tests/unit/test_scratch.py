@@ -105,3 +105,18 @@ def test_the_root_is_the_node_data_dir_or_a_temp_root(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)  # (gettempdir caches its answer)
     assert scratch_root() == tmp_path / f"ams-scratch-{os.getuid()}"
+
+
+def test_a_malformed_owner_file_is_an_unclaimed_folder(tmp_path):
+    """``sweep`` never raises (every actor start runs it): an owner file of the right JSON
+    type but without a usable pid counts as no owner file at all."""
+    root = tmp_path / "scratch"
+    no_pid = _fake(root, "replica-nopid")
+    owner = json.loads((no_pid / OWNER_FILE).read_text())
+    (no_pid / OWNER_FILE).write_text(json.dumps({k: v for k, v in owner.items() if k != "pid"}))
+    text_pid = _fake(root, "replica-textpid", pid="twelve")
+    assert sweep(root) == []  # recent: its owner may still be writing it
+    old = time.time() - UNCLAIMED_GRACE_S - 5
+    for folder in (no_pid, text_pid):
+        os.utime(folder, (old, old))
+    assert sorted(sweep(root)) == [no_pid, text_pid]
