@@ -336,7 +336,12 @@ def main() -> None:
         expected["memories"] = snapshot(api)
     finally:
         server.send_signal(signal.SIGINT)  # uvicorn's clean shutdown: lifespan end, storage closed
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # never leave the old server running
+            server.kill()
+            server.wait()
+            raise
     leftovers = [p.name for p in out.iterdir() if p.name.endswith(("-wal", "-shm"))]
     if leftovers:
         raise RuntimeError(f"the old server left {leftovers}: not one file")

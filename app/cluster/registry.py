@@ -278,6 +278,8 @@ class ClusterRegistry(Registry):
 
     def close(self) -> None:
         self._stop.set()
+        if self._prober.is_alive():  # its round may be writing cluster.sqlite3: let it end first
+            self._prober.join(timeout=PROBE_SECONDS * 4)
         super().close()
         self.seqs.close()
         self.nodes.close()
