@@ -20,6 +20,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ams_client._output import memory_text
 from ams_client.models import Memory
@@ -190,3 +191,45 @@ def test_a_shard_without_its_own_file_refuses_to_serve_until_it_is_back(
     finally:
         logging.getLogger("app.cluster").removeHandler(errors)
         gateway.__exit__(None, None, None)
+
+
+def test_a_shard_whose_file_cannot_be_loaded_closes_it(tmp_path, monkeypatch, ray_local_cluster):
+    """A shard file that passes the identity check but fails to load (a damaged partition)
+    is closed again: the shard looks again at every health probe (every 2 s), and each look
+    must not leave a connection to it open. (Here, not in tests/unit: importing the shard
+    module imports Ray, which must come after the test cluster set RAY_AUTH_MODE.)"""
+    ray_local_cluster.get()
+    import app.cluster.shard as shard_module
+    from app.cluster.storage import ShardStorage, open_shard_file
+    from app.storage import NewPattern
+
+    def _shard_with_patterns(folder, token):
+        storage, found = open_shard_file(folder, token, may_create=True)
+        record = storage.open_memory("m", "hopfield", (4,), False, {})
+        vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+        storage.add_patterns_at(record.id, [NewPattern(f"p{i}", v) for i, v in enumerate(vectors)], [1, 2, 3])
+        storage.close()
+        return found
+
+    monkeypatch.setenv("AMS_NODE_DATA_DIR", str(tmp_path / "node"))
+    monkeypatch.setattr(shard_module, "restarted", lambda: False)
+    token = _shard_with_patterns(tmp_path / "s0", "a" * 32)
+    spec = {"name": "m", "shape": [4], "text": False, "config": {}, "shard": 0, "shards": 1}
+    spec |= {"data_dir": str(tmp_path / "s0"), "device": "cpu", "threads": 1, "memory_budget": 1 << 20}
+    spec |= {"file_token": token, "create_file": False}
+    opened, closed = [], []
+    real_close = ShardStorage.close
+
+    def spy_close(self):
+        closed.append(self)
+        real_close(self)
+
+    def damaged(record, device):
+        opened.append(record)
+        raise ValueError("a damaged partition")
+
+    monkeypatch.setattr(ShardStorage, "close", spy_close)
+    monkeypatch.setattr(shard_module, "HopfieldMemory", damaged)
+    with pytest.raises(ValueError, match="damaged"):
+        shard_module.MemoryShard(spec)
+    assert len(opened) == 1 and len(closed) == 1  # the file was opened, and closed again

@@ -48,13 +48,20 @@ def test_a_second_signal_does_not_cut_the_stop_short(tmp_path, monkeypatch):
 
     monkeypatch.setattr(local, "_end", end)
     monkeypatch.setattr(local, "_processes", lambda: {})
-    previous = signal.signal(signal.SIGTERM, local._interrupt)  # as `run` leaves it
+    # As `run` leaves them (whatever the test process inherited: a shell's background job
+    # ignores SIGINT): Ctrl-C raises KeyboardInterrupt, SIGTERM too.
+    previous = (
+        signal.signal(signal.SIGTERM, local._interrupt),
+        signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     try:
         cluster.stop()
+        restored = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     except KeyboardInterrupt:
         pytest.fail("a signal during stop cut it short")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
     assert ended and cluster.groups == [] and not temp.exists()
     assert local.LocalCluster.load(tmp_path / "c").groups == []  # saved as stopped
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers back after
+    assert restored == (local._interrupt, signal.default_int_handler)  # handlers back after

@@ -137,33 +137,3 @@ def test_the_token_is_read_from_a_file_copied_with_its_wal(tmp_path):
     reopened, found = open_shard_file(tmp_path / "s1", token, may_create=False)
     assert found == token
     reopened.close()
-
-
-def test_a_shard_whose_file_cannot_be_loaded_closes_it(tmp_path, monkeypatch):
-    """A shard file that passes the identity check but fails to load (a damaged partition)
-    is closed again: the shard looks again at every health probe (every 2 s), and each look
-    must not leave a connection to it open."""
-    import app.cluster.shard as shard_module
-
-    monkeypatch.setenv("AMS_NODE_DATA_DIR", str(tmp_path / "node"))
-    monkeypatch.setattr(shard_module, "restarted", lambda: False)
-    token = _shard_with_patterns(tmp_path / "s0", "a" * 32)
-    spec = {"name": "m", "shape": [4], "text": False, "config": {}, "shard": 0, "shards": 1}
-    spec |= {"data_dir": str(tmp_path / "s0"), "device": "cpu", "threads": 1, "memory_budget": 1 << 20}
-    spec |= {"file_token": token, "create_file": False}
-    opened, closed = [], []
-    real_close = ShardStorage.close
-
-    def spy_close(self):
-        closed.append(self)
-        real_close(self)
-
-    def damaged(record, device):
-        opened.append(record)
-        raise ValueError("a damaged partition")
-
-    monkeypatch.setattr(ShardStorage, "close", spy_close)
-    monkeypatch.setattr(shard_module, "HopfieldMemory", damaged)
-    with pytest.raises(ValueError, match="damaged"):
-        shard_module.MemoryShard(spec)
-    assert len(opened) == 1 and len(closed) == 1  # the file was opened, and closed again
