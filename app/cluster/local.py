@@ -252,7 +252,8 @@ def sweep_stale_temps(root: Path = Path("/tmp"), older_than: float = STALE_TEMP_
         stale = time.time() - max(info.st_mtime, _newest_entry(folder)) > older_than
         if folder.is_dir() and info.st_uid == os.getuid() and stale and str(folder) not in named:
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            if not folder.exists():  # (a folder rmtree could not remove is not reported removed)
+                removed.append(folder)
     return removed
 
 

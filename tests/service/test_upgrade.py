@@ -94,7 +94,9 @@ def _check_recalls(client, expected: dict) -> None:
             assert scores == pytest.approx([m["score"] for m in old[found]], **tolerance), name
     for name, queries in expected.get("queries", {}).items():
         for old in queries:
-            now = client.post(f"/v1/memories/{name}/query", json=old["request"]).json()
+            answer = client.post(f"/v1/memories/{name}/query", json=old["request"])
+            assert answer.status_code == 200, answer.text
+            now = answer.json()
             assert (now["state"], now["trained_count"]) == (old["state"], old["trained_count"]), name
             pick = [(c["entity"], c["known"]) for c in now["candidates"]]
             assert pick == [(c["entity"], c["known"]) for c in old["candidates"]], (name, old["request"])
